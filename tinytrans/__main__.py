@@ -1,0 +1,3 @@
+from tinytrans.cli import main
+
+main()

@@ -1,0 +1,296 @@
+"""The encoder-decoder Transformer (Vaswani et al., 2017), from PyTorch primitives.
+
+Read top to bottom as the paper draws it: positional encoding, masks, attention, feed-forward,
+the residual wrapper, encoder layer, decoder layer, and the model that joins them. This module
+knows nothing of strings or files: ids in, hidden states and logits out.
+
+Shape legend:
+    B  batch size (sentences; at search time sentences x beams)
+    S  source length        T  target length (1 per step when decoding with a cache)
+    D  d_model              H  n_heads          Dh = D / H, the size of one head
+    F  d_ff                 V  vocabulary size
+Masks are boolean with one convention: True = this query may attend to this key.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tinytrans.config import ModelConfig
+from tinytrans.tokenizer import PAD_ID
+
+# A decoder cache is one dict per decoder layer holding the keys and values computed so far:
+#   "self_k", "self_v": (B, H, t, Dh), grown by one position per step,
+#   "cross_k", "cross_v": (B, H, S, Dh), computed from the memory once.
+LayerCache = dict[str, torch.Tensor]
+
+
+def sinusoidal_encoding(length: int, d_model: int, offset: int = 0,
+                        device: torch.device | None = None) -> torch.Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/D)), PE(pos, 2i+1) = cos(pos / 10000^(2i/D)).
+
+    Computed on the fly for positions offset .. offset+length-1, so no input is ever too long for
+    a fixed table. Returns (length, D).
+    """
+    position = torch.arange(offset, offset + length, device=device, dtype=torch.float32)[:, None]
+    two_i = torch.arange(0, d_model, 2, device=device, dtype=torch.float32)
+    angle = position / torch.pow(10000.0, two_i / d_model)  # (length, D/2)
+    encoding = torch.empty(length, d_model, device=device)
+    encoding[:, 0::2] = torch.sin(angle)
+    encoding[:, 1::2] = torch.cos(angle[:, : d_model // 2])
+    return encoding
+
+
+def padding_mask(ids: torch.Tensor) -> torch.Tensor:
+    """(B, L) ids -> (B, 1, 1, L): every query may attend to every key that is not padding."""
+    return (ids != PAD_ID)[:, None, None, :]
+
+
+def causal_mask(length: int, device: torch.device | None = None) -> torch.Tensor:
+    """(1, 1, L, L): position i may attend to positions 0..i only, never to the future."""
+    return torch.ones(length, length, dtype=torch.bool, device=device).tril()[None, None]
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+              dropout: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(Q K^T / sqrt(Dh)) V, written out; returns the output and the attention weights.
+
+    The model calls the fused F.scaled_dot_product_attention instead (same maths, less memory)
+    and uses this only when the weights themselves are wanted. q: (B, H, Tq, Dh), k, v: (B, H, Tk, Dh).
+    """
+    # scale by sqrt(Dh) so the softmax stays out of its flat region (Vaswani et al. §3.2.1)
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, Tq, Tk)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = F.dropout(scores.softmax(dim=-1), p=dropout)
+    return weights @ v, weights  # (B, H, Tq, Dh), (B, H, Tq, Tk)
+
+
+class MultiHeadAttention(nn.Module):
+    """H heads of scaled dot-product attention, concatenated and projected by W^O.
+
+    Self-attention projects Q, K and V with one fused matrix; cross-attention projects Q from
+    the decoder and K, V from the encoder's memory.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float, cross: bool):
+        super().__init__()
+        self.n_heads, self.dropout, self.cross = n_heads, dropout, cross
+        if cross:
+            self.q_proj = nn.Linear(d_model, d_model)
+            self.kv_proj = nn.Linear(d_model, 2 * d_model)
+        else:
+            self.qkv_proj = nn.Linear(d_model, 3 * d_model)
+        self.out_proj = nn.Linear(d_model, d_model)
+
+    def split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, L, D = x.shape
+        return x.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2)  # (B, H, L, Dh)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None, causal: bool = False,
+                cache: LayerCache | None = None, weights_out: list | None = None) -> torch.Tensor:
+        """x: (B, T, D) queries; memory: (B, S, D) for cross-attention. Returns (B, T, D).
+
+        With `cache`, keys and values of earlier steps are reused: self-attention appends this
+        step's, cross-attention computes the memory's once. `causal` applies the causal mask
+        (not needed when decoding one step at a time: the past is all there is).
+        """
+        q, k, v = self.project(x, memory, cache)
+        dropout = self.dropout if self.training else 0.0
+        if weights_out is not None:
+            full_mask = causal_mask(q.size(2), x.device) if causal else mask
+            out, weights = attention(q, k, v, full_mask, dropout)
+            weights_out.append(weights)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
+                                                 is_causal=causal)
+        B, H, T, Dh = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(B, T, H * Dh))  # (B, T, D)
+
+    def project(self, x: torch.Tensor, memory: torch.Tensor | None,
+                cache: LayerCache | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.cross:
+            q = self.split_heads(self.q_proj(x))
+            if cache is not None and "cross_k" in cache:
+                return q, cache["cross_k"], cache["cross_v"]
+            k, v = map(self.split_heads, self.kv_proj(memory).chunk(2, dim=-1))  # (B, H, S, Dh)
+            if cache is not None:
+                cache["cross_k"], cache["cross_v"] = k, v
+            return q, k, v
+        q, k, v = map(self.split_heads, self.qkv_proj(x).chunk(3, dim=-1))  # (B, H, T, Dh) each
+        if cache is not None:
+            if "self_k" in cache:
+                k = torch.cat([cache["self_k"], k], dim=2)  # (B, H, t + T, Dh)
+                v = torch.cat([cache["self_v"], v], dim=2)
+            cache["self_k"], cache["self_v"] = k, v
+        return q, k, v
+
+
+class FeedForward(nn.Module):
+    """Position-wise FFN(x) = W2 ReLU(W1 x + b1) + b2, widening D to F and back."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float):
+        super().__init__()
+        self.w1, self.w2 = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(self.dropout(F.relu(self.w1(x))))  # (B, L, F) inside, (B, L, D) out
+
+
+class Residual(nn.Module):
+    """A sub-layer with its residual connection and LayerNorm, written once for all of them.
+
+    Pre-norm, x + f(LN(x)), keeps an unnormalised path from input to output and trains stably
+    without a long warmup (Xiong et al., 2020); post-norm, LN(x + f(x)), is the original paper's.
+    """
+
+    def __init__(self, d_model: int, dropout: float, pre_norm: bool):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def forward(self, x: torch.Tensor, sublayer) -> torch.Tensor:
+        if self.pre_norm:
+            return x + self.dropout(sublayer(self.norm(x)))
+        return self.norm(x + self.dropout(sublayer(x)))
+
+
+class EncoderLayer(nn.Module):
+    """Self-attention over the source, then the feed-forward block."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cross=False)
+        self.feed_forward = FeedForward(cfg.d_model, cfg.d_ff, cfg.activation_dropout)
+        self.attn_residual = Residual(cfg.d_model, cfg.dropout, cfg.pre_norm)
+        self.ff_residual = Residual(cfg.d_model, cfg.dropout, cfg.pre_norm)
+
+    def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        x = self.attn_residual(x, lambda h: self.self_attn(h, mask=src_mask))
+        return self.ff_residual(x, self.feed_forward)  # (B, S, D)
+
+
+class DecoderLayer(nn.Module):
+    """Masked self-attention over the target so far, cross-attention to the source, feed-forward."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cross=False)
+        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cross=True)
+        self.feed_forward = FeedForward(cfg.d_model, cfg.d_ff, cfg.activation_dropout)
+        self.self_residual = Residual(cfg.d_model, cfg.dropout, cfg.pre_norm)
+        self.cross_residual = Residual(cfg.d_model, cfg.dropout, cfg.pre_norm)
+        self.ff_residual = Residual(cfg.d_model, cfg.dropout, cfg.pre_norm)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
+                cache: LayerCache | None = None, weights_out: list | None = None) -> torch.Tensor:
+        # Decoding one step at a time, the past is all there is to attend to: no causal mask.
+        causal = x.size(1) > 1
+        assert not (causal and cache and "self_k" in cache), "a filled cache takes one token per step"
+        x = self.self_residual(x, lambda h: self.self_attn(h, causal=causal, cache=cache))
+        x = self.cross_residual(x, lambda h: self.cross_attn(
+            h, memory, mask=src_mask, cache=cache, weights_out=weights_out))
+        return self.ff_residual(x, self.feed_forward)  # (B, T, D)
+
+
+class Transformer(nn.Module):
+    """Encoder-decoder Transformer. `encode` once per batch, `decode` once per step (or once per
+    batch with teacher forcing), `logits` on the decoder states that need a prediction."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        if cfg.tie_embeddings:
+            # One matrix embeds source and target tokens and scores outputs (Press & Wolf, 2017).
+            self.embedding = nn.Embedding(cfg.src_vocab_size, cfg.d_model, padding_idx=PAD_ID)
+        else:
+            self.src_embedding = nn.Embedding(cfg.src_vocab_size, cfg.d_model, padding_idx=PAD_ID)
+            self.tgt_embedding = nn.Embedding(cfg.tgt_vocab_size, cfg.d_model, padding_idx=PAD_ID)
+            self.output_projection = nn.Linear(cfg.d_model, cfg.tgt_vocab_size, bias=False)
+        self.encoder_layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_encoder_layers))
+        self.decoder_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_decoder_layers))
+        # Pre-norm leaves the residual stream unnormalised, so each stack ends with a LayerNorm.
+        self.encoder_norm = nn.LayerNorm(cfg.d_model) if cfg.pre_norm else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(cfg.d_model) if cfg.pre_norm else nn.Identity()
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for name, parameter in self.named_parameters():
+            if "embedding" in name or "output_projection" in name:
+                # N(0, D^-1/2): scaled by sqrt(D) on input the embeddings have unit variance, and
+                # the tied output layer starts with small logits (as fairseq does).
+                nn.init.normal_(parameter, mean=0.0, std=self.cfg.d_model ** -0.5)
+            elif parameter.dim() > 1:
+                nn.init.xavier_uniform_(parameter)
+            elif name.endswith("bias"):
+                nn.init.zeros_(parameter)
+        for embedding in (self.src_embed_table, self.tgt_embed_table):
+            with torch.no_grad():
+                embedding.weight[PAD_ID].zero_()
+
+    @property
+    def src_embed_table(self) -> nn.Embedding:
+        return self.embedding if self.cfg.tie_embeddings else self.src_embedding
+
+    @property
+    def tgt_embed_table(self) -> nn.Embedding:
+        return self.embedding if self.cfg.tie_embeddings else self.tgt_embedding
+
+    def embed(self, table: nn.Embedding, ids: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        """Token embeddings scaled by sqrt(D) plus positions offset.. (Vaswani et al. §3.4)."""
+        positions = sinusoidal_encoding(ids.size(1), self.cfg.d_model, offset, ids.device)
+        return self.dropout(table(ids) * math.sqrt(self.cfg.d_model) + positions)  # (B, L, D)
+
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        """src: (B, S) ids, src_mask: (B, 1, 1, S) -> memory: (B, S, D)."""
+        x = self.embed(self.src_embed_table, src)
+        for layer in self.encoder_layers:
+            x = layer(x, src_mask)
+        return self.encoder_norm(x)
+
+    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
+               cache: list[LayerCache] | None = None, weights_out: list | None = None) -> torch.Tensor:
+        """tgt: (B, T) ids -> decoder states (B, T, D).
+
+        With `cache` (a list of one dict per layer, empty at the first step), `tgt` holds only the
+        newest token(s) and earlier keys/values come from the cache, which this call extends.
+        With `weights_out`, each layer appends its cross-attention weights (B, H, T, S).
+        """
+        offset = cache[0]["self_k"].size(2) if cache and "self_k" in cache[0] else 0
+        x = self.embed(self.tgt_embed_table, tgt, offset)
+        for i, layer in enumerate(self.decoder_layers):
+            x = layer(x, memory, src_mask, cache[i] if cache is not None else None, weights_out)
+        return self.decoder_norm(x)
+
+    def logits(self, states: torch.Tensor) -> torch.Tensor:
+        """Decoder states (..., D) -> unnormalised scores over the target vocabulary (..., V)."""
+        if self.cfg.tie_embeddings:
+            return F.linear(states, self.embedding.weight)
+        return self.output_projection(states)
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        """Teacher-forced logits for every target position: (B, S), (B, T) -> (B, T, V)."""
+        src_mask = padding_mask(src)
+        return self.logits(self.decode(tgt, self.encode(src, src_mask), src_mask))
+
+    def new_cache(self) -> list[LayerCache]:
+        return [{} for _ in self.decoder_layers]
+
+
+def reorder_cache(cache: list[LayerCache], index: torch.Tensor) -> None:
+    """Keep (and repeat) the batch rows in `index`, in place: beams re-ranked or sentences done."""
+    for layer in cache:
+        for name, tensor in layer.items():
+            layer[name] = tensor.index_select(0, index)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,187 @@
+"""SentencePiece subword tokenizers: training and the text <-> ids step.
+
+One joint vocabulary over both languages is the default, because tied source, target and output
+embeddings need it; a tokenizer per language can be trained by running this twice. The four
+reserved ids below are fixed here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import sentencepiece as spm
+
+from tinytrans.errors import UserError
+from tinytrans.atomic import atomic_write_bytes, atomic_write_text
+from tinytrans.textio import read_lines
+
+PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
+MODEL_TYPES = ("bpe", "unigram")
+
+
+class Tokenizer:
+    """A trained SentencePiece model: text to piece ids and back."""
+
+    def __init__(self, model_proto: bytes, name: str = "<memory>"):
+        self.name = name
+        self.model_proto = model_proto
+        self.sp = spm.SentencePieceProcessor()
+        try:
+            self.sp.LoadFromSerializedProto(model_proto)
+        except Exception:  # sentencepiece raises a bare RuntimeError or OSError
+            raise UserError(f"{name}: not a SentencePiece model") from None
+        reserved = (self.sp.pad_id(), self.sp.unk_id(), self.sp.bos_id(), self.sp.eos_id())
+        if reserved != (PAD_ID, UNK_ID, BOS_ID, EOS_ID):
+            raise UserError(
+                f"{name}: SentencePiece model has pad/unk/bos/eos ids {reserved}, tinytrans needs "
+                f"{(PAD_ID, UNK_ID, BOS_ID, EOS_ID)}; train it with 'tinytrans tokenizer train'"
+            )
+
+    @classmethod
+    def load(cls, path: str | Path) -> Tokenizer:
+        path = Path(path)
+        try:
+            return cls(path.read_bytes(), str(path))
+        except FileNotFoundError:
+            raise UserError(f"{path}: no such tokenizer model") from None
+        except IsADirectoryError:
+            raise UserError(f"{path}: is a directory, not a tokenizer model") from None
+
+    @property
+    def vocab_size(self) -> int:
+        return self.sp.get_piece_size()
+
+    def encode(self, lines: list[str]) -> list[list[int]]:
+        """Piece ids of each line, without BOS/EOS (the batcher adds those)."""
+        return self.sp.encode(lines, out_type=int)
+
+    def encode_pieces(self, lines: list[str]) -> list[list[str]]:
+        return self.sp.encode(lines, out_type=str)
+
+    def decode(self, ids: list[list[int]]) -> list[str]:
+        return self.sp.decode(ids)
+
+    def decode_pieces(self, pieces: list[list[str]]) -> list[str]:
+        return self.sp.decode_pieces(pieces)
+
+    def save(self, path: Path) -> None:
+        atomic_write_bytes(path, self.model_proto)
+
+
+def train_tokenizer(
+    inputs: list[Path],
+    output_prefix: Path,
+    vocab_size: int,
+    model_type: str = "bpe",
+    character_coverage: float = 1.0,
+    max_sentences: int | None = None,
+    seed: int = 1,
+) -> Tokenizer:
+    """Train a SentencePiece model on the lines of `inputs`; write PREFIX.model and PREFIX.vocab.
+
+    With `max_sentences`, a uniform sample of that many lines (reservoir sampling, seeded) is used,
+    so a huge corpus never has to fit in memory.
+    """
+    if model_type not in MODEL_TYPES:
+        raise UserError(f"--model-type: '{model_type}' is not one of {', '.join(MODEL_TYPES)}")
+    if vocab_size < 8:
+        raise UserError(f"--vocab-size: {vocab_size} is too small (at least 8)")
+    if not 0.9 <= character_coverage <= 1.0:
+        raise UserError(f"--character-coverage: {character_coverage} must lie in [0.9, 1.0]")
+    lines = _nonempty(_all_lines(inputs))
+    if max_sentences is not None:
+        lines = iter(reservoir_sample(lines, max_sentences, seed))
+    proto = _train_proto(lines, vocab_size, model_type, character_coverage, inputs)
+    tokenizer = Tokenizer(proto, f"{output_prefix}.model")
+    output_prefix.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(Path(f"{output_prefix}.model"))
+    vocab = "".join(
+        f"{tokenizer.sp.id_to_piece(i)}\t{tokenizer.sp.get_score(i):g}\n"
+        for i in range(tokenizer.vocab_size)
+    )
+    atomic_write_text(Path(f"{output_prefix}.vocab"), vocab)
+    return tokenizer
+
+
+def _train_proto(
+    lines: Iterator[str], vocab_size: int, model_type: str, coverage: float, inputs: list[Path],
+) -> bytes:
+    model = _CountingIterator(lines)
+    writer = _BytesWriter()
+    try:
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=model,
+            model_writer=writer,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            character_coverage=coverage,
+            pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
+            num_threads=2,
+            max_sentence_length=1 << 16,
+            minloglevel=2,
+        )
+    except Exception as error:
+        if model.error is not None:  # our own reading error, raised inside SentencePiece's loop
+            raise model.error from None
+        if model.count == 0:
+            raise UserError(f"{', '.join(map(str, inputs))}: no non-empty lines to train on") from None
+        reason = str(error).splitlines()[-1].split("] ")[-1]
+        raise UserError(f"--vocab-size {vocab_size}: SentencePiece refused it: {reason}") from None
+    return writer.data
+
+
+def _all_lines(inputs: Iterable[Path]) -> Iterator[str]:
+    for path in inputs:
+        yield from read_lines(path)
+
+
+def _nonempty(lines: Iterable[str]) -> Iterator[str]:
+    return (line for line in lines if line.strip())
+
+
+def reservoir_sample(lines: Iterable[str], k: int, seed: int) -> list[str]:
+    """A uniform random sample of k lines from a stream of unknown length (Algorithm R)."""
+    if k < 1:
+        raise UserError(f"--max-sentences: {k} must be at least 1")
+    rng = random.Random(seed)
+    sample: list[str] = []
+    for n, line in enumerate(lines):
+        if n < k:
+            sample.append(line)
+        else:
+            j = rng.randrange(n + 1)
+            if j < k:
+                sample[j] = line
+    return sample
+
+
+class _CountingIterator:
+    """Passes lines to SentencePiece while counting them, to tell 'empty input' from other errors."""
+
+    def __init__(self, lines: Iterator[str]):
+        self.lines, self.count = lines, 0
+        self.error: UserError | None = None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        try:
+            line = next(self.lines)
+        except UserError as error:
+            self.error = error
+            raise
+        self.count += 1
+        return line
+
+
+class _BytesWriter:
+    """SentencePiece writes the trained model through an object with a write() method."""
+
+    def __init__(self):
+        self.data = b""
+
+    def write(self, data: bytes) -> None:
+        self.data += data
