@@ -285,11 +285,16 @@ class Transformer(nn.Module):
         return [{} for _ in self.decoder_layers]
 
 
-def reorder_cache(cache: list[LayerCache], index: torch.Tensor) -> None:
-    """Keep (and repeat) the batch rows in `index`, in place: beams re-ranked or sentences done."""
+def reorder_cache(cache: list[LayerCache], index: torch.Tensor, only_self: bool = False) -> None:
+    """Keep (and repeat) the batch rows in `index`, in place: beams re-ranked or sentences done.
+
+    `only_self` skips the cross-attention keys/values: re-ranking beams within a sentence does
+    not change them, since all beams of a sentence attend to the same source.
+    """
     for layer in cache:
         for name, tensor in layer.items():
-            layer[name] = tensor.index_select(0, index)
+            if not (only_self and name.startswith("cross")):
+                layer[name] = tensor.index_select(0, index)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -1,0 +1,71 @@
+"""Scoring with sacrebleu: BLEU, chrF and TER, each reported with its signature.
+
+A score without its signature (tokenizer, casing, smoothing, version) cannot be compared with
+anyone else's, so the signature travels with every number (Post, 2018).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sacrebleu.metrics import BLEU, CHRF, TER
+
+from tinytrans.errors import UserError
+from tinytrans.search import SearchConfig
+from tinytrans.textio import read_lines, read_parallel
+
+TOKENIZERS = ("13a", "intl", "zh", "char", "none", "ja-mecab", "ko-mecab", "flores101", "flores200")
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    lowercase: bool = False
+    tokenize: str = "13a"  # BLEU's tokenizer, passed through to sacrebleu
+
+
+def score_corpus(hyps: list[str], refs: list[list[str]], options: ScoreOptions) -> dict[str, Any]:
+    """hyps: one line per segment; refs: one list per reference set, each aligned with hyps."""
+    if options.tokenize not in TOKENIZERS:
+        raise UserError(f"--tokenize: '{options.tokenize}' is not one of {', '.join(TOKENIZERS)}")
+    for ref in refs:
+        if len(ref) != len(hyps):
+            raise UserError(f"{len(hyps)} hypotheses but a reference set of {len(ref)} lines")
+    metrics = {
+        "bleu": BLEU(lowercase=options.lowercase, tokenize=options.tokenize),
+        "chrf": CHRF(lowercase=options.lowercase),
+        "ter": TER(case_sensitive=not options.lowercase),
+    }
+    result: dict[str, Any] = {"sentences": len(hyps), "signatures": {}}
+    for name, metric in metrics.items():
+        result[name] = round(metric.corpus_score(hyps, refs).score, 2)
+        result["signatures"][name] = str(metric.get_signature())
+    return result
+
+
+def score_files(hyp: Path, refs: list[Path], options: ScoreOptions) -> dict[str, Any]:
+    hyps = list(read_lines(hyp))
+    references = [list(read_lines(ref)) for ref in refs]
+    for path, ref in zip(refs, references):
+        if len(ref) != len(hyps):
+            raise UserError(f"{hyp} has {len(hyps)} lines but {path} has {len(ref)}")
+    return {"test": str(hyp), **score_corpus(hyps, references, options)}
+
+
+def evaluate_test_set(translator, prefix: str, src: str, tgt: str, search_cfg: SearchConfig,
+                      options: ScoreOptions, batch_tokens: int = 4096,
+                      save_hyp: Path | None = None) -> dict[str, Any]:
+    """Translate PREFIX.SRC with `translator` and score it against PREFIX.TGT."""
+    pairs = list(read_parallel(prefix, src, tgt, utf8="replace"))
+    start = time.perf_counter()
+    hyps = [t.text for t in translator.translate((s for s, _ in pairs), search_cfg, batch_tokens)]
+    seconds = time.perf_counter() - start
+    if save_hyp is not None:
+        save_hyp.mkdir(parents=True, exist_ok=True)
+        out = save_hyp / f"{Path(prefix).name}.{tgt}.hyp"
+        out.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+    scores = score_corpus(hyps, [[t for _, t in pairs]], options)
+    return {"test": prefix, **scores,
+            "seconds": round(seconds, 3), "sentences_per_second": round(len(hyps) / seconds, 1)}

@@ -1,0 +1,117 @@
+"""How training reports look on a terminal: a live rich display, or plain log lines.
+
+The library reports events through a callback; this module turns them into output on stderr,
+so that stdout stays free for data.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class TrainDisplay:
+    """Receives training events and shows them: live when stderr is a terminal, else as lines."""
+
+    def __init__(self, console: Console, quiet: bool = False):
+        self.console, self.quiet = console, quiet
+        self.live: Live | None = None
+        self.limits: dict[str, Any] = {}
+        self.tokens_per_second = 0.0
+        self.last_refresh = 0.0
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        handler = getattr(self, f"on_{event['event']}", None)
+        if handler is not None and not self.quiet:
+            handler(event)
+
+    def say(self, message: str) -> None:
+        if self.live is not None:
+            self.live.console.print(message, highlight=False)
+        else:
+            self.console.print(message, highlight=False)
+
+    def on_data(self, e: dict[str, Any]) -> None:
+        dropped = e["read"] - e["kept"]
+        self.say(f"train data: {e['kept']:,} pairs kept of {e['read']:,} (dropped {dropped:,}: "
+                 f"{e['empty']} empty, {e['too_long']} too long, {e['bad_ratio']} length ratio; "
+                 f"{e['utf8_replaced']} lines with invalid UTF-8 replaced)")
+
+    def on_resume(self, e: dict[str, Any]) -> None:
+        self.say(f"resuming at step {e['step']} from {e['checkpoint']}")
+
+    def on_start(self, e: dict[str, Any]) -> None:
+        train = e["config"].train
+        self.limits = {"max_steps": train.max_steps, "max_time": train.max_time}
+        self.say(f"model: {e['parameters']:,} parameters on {e['device']} ({e['precision']}); "
+                 f"{e['pairs']:,} training pairs")
+        if self.console.is_terminal:
+            self.live = Live(Text("starting..."), console=self.console, auto_refresh=False)
+            self.live.start()
+
+    def on_log(self, e: dict[str, Any]) -> None:
+        self.tokens_per_second = e["tokens_per_second"]
+        if self.live is None:
+            self.say(f"step {e['step']} | epoch {e['epoch'] + 1} | loss {e['loss']:.3f} | "
+                     f"lr {e['lr']:.2e} | {e['tokens_per_second']:,.0f} tgt tok/s | "
+                     f"{_clock(e['elapsed'])}")
+
+    def on_step(self, e: dict[str, Any]) -> None:
+        now = time.monotonic()
+        if self.live is None or now - self.last_refresh < 0.25:
+            return
+        self.last_refresh = now
+        self.live.update(Text(
+            f"step {e['step']}  epoch {e['epoch'] + 1}  loss {e['loss']:.3f}  lr {e['lr']:.2e}  "
+            f"{self.tokens_per_second:,.0f} tgt tok/s  elapsed {_clock(e['elapsed'])}  "
+            f"ETA {self._eta(e)}"), refresh=True)
+
+    def _eta(self, e: dict[str, Any]) -> str:
+        fractions = []
+        if self.limits.get("max_time"):
+            fractions.append(e["elapsed"] / (self.limits["max_time"] * 60))
+        if self.limits.get("max_steps"):
+            fractions.append(e["step"] / self.limits["max_steps"])
+        if not fractions or max(fractions) <= 0:
+            return "-"
+        done = min(max(fractions), 1.0)
+        return _clock(e["elapsed"] * (1 - done) / done)
+
+    def on_valid(self, e: dict[str, Any]) -> None:
+        self.say(f"validation at step {e['step']}: loss {e['loss']:.3f} | ppl {e['ppl']:.2f} | "
+                 f"BLEU {e['bleu']:.2f} (best {e['best_bleu']:.2f} at step {e['best_step']}) "
+                 f"[{e['bleu_signature']}]")
+
+    def on_checkpoint(self, e: dict[str, Any]) -> None:
+        if self.live is None:
+            self.say(f"checkpoint: {e['path']}")
+
+    def on_end(self, e: dict[str, Any]) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+        r = e["result"]
+        table = Table(title="training finished", show_header=False)
+        table.add_row("stopped", r.stop_reason)
+        table.add_row("steps / epochs", f"{r.state.step} / {r.state.epoch + r.state.batch / 1e9:.0f}")
+        table.add_row("best BLEU (greedy, valid)", f"{r.state.best_bleu:.2f} at step {r.state.best_step}"
+                      if r.state.best_bleu >= 0 else "no validation set")
+        table.add_row("training time", _clock(r.state.elapsed))
+        table.add_row("target tokens/s", f"{r.tokens_per_second:,.0f}")
+        table.add_row("run directory", str(r.run_dir))
+        self.console.print(table)
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None

@@ -1,0 +1,485 @@
+"""Training: from a config and parallel text to a run directory with checkpoints.
+
+The loop is plain PyTorch: batches of similar-length pairs, teacher-forced decoding,
+label-smoothed cross-entropy, Adam with warmup and inverse-square-root decay, gradient clipping
+and accumulation. It reports through a callback (the CLI draws progress from it) and writes:
+
+    RUN/config.toml                  the resolved config; loading a model needs nothing else
+    RUN/tokenizer.model              the joint SentencePiece model (or tokenizer.src/.tgt.model)
+    RUN/checkpoints/step-N.safetensors   weights + optimizer + RNG + training state (last K)
+    RUN/checkpoints/best.safetensors     weights with the best validation BLEU
+    RUN/metrics.jsonl                one JSON object per log line or validation
+    RUN/curves.png                   learning curves (when matplotlib is installed)
+
+Every file is written atomically, so a kill at any moment leaves the last checkpoint loadable,
+and running the same command again resumes where the last checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sacrebleu
+import torch
+
+from tinytrans.atomic import atomic_write_text
+from tinytrans.checkpoint import (BEST, CHECKPOINT_DIR, load_training_state, prune_checkpoints,
+                                  save_checkpoint, step_name, training_checkpoints)
+from tinytrans.config import RunConfig, build_config, differences, read_toml, to_toml
+from tinytrans.data import Batch, EncodedCorpus, FilterConfig, encode_parallel, length_sorted_batches, make_batch
+from tinytrans.errors import UserError
+from tinytrans.hardware import autocast, pick_device, pick_precision, set_threads
+from tinytrans.loss import label_smoothed_nll
+from tinytrans.model import Transformer, count_parameters, padding_mask
+from tinytrans.search import SearchConfig, greedy_search
+from tinytrans.textio import LineCounter, ParallelCounter, read_parallel
+from tinytrans.tokenizer import PAD_ID, Tokenizer, train_tokenizer
+
+Report = Callable[[dict[str, Any]], None]
+CONFIG_FILE = "config.toml"
+METRICS_FILE = "metrics.jsonl"
+TOKENIZER_SAMPLE = 2_000_000  # lines: enough for a good vocabulary, bounded memory on huge corpora
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint, so a resumed run continues exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0  # the next batch of this epoch to train on
+    elapsed: float = 0.0  # seconds of training so far, over all resumptions
+    best_bleu: float = -1.0
+    best_step: int = 0
+    stale: int = 0  # validations since the best one
+
+
+@dataclass
+class Timings:
+    """Seconds spent in each part of the training step, for profiling."""
+
+    data: float = 0.0
+    forward: float = 0.0
+    backward: float = 0.0
+    optimizer: float = 0.0
+    validation: float = 0.0
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    state: TrainState
+    stop_reason: str
+    tokens_per_second: float
+    timings: Timings
+    parameters: int
+    last_validation: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# The run directory
+
+def load_run_config(run_dir: Path) -> RunConfig:
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise UserError(f"{run_dir}: not a tinytrans run directory (no {CONFIG_FILE})")
+    return build_config(read_toml(path), str(path))
+
+
+def prepare_run_dir(run_dir: Path, config: RunConfig, overwrite: bool) -> RunConfig | None:
+    """Make `run_dir` ready; return the saved config when an existing run will be resumed."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir}: exists and is not a directory")
+    is_run = (run_dir / CONFIG_FILE).is_file()
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not is_run:
+        raise UserError(f"{run_dir}: exists, is not empty and is not a tinytrans run directory")
+    if overwrite and is_run:
+        shutil.rmtree(run_dir)
+        is_run = False
+    if not is_run:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        return None
+    saved = load_run_config(run_dir)
+    changed = differences(saved, config)
+    if changed:
+        raise UserError(f"{run_dir}: holds a run with a different config ({'; '.join(changed)}); "
+                        "use another --output, or --overwrite to start over")
+    return saved
+
+
+def prepare_tokenizers(run_dir: Path, cfg: RunConfig) -> tuple[Tokenizer, Tokenizer]:
+    """The run's tokenizers: already in the run directory, copied from data.tokenizer, or trained."""
+    data = cfg.data
+    names = ("tokenizer.model",) if data.joint_vocab else ("tokenizer.src.model", "tokenizer.tgt.model")
+    paths = [run_dir / name for name in names]
+    if all(p.is_file() for p in paths):
+        loaded = [Tokenizer.load(p) for p in paths]
+    elif data.tokenizer is not None:
+        if not data.joint_vocab:
+            raise UserError("data.tokenizer names one joint model; with data.joint_vocab = false "
+                            "tinytrans trains one tokenizer per language itself")
+        loaded = [Tokenizer.load(data.tokenizer)]
+        loaded[0].save(paths[0])
+    else:
+        from tinytrans.textio import corpus_file
+        sides = [[corpus_file(data.train, data.src), corpus_file(data.train, data.tgt)]]
+        if not data.joint_vocab:
+            sides = [[sides[0][0]], [sides[0][1]]]
+        loaded = [
+            train_tokenizer(inputs, path.with_suffix(""), data.vocab_size, data.model_type,
+                            max_sentences=TOKENIZER_SAMPLE, seed=cfg.train.seed)
+            for inputs, path in zip(sides, paths)
+        ]
+    return (loaded[0], loaded[0]) if data.joint_vocab else (loaded[0], loaded[1])
+
+
+def load_tokenizers(run_dir: Path, cfg: RunConfig) -> tuple[Tokenizer, Tokenizer]:
+    if cfg.data.joint_vocab:
+        joint = Tokenizer.load(run_dir / "tokenizer.model")
+        return joint, joint
+    return Tokenizer.load(run_dir / "tokenizer.src.model"), Tokenizer.load(run_dir / "tokenizer.tgt.model")
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+@dataclass
+class ValidationSet:
+    corpus: EncodedCorpus
+    references: list[str]
+
+
+def load_training_data(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer,
+                       report: Report) -> EncodedCorpus:
+    data = cfg.data
+    counter = ParallelCounter(LineCounter(), LineCounter())
+    pairs = read_parallel(data.train, data.src, data.tgt, data.utf8_errors, counter)
+    corpus = encode_parallel(pairs, src_tok, tgt_tok, FilterConfig(data.max_length, data.max_ratio))
+    stats = corpus.stats
+    report({"event": "data", "split": "train", "read": stats.read, "kept": stats.kept,
+            "empty": stats.empty, "too_long": stats.too_long, "bad_ratio": stats.bad_ratio,
+            "utf8_replaced": counter.src.replaced + counter.tgt.replaced})
+    if stats.kept == 0:
+        raise UserError(f"{data.train}: no usable training pairs ({stats.read} read, all dropped "
+                        "as empty, too long or of extreme length ratio)")
+    return corpus
+
+
+def load_validation_data(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer) -> ValidationSet | None:
+    data = cfg.data
+    if data.valid is None:
+        return None
+    pairs = [(s, t) for s, t in read_parallel(data.valid, data.src, data.tgt, data.utf8_errors)
+             if s.strip() and t.strip()]
+    if not pairs:
+        raise UserError(f"{data.valid}: the validation set has no non-empty pairs")
+    corpus = encode_parallel(iter(pairs), src_tok, tgt_tok, FilterConfig(10**9, float("inf")))
+    return ValidationSet(corpus, [t for _, t in pairs])
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimisation
+
+def make_optimizer(model: Transformer, cfg: RunConfig, device: torch.device) -> torch.optim.Optimizer:
+    t = cfg.train
+    return torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.adam_beta1, t.adam_beta2),
+                            eps=t.adam_eps, weight_decay=t.weight_decay, fused=True)
+
+
+def learning_rate(step: int, peak: float, warmup: int) -> float:
+    """Linear warmup to `peak` over `warmup` updates, then decay with 1/sqrt(step)
+    (Vaswani et al. §5.3, with the peak given directly instead of through d_model^-0.5)."""
+    step = max(step, 1)
+    return peak * min(step / max(warmup, 1), math.sqrt(max(warmup, 1) / step))
+
+
+def train_step(model: Transformer, batches: list[Batch], optimizer: torch.optim.Optimizer,
+               cfg: RunConfig, lr: float, device: torch.device, precision: str,
+               timings: Timings) -> tuple[float, float, int]:
+    """One update from one or more batches (gradient accumulation). Returns the mean smoothed
+    loss and mean NLL per target token, and the number of target tokens."""
+    n_tokens = sum(b.n_tgt_tokens for b in batches)
+    total_loss = total_nll = 0.0
+    for batch in batches:
+        start = time.perf_counter()
+        batch = batch.to(device)
+        with autocast(device, precision):
+            src_mask = padding_mask(batch.src)
+            states = model.decode(batch.tgt_in, model.encode(batch.src, src_mask), src_mask)
+            keep = batch.tgt_out != PAD_ID
+            # Only real tokens get an output projection: padding would waste the largest matmul.
+            logits = model.logits(states[keep])  # (tokens, V)
+        loss, nll = label_smoothed_nll(logits, batch.tgt_out[keep], cfg.train.label_smoothing)
+        middle = time.perf_counter()
+        (loss / n_tokens).backward()
+        timings.forward += middle - start
+        timings.backward += time.perf_counter() - middle
+        total_loss, total_nll = total_loss + loss.item(), total_nll + nll.item()
+    start = time.perf_counter()
+    if cfg.train.clip_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_norm)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    timings.optimizer += time.perf_counter() - start
+    return total_loss / n_tokens, total_nll / n_tokens, n_tokens
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation
+
+@torch.inference_mode()
+def validation_loss(model: Transformer, corpus: EncodedCorpus, batch_tokens: int,
+                    device: torch.device, precision: str) -> float:
+    """Mean NLL per target token with teacher forcing (no label smoothing)."""
+    total = tokens = 0.0
+    for indices in length_sorted_batches(corpus.src.lengths, corpus.tgt.lengths, batch_tokens, 0, 0):
+        batch = make_batch(corpus, indices).to(device)
+        with autocast(device, precision):
+            src_mask = padding_mask(batch.src)
+            states = model.decode(batch.tgt_in, model.encode(batch.src, src_mask), src_mask)
+            keep = batch.tgt_out != PAD_ID
+            logits = model.logits(states[keep])
+        _, nll = label_smoothed_nll(logits, batch.tgt_out[keep], 0.0)
+        total, tokens = total + float(nll), tokens + int(keep.sum())
+    return total / tokens
+
+
+@torch.inference_mode()
+def greedy_translations(model: Transformer, corpus: EncodedCorpus, tokenizer: Tokenizer,
+                        batch_tokens: int, device: torch.device, precision: str) -> list[str]:
+    """Greedy translations of the corpus' source side, in corpus order."""
+    outputs: list[str] = [""] * len(corpus)
+    order = np.argsort(corpus.src.lengths, kind="stable")
+    for indices in _chunk_by_tokens(order, corpus.src.lengths, batch_tokens):
+        src = make_batch(corpus, indices).src.to(device)
+        with autocast(device, precision):
+            hyps = greedy_search(model, src, SearchConfig(beam=1))
+        for index, text in zip(indices, tokenizer.decode([h.tokens for h in hyps])):
+            outputs[index] = text
+    return outputs
+
+
+def _chunk_by_tokens(order: np.ndarray, lengths: np.ndarray, batch_tokens: int) -> Iterator[np.ndarray]:
+    start = 0
+    for end in range(1, len(order) + 1):
+        if end == len(order) or (end + 1 - start) * (lengths[order[end]] + 1) > batch_tokens:
+            yield order[start:end]
+            start = end
+
+
+def validate(model: Transformer, valid: ValidationSet, tgt_tok: Tokenizer, cfg: RunConfig,
+             device: torch.device, precision: str) -> dict[str, Any]:
+    model.eval()
+    loss = validation_loss(model, valid.corpus, cfg.train.batch_tokens, device, precision)
+    hyps = greedy_translations(model, valid.corpus, tgt_tok, cfg.train.batch_tokens, device, precision)
+    model.train()
+    bleu = sacrebleu.BLEU()
+    score = bleu.corpus_score(hyps, [valid.references])
+    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "bleu": score.score,
+            "bleu_signature": str(bleu.get_signature()), "sample": hyps[0]}
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+class RunFiles:
+    """Writes the run's metrics and checkpoints."""
+
+    def __init__(self, run_dir: Path, cfg: RunConfig):
+        self.run_dir, self.cfg = run_dir, cfg
+        self.metrics = run_dir / METRICS_FILE
+
+    def log(self, record: dict[str, Any]) -> None:
+        with open(self.metrics, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def truncate_metrics(self, step: int) -> None:
+        """On resume, forget what the killed run logged after its last checkpoint."""
+        if self.metrics.is_file():
+            lines = self.metrics.read_text(encoding="utf-8").splitlines()
+            kept = [line for line in lines if _step_of(line) <= step]
+            atomic_write_text(self.metrics, "".join(line + "\n" for line in kept))
+
+    def checkpoint(self, model: Transformer, optimizer: torch.optim.Optimizer, state: TrainState) -> Path:
+        path = self.run_dir / CHECKPOINT_DIR / step_name(state.step)
+        save_checkpoint(path, model, optimizer, asdict(state))
+        prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
+        return path
+
+    def best(self, model: Transformer, state: TrainState) -> None:
+        save_checkpoint(self.run_dir / CHECKPOINT_DIR / BEST, model, None, asdict(state))
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 10**12  # a torn last line from a kill: drop it
+
+
+def train(cfg: RunConfig, run_dir: Path, overwrite: bool = False,
+          report: Report | None = None) -> TrainResult:
+    """Train (or resume) the run in `run_dir`; return where it stopped and why."""
+    report = report or (lambda event: None)
+    run_dir = Path(run_dir)
+    saved = prepare_run_dir(run_dir, cfg, overwrite)
+    device = pick_device(cfg.train.device)
+    precision = pick_precision(cfg.train.precision, device)
+    set_threads(cfg.train.threads)
+    src_tok, tgt_tok = prepare_tokenizers(run_dir, cfg)
+    cfg = replace(cfg, model=replace(cfg.model, src_vocab_size=src_tok.vocab_size,
+                                     tgt_vocab_size=tgt_tok.vocab_size))
+    if saved is not None and differences(saved, cfg):
+        raise UserError(f"{run_dir}: its tokenizer no longer matches its config")
+    atomic_write_text(run_dir / CONFIG_FILE, to_toml(cfg))
+
+    corpus = load_training_data(cfg, src_tok, tgt_tok, report)
+    valid = load_validation_data(cfg, src_tok, tgt_tok)
+    torch.manual_seed(cfg.train.seed)
+    model = Transformer(cfg.model).to(device)
+    optimizer = make_optimizer(model, cfg, device)
+    files = RunFiles(run_dir, cfg)
+    state = TrainState()
+    checkpoints = training_checkpoints(run_dir)
+    if checkpoints:
+        state = TrainState(**load_training_state(checkpoints[-1], model, optimizer))
+        files.truncate_metrics(state.step)
+        report({"event": "resume", "step": state.step, "checkpoint": str(checkpoints[-1])})
+    report({"event": "start", "device": str(device), "precision": precision,
+            "parameters": count_parameters(model), "pairs": len(corpus), "state": asdict(state),
+            "config": cfg})
+    return _loop(cfg, model, optimizer, corpus, valid, tgt_tok, state, files, device, precision, report)
+
+
+def _stop_reason(cfg: RunConfig, state: TrainState, elapsed: float) -> str | None:
+    t = cfg.train
+    if t.max_steps is not None and state.step >= t.max_steps:
+        return f"reached max_steps {t.max_steps}"
+    if t.max_epochs is not None and state.epoch >= t.max_epochs:
+        return f"reached max_epochs {t.max_epochs}"
+    if t.max_time is not None and elapsed >= t.max_time * 60:
+        return f"reached max_time {t.max_time:g} min"
+    if t.patience is not None and state.stale >= t.patience:
+        return f"no better BLEU in {t.patience} validations (early stopping)"
+    return None
+
+
+def _updates(corpus: EncodedCorpus, cfg: RunConfig, state: TrainState) -> Iterator[list[np.ndarray]]:
+    """Groups of `update_freq` batches (index arrays), epoch after epoch, from the saved position.
+
+    Updates `state.epoch` and `state.batch` as it goes, so a checkpoint records where to resume.
+    """
+    t = cfg.train
+    while True:
+        batches = length_sorted_batches(corpus.src.lengths, corpus.tgt.lengths, t.batch_tokens,
+                                        t.seed, state.epoch)
+        while state.batch < len(batches):
+            group = batches[state.batch: state.batch + t.update_freq]
+            state.batch += len(group)
+            yield group
+        state.epoch, state.batch = state.epoch + 1, 0
+
+
+def _loop(cfg: RunConfig, model: Transformer, optimizer: torch.optim.Optimizer,
+          corpus: EncodedCorpus, valid: ValidationSet | None, tgt_tok: Tokenizer, state: TrainState,
+          files: RunFiles, device: torch.device, precision: str, report: Report) -> TrainResult:
+    t = cfg.train
+    timings = Timings()
+    started = time.perf_counter() - state.elapsed
+    window_tokens, window_loss, window_nll, window_start = 0, 0.0, 0.0, time.perf_counter()
+    run_tokens, run_start = 0, time.perf_counter()
+    last_validation: dict[str, Any] = {}
+    model.train()
+    reason = _stop_reason(cfg, state, state.elapsed)
+    updates = _updates(corpus, cfg, state)
+    while reason is None:
+        fetch = time.perf_counter()
+        batches = [make_batch(corpus, indices) for indices in next(updates)]
+        timings.data += time.perf_counter() - fetch
+        lr = learning_rate(state.step + 1, t.lr, t.warmup_steps)
+        loss, nll, n_tokens = train_step(model, batches, optimizer, cfg, lr, device, precision, timings)
+        state.step += 1
+        state.elapsed = time.perf_counter() - started
+        window_tokens += n_tokens
+        window_loss, window_nll = window_loss + loss * n_tokens, window_nll + nll * n_tokens
+        run_tokens += n_tokens
+        if state.step % t.log_every == 0:
+            now = time.perf_counter()
+            record = {"event": "log", "step": state.step, "epoch": state.epoch,
+                      "loss": window_loss / window_tokens, "nll": window_nll / window_tokens,
+                      "lr": lr, "tokens_per_second": window_tokens / (now - window_start),
+                      "elapsed": state.elapsed}
+            files.log(record)
+            report(record)
+            window_tokens, window_loss, window_nll, window_start = 0, 0.0, 0.0, now
+        reason = _stop_reason(cfg, state, state.elapsed)
+        if valid is not None and (state.step % t.validate_every == 0 or reason is not None):
+            last_validation = _validate_and_keep_best(model, valid, tgt_tok, cfg, device, precision,
+                                                      state, files, report, timings)
+            reason = reason or _stop_reason(cfg, state, state.elapsed)
+        if state.step % t.checkpoint_every == 0 or reason is not None:
+            path = files.checkpoint(model, optimizer, state)
+            report({"event": "checkpoint", "step": state.step, "path": str(path)})
+        else:
+            report({"event": "step", "step": state.step, "epoch": state.epoch, "loss": loss,
+                    "lr": lr, "elapsed": state.elapsed})
+    elapsed = time.perf_counter() - run_start
+    result = TrainResult(files.run_dir, state, reason, run_tokens / max(elapsed - timings.validation, 1e-9),
+                         timings, count_parameters(model), last_validation)
+    _plot_curves(files)
+    report({"event": "end", "result": result})
+    return result
+
+
+def _validate_and_keep_best(model, valid, tgt_tok, cfg, device, precision, state: TrainState,
+                            files: RunFiles, report: Report, timings: Timings) -> dict[str, Any]:
+    start = time.perf_counter()
+    scores = validate(model, valid, tgt_tok, cfg, device, precision)
+    timings.validation += time.perf_counter() - start
+    if scores["bleu"] > state.best_bleu:
+        state.best_bleu, state.best_step, state.stale = scores["bleu"], state.step, 0
+        files.best(model, state)
+    else:
+        state.stale += 1
+    record = {"event": "valid", "step": state.step, "epoch": state.epoch, **scores,
+              "best_bleu": state.best_bleu, "best_step": state.best_step}
+    files.log(record)
+    report(record)
+    return record
+
+
+def _plot_curves(files: RunFiles) -> Path | None:
+    """Training loss, validation loss and BLEU against steps, as RUN/curves.png."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None  # the 'plot' extra is not installed; metrics.jsonl has the same numbers
+    records = [json.loads(line) for line in files.metrics.read_text().splitlines() if line.strip()] \
+        if files.metrics.is_file() else []
+    logs = [r for r in records if r["event"] == "log"]
+    vals = [r for r in records if r["event"] == "valid"]
+    fig, (ax_loss, ax_bleu) = plt.subplots(1, 2, figsize=(10, 4))
+    ax_loss.plot([r["step"] for r in logs], [r["loss"] for r in logs], label="train (smoothed)")
+    ax_loss.plot([r["step"] for r in vals], [r["loss"] for r in vals], "o-", label="validation")
+    ax_loss.set(xlabel="step", ylabel="loss per target token", title="Loss")
+    ax_loss.legend()
+    ax_bleu.plot([r["step"] for r in vals], [r["bleu"] for r in vals], "o-", color="tab:green")
+    ax_bleu.set(xlabel="step", ylabel="BLEU", title="Validation BLEU (greedy)")
+    fig.tight_layout()
+    path = files.run_dir / "curves.png"
+    from tinytrans.atomic import atomic_write
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+    return path
