@@ -110,16 +110,16 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "model": {"d_model": 128, "n_heads": 4, "d_ff": 512, "n_encoder_layers": 2,
                   "n_decoder_layers": 2, "dropout": 0.1},
         "data": {"vocab_size": 1000},
-        "train": {"batch_tokens": 4096, "lr": 2e-3, "warmup_steps": 300, "max_time": 5.0,
-                  "validate_every": 400, "checkpoint_every": 400},
+        "train": {"batch_tokens": 4096, "lr": 3e-3, "warmup_steps": 200, "max_time": 5.5,
+                  "validate_every": 300, "checkpoint_every": 300},
     },
     # Multi30k-sized data (30k pairs) on a CPU in about 20 minutes.
     "small": {
         "model": {"d_model": 256, "n_heads": 4, "d_ff": 1024, "n_encoder_layers": 3,
-                  "n_decoder_layers": 3, "dropout": 0.3},
-        "data": {"vocab_size": 8000},
-        "train": {"batch_tokens": 4096, "lr": 1.5e-3, "warmup_steps": 500, "max_time": 20.0,
-                  "validate_every": 500, "checkpoint_every": 500},
+                  "n_decoder_layers": 3, "dropout": 0.1},
+        "data": {"vocab_size": 6000},
+        "train": {"batch_tokens": 3000, "lr": 2e-3, "warmup_steps": 300, "max_time": 20.0,
+                  "validate_every": 400, "checkpoint_every": 400},
     },
     # Vaswani et al. (2017) base, for WMT-sized data on a GPU.
     "base": {

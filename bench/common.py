@@ -1,0 +1,74 @@
+"""Shared by the bench scripts: where the data is, and how figures are recorded.
+
+Every figure goes to stdout and is appended to bench/RESULTS.md with the command that produced
+it, the date, the commit and the machine, so that any number can be reproduced and compared.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import resource
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "RESULTS.md"
+MULTI30K = ROOT.parent / "shared" / "corpora" / "multi30k"
+BUNDLED = ROOT / "corpora" / "en-de"
+WORK = ROOT / "bench" / "work"  # scratch space for runs and generated corpora (git-ignored)
+
+
+def require_multi30k() -> Path:
+    if not (MULTI30K / "train.en.gz").is_file():
+        sys.exit(f"Multi30k not found at {MULTI30K}: this bench needs ../shared/corpora/multi30k")
+    return MULTI30K
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+
+
+def commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return out + ("+uncommitted" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def record(title: str, lines: list[str]) -> None:
+    """Print the figures and append them, with provenance, to bench/RESULTS.md."""
+    command = "python " + " ".join([str(Path(sys.argv[0]).relative_to(ROOT))
+                                    if Path(sys.argv[0]).resolve().is_relative_to(ROOT) else sys.argv[0]]
+                                   + sys.argv[1:])
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    block = [f"## {title}", "", f"- command: `{command}`", f"- date: {stamp}; commit {commit()}",
+             f"- machine: {machine()}", ""] + lines + [""]
+    text = "\n".join(block)
+    print(text)
+    if not RESULTS.exists():
+        RESULTS.write_text("# Bench results\n\nAppended by the scripts in bench/; newest last.\n\n")
+    with open(RESULTS, "a", encoding="utf-8") as handle:
+        handle.write(text + "\n")

@@ -1,0 +1,285 @@
+"""The command line around data: `--version`, `tokenizer train/encode/decode`, `corpus check`, and
+the ways `train` and `translate` refuse bad input before any model is built.
+
+User errors must exit with code 2 and print one line on stderr that names the cause, never a
+traceback. The `train` invocations here all fail before training; `--max-steps 1` bounds the
+damage if one ever did not.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from conftest import head, write_lines
+from tinytrans import __version__
+from tinytrans.cli import DEBUG_ENV, app
+from tinytrans.errors import UserError
+
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def no_debug_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--debug writes TINYTRANS_DEBUG into os.environ; keep every test independent of that."""
+    monkeypatch.setenv(DEBUG_ENV, "")  # recorded first, so that undoing removes the variable
+    monkeypatch.delenv(DEBUG_ENV)
+
+
+def invoke(*args: str | Path, input: str | bytes | None = None) -> Result:
+    return runner.invoke(app, [str(a) for a in args], input=input)
+
+
+def assert_user_error(result: Result, *causes: str) -> None:
+    """Exit code 2, nothing on stdout, one line on stderr naming every cause, no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    for cause in causes:
+        assert cause in lines[0]
+
+
+def test_version() -> None:
+    result = invoke("--version")
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"tinytrans {__version__}"
+
+
+# ---------------------------------------------------------------------------------------------
+# tokenizer
+
+@pytest.fixture(scope="module")
+def training_text(tmp_path_factory: pytest.TempPathFactory, bundled: Path) -> list[Path]:
+    directory = tmp_path_factory.mktemp("cli_text")
+    return [write_lines(directory / f"few.{lang}", head(bundled / f"train.{lang}", 300))
+            for lang in ("en", "de")]
+
+
+def test_tokenizer_train_writes_model_and_vocab(training_text: list[Path], tmp_path: Path) -> None:
+    prefix = tmp_path / "out" / "sp"
+    result = invoke("tokenizer", "train", "-i", training_text[0], "-i", training_text[1],
+                    "-o", prefix, "--vocab-size", "200", "--model-type", "unigram")
+    assert result.exit_code == 0, result.output
+    assert Path(f"{prefix}.model").is_file()
+    assert len(Path(f"{prefix}.vocab").read_text(encoding="utf-8").splitlines()) == 200
+    assert "200 pieces" in " ".join(result.stderr.split())  # rich may wrap the line
+    assert result.stdout == ""
+
+
+def test_tokenizer_train_with_a_sample(training_text: list[Path], tmp_path: Path) -> None:
+    result = invoke("tokenizer", "train", "-i", training_text[0], "-o", tmp_path / "sp",
+                    "--vocab-size", "120", "--max-sentences", "200", "--seed", "4")
+    assert result.exit_code == 0, result.output
+    assert Path(f"{tmp_path / 'sp'}.model").is_file()
+
+
+def test_tokenizer_train_missing_input(tmp_path: Path) -> None:
+    missing = tmp_path / "absent.en"
+    result = invoke("tokenizer", "train", "-i", missing, "-o", tmp_path / "sp", "--vocab-size", "100")
+    assert_user_error(result, str(missing))
+
+
+def test_tokenizer_train_vocab_too_large(training_text: list[Path], tmp_path: Path) -> None:
+    result = invoke("tokenizer", "train", "-i", training_text[0], "-o", tmp_path / "sp",
+                    "--vocab-size", "60000")
+    assert_user_error(result, "--vocab-size 60000")
+
+
+def test_tokenizer_train_empty_input(tmp_path: Path) -> None:
+    empty = write_lines(tmp_path / "empty.en", ["", ""])
+    result = invoke("tokenizer", "train", "-i", empty, "-o", tmp_path / "sp", "--vocab-size", "100")
+    assert_user_error(result, str(empty), "no non-empty lines")
+
+
+def test_tokenizer_train_bad_model_type(training_text: list[Path], tmp_path: Path) -> None:
+    result = invoke("tokenizer", "train", "-i", training_text[0], "-o", tmp_path / "sp",
+                    "--model-type", "char")
+    assert_user_error(result, "--model-type", "'char'")
+
+
+@pytest.fixture(scope="module")
+def sentences(bundled: Path) -> list[str]:
+    return head(bundled / "test.en", 40) + [""] + head(bundled / "test.de", 40)
+
+
+def test_encode_then_decode_pieces_round_trips(small_tokenizer_prefix: Path, sentences: list[str]) -> None:
+    model = f"{small_tokenizer_prefix}.model"
+    encoded = invoke("tokenizer", "encode", "-m", model, input="\n".join(sentences) + "\n")
+    assert encoded.exit_code == 0, encoded.output
+    pieces = encoded.stdout.splitlines()
+    assert len(pieces) == len(sentences)
+    assert pieces[0] != sentences[0] and "\u2581" in pieces[0]
+    decoded = invoke("tokenizer", "decode", "-m", model, input=encoded.stdout)
+    assert decoded.exit_code == 0, decoded.output
+    assert decoded.stdout.splitlines() == sentences
+
+
+def test_encode_then_decode_ids_round_trips(small_tokenizer_prefix: Path, small_tokenizer,
+                                            sentences: list[str]) -> None:
+    model = f"{small_tokenizer_prefix}.model"
+    encoded = invoke("tokenizer", "encode", "-m", model, "--ids", input="\n".join(sentences) + "\n")
+    assert encoded.exit_code == 0, encoded.output
+    ids = [[int(x) for x in line.split()] for line in encoded.stdout.splitlines()]
+    assert ids == small_tokenizer.encode(sentences)
+    decoded = invoke("tokenizer", "decode", "-m", model, "--ids", input=encoded.stdout)
+    assert decoded.exit_code == 0, decoded.output
+    assert decoded.stdout.splitlines() == sentences
+
+
+def test_encode_reads_crlf_and_invalid_utf8(small_tokenizer_prefix: Path) -> None:
+    model = f"{small_tokenizer_prefix}.model"
+    result = invoke("tokenizer", "encode", "-m", model, input=b"The dog.\r\nbad \xff\r\n")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2 and "\r" not in result.stdout
+    assert "<stdin>:2" in result.stderr
+
+
+@pytest.mark.parametrize("text, cause", [("4 5 x\n", "<stdin>:1: not a list of integer ids"),
+                                         ("4 5\n4 99999\n", "<stdin>:2: id out of range")])
+def test_decode_ids_rejects_bad_input(small_tokenizer_prefix: Path, text: str, cause: str) -> None:
+    result = runner.invoke(app, ["tokenizer", "decode", "-m", f"{small_tokenizer_prefix}.model", "--ids"],
+                           input=text)
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+    assert cause in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_encode_with_a_file_that_is_no_model(tmp_path: Path) -> None:
+    fake = write_lines(tmp_path / "fake.model", ["not a model"])
+    assert_user_error(invoke("tokenizer", "encode", "-m", fake, input="hello\n"), str(fake))
+
+
+def test_encode_with_a_missing_model(tmp_path: Path) -> None:
+    missing = tmp_path / "absent.model"
+    assert_user_error(invoke("tokenizer", "encode", "-m", missing, input="hello\n"), str(missing))
+
+
+# ---------------------------------------------------------------------------------------------
+# corpus check
+
+def test_corpus_check_passes_on_the_bundled_test_split(bundled: Path) -> None:
+    result = invoke("corpus", "check", bundled / "test")
+    assert result.exit_code == 0, result.output
+    assert "pairs" in result.stdout and "1,000" in result.stdout
+    assert "problem" not in result.stderr
+
+
+def test_corpus_check_fails_on_an_all_empty_corpus(write_corpus) -> None:
+    prefix = write_corpus(["", ""], ["", ""])
+    result = invoke("corpus", "check", prefix)
+    assert result.exit_code == 1
+    assert "no pair survives" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_corpus_check_fails_on_a_corpus_without_lines(write_corpus) -> None:
+    result = invoke("corpus", "check", write_corpus([], []))
+    assert result.exit_code == 1
+    assert "no lines" in result.stderr
+
+
+def test_corpus_check_fails_on_invalid_utf8(write_corpus) -> None:
+    prefix = write_corpus(["a b", "c"], [b"x \xff", "y"], src="fr", tgt="cs")
+    result = invoke("corpus", "check", prefix, "--src", "fr", "--tgt", "cs")
+    assert result.exit_code == 1
+    assert "invalid UTF-8" in result.stderr
+
+
+def test_corpus_check_strict_utf8_is_a_user_error(write_corpus) -> None:
+    prefix = write_corpus(["a b", "c"], [b"x \xff", "y"])
+    assert_user_error(invoke("corpus", "check", prefix, "--utf8-errors", "strict"), f"{prefix}.de:1:")
+
+
+def test_corpus_check_missing_files(tmp_path: Path) -> None:
+    assert_user_error(invoke("corpus", "check", tmp_path / "nothing"), f"{tmp_path / 'nothing'}.en")
+
+
+def test_corpus_check_unequal_lengths(write_corpus) -> None:
+    prefix = write_corpus(["a", "b", "c"], ["x", "y"])
+    assert_user_error(invoke("corpus", "check", prefix), f"{prefix}.en has 3 lines", f"{prefix}.de has 2")
+
+
+# ---------------------------------------------------------------------------------------------
+# train and translate: errors before any training
+
+def train(output: Path, *args: str | Path) -> Result:
+    return invoke("train", "-o", output, "--max-steps", "1", "--device", "cpu", "--quiet", *args)
+
+
+def test_train_needs_a_corpus(tmp_path: Path) -> None:
+    assert_user_error(train(tmp_path / "run"), "--train")
+
+
+def test_train_with_missing_corpus_files(tmp_path: Path) -> None:
+    prefix = tmp_path / "nowhere" / "train"
+    assert_user_error(train(tmp_path / "run", "--train", prefix), f"{prefix}.en")
+
+
+def test_train_with_unequal_lengths(write_corpus, small_tokenizer_prefix: Path, tmp_path: Path) -> None:
+    prefix = write_corpus(["a dog", "a cat", "a man"], ["ein Hund", "eine Katze"])
+    result = train(tmp_path / "run", "--train", prefix, "--tokenizer", f"{small_tokenizer_prefix}.model")
+    assert_user_error(result, f"{prefix}.en has 3 lines", f"{prefix}.de has 2")
+
+
+def test_train_with_a_bad_preset(write_corpus, tmp_path: Path) -> None:
+    prefix = write_corpus(["a"], ["x"])
+    assert_user_error(train(tmp_path / "run", "--train", prefix, "--preset", "huge"), "'huge'")
+
+
+def test_train_with_an_unknown_toml_key(write_corpus, tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text("[model]\nd_modle = 64\n")
+    result = train(tmp_path / "run", "--train", write_corpus(["a"], ["x"]), "--config", config)
+    assert_user_error(result, str(config), "'model.d_modle'")
+
+
+def test_train_with_an_unknown_toml_section(write_corpus, tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text("[optimizer]\nlr = 0.1\n")
+    result = train(tmp_path / "run", "--train", write_corpus(["a"], ["x"]), "--config", config)
+    assert_user_error(result, str(config), "[optimizer]")
+
+
+def test_train_with_a_wrongly_typed_toml_value(write_corpus, tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text('[train]\nbatch_tokens = "many"\n')
+    result = train(tmp_path / "run", "--train", write_corpus(["a"], ["x"]), "--config", config)
+    assert_user_error(result, "'train.batch_tokens'")
+
+
+def test_train_with_invalid_toml(write_corpus, tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text("[train\n")
+    result = train(tmp_path / "run", "--train", write_corpus(["a"], ["x"]), "--config", config)
+    assert_user_error(result, str(config), "not valid TOML")
+
+
+def test_train_into_a_non_run_directory(write_corpus, tmp_path: Path) -> None:
+    output = tmp_path / "busy"
+    output.mkdir()
+    (output / "notes.txt").write_text("mine")
+    result = train(output, "--train", write_corpus(["a"], ["x"]))
+    assert_user_error(result, str(output), "not a tinytrans run directory")
+    assert [p.name for p in output.iterdir()] == ["notes.txt"]
+
+
+def test_translate_with_a_non_run_directory(tmp_path: Path) -> None:
+    result = invoke("translate", "--model", tmp_path, input="hello\n")
+    assert_user_error(result, str(tmp_path), "not a tinytrans run directory")
+
+
+def test_translate_with_a_bad_beam(tmp_path: Path) -> None:
+    assert_user_error(invoke("translate", "--model", tmp_path, "--beam", "0", input="hello\n"), "--beam")
+
+
+def test_debug_shows_the_exception_instead(tmp_path: Path) -> None:
+    result = invoke("--debug", "translate", "--model", tmp_path, input="hello\n")
+    assert result.exit_code != 2
+    assert isinstance(result.exception, UserError)

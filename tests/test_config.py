@@ -1,0 +1,244 @@
+"""Configuration: frozen dataclasses, presets and TOML files where unknown keys are errors."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tinytrans.config import (PRESETS, RESUMABLE, SECTIONS, ModelConfig, RunConfig, build_config,
+                              config_to_dict, differences, merge, preset, read_toml, to_toml)
+from tinytrans.errors import UserError
+
+
+def round_trip(config: RunConfig) -> RunConfig:
+    return build_config(tomllib.loads(to_toml(config)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Checking keys and types
+
+def test_defaults_build() -> None:
+    config = build_config({})
+    assert config.model == ModelConfig()
+    assert config.train.batch_tokens == 4096
+
+
+def test_unknown_section_is_named() -> None:
+    with pytest.raises(UserError, match=r"\[modle\]") as error:
+        build_config({"modle": {"d_model": 128}}, "my.toml")
+    assert str(error.value).startswith("my.toml:")
+
+
+@pytest.mark.parametrize("section, key", [("model", "d_modle"), ("data", "vocab"), ("train", "lr_peak")])
+def test_unknown_key_is_named(section: str, key: str) -> None:
+    with pytest.raises(UserError, match=f"'{section}.{key}'"):
+        build_config({section: {key: 1}})
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("train", "batch_tokens", "4096"),  # str for int
+    ("train", "batch_tokens", 4096.0),  # float for int
+    ("model", "d_model", True),  # bool is not an int here
+    ("model", "pre_norm", 1),  # int is not a bool
+    ("model", "dropout", "0.1"),
+    ("model", "d_model", None),  # None only where the default may be None
+    ("data", "tokenizer", 5),  # str | None
+    ("data", "train", ["a", "b"]),
+    ("train", "max_steps", 1.5),  # int | None
+])
+def test_wrong_type_is_named(section: str, key: str, value: Any) -> None:
+    with pytest.raises(UserError, match=f"'{section}.{key}'"):
+        build_config({section: {key: value}})
+
+
+def test_int_is_accepted_and_stored_as_float_for_float_keys() -> None:
+    config = build_config({"train": {"lr": 1, "max_time": 2}, "model": {"dropout": 0}})
+    assert config.train.lr == 1.0 and isinstance(config.train.lr, float)
+    assert config.model.dropout == 0.0 and isinstance(config.model.dropout, float)
+    assert config.train.max_time == 2
+
+
+def test_none_is_accepted_for_optional_keys() -> None:
+    config = build_config({"train": {"max_steps": None}, "data": {"valid": None}})
+    assert config.train.max_steps is None and config.data.valid is None
+
+
+def test_d_model_not_divisible_by_n_heads_is_a_user_error() -> None:
+    with pytest.raises(UserError, match="d_model 100 .*n_heads 3"):
+        ModelConfig(d_model=100, n_heads=3)
+    with pytest.raises(UserError, match="d_model"):
+        build_config({"model": {"d_model": 250, "n_heads": 4}})
+    assert ModelConfig(d_model=96, n_heads=3).d_model == 96
+
+
+def test_tied_embeddings_need_one_vocabulary() -> None:
+    with pytest.raises(UserError, match="tie_embeddings"):
+        ModelConfig(src_vocab_size=100, tgt_vocab_size=200)
+    assert ModelConfig(src_vocab_size=100, tgt_vocab_size=200, tie_embeddings=False).tgt_vocab_size == 200
+
+
+def test_configs_are_frozen() -> None:
+    config = build_config({})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.model.d_model = 8  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets and merging
+
+@pytest.mark.parametrize("name", ["tiny", "small", "base"])
+def test_presets_build_with_their_values(name: str) -> None:
+    values = preset(name)
+    config = build_config(values, f"preset {name}")
+    for section, table in values.items():
+        for key, value in table.items():
+            assert getattr(getattr(config, section), key) == value
+
+
+def test_presets_grow_in_size() -> None:
+    d_models = [build_config(preset(name)).model.d_model for name in ("tiny", "small", "base")]
+    assert d_models == sorted(d_models) and len(set(d_models)) == 3
+
+
+def test_unknown_preset_is_named() -> None:
+    with pytest.raises(UserError, match="'huge'"):
+        preset("huge")
+
+
+def test_merge_overrides_key_by_key_without_changing_its_inputs() -> None:
+    base = copy.deepcopy(PRESETS["tiny"])
+    override = {"model": {"d_model": 64}, "train": {"seed": 9}}
+    merged = merge(PRESETS["tiny"], override)
+    assert merged["model"]["d_model"] == 64
+    assert merged["model"]["n_heads"] == base["model"]["n_heads"]
+    assert merged["train"]["seed"] == 9 and merged["train"]["lr"] == base["train"]["lr"]
+    assert PRESETS["tiny"] == base
+    assert override == {"model": {"d_model": 64}, "train": {"seed": 9}}
+
+
+# ---------------------------------------------------------------------------------------------
+# TOML
+
+@pytest.mark.parametrize("name", [None, "tiny", "small", "base"])
+def test_toml_round_trip_of_presets(name: str | None) -> None:
+    config = build_config(preset(name) if name else {})
+    assert round_trip(config) == config
+
+
+def test_toml_round_trip_with_every_optional_value_set() -> None:
+    config = build_config({
+        "model": {"src_vocab_size": 1000, "tgt_vocab_size": 1200, "tie_embeddings": False,
+                  "pre_norm": False},
+        "data": {"train": "data/train", "valid": "data/valid", "tokenizer": "tok.model",
+                 "src": "cs", "tgt": "fr"},
+        "train": {"max_steps": 10, "max_epochs": 2, "max_time": 1.5, "patience": 3, "threads": 2,
+                  "lr": 1e-9, "adam_eps": 1e-20, "weight_decay": 1e20},
+    })
+    assert round_trip(config) == config
+
+
+@pytest.mark.parametrize("path", [
+    'with "quotes"', "back\\slash\\", "C:\\data\\train", "tab\tinside", "ünïcödé/语料", "spaces in it",
+    "new\nline", "del\x7f",
+])
+def test_toml_round_trip_of_any_path(path: str) -> None:
+    config = build_config({"data": {"train": path, "tokenizer": path}})
+    assert round_trip(config) == config
+
+
+@settings(max_examples=100, deadline=None)
+@given(lr=st.floats(allow_nan=False), seed=st.integers(-2**63, 2**63 - 1),
+       train=st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=30))
+def test_toml_round_trip_of_any_float_int_and_printable_text(lr: float, seed: int, train: str) -> None:
+    config = build_config({"train": {"lr": lr, "seed": seed}, "data": {"train": train}})
+    assert round_trip(config) == config
+
+
+def test_to_toml_leaves_out_none_values() -> None:
+    text = to_toml(build_config({}))
+    assert "max_steps" not in text and "tokenizer" not in text
+    assert set(tomllib.loads(text)) == set(SECTIONS)
+
+
+def test_read_toml_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no such config file"):
+        read_toml(tmp_path / "absent.toml")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[model\nd_model = 3\n")
+    with pytest.raises(UserError, match="broken.toml: not valid TOML"):
+        read_toml(broken)
+    flat = tmp_path / "flat.toml"
+    flat.write_text("d_model = 3\n")
+    with pytest.raises(UserError, match="'d_model' must be a \\[section\\] table"):
+        read_toml(flat)
+
+
+def test_read_toml_then_build(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('[model]\nd_model = 64\nn_heads = 2\n\n[data]\ntrain = "x/train"\n')
+    config = build_config(read_toml(path), str(path))
+    assert (config.model.d_model, config.model.n_heads, config.data.train) == (64, 2, "x/train")
+
+
+# ---------------------------------------------------------------------------------------------
+# Differences on resume
+
+WHEN_NONE = {"valid": "data/valid", "tokenizer": "tok.model", "max_steps": 2, "max_epochs": 2,
+             "max_time": 1.0, "patience": 2, "threads": 2}
+
+
+def _changed(value: Any, key: str) -> Any:
+    """Another valid value for a key, whatever its type."""
+    if value is None:
+        return WHEN_NONE[key]
+    if key in ("d_model", "n_heads"):
+        return value * 2
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value + 0.5
+    return value + "x"
+
+
+def _all_keys() -> list[tuple[str, str]]:
+    return [(section, f.name) for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+BASE = {"model": {"tie_embeddings": False}}  # so that each vocabulary size may change alone
+
+
+@pytest.mark.parametrize("section, key", _all_keys(), ids=lambda x: x)
+def test_differences_reports_exactly_the_changed_key_unless_resumable(section: str, key: str) -> None:
+    old = build_config(BASE)
+    values = config_to_dict(old)
+    values[section][key] = _changed(values[section][key], key)
+    new = build_config(values)
+    assert getattr(getattr(new, section), key) != getattr(getattr(old, section), key)
+    found = differences(old, new)
+    if (section, key) in RESUMABLE:
+        assert found == []
+    else:
+        assert len(found) == 1 and found[0].startswith(f"{section}.{key}: ")
+
+
+def test_differences_shows_old_and_new_values() -> None:
+    old = build_config({})
+    new = build_config({"train": {"lr": 0.5, "max_steps": 100}, "model": {"d_ff": 64}})
+    found = differences(old, new)
+    assert sorted(found) == ["model.d_ff: 1024 -> 64", "train.lr: 0.001 -> 0.5"]
+    assert differences(old, old) == []
+
+
+def test_resumable_keys_are_limits_and_housekeeping() -> None:
+    names = {key for _, key in RESUMABLE}
+    assert {"max_steps", "max_time", "device", "threads"} <= names
+    assert not names & {"lr", "batch_tokens", "seed", "update_freq", "warmup_steps"}

@@ -1,0 +1,414 @@
+"""Properties of the Transformer at toy sizes: shapes, positions, masks, the cache, overfitting."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from helpers_model import (OVERFIT_SOURCES, OVERFIT_TARGETS, VOCAB, overfit_losses, overfit_model,
+                           pad_rows, random_sources, source_batch, toy_config, toy_model)
+from tinytrans.config import ModelConfig
+from tinytrans.model import (Transformer, attention, causal_mask, count_parameters, padding_mask,
+                             reorder_cache, sinusoidal_encoding)
+from tinytrans.search import SearchConfig, greedy_search
+from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
+ATOL = 1e-5
+NORMS = pytest.mark.parametrize("pre_norm", [True, False], ids=["pre-norm", "post-norm"])
+
+
+def random_targets(seed: int, lengths: list[int]) -> torch.Tensor:
+    """(B, T) decoder inputs: BOS followed by random words, right-padded."""
+    return pad_rows([[BOS_ID] + words for words in random_sources(seed, lengths)])
+
+
+def encode(model: Transformer, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    src_mask = padding_mask(src)
+    return model.encode(src, src_mask), src_mask
+
+
+def full_decode(model: Transformer, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    memory, src_mask = encode(model, src)
+    return model.decode(tgt, memory, src_mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shapes
+
+
+@NORMS
+def test_shapes_of_encode_decode_logits_forward(pre_norm: bool):
+    model = toy_model(pre_norm=pre_norm)
+    src = source_batch(random_sources(1, [5, 3, 7]))  # (3, 8)
+    tgt = random_targets(2, [4, 6, 2])  # (3, 7)
+    with torch.no_grad():
+        memory, src_mask = encode(model, src)
+        states = model.decode(tgt, memory, src_mask)
+        logits = model.logits(states)
+        forward = model(src, tgt)
+    assert src_mask.shape == (3, 1, 1, 8) and src_mask.dtype == torch.bool
+    assert memory.shape == (3, 8, 32)
+    assert states.shape == (3, 7, 32)
+    assert logits.shape == (3, 7, VOCAB)
+    assert forward.shape == (3, 7, VOCAB)
+    assert torch.allclose(forward, logits, atol=ATOL)
+    assert torch.isfinite(forward).all()
+    # logits also take any leading shape, e.g. the flat (tokens, D) of the training loop
+    assert model.logits(states[tgt != PAD_ID]).shape == (int((tgt != PAD_ID).sum()), VOCAB)
+
+
+def test_mask_helpers():
+    ids = torch.tensor([[5, 6, EOS_ID, PAD_ID], [5, EOS_ID, PAD_ID, PAD_ID]])
+    assert padding_mask(ids).tolist() == [[[[True, True, True, False]]], [[[True, True, False, False]]]]
+    mask = causal_mask(3)
+    assert mask.shape == (1, 1, 3, 3)
+    assert mask[0, 0].tolist() == [[True, False, False], [True, True, False], [True, True, True]]
+
+
+def test_d_model_not_divisible_by_heads_is_refused():
+    from tinytrans.errors import UserError
+    with pytest.raises(UserError, match="divisible"):
+        ModelConfig(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, d_model=30, n_heads=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Positional encoding, checked against the paper's formula computed here with `math`
+
+
+def formula(pos: int, j: int, d_model: int) -> float:
+    angle = pos / 10000 ** ((j - j % 2) / d_model)  # columns 2i and 2i+1 share the angle
+    return math.sin(angle) if j % 2 == 0 else math.cos(angle)
+
+
+def assert_matches_formula(encoding: torch.Tensor, first_pos: int, d_model: int) -> None:
+    for row in range(encoding.size(0)):
+        pos = first_pos + row
+        expected = torch.tensor([formula(pos, j, d_model) for j in range(d_model)], dtype=torch.float64)
+        # float32 angles carry a relative error of a few 1e-8, i.e. an absolute one growing with pos
+        tolerance = 1e-6 + 4e-7 * pos
+        error = (encoding[row].double() - expected).abs().max().item()
+        assert error <= tolerance, f"position {pos}: off by {error}"
+
+
+@pytest.mark.parametrize("d_model", [32, 16, 6])
+def test_sinusoidal_encoding_equals_formula(d_model: int):
+    encoding = sinusoidal_encoding(50, d_model)
+    assert encoding.shape == (50, d_model) and encoding.dtype == torch.float32
+    assert_matches_formula(encoding, 0, d_model)
+    assert encoding[0, 0::2].abs().max() == 0 and (encoding[0, 1::2] == 1).all()  # sin 0, cos 0
+
+
+def test_sinusoidal_encoding_with_offset_equals_formula_and_the_full_table():
+    d_model = 32
+    shifted = sinusoidal_encoding(7, d_model, offset=13)
+    assert shifted.shape == (7, d_model)
+    assert_matches_formula(shifted, 13, d_model)
+    assert torch.allclose(shifted, sinusoidal_encoding(20, d_model)[13:], atol=1e-6)
+
+
+def test_sinusoidal_encoding_beyond_any_training_length():
+    d_model = 16
+    long = sinusoidal_encoding(3000, d_model)
+    assert long.shape == (3000, d_model) and torch.isfinite(long).all()
+    assert long.abs().max() <= 1.0 + 1e-6
+    rows = torch.tensor([0, 1, 511, 1024, 2047, 2999])
+    for row in rows.tolist():
+        assert_matches_formula(long[row: row + 1], row, d_model)
+    tail = sinusoidal_encoding(5, d_model, offset=2995)
+    assert_matches_formula(tail, 2995, d_model)
+    assert torch.allclose(tail, long[2995:], atol=1e-5)
+
+
+def test_positions_are_added_to_scaled_embeddings():
+    model = toy_model()
+    ids = torch.tensor([[5, 6, 7]])
+    expected = model.embedding(ids) * math.sqrt(32) + sinusoidal_encoding(3, 32)
+    assert torch.allclose(model.embed(model.embedding, ids), expected, atol=ATOL)
+    # the padding row of the embedding is zero, so PAD contributes nothing but its position
+    assert model.embedding.weight[PAD_ID].abs().max() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Masks: the future and the padding are invisible
+
+
+@NORMS
+def test_changing_a_later_target_token_leaves_earlier_outputs_unchanged(pre_norm: bool):
+    model = toy_model(pre_norm=pre_norm)
+    src = source_batch(random_sources(3, [6, 4]))
+    tgt = random_targets(4, [6, 6])  # (2, 7), no padding
+    with torch.no_grad():
+        before = full_decode(model, src, tgt)
+        for position in (1, 4, 6):
+            changed = tgt.clone()
+            changed[:, position] = 4 + (changed[:, position] - 4 + 5) % (VOCAB - 4)
+            after = full_decode(model, src, changed)
+            assert torch.allclose(after[:, :position], before[:, :position], atol=ATOL), position
+            # ... and it does change this position and every later one
+            difference = (after[:, position:] - before[:, position:]).abs().amax(dim=-1)  # (B, T-p)
+            assert (difference > 1e-4).all(), position
+
+
+@NORMS
+def test_extra_source_padding_changes_no_output(pre_norm: bool):
+    model = toy_model(pre_norm=pre_norm)
+    sentences = random_sources(5, [4, 7, 2])
+    tgt = random_targets(6, [5, 5, 5])
+    with torch.no_grad():
+        batch = source_batch(sentences, width=12)  # every row padded, some by many columns
+        memory, src_mask = encode(model, batch)
+        batched = model.decode(tgt, memory, src_mask)
+        for row, sentence in enumerate(sentences):
+            alone_src = source_batch([sentence])  # no padding at all
+            alone_memory, _ = encode(model, alone_src)
+            alone = full_decode(model, alone_src, tgt[row: row + 1])
+            length = len(sentence) + 1
+            assert torch.allclose(memory[row, :length], alone_memory[0], atol=ATOL)
+            assert torch.allclose(batched[row], alone[0], atol=ATOL)
+        # more padding still: unchanged again
+        wider = full_decode(model, source_batch(sentences, width=20), tgt)
+        assert torch.allclose(wider, batched, atol=ATOL)
+
+
+def test_padding_token_content_is_ignored_in_source():
+    """Only the mask matters: any id at padded source positions changes nothing."""
+    model = toy_model()
+    src = source_batch(random_sources(7, [3, 6]))
+    tgt = random_targets(8, [4, 4])
+    src_mask = padding_mask(src)
+    garbage = src.masked_fill(src == PAD_ID, 9)
+    with torch.no_grad():
+        clean = model.decode(tgt, model.encode(src, src_mask), src_mask)
+        dirty = model.decode(tgt, model.encode(garbage, src_mask), src_mask)
+    assert torch.allclose(clean, dirty, atol=ATOL)
+
+
+# ---------------------------------------------------------------------------------------------
+# Incremental decoding with the key/value cache
+
+
+def incremental_decode(model: Transformer, tgt: torch.Tensor, memory: torch.Tensor,
+                       src_mask: torch.Tensor, cache: list, first: int = 1) -> torch.Tensor:
+    """Feed tgt[:, :first] at once, then one token per step; returns all states (B, T, D)."""
+    steps = [model.decode(tgt[:, :first], memory, src_mask, cache)]
+    for t in range(first, tgt.size(1)):
+        steps.append(model.decode(tgt[:, t: t + 1], memory, src_mask, cache))
+    return torch.cat(steps, dim=1)
+
+
+@NORMS
+@pytest.mark.parametrize("first", [1, 3])
+def test_cached_incremental_decoding_equals_full_decoding(pre_norm: bool, first: int):
+    model = toy_model(pre_norm=pre_norm)
+    src = source_batch(random_sources(9, [5, 2, 8]))
+    tgt = random_targets(10, [7, 7, 7])
+    with torch.no_grad():
+        memory, src_mask = encode(model, src)
+        full = model.decode(tgt, memory, src_mask)
+        cache = model.new_cache()
+        stepwise = incremental_decode(model, tgt, memory, src_mask, cache, first)
+    assert stepwise.shape == full.shape
+    assert torch.allclose(stepwise, full, atol=ATOL)
+    assert len(cache) == 2
+    for layer in cache:
+        assert layer["self_k"].shape == (3, 2, tgt.size(1), 16)
+        assert layer["cross_k"].shape == (3, 2, src.size(1), 16)
+
+
+def test_cache_after_reorder_equals_full_decoding_of_reordered_batch():
+    model = toy_model()
+    src = source_batch(random_sources(11, [5, 2, 8, 4]))
+    tgt = random_targets(12, [6, 6, 6, 6])  # (4, 7)
+    split = 4
+    with torch.no_grad():
+        memory, src_mask = encode(model, src)
+        cache = model.new_cache()
+        incremental_decode(model, tgt[:, :split], memory, src_mask, cache)
+        for index in (torch.tensor([2, 0, 3, 1]), torch.tensor([1, 1, 3])):  # permute, then repeat + drop
+            reorder_cache(cache, index)
+            tgt, memory, src_mask = tgt[index], memory[index], src_mask[index]
+            rest = [model.decode(tgt[:, t: t + 1], memory, src_mask, cache) for t in (split, split + 1)]
+            expected = model.decode(tgt[:, : split + 2], memory, src_mask)[:, split:]
+            assert torch.allclose(torch.cat(rest, dim=1), expected, atol=ATOL)
+            split += 2
+
+
+def test_reorder_cache_only_self_keeps_cross_attention():
+    model = toy_model()
+    src = source_batch(random_sources(13, [3, 3]))
+    tgt = random_targets(14, [2, 2])
+    with torch.no_grad():
+        memory, src_mask = encode(model, src)
+        cache = model.new_cache()
+        model.decode(tgt, memory, src_mask, cache)
+    before = [{name: t.clone() for name, t in layer.items()} for layer in cache]
+    reorder_cache(cache, torch.tensor([1, 0]), only_self=True)
+    for old, new in zip(before, cache):
+        assert torch.equal(new["cross_k"], old["cross_k"]) and torch.equal(new["cross_v"], old["cross_v"])
+        assert torch.equal(new["self_k"], old["self_k"][[1, 0]])
+        assert torch.equal(new["self_v"], old["self_v"][[1, 0]])
+
+
+# ---------------------------------------------------------------------------------------------
+# Attention: the written-out function, and the weights the model can return
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "padding", "causal"])
+def test_written_out_attention_equals_sdpa(mask_kind: str):
+    generator = torch.Generator().manual_seed(15)
+    q = torch.randn(3, 2, 5, 8, generator=generator)
+    k = torch.randn(3, 2, 5, 8, generator=generator)
+    v = torch.randn(3, 2, 5, 8, generator=generator)
+    if mask_kind == "none":
+        mask, expected = None, F.scaled_dot_product_attention(q, k, v)
+    elif mask_kind == "padding":
+        mask = padding_mask(torch.tensor([[5, 5, 5, 3, 0], [5, 3, 0, 0, 0], [5, 5, 5, 5, 3]]))
+        expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    else:
+        mask, expected = causal_mask(5), F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    out, weights = attention(q, k, v, mask)
+    assert out.shape == (3, 2, 5, 8) and weights.shape == (3, 2, 5, 5)
+    assert torch.allclose(out, expected, atol=ATOL)
+    assert torch.allclose(weights.sum(-1), torch.ones(3, 2, 5), atol=ATOL)
+    if mask is not None:
+        assert (weights.masked_select(~mask.expand_as(weights)) == 0).all()
+    # and it is softmax(QK^T / sqrt(Dh)) V by definition
+    by_hand = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(8) + (
+        0 if mask is None else torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))), dim=-1) @ v
+    assert torch.allclose(out, by_hand, atol=ATOL)
+
+
+@NORMS
+def test_attention_weights_sum_to_one_and_skip_padding(pre_norm: bool):
+    model = toy_model(pre_norm=pre_norm)
+    src = source_batch(random_sources(16, [6, 2, 4]))  # (3, 7), rows 1 and 2 padded
+    tgt = random_targets(17, [3, 3, 3])
+    with torch.no_grad():
+        memory, src_mask = encode(model, src)
+        plain = model.decode(tgt, memory, src_mask)
+        weights: list[torch.Tensor] = []
+        with_weights = model.decode(tgt, memory, src_mask, weights_out=weights)
+    assert torch.allclose(with_weights, plain, atol=ATOL)  # the SDPA path gives the same states
+    assert len(weights) == 2  # one per decoder layer
+    for w in weights:
+        assert w.shape == (3, 2, 4, 7)  # (B, H, T, S)
+        assert torch.allclose(w.sum(-1), torch.ones(3, 2, 4), atol=ATOL)
+        assert (w[1, :, :, 3:] == 0).all() and (w[2, :, :, 5:] == 0).all()
+        assert (w[src_mask.expand_as(w)] > 0).all()
+
+
+def test_attention_weights_with_cache_match_full_decoding():
+    model = toy_model()
+    src = source_batch(random_sources(18, [4, 6]))
+    tgt = random_targets(19, [3, 3])
+    with torch.no_grad():
+        memory, src_mask = encode(model, src)
+        full_weights: list[torch.Tensor] = []
+        model.decode(tgt, memory, src_mask, weights_out=full_weights)
+        cache = model.new_cache()
+        for t in range(tgt.size(1)):
+            step_weights: list[torch.Tensor] = []
+            model.decode(tgt[:, t: t + 1], memory, src_mask, cache, weights_out=step_weights)
+            for full, step in zip(full_weights, step_weights):
+                assert torch.allclose(step[:, :, 0], full[:, :, t], atol=ATOL)
+
+
+# ---------------------------------------------------------------------------------------------
+# Embeddings: tied (one matrix) or not
+
+
+def test_tied_embeddings_are_one_matrix():
+    model = toy_model(tie_embeddings=True)
+    names = set(model.state_dict())
+    assert "embedding.weight" in names
+    assert not any("output_projection" in n or "src_embedding" in n or "tgt_embedding" in n for n in names)
+    assert model.src_embed_table is model.tgt_embed_table is model.embedding
+    states = torch.randn(2, 3, 32)
+    assert torch.allclose(model.logits(states), states @ model.embedding.weight.T, atol=ATOL)
+    # training the output layer moves the input embeddings: they are the same parameter
+    before = model.embedding.weight.detach().clone()
+    loss = model.logits(states).logsumexp(-1).sum()
+    loss.backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p -= 0.1 * p.grad
+    assert not torch.equal(model.embedding.weight, before)
+
+
+def test_untied_embeddings_are_three_matrices():
+    tied = toy_model(tie_embeddings=True)
+    model = toy_model(tie_embeddings=False, tgt_vocab_size=VOCAB + 5)
+    names = set(model.state_dict())
+    assert {"src_embedding.weight", "tgt_embedding.weight", "output_projection.weight"} <= names
+    assert "embedding.weight" not in names
+    assert model.output_projection.weight.shape == (VOCAB + 5, 32)
+    assert model.output_projection.bias is None
+    src = source_batch(random_sources(20, [3]))
+    tgt = random_targets(21, [2])
+    with torch.no_grad():
+        assert model(src, tgt).shape == (1, 3, VOCAB + 5)
+    # untied adds exactly the two extra vocab x d_model matrices (here of differing sizes)
+    assert count_parameters(model) - count_parameters(tied) == (VOCAB + 5) * 32 * 2
+
+
+def test_tied_embeddings_need_one_vocabulary():
+    from tinytrans.errors import UserError
+    with pytest.raises(UserError):
+        toy_config(tie_embeddings=True, tgt_vocab_size=VOCAB + 1)
+
+
+def test_padding_rows_start_at_zero_in_untied_tables():
+    model = toy_model(tie_embeddings=False)
+    assert model.src_embedding.weight[PAD_ID].abs().max() == 0
+    assert model.tgt_embedding.weight[PAD_ID].abs().max() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropout and modes
+
+
+def test_eval_mode_is_deterministic_and_train_mode_uses_dropout():
+    torch.manual_seed(0)
+    model = Transformer(toy_config(dropout=0.3, attention_dropout=0.3, activation_dropout=0.3))
+    src = source_batch(random_sources(22, [5, 3]))
+    tgt = random_targets(23, [4, 4])
+    model.eval()
+    with torch.no_grad():
+        a, b = model(src, tgt), model(src, tgt)
+        memory, src_mask = encode(model, src)
+        plain = model.decode(tgt, memory, src_mask)
+        weights: list[torch.Tensor] = []
+        written_out = model.decode(tgt, memory, src_mask, weights_out=weights)
+    assert torch.equal(a, b)
+    assert torch.allclose(plain, written_out, atol=ATOL)  # no dropout on the weights in eval mode
+    model.train()
+    with torch.no_grad():
+        assert not torch.allclose(model(src, tgt), model(src, tgt))
+
+
+# ---------------------------------------------------------------------------------------------
+# A tiny model overfits a handful of pairs
+
+
+def test_tiny_model_overfits_and_greedy_reproduces_targets():
+    losses = overfit_losses()
+    assert losses[0] > 1.0  # it started from chance (about log 20 = 3.0 nats per token)
+    assert losses[-1] < 0.05, losses[-1]
+    model = overfit_model()
+    src = source_batch(OVERFIT_SOURCES)
+    hyps = greedy_search(model, src, SearchConfig(beam=1))
+    assert [h.tokens for h in hyps] == OVERFIT_TARGETS
+    for hyp in hyps:
+        assert -0.5 < hyp.log_prob <= 0.0
+    # the teacher-forced loss at evaluation time agrees with the training loss
+    tgt_in = pad_rows([[BOS_ID] + t for t in OVERFIT_TARGETS])
+    tgt_out = pad_rows([t + [EOS_ID] for t in OVERFIT_TARGETS])
+    with torch.no_grad():
+        log_probs = model(src, tgt_in).log_softmax(-1)
+    keep = tgt_out != PAD_ID
+    nll = -log_probs.gather(-1, tgt_out[..., None])[..., 0][keep].mean()
+    assert nll < 0.05
