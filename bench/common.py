@@ -60,9 +60,9 @@ def peak_rss_mb() -> float:
 
 def record(title: str, lines: list[str]) -> None:
     """Print the figures and append them, with provenance, to bench/RESULTS.md."""
-    command = "python " + " ".join([str(Path(sys.argv[0]).relative_to(ROOT))
-                                    if Path(sys.argv[0]).resolve().is_relative_to(ROOT) else sys.argv[0]]
-                                   + sys.argv[1:])
+    script = Path(sys.argv[0]).resolve()
+    shown = script.relative_to(ROOT) if script.is_relative_to(ROOT) else script
+    command = " ".join(["python", str(shown), *sys.argv[1:]])
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     block = [f"## {title}", "", f"- command: `{command}`", f"- date: {stamp}; commit {commit()}",
              f"- machine: {machine()}", ""] + lines + [""]

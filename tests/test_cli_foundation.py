@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import head, write_lines
 from typer.testing import CliRunner, Result
 
-from conftest import head, write_lines
 from tinytrans import __version__
 from tinytrans.cli import DEBUG_ENV, app
 from tinytrans.errors import UserError
@@ -80,7 +80,8 @@ def test_tokenizer_train_with_a_sample(training_text: list[Path], tmp_path: Path
 
 def test_tokenizer_train_missing_input(tmp_path: Path) -> None:
     missing = tmp_path / "absent.en"
-    result = invoke("tokenizer", "train", "-i", missing, "-o", tmp_path / "sp", "--vocab-size", "100")
+    result = invoke("tokenizer", "train", "-i", missing, "-o", tmp_path / "sp",
+                    "--vocab-size", "100")
     assert_user_error(result, str(missing))
 
 
@@ -102,12 +103,20 @@ def test_tokenizer_train_bad_model_type(training_text: list[Path], tmp_path: Pat
     assert_user_error(result, "--model-type", "'char'")
 
 
+def test_tokenizer_train_output_under_a_file(training_text: list[Path], tmp_path: Path) -> None:
+    blocker = write_lines(tmp_path / "plain.txt", ["a file, not a directory"])
+    result = invoke("tokenizer", "train", "-i", training_text[0], "-o", blocker / "sp",
+                    "--vocab-size", "100")
+    assert_user_error(result, str(blocker))
+
+
 @pytest.fixture(scope="module")
 def sentences(bundled: Path) -> list[str]:
     return head(bundled / "test.en", 40) + [""] + head(bundled / "test.de", 40)
 
 
-def test_encode_then_decode_pieces_round_trips(small_tokenizer_prefix: Path, sentences: list[str]) -> None:
+def test_encode_then_decode_pieces_round_trips(small_tokenizer_prefix: Path,
+                                               sentences: list[str]) -> None:
     model = f"{small_tokenizer_prefix}.model"
     encoded = invoke("tokenizer", "encode", "-m", model, input="\n".join(sentences) + "\n")
     assert encoded.exit_code == 0, encoded.output
@@ -143,8 +152,8 @@ def test_encode_reads_crlf_and_invalid_utf8(small_tokenizer_prefix: Path) -> Non
 @pytest.mark.parametrize("text, cause", [("4 5 x\n", "<stdin>:1: not a list of integer ids"),
                                          ("4 5\n4 99999\n", "<stdin>:2: id out of range")])
 def test_decode_ids_rejects_bad_input(small_tokenizer_prefix: Path, text: str, cause: str) -> None:
-    result = runner.invoke(app, ["tokenizer", "decode", "-m", f"{small_tokenizer_prefix}.model", "--ids"],
-                           input=text)
+    result = invoke("tokenizer", "decode", "-m", f"{small_tokenizer_prefix}.model", "--ids",
+                    input=text)
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert cause in result.stderr
@@ -194,7 +203,8 @@ def test_corpus_check_fails_on_invalid_utf8(write_corpus) -> None:
 
 def test_corpus_check_strict_utf8_is_a_user_error(write_corpus) -> None:
     prefix = write_corpus(["a b", "c"], [b"x \xff", "y"])
-    assert_user_error(invoke("corpus", "check", prefix, "--utf8-errors", "strict"), f"{prefix}.de:1:")
+    result = invoke("corpus", "check", prefix, "--utf8-errors", "strict")
+    assert_user_error(result, f"{prefix}.de:1:")
 
 
 def test_corpus_check_missing_files(tmp_path: Path) -> None:
@@ -203,7 +213,8 @@ def test_corpus_check_missing_files(tmp_path: Path) -> None:
 
 def test_corpus_check_unequal_lengths(write_corpus) -> None:
     prefix = write_corpus(["a", "b", "c"], ["x", "y"])
-    assert_user_error(invoke("corpus", "check", prefix), f"{prefix}.en has 3 lines", f"{prefix}.de has 2")
+    result = invoke("corpus", "check", prefix)
+    assert_user_error(result, f"{prefix}.en has 3 lines", f"{prefix}.de has 2")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -222,9 +233,11 @@ def test_train_with_missing_corpus_files(tmp_path: Path) -> None:
     assert_user_error(train(tmp_path / "run", "--train", prefix), f"{prefix}.en")
 
 
-def test_train_with_unequal_lengths(write_corpus, small_tokenizer_prefix: Path, tmp_path: Path) -> None:
+def test_train_with_unequal_lengths(write_corpus, small_tokenizer_prefix: Path,
+                                    tmp_path: Path) -> None:
     prefix = write_corpus(["a dog", "a cat", "a man"], ["ein Hund", "eine Katze"])
-    result = train(tmp_path / "run", "--train", prefix, "--tokenizer", f"{small_tokenizer_prefix}.model")
+    result = train(tmp_path / "run", "--train", prefix,
+                   "--tokenizer", f"{small_tokenizer_prefix}.model")
     assert_user_error(result, f"{prefix}.en has 3 lines", f"{prefix}.de has 2")
 
 
@@ -261,6 +274,18 @@ def test_train_with_invalid_toml(write_corpus, tmp_path: Path) -> None:
     assert_user_error(result, str(config), "not valid TOML")
 
 
+def test_train_with_a_directory_as_config(write_corpus, tmp_path: Path) -> None:
+    result = train(tmp_path / "run", "--train", write_corpus(["a"], ["x"]), "--config", tmp_path)
+    assert_user_error(result, str(tmp_path))
+
+
+@pytest.mark.parametrize("name", ["data[v2]", "data[/v2]"])
+def test_error_messages_are_printed_verbatim(tmp_path: Path, name: str) -> None:
+    # Paths are the user's, not rich markup: square brackets must survive (and not crash).
+    prefix = tmp_path / name / "train"
+    assert_user_error(invoke("corpus", "check", prefix), f"{prefix}.en")
+
+
 def test_train_into_a_non_run_directory(write_corpus, tmp_path: Path) -> None:
     output = tmp_path / "busy"
     output.mkdir()
@@ -276,7 +301,8 @@ def test_translate_with_a_non_run_directory(tmp_path: Path) -> None:
 
 
 def test_translate_with_a_bad_beam(tmp_path: Path) -> None:
-    assert_user_error(invoke("translate", "--model", tmp_path, "--beam", "0", input="hello\n"), "--beam")
+    result = invoke("translate", "--model", tmp_path, "--beam", "0", input="hello\n")
+    assert_user_error(result, "--beam")
 
 
 def test_debug_shows_the_exception_instead(tmp_path: Path) -> None:

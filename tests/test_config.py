@@ -12,8 +12,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tinytrans.config import (PRESETS, RESUMABLE, SECTIONS, ModelConfig, RunConfig, build_config,
-                              config_to_dict, differences, merge, preset, read_toml, to_toml)
+from tinytrans.config import (
+    PRESETS,
+    RESUMABLE,
+    SECTIONS,
+    ModelConfig,
+    RunConfig,
+    build_config,
+    config_to_dict,
+    differences,
+    merge,
+    preset,
+    read_toml,
+    to_toml,
+)
 from tinytrans.errors import UserError
 
 
@@ -36,7 +48,8 @@ def test_unknown_section_is_named() -> None:
     assert str(error.value).startswith("my.toml:")
 
 
-@pytest.mark.parametrize("section, key", [("model", "d_modle"), ("data", "vocab"), ("train", "lr_peak")])
+@pytest.mark.parametrize("section, key",
+                         [("model", "d_modle"), ("data", "vocab"), ("train", "lr_peak")])
 def test_unknown_key_is_named(section: str, key: str) -> None:
     with pytest.raises(UserError, match=f"'{section}.{key}'"):
         build_config({section: {key: 1}})
@@ -81,7 +94,8 @@ def test_d_model_not_divisible_by_n_heads_is_a_user_error() -> None:
 def test_tied_embeddings_need_one_vocabulary() -> None:
     with pytest.raises(UserError, match="tie_embeddings"):
         ModelConfig(src_vocab_size=100, tgt_vocab_size=200)
-    assert ModelConfig(src_vocab_size=100, tgt_vocab_size=200, tie_embeddings=False).tgt_vocab_size == 200
+    untied = ModelConfig(src_vocab_size=100, tgt_vocab_size=200, tie_embeddings=False)
+    assert untied.tgt_vocab_size == 200
 
 
 def test_configs_are_frozen() -> None:
@@ -145,7 +159,8 @@ def test_toml_round_trip_with_every_optional_value_set() -> None:
 
 
 @pytest.mark.parametrize("path", [
-    'with "quotes"', "back\\slash\\", "C:\\data\\train", "tab\tinside", "ünïcödé/语料", "spaces in it",
+    'with "quotes"', "back\\slash\\", "C:\\data\\train", "tab\tinside", "ünïcödé/语料",
+    "spaces in it",
     "new\nline", "del\x7f",
 ])
 def test_toml_round_trip_of_any_path(path: str) -> None:
@@ -156,7 +171,8 @@ def test_toml_round_trip_of_any_path(path: str) -> None:
 @settings(max_examples=100, deadline=None)
 @given(lr=st.floats(allow_nan=False), seed=st.integers(-2**63, 2**63 - 1),
        train=st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=30))
-def test_toml_round_trip_of_any_float_int_and_printable_text(lr: float, seed: int, train: str) -> None:
+def test_toml_round_trip_of_any_float_int_and_printable_text(lr: float, seed: int,
+                                                             train: str) -> None:
     config = build_config({"train": {"lr": lr, "seed": seed}, "data": {"train": train}})
     assert round_trip(config) == config
 
@@ -178,6 +194,20 @@ def test_read_toml_errors_name_the_file(tmp_path: Path) -> None:
     flat.write_text("d_model = 3\n")
     with pytest.raises(UserError, match="'d_model' must be a \\[section\\] table"):
         read_toml(flat)
+
+
+def test_read_toml_of_a_directory_is_a_user_error(tmp_path: Path) -> None:
+    with pytest.raises(UserError) as error:
+        read_toml(tmp_path)
+    assert str(tmp_path) in str(error.value)
+
+
+def test_read_toml_with_invalid_utf8_is_a_user_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[data]\ntrain = "d\xfcsseldorf"\n'.encode("latin-1"))
+    with pytest.raises(UserError) as error:
+        read_toml(path)
+    assert str(path) in str(error.value)
 
 
 def test_read_toml_then_build(tmp_path: Path) -> None:
@@ -217,7 +247,8 @@ BASE = {"model": {"tie_embeddings": False}}  # so that each vocabulary size may 
 
 
 @pytest.mark.parametrize("section, key", _all_keys(), ids=lambda x: x)
-def test_differences_reports_exactly_the_changed_key_unless_resumable(section: str, key: str) -> None:
+def test_differences_reports_exactly_the_changed_key_unless_resumable(section: str,
+                                                                      key: str) -> None:
     old = build_config(BASE)
     values = config_to_dict(old)
     values[section][key] = _changed(values[section][key], key)

@@ -44,7 +44,8 @@ def test_counts_of_a_hand_made_corpus(hand_made: Path) -> None:
 
 
 def test_rows_show_the_counts(hand_made: Path) -> None:
-    rows = {label: (src, tgt) for label, src, tgt in check_corpus(str(hand_made), "en", "de").rows()}
+    report = check_corpus(str(hand_made), "en", "de")
+    rows = {label: (src, tgt) for label, src, tgt in report.rows()}
     assert rows["pairs"] == ("9", "9")
     assert rows["empty lines"] == ("2", "2")
     assert rows["invalid UTF-8 lines"] == ("1", "0")
@@ -82,7 +83,7 @@ def test_a_corpus_without_lines_has_a_problem(write_corpus) -> None:
     report = check_corpus(str(prefix), "en", "de")
     assert report.pairs == 0
     assert report.problems() == ["the corpus has no lines"]
-    assert dict((label, src) for label, src, _ in report.rows())["pairs"] == "0"
+    assert {label: src for label, src, _ in report.rows()}["pairs"] == "0"
 
 
 def test_only_unusable_pairs_is_a_problem(write_corpus) -> None:

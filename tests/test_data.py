@@ -7,14 +7,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import head
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import tinytrans.data as data
-from conftest import head
-from tinytrans.data import (EncodedCorpus, FilterConfig, RaggedIds, encode_parallel, id_dtype,
-                            iterate_batches, length_sorted_batches, make_batch, padded_size,
-                            padding_ratio)
+from tinytrans import data
+from tinytrans.data import (
+    EncodedCorpus,
+    FilterConfig,
+    RaggedIds,
+    encode_parallel,
+    id_dtype,
+    iterate_batches,
+    length_sorted_batches,
+    make_batch,
+    padded_size,
+    padding_ratio,
+)
 from tinytrans.errors import UserError
 from tinytrans.textio import read_parallel
 from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_tokenizer
@@ -133,7 +142,8 @@ def _lengths(pairs: list[tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
 @settings(max_examples=150, deadline=None)
 @given(pairs=lengths_strategy, batch_tokens=st.integers(1, 3000),
        seed=st.integers(0, 2**32 - 1), epoch=st.integers(0, 1000))
-def test_every_index_appears_once_in_batches_within_the_budget(pairs, batch_tokens, seed, epoch) -> None:
+def test_every_index_appears_once_in_batches_within_the_budget(pairs, batch_tokens, seed,
+                                                               epoch) -> None:
     src, tgt = _lengths(pairs)
     batches = length_sorted_batches(src, tgt, batch_tokens, seed, epoch)
     assert all(len(b) > 0 for b in batches)
@@ -234,7 +244,8 @@ def test_make_batch_on_real_ids(small_tokenizer: Tokenizer, bundled: Path) -> No
         assert out[: len(ids) + 1] == ids + [EOS_ID]
         assert set(out[len(ids) + 1:]) <= {PAD_ID}
         assert batch.tgt_in[row].tolist()[: len(ids) + 1] == [BOS_ID] + ids
-        assert small_tokenizer.decode([batch.src[row][batch.src[row] > EOS_ID].tolist()])[0] == src[i]
+        real = batch.src[row][batch.src[row] > EOS_ID].tolist()
+        assert small_tokenizer.decode([real])[0] == src[i]
 
 
 def test_padding_ratio_counts_padding_of_both_sides(toy_corpus: EncodedCorpus) -> None:

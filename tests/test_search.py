@@ -247,7 +247,9 @@ def test_hypotheses_hold_only_words(all_models, name: str):
     hyps = [h for hs in beam_search(model, src, SearchConfig(beam=3, nbest=3)) for h in hs]
     hyps += greedy_search(model, src, SearchConfig(beam=1))
     for hyp in hyps:
-        assert all(isinstance(t, int) and 4 <= t < VOCAB for t in hyp.tokens), hyp.tokens
+        # PAD and BOS are never generated, EOS ends a hypothesis and is not part of its tokens
+        assert all(isinstance(t, int) and 0 <= t < VOCAB for t in hyp.tokens), hyp.tokens
+        assert not {PAD_ID, BOS_ID, EOS_ID} & set(hyp.tokens), hyp.tokens
 
 
 # ---------------------------------------------------------------------------------------------

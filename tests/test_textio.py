@@ -8,11 +8,17 @@ import warnings
 from pathlib import Path
 
 import pytest
-
 from conftest import write_lines
+
 from tinytrans.errors import UserError
-from tinytrans.textio import (LineCounter, ParallelCounter, corpus_file, open_binary, read_lines,
-                              read_parallel)
+from tinytrans.textio import (
+    LineCounter,
+    ParallelCounter,
+    corpus_file,
+    open_binary,
+    read_lines,
+    read_parallel,
+)
 
 
 def test_plain_and_gzip_files_read_the_same_lines(bundled: Path, tmp_path: Path) -> None:
@@ -27,7 +33,7 @@ def test_plain_and_gzip_files_read_the_same_lines(bundled: Path, tmp_path: Path)
 
 def test_gzip_is_recognised_by_content_not_name(tmp_path: Path) -> None:
     path = tmp_path / "no-suffix.txt"
-    path.write_bytes(gzip.compress("eins\nzwei\n".encode()))
+    path.write_bytes(gzip.compress(b"eins\nzwei\n"))
     assert list(read_lines(path)) == ["eins", "zwei"]
 
 
@@ -87,7 +93,8 @@ def test_corpus_file_prefers_plain_then_gzip(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("n_src, n_tgt", [(7, 4), (4, 7)], ids=["source-longer", "target-longer"])
-def test_unequal_line_counts_name_both_files_and_counts(write_corpus, n_src: int, n_tgt: int) -> None:
+def test_unequal_line_counts_name_both_files_and_counts(write_corpus, n_src: int,
+                                                        n_tgt: int) -> None:
     prefix = write_corpus([f"s{i}" for i in range(n_src)], [f"t{i}" for i in range(n_tgt)])
     with pytest.raises(UserError) as error:
         list(read_parallel(prefix, "en", "de"))
@@ -99,7 +106,8 @@ def test_unequal_line_counts_name_both_files_and_counts(write_corpus, n_src: int
 def test_equal_line_counts_pair_lines_in_order(write_corpus) -> None:
     prefix = write_corpus(["a", "", "c"], ["x", "y", ""])
     counter = ParallelCounter(LineCounter(), LineCounter())
-    assert list(read_parallel(prefix, "en", "de", counter=counter)) == [("a", "x"), ("", "y"), ("c", "")]
+    pairs = list(read_parallel(prefix, "en", "de", counter=counter))
+    assert pairs == [("a", "x"), ("", "y"), ("c", "")]
     assert (counter.src.lines, counter.tgt.lines) == (3, 3)
 
 

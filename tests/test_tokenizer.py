@@ -7,11 +7,18 @@ from pathlib import Path
 
 import pytest
 import sentencepiece as spm
-
 from conftest import SMALL_VOCAB, head, write_lines
+
 from tinytrans.errors import UserError
-from tinytrans.tokenizer import (BOS_ID, EOS_ID, PAD_ID, UNK_ID, Tokenizer, reservoir_sample,
-                                 train_tokenizer)
+from tinytrans.tokenizer import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    UNK_ID,
+    Tokenizer,
+    reservoir_sample,
+    train_tokenizer,
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +66,14 @@ def test_model_and_vocab_files_are_written(small_tokenizer_prefix: Path,
     assert len(vocab) == SMALL_VOCAB
     entries = [line.split("\t") for line in vocab]
     assert all(len(entry) == 2 for entry in entries)
-    assert [piece for piece, _ in entries] == [small_tokenizer.sp.id_to_piece(i) for i in range(SMALL_VOCAB)]
+    pieces = [small_tokenizer.sp.id_to_piece(i) for i in range(SMALL_VOCAB)]
+    assert [piece for piece, _ in entries] == pieces
     assert [float(score) for _, score in entries[4:]] == pytest.approx(
         [small_tokenizer.sp.get_score(i) for i in range(4, SMALL_VOCAB)], rel=1e-5)
 
 
-def test_saved_model_loads_to_the_same_tokenizer(small_tokenizer: Tokenizer, tmp_path: Path) -> None:
+def test_saved_model_loads_to_the_same_tokenizer(small_tokenizer: Tokenizer,
+                                                 tmp_path: Path) -> None:
     small_tokenizer.save(tmp_path / "copy.model")
     copy = Tokenizer.load(tmp_path / "copy.model")
     lines = ["A woman reads a book.", "Die Frau liest ein Buch."]
@@ -101,7 +110,8 @@ def test_training_reads_gzip_input(few_lines: Path, tmp_path: Path) -> None:
     assert zipped.model_proto == plain.model_proto
 
 
-def test_max_sentences_training_is_deterministic_for_a_seed(few_lines: Path, tmp_path: Path) -> None:
+def test_max_sentences_training_is_deterministic_for_a_seed(few_lines: Path,
+                                                            tmp_path: Path) -> None:
     first = train_tokenizer([few_lines], tmp_path / "a", 150, max_sentences=100, seed=3)
     again = train_tokenizer([few_lines], tmp_path / "b", 150, max_sentences=100, seed=3)
     assert first.model_proto == again.model_proto
@@ -116,8 +126,8 @@ def test_max_sentences_limits_the_training_text(tmp_path: Path) -> None:
     words = [a + b for a in letters for b in letters][:200]
     path = write_lines(tmp_path / "words.txt", [f"{w} {w}{w}" for w in words])
     full = train_tokenizer([path], tmp_path / "full", 60)
-    sampled = train_tokenizer([path], tmp_path / "sampled", 40, max_sentences=5)
-    alphabet = [c for c in letters]
+    sampled = train_tokenizer([path], tmp_path / "sampled", 16, max_sentences=5)
+    alphabet = list(letters)
     assert all(UNK_ID not in ids for ids in full.encode(alphabet))
     assert sum(UNK_ID in ids for ids in sampled.encode(alphabet)) >= 10
 
@@ -174,6 +184,13 @@ def test_vocab_size_too_large_for_the_text_is_a_user_error(few_lines: Path, tmp_
 def test_tiny_vocab_size_is_a_user_error(few_lines: Path, tmp_path: Path) -> None:
     with pytest.raises(UserError, match="--vocab-size"):
         train_tokenizer([few_lines], tmp_path / "t", 4)
+
+
+@pytest.mark.parametrize("coverage", [0.5, 1.5])
+def test_character_coverage_out_of_range_is_a_user_error(few_lines: Path, tmp_path: Path,
+                                                         coverage: float) -> None:
+    with pytest.raises(UserError, match="--character-coverage"):
+        train_tokenizer([few_lines], tmp_path / "t", 100, character_coverage=coverage)
 
 
 def test_unknown_model_type_is_a_user_error(few_lines: Path, tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -219,10 +220,38 @@ def train(
     if not resolved.data.train:
         raise UserError("--train: a training corpus prefix is needed for a new run")
     display = TrainDisplay(stderr, quiet)
+    stop = _StopOnSignal()
     try:
-        run_training(resolved, output, overwrite, display)
+        run_training(resolved, output, overwrite, display, stop.requested)
     finally:
+        stop.restore()
         display.close()
+
+
+class _StopOnSignal:
+    """First Ctrl-C (or SIGTERM): finish the current update, checkpoint and stop. Second: abort."""
+
+    def __init__(self):
+        self.flag = False
+        self.previous = {}
+        try:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.previous[sig] = signal.signal(sig, self._handle)
+        except ValueError:  # not the main thread (an embedding application): no handlers
+            pass
+
+    def _handle(self, signum, frame):
+        if self.flag:
+            raise KeyboardInterrupt
+        self.flag = True
+        stderr.print("stopping after this update and saving a checkpoint (Ctrl-C again to abort)")
+
+    def requested(self) -> bool:
+        return self.flag
+
+    def restore(self) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -270,8 +299,10 @@ def translate(
     interactive = input is None and sys.stdin.isatty()
     lines = decode_input(source, str(input or "<stdin>"), warn)
     sink = open(output, "w", encoding="utf-8") if output else sys.stdout
-    with _quiet_broken_pipe():
+    progress = _LineCounter(enabled=stderr.is_terminal and not interactive)
+    with _quiet_broken_pipe(), progress:
         for result in translator.translate(lines, cfg, batch_tokens, 1 if interactive else 2000, warn):
+            progress.advance()
             if nbest == 1:
                 sink.write(result.text + "\n")
             else:
@@ -282,6 +313,29 @@ def translate(
         sink.flush()
     if output:
         sink.close()
+
+
+class _LineCounter:
+    """'N lines translated' on stderr, only when stderr is a terminal."""
+
+    def __init__(self, enabled: bool):
+        self.status = stderr.status("translating...") if enabled else None
+        self.lines = 0
+
+    def __enter__(self):
+        if self.status:
+            self.status.start()
+        return self
+
+    def advance(self) -> None:
+        self.lines += 1
+        if self.status and self.lines % 100 == 0:
+            self.status.update(f"{self.lines:,} lines translated")
+
+    def __exit__(self, *exc):
+        if self.status:
+            self.status.stop()
+        return False
 
 
 # ---------------------------------------------------------------------------------------------

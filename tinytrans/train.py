@@ -46,6 +46,7 @@ from tinytrans.tokenizer import PAD_ID, Tokenizer, train_tokenizer
 Report = Callable[[dict[str, Any]], None]
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.jsonl"
+INTERRUPTED = "interrupted; run the same command again to resume"
 TOKENIZER_SAMPLE = 2_000_000  # lines: enough for a good vocabulary, bounded memory on huge corpora
 
 
@@ -108,6 +109,9 @@ def prepare_run_dir(run_dir: Path, config: RunConfig, overwrite: bool) -> RunCon
         run_dir.mkdir(parents=True, exist_ok=True)
         return None
     saved = load_run_config(run_dir)
+    if config.model.src_vocab_size == 0:  # not known yet: it comes from the run's tokenizer
+        config = replace(config, model=replace(config.model, src_vocab_size=saved.model.src_vocab_size,
+                                               tgt_vocab_size=saved.model.tgt_vocab_size))
     changed = differences(saved, config)
     if changed:
         raise UserError(f"{run_dir}: holds a run with a different config ({'; '.join(changed)}); "
@@ -328,9 +332,14 @@ def _step_of(line: str) -> int:
 
 
 def train(cfg: RunConfig, run_dir: Path, overwrite: bool = False,
-          report: Report | None = None) -> TrainResult:
-    """Train (or resume) the run in `run_dir`; return where it stopped and why."""
+          report: Report | None = None, stop_requested: Callable[[], bool] | None = None) -> TrainResult:
+    """Train (or resume) the run in `run_dir`; return where it stopped and why.
+
+    `stop_requested` is polled after every update (the CLI sets it on Ctrl-C): training then
+    stops at that step boundary and writes a checkpoint, so nothing is lost.
+    """
     report = report or (lambda event: None)
+    stop_requested = stop_requested or (lambda: False)
     run_dir = Path(run_dir)
     saved = prepare_run_dir(run_dir, cfg, overwrite)
     device = pick_device(cfg.train.device)
@@ -358,7 +367,8 @@ def train(cfg: RunConfig, run_dir: Path, overwrite: bool = False,
     report({"event": "start", "device": str(device), "precision": precision,
             "parameters": count_parameters(model), "pairs": len(corpus), "state": asdict(state),
             "config": cfg})
-    return _loop(cfg, model, optimizer, corpus, valid, tgt_tok, state, files, device, precision, report)
+    return _loop(cfg, model, optimizer, corpus, valid, tgt_tok, state, files, device, precision,
+                 report, stop_requested)
 
 
 def _stop_reason(cfg: RunConfig, state: TrainState, elapsed: float) -> str | None:
@@ -392,7 +402,8 @@ def _updates(corpus: EncodedCorpus, cfg: RunConfig, state: TrainState) -> Iterat
 
 def _loop(cfg: RunConfig, model: Transformer, optimizer: torch.optim.Optimizer,
           corpus: EncodedCorpus, valid: ValidationSet | None, tgt_tok: Tokenizer, state: TrainState,
-          files: RunFiles, device: torch.device, precision: str, report: Report) -> TrainResult:
+          files: RunFiles, device: torch.device, precision: str, report: Report,
+          stop_requested: Callable[[], bool]) -> TrainResult:
     t = cfg.train
     timings = Timings()
     started = time.perf_counter() - state.elapsed
@@ -423,7 +434,10 @@ def _loop(cfg: RunConfig, model: Transformer, optimizer: torch.optim.Optimizer,
             report(record)
             window_tokens, window_loss, window_nll, window_start = 0, 0.0, 0.0, now
         reason = _stop_reason(cfg, state, state.elapsed)
-        if valid is not None and (state.step % t.validate_every == 0 or reason is not None):
+        if stop_requested():
+            reason = INTERRUPTED
+        if valid is not None and (state.step % t.validate_every == 0
+                                  or reason is not None and reason != INTERRUPTED):
             last_validation = _validate_and_keep_best(model, valid, tgt_tok, cfg, device, precision,
                                                       state, files, report, timings)
             reason = reason or _stop_reason(cfg, state, state.elapsed)

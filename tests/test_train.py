@@ -1,0 +1,146 @@
+"""Training end to end at toy size: the run directory, resume continuity, refusals, kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from tinytrans.checkpoint import load_model_weights, training_checkpoints
+from tinytrans.cli import app
+from tinytrans.errors import UserError
+from tinytrans.model import Transformer
+from tinytrans.train import learning_rate, load_run_config, train
+from toyrun import toy_config, write_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("corpus")
+    return write_corpus(root / "train", 400), write_corpus(root / "valid", 30, "valid")
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in records if r["event"] == "log"}
+
+
+def test_run_directory_holds_everything_needed(corpus, tmp_path):
+    events = []
+    result = train(toy_config(*corpus), tmp_path / "run", report=events.append)
+    run = tmp_path / "run"
+    assert result.state.step == 20 and "max_steps" in result.stop_reason
+    assert (run / "tokenizer.model").is_file() and (run / "checkpoints" / "best.safetensors").is_file()
+    assert [p.name for p in training_checkpoints(run)] == ["step-0000010.safetensors", "step-0000020.safetensors"]
+    cfg = load_run_config(run)  # the saved config alone rebuilds the model
+    assert cfg.model.src_vocab_size == 300 and cfg.model.d_model == 32
+    load_model_weights(training_checkpoints(run)[-1], Transformer(cfg.model))
+    kinds = [e["event"] for e in events]
+    assert kinds.count("valid") == 2 and kinds[-1] == "end"
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in records if r["event"] == "valid"]
+    assert {"loss", "ppl", "bleu", "bleu_signature"} <= valid[0].keys()
+    assert "nrefs:1" in valid[0]["bleu_signature"]
+    assert len(losses(run)) == 20
+
+
+def test_resumed_run_continues_the_same_curve(corpus, tmp_path):
+    straight = tmp_path / "straight"
+    train(toy_config(*corpus), straight)
+    resumed = tmp_path / "resumed"
+    train(toy_config(*corpus, max_steps=10), resumed)
+    events = []
+    train(toy_config(*corpus), resumed, report=events.append)  # same run, a longer limit
+    assert any(e["event"] == "resume" and e["step"] == 10 for e in events)
+    a, b = losses(straight), losses(resumed)
+    assert sorted(b) == list(range(1, 21))
+    for step in range(11, 21):
+        assert b[step] == pytest.approx(a[step], rel=1e-5), step
+
+
+def test_a_different_config_is_refused_and_overwrite_starts_over(corpus, tmp_path):
+    run = tmp_path / "run"
+    train(toy_config(*corpus, max_steps=10), run)
+    other = toy_config(*corpus, max_steps=10)
+    other = replace(other, train=replace(other.train, lr=1e-3))
+    with pytest.raises(UserError, match="different config.*train.lr"):
+        train(other, run)
+    result = train(other, run, overwrite=True)
+    assert result.state.step == 10 and losses(run).keys() == set(range(1, 11))
+
+
+def test_a_non_run_directory_is_not_overwritten(corpus, tmp_path):
+    (tmp_path / "precious.txt").write_text("keep me")
+    with pytest.raises(UserError, match="not a tinytrans run directory"):
+        train(toy_config(*corpus), tmp_path, overwrite=True)
+    assert (tmp_path / "precious.txt").read_text() == "keep me"
+
+
+def test_learning_rate_warms_up_linearly_then_decays_with_inverse_sqrt():
+    assert learning_rate(5, 1.0, 10) == pytest.approx(0.5)
+    assert learning_rate(10, 1.0, 10) == pytest.approx(1.0)
+    assert learning_rate(40, 1.0, 10) == pytest.approx(0.5)
+
+
+def test_gradient_accumulation_equals_one_batch_of_the_same_pairs(corpus):
+    """update_freq: gradients of two batches summed, normalised by all their tokens, equal the
+    gradient of one batch holding the same pairs (SGD makes the update the gradient itself)."""
+    from tinytrans.data import FilterConfig, encode_parallel, make_batch
+    from tinytrans.textio import read_parallel
+    from tinytrans.tokenizer import train_tokenizer
+    from tinytrans.train import Timings, train_step
+
+    tok = train_tokenizer([Path(f"{corpus[0]}.en"), Path(f"{corpus[0]}.de")],
+                          corpus[0].parent / "accum-spm", 300)
+    data = encode_parallel(read_parallel(corpus[0], "en", "de"), tok, tok, FilterConfig())
+    cfg = toy_config(*corpus, clip_norm=0.0)
+    cfg = replace(cfg, model=replace(cfg.model, dropout=0.0, src_vocab_size=300, tgt_vocab_size=300))
+    indices = list(range(12))
+    updated = []
+    for batches in ([make_batch(data, indices[:5]), make_batch(data, indices[5:])],
+                    [make_batch(data, indices)]):
+        torch.manual_seed(0)
+        model = Transformer(cfg.model)
+        sgd = torch.optim.SGD(model.parameters(), lr=1.0)
+        train_step(model, batches, sgd, cfg, 1.0, torch.device("cpu"), "fp32", Timings())
+        updated.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.allclose(updated[0], updated[1], atol=1e-5)
+
+
+def test_training_a_killed_run_resumes_from_its_last_checkpoint(corpus, tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "tinytrans", "train", "--output", str(run),
+               "--train", str(corpus[0]), "--src", "en", "--tgt", "de", "--vocab-size", "300",
+               "--checkpoint-every", "3", "--max-steps", "100000", "--threads", "1", "--quiet"]
+    config = tmp_path / "toy.toml"
+    config.write_text('[model]\nd_model = 32\nn_heads = 2\nd_ff = 64\nn_encoder_layers = 1\n'
+                      'n_decoder_layers = 1\n[train]\nbatch_tokens = 600\nwarmup_steps = 10\n')
+    process = subprocess.Popen(command + ["--config", str(config)], stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while len(training_checkpoints(run)) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)  # no chance to clean up, as with a power cut
+    process.wait()
+    assert training_checkpoints(run), process.stderr.read().decode()
+    killed_at = int(training_checkpoints(run)[-1].stem.split("-")[1])
+    result = CliRunner().invoke(app, ["train", "--output", str(run), "--max-steps", str(killed_at + 3),
+                                      "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert int(training_checkpoints(run)[-1].stem.split("-")[1]) == killed_at + 3
+    assert not [p for p in (run / "checkpoints").iterdir() if ".tmp" in p.name]
+
+
+def test_cli_train_reports_user_errors_in_one_line(tmp_path):
+    result = CliRunner().invoke(app, ["train", "--output", str(tmp_path / "r"), "--train",
+                                      str(tmp_path / "missing"), "--src", "en", "--tgt", "de"])
+    assert result.exit_code == 2
+    assert "missing.en: no such file" in result.output and "Traceback" not in result.output

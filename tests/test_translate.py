@@ -1,0 +1,116 @@
+"""Translation keeps line alignment whatever the input, through the library and the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tinytrans.cli import app
+from tinytrans.search import SearchConfig
+from tinytrans.train import train
+from tinytrans.translate import Translator
+from toyrun import BUNDLED, toy_config, write_corpus
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("toy")
+    train(toy_config(write_corpus(root / "train", 400), write_corpus(root / "valid", 20, "valid"),
+                     max_steps=30, validate_every=30, checkpoint_every=30), root / "run")
+    return root / "run"
+
+
+HOSTILE = [
+    "The man buys a red car.",
+    "",
+    "   \t ",
+    "Where is the dog?",
+    " ".join(["house"] * 3000),  # far beyond the model's maximum source length
+    "caf\udcff",  # stands in for invalid UTF-8 below
+    "The woman sees the children.",
+]
+
+
+def hostile_bytes() -> bytes:
+    lines = [line.encode("utf-8", "surrogateescape") for line in HOSTILE]
+    return b"\n".join(lines) + b"\n"
+
+
+def test_one_output_line_per_input_line_whatever_the_input(run_dir):
+    result = CliRunner().invoke(app, ["translate", "--model", str(run_dir), "--beam", "2"],
+                                input=hostile_bytes())
+    assert result.exit_code == 0, result.output
+    out = result.stdout.split("\n")[:-1]
+    assert len(out) == len(HOSTILE)
+    assert out[1] == "" and out[2] == ""
+    assert all(out[i] for i in (0, 3, 6))
+    assert "line 5:" in result.stderr and "truncated" in result.stderr
+    assert "<stdin>:6: invalid UTF-8" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_input_order_survives_length_sorting_and_chunking(run_dir):
+    translator = Translator(run_dir)
+    lines = (BUNDLED / "test.en").read_text(encoding="utf-8").splitlines()[:40]
+    cfg = SearchConfig(beam=2)
+    one_by_one = [t.text for t in translator.translate(lines, cfg, chunk_lines=1)]
+    chunked = [t.text for t in translator.translate(lines, cfg, batch_tokens=200, chunk_lines=7)]
+    assert chunked == one_by_one
+
+
+def test_nbest_lines_are_indexed_and_sorted(run_dir):
+    result = CliRunner().invoke(app, ["translate", "--model", str(run_dir), "--beam", "4", "--nbest", "3"],
+                                input="The man buys a red car.\n\nWhere is the dog?\n")
+    assert result.exit_code == 0, result.output
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert len(rows) == 9 and all(len(r) == 3 for r in rows)
+    assert [r[0] for r in rows] == ["0", "1", "2"] * 3
+    for first in (0, 6):
+        scores = [float(r[1]) for r in rows[first: first + 3]]
+        assert scores == sorted(scores, reverse=True)
+    single = CliRunner().invoke(app, ["translate", "--model", str(run_dir), "--beam", "4"],
+                                input="The man buys a red car.\n")
+    assert rows[0][2] == single.stdout.strip()
+
+
+def test_files_in_and_out(run_dir, tmp_path):
+    source = tmp_path / "in.en"
+    source.write_text("The man buys a red car.\n\nWhere is the dog?\n")
+    out = tmp_path / "out.de"
+    result = CliRunner().invoke(app, ["translate", "--model", str(run_dir), "--input", str(source),
+                                      "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert len(out.read_text().split("\n")) == 4 and out.read_text().split("\n")[1] == ""
+
+
+def test_closed_output_pipe_ends_quietly(run_dir):
+    lines = ("The man buys a red car.\n" * 3000).encode()
+    process = subprocess.Popen([sys.executable, "-m", "tinytrans", "translate", "--model", str(run_dir),
+                                "--beam", "1"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+    process.stdin.write(lines)
+    process.stdin.close()
+    process.stdout.readline()
+    process.stdout.close()  # like `| head -1`
+    assert process.wait(timeout=120) == 0
+    assert b"Traceback" not in process.stderr.read()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--beam", "0"], "--beam"),
+    (["--beam", "2", "--nbest", "3"], "--nbest"),
+    (["--checkpoint", "nope.safetensors"], "no such checkpoint"),
+    (["--device", "tpu"], "--device"),
+])
+def test_bad_options_are_one_line_errors(run_dir, args, message):
+    result = CliRunner().invoke(app, ["translate", "--model", str(run_dir), *args], input="x\n")
+    assert result.exit_code == 2 and message in result.stderr and "Traceback" not in result.output
+
+
+def test_a_directory_that_is_not_a_run_is_refused(tmp_path):
+    result = CliRunner().invoke(app, ["translate", "--model", str(tmp_path)], input="x\n")
+    assert result.exit_code == 2 and "not a tinytrans run directory" in result.stderr

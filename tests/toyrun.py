@@ -1,0 +1,30 @@
+"""A toy run directory (tiny model, a few hundred bundled pairs) shared by the end-to-end tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tinytrans.config import RunConfig, build_config
+
+BUNDLED = Path(__file__).resolve().parents[1] / "corpora" / "en-de"
+
+
+def write_corpus(prefix: Path, n: int, split: str = "train", skip: int = 0) -> Path:
+    """The first n pairs (after `skip`) of a bundled split, as PREFIX.en / PREFIX.de."""
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    for lang in ("en", "de"):
+        lines = (BUNDLED / f"{split}.{lang}").read_text(encoding="utf-8").splitlines()[skip: skip + n]
+        Path(f"{prefix}.{lang}").write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return prefix
+
+
+def toy_config(train: Path, valid: Path | None, **train_overrides) -> RunConfig:
+    return build_config({
+        "model": {"d_model": 32, "n_heads": 2, "d_ff": 64, "n_encoder_layers": 1,
+                  "n_decoder_layers": 1, "dropout": 0.1},
+        "data": {"train": str(train), "valid": str(valid) if valid else None, "src": "en",
+                 "tgt": "de", "vocab_size": 300},
+        "train": {"batch_tokens": 600, "lr": 3e-3, "warmup_steps": 10, "max_steps": 20,
+                  "validate_every": 10, "checkpoint_every": 10, "log_every": 1, "threads": 1,
+                  **train_overrides},
+    }, "toy")
