@@ -19,7 +19,7 @@ SMALL_TOKENIZER_LINES = 3000  # per language: enough for every character of the 
 SMALL_VOCAB = 500
 
 Line = str | bytes
-WriteCorpus = Callable[..., Path]
+ParallelCorpus = Callable[..., Path]
 
 
 @pytest.fixture(scope="session")
@@ -70,9 +70,18 @@ def write_lines(path: Path, lines: Sequence[Line], newline: bytes = b"\n") -> Pa
     return path
 
 
+def corrupt_gzip(path: Path) -> Path:
+    """A gzip file whose header is intact but whose compressed data is garbled."""
+    data = bytearray(gzip.compress("".join(f"line {i}\n" for i in range(2000)).encode()))
+    for k in range(30, 60):
+        data[k] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
 @pytest.fixture
-def write_corpus(tmp_path: Path) -> WriteCorpus:
-    """write_corpus(src_lines, tgt_lines, name="corpus", src="en", tgt="de", gz=False) -> prefix.
+def parallel_corpus(tmp_path: Path) -> ParallelCorpus:
+    """parallel_corpus(src_lines, tgt_lines, name="corpus", src="en", tgt="de", gz=False) -> prefix.
 
     Writes tmp_path/NAME.SRC and tmp_path/NAME.TGT (with .gz when asked) and returns the prefix
     tmp_path/NAME, as the library's read_parallel expects it. Lines may be bytes, to plant

@@ -103,7 +103,7 @@ def train_to_overfit(model: Transformer, sources: list[list[int]], targets: list
 def _overfit() -> tuple[Transformer, tuple[float, ...]]:
     torch.manual_seed(0)
     model = Transformer(toy_config(n_encoder_layers=1, n_decoder_layers=1))
-    losses = train_to_overfit(model, OVERFIT_SOURCES, OVERFIT_TARGETS, steps=300)
+    losses = train_to_overfit(model, OVERFIT_SOURCES, OVERFIT_TARGETS, steps=200)
     return model, tuple(losses)
 
 

@@ -3,6 +3,7 @@ atomic writes that survive a crash, pruning and resolution of 'best' / 'last'.""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import pickle
@@ -97,7 +98,7 @@ def test_training_state_restores_optimizer_moments_and_rng(tmp_path: Path, fused
     train_steps(model, optimizer, 3)
     path = tmp_path / step_name(3)
     save_checkpoint(path, model, optimizer, {"step": 3, "epoch": 0})
-    saved_optim = optimizer.state_dict()
+    saved_optim = copy.deepcopy(optimizer.state_dict())  # the live state changes in place
     next_random = torch.rand(4)
     train_steps(model, optimizer, 2)  # the run goes on (with dropout, so with the RNG) ...
     continued = outputs(model)
@@ -208,7 +209,7 @@ def test_weights_of_another_shape_are_refused(tmp_path: Path):
     save_checkpoint(path, toy_model(1, d_model=32), None, {})
     target = toy_model(2, d_model=16)
     before = outputs(target)
-    with pytest.raises(UserError, match=r"shape .*\(.*32.*\).*needs"):
+    with pytest.raises(UserError, match=r"has shape \(.*\), the config needs \("):
         load_model_weights(path, target)
     assert torch.equal(outputs(target), before)  # nothing half-loaded
 

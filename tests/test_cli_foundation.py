@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import head, write_lines
+from conftest import corrupt_gzip, head, write_lines
 from typer.testing import CliRunner, Result
 
 from tinytrans import __version__
@@ -180,39 +180,46 @@ def test_corpus_check_passes_on_the_bundled_test_split(bundled: Path) -> None:
     assert "problem" not in result.stderr
 
 
-def test_corpus_check_fails_on_an_all_empty_corpus(write_corpus) -> None:
-    prefix = write_corpus(["", ""], ["", ""])
+def test_corpus_check_fails_on_an_all_empty_corpus(parallel_corpus) -> None:
+    prefix = parallel_corpus(["", ""], ["", ""])
     result = invoke("corpus", "check", prefix)
     assert result.exit_code == 1
     assert "no pair survives" in result.stderr
     assert "Traceback" not in result.output
 
 
-def test_corpus_check_fails_on_a_corpus_without_lines(write_corpus) -> None:
-    result = invoke("corpus", "check", write_corpus([], []))
+def test_corpus_check_fails_on_a_corpus_without_lines(parallel_corpus) -> None:
+    result = invoke("corpus", "check", parallel_corpus([], []))
     assert result.exit_code == 1
     assert "no lines" in result.stderr
 
 
-def test_corpus_check_fails_on_invalid_utf8(write_corpus) -> None:
-    prefix = write_corpus(["a b", "c"], [b"x \xff", "y"], src="fr", tgt="cs")
+def test_corpus_check_fails_on_invalid_utf8(parallel_corpus) -> None:
+    prefix = parallel_corpus(["a b", "c"], [b"x \xff", "y"], src="fr", tgt="cs")
     result = invoke("corpus", "check", prefix, "--src", "fr", "--tgt", "cs")
     assert result.exit_code == 1
     assert "invalid UTF-8" in result.stderr
 
 
-def test_corpus_check_strict_utf8_is_a_user_error(write_corpus) -> None:
-    prefix = write_corpus(["a b", "c"], [b"x \xff", "y"])
+def test_corpus_check_strict_utf8_is_a_user_error(parallel_corpus) -> None:
+    prefix = parallel_corpus(["a b", "c"], [b"x \xff", "y"])
     result = invoke("corpus", "check", prefix, "--utf8-errors", "strict")
     assert_user_error(result, f"{prefix}.de:1:")
+
+
+def test_corpus_check_corrupt_gzip(parallel_corpus, tmp_path: Path) -> None:
+    prefix = parallel_corpus(["a"], ["x"])
+    (tmp_path / "corpus.en").unlink()
+    corrupt_gzip(tmp_path / "corpus.en.gz")
+    assert_user_error(invoke("corpus", "check", prefix), f"{prefix}.en.gz")
 
 
 def test_corpus_check_missing_files(tmp_path: Path) -> None:
     assert_user_error(invoke("corpus", "check", tmp_path / "nothing"), f"{tmp_path / 'nothing'}.en")
 
 
-def test_corpus_check_unequal_lengths(write_corpus) -> None:
-    prefix = write_corpus(["a", "b", "c"], ["x", "y"])
+def test_corpus_check_unequal_lengths(parallel_corpus) -> None:
+    prefix = parallel_corpus(["a", "b", "c"], ["x", "y"])
     result = invoke("corpus", "check", prefix)
     assert_user_error(result, f"{prefix}.en has 3 lines", f"{prefix}.de has 2")
 
@@ -233,49 +240,49 @@ def test_train_with_missing_corpus_files(tmp_path: Path) -> None:
     assert_user_error(train(tmp_path / "run", "--train", prefix), f"{prefix}.en")
 
 
-def test_train_with_unequal_lengths(write_corpus, small_tokenizer_prefix: Path,
+def test_train_with_unequal_lengths(parallel_corpus, small_tokenizer_prefix: Path,
                                     tmp_path: Path) -> None:
-    prefix = write_corpus(["a dog", "a cat", "a man"], ["ein Hund", "eine Katze"])
+    prefix = parallel_corpus(["a dog", "a cat", "a man"], ["ein Hund", "eine Katze"])
     result = train(tmp_path / "run", "--train", prefix,
                    "--tokenizer", f"{small_tokenizer_prefix}.model")
     assert_user_error(result, f"{prefix}.en has 3 lines", f"{prefix}.de has 2")
 
 
-def test_train_with_a_bad_preset(write_corpus, tmp_path: Path) -> None:
-    prefix = write_corpus(["a"], ["x"])
+def test_train_with_a_bad_preset(parallel_corpus, tmp_path: Path) -> None:
+    prefix = parallel_corpus(["a"], ["x"])
     assert_user_error(train(tmp_path / "run", "--train", prefix, "--preset", "huge"), "'huge'")
 
 
-def test_train_with_an_unknown_toml_key(write_corpus, tmp_path: Path) -> None:
+def test_train_with_an_unknown_toml_key(parallel_corpus, tmp_path: Path) -> None:
     config = tmp_path / "run.toml"
     config.write_text("[model]\nd_modle = 64\n")
-    result = train(tmp_path / "run", "--train", write_corpus(["a"], ["x"]), "--config", config)
+    result = train(tmp_path / "run", "--train", parallel_corpus(["a"], ["x"]), "--config", config)
     assert_user_error(result, str(config), "'model.d_modle'")
 
 
-def test_train_with_an_unknown_toml_section(write_corpus, tmp_path: Path) -> None:
+def test_train_with_an_unknown_toml_section(parallel_corpus, tmp_path: Path) -> None:
     config = tmp_path / "run.toml"
     config.write_text("[optimizer]\nlr = 0.1\n")
-    result = train(tmp_path / "run", "--train", write_corpus(["a"], ["x"]), "--config", config)
+    result = train(tmp_path / "run", "--train", parallel_corpus(["a"], ["x"]), "--config", config)
     assert_user_error(result, str(config), "[optimizer]")
 
 
-def test_train_with_a_wrongly_typed_toml_value(write_corpus, tmp_path: Path) -> None:
+def test_train_with_a_wrongly_typed_toml_value(parallel_corpus, tmp_path: Path) -> None:
     config = tmp_path / "run.toml"
     config.write_text('[train]\nbatch_tokens = "many"\n')
-    result = train(tmp_path / "run", "--train", write_corpus(["a"], ["x"]), "--config", config)
+    result = train(tmp_path / "run", "--train", parallel_corpus(["a"], ["x"]), "--config", config)
     assert_user_error(result, "'train.batch_tokens'")
 
 
-def test_train_with_invalid_toml(write_corpus, tmp_path: Path) -> None:
+def test_train_with_invalid_toml(parallel_corpus, tmp_path: Path) -> None:
     config = tmp_path / "run.toml"
     config.write_text("[train\n")
-    result = train(tmp_path / "run", "--train", write_corpus(["a"], ["x"]), "--config", config)
+    result = train(tmp_path / "run", "--train", parallel_corpus(["a"], ["x"]), "--config", config)
     assert_user_error(result, str(config), "not valid TOML")
 
 
-def test_train_with_a_directory_as_config(write_corpus, tmp_path: Path) -> None:
-    result = train(tmp_path / "run", "--train", write_corpus(["a"], ["x"]), "--config", tmp_path)
+def test_train_with_a_directory_as_config(parallel_corpus, tmp_path: Path) -> None:
+    result = train(tmp_path / "run", "--train", parallel_corpus(["a"], ["x"]), "--config", tmp_path)
     assert_user_error(result, str(tmp_path))
 
 
@@ -286,11 +293,11 @@ def test_error_messages_are_printed_verbatim(tmp_path: Path, name: str) -> None:
     assert_user_error(invoke("corpus", "check", prefix), f"{prefix}.en")
 
 
-def test_train_into_a_non_run_directory(write_corpus, tmp_path: Path) -> None:
+def test_train_into_a_non_run_directory(parallel_corpus, tmp_path: Path) -> None:
     output = tmp_path / "busy"
     output.mkdir()
     (output / "notes.txt").write_text("mine")
-    result = train(output, "--train", write_corpus(["a"], ["x"]))
+    result = train(output, "--train", parallel_corpus(["a"], ["x"]))
     assert_user_error(result, str(output), "not a tinytrans run directory")
     assert [p.name for p in output.iterdir()] == ["notes.txt"]
 

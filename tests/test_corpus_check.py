@@ -26,8 +26,8 @@ HAND_MADE = [
 
 
 @pytest.fixture
-def hand_made(write_corpus) -> Path:
-    return write_corpus([s for s, _, _ in HAND_MADE], [t for _, t, _ in HAND_MADE])
+def hand_made(parallel_corpus) -> Path:
+    return parallel_corpus([s for s, _, _ in HAND_MADE], [t for _, t, _ in HAND_MADE])
 
 
 def test_counts_of_a_hand_made_corpus(hand_made: Path) -> None:
@@ -61,8 +61,8 @@ def test_invalid_utf8_is_a_problem(hand_made: Path) -> None:
     assert "invalid UTF-8" in problems[0] and "1 en" in problems[0]
 
 
-def test_a_clean_corpus_has_no_problems(write_corpus) -> None:
-    prefix = write_corpus(["a b", "c d e", ""], ["x y", "z", "w"])
+def test_a_clean_corpus_has_no_problems(parallel_corpus) -> None:
+    prefix = parallel_corpus(["a b", "c d e", ""], ["x y", "z", "w"])
     assert check_corpus(str(prefix), "en", "de").problems() == []
 
 
@@ -71,23 +71,23 @@ def test_limits_are_parameters(hand_made: Path) -> None:
     assert (report.too_long, report.ratio_outliers, report.trainable) == (0, 0, 6)
 
 
-def test_an_all_empty_corpus_has_a_problem(write_corpus) -> None:
-    prefix = write_corpus(["", " ", ""], ["", "", "\t"])
+def test_an_all_empty_corpus_has_a_problem(parallel_corpus) -> None:
+    prefix = parallel_corpus(["", " ", ""], ["", "", "\t"])
     report = check_corpus(str(prefix), "en", "de")
     assert report.trainable == 0
     assert any("no pair survives" in p for p in report.problems())
 
 
-def test_a_corpus_without_lines_has_a_problem(write_corpus) -> None:
-    prefix = write_corpus([], [])
+def test_a_corpus_without_lines_has_a_problem(parallel_corpus) -> None:
+    prefix = parallel_corpus([], [])
     report = check_corpus(str(prefix), "en", "de")
     assert report.pairs == 0
     assert report.problems() == ["the corpus has no lines"]
     assert {label: src for label, src, _ in report.rows()}["pairs"] == "0"
 
 
-def test_only_unusable_pairs_is_a_problem(write_corpus) -> None:
-    prefix = write_corpus([LONG, "a"], [LONG, "w w w w w w w w"])
+def test_only_unusable_pairs_is_a_problem(parallel_corpus) -> None:
+    prefix = parallel_corpus([LONG, "a"], [LONG, "w w w w w w w w"])
     assert check_corpus(str(prefix), "en", "de").problems()
 
 
@@ -96,8 +96,8 @@ def test_strict_utf8_raises_with_file_and_line(hand_made: Path) -> None:
         check_corpus(str(hand_made), "en", "de", utf8="strict")
 
 
-def test_unequal_sides_are_a_user_error(write_corpus) -> None:
-    prefix = write_corpus(["a", "b", "c"], ["x"])
+def test_unequal_sides_are_a_user_error(parallel_corpus) -> None:
+    prefix = parallel_corpus(["a", "b", "c"], ["x"])
     with pytest.raises(UserError, match="has 3 lines .* has 1"):
         check_corpus(str(prefix), "en", "de")
 

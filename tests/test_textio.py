@@ -8,7 +8,7 @@ import warnings
 from pathlib import Path
 
 import pytest
-from conftest import write_lines
+from conftest import corrupt_gzip, write_lines
 
 from tinytrans.errors import UserError
 from tinytrans.textio import (
@@ -47,8 +47,8 @@ def test_reading_a_gzip_file_leaves_no_file_open(tmp_path: Path) -> None:
     assert not leaks, f"unclosed file after reading {path}: {leaks[0].message}"
 
 
-def test_read_parallel_reads_gzipped_corpora(write_corpus) -> None:
-    prefix = write_corpus(["a", "b"], ["x", "y"], gz=True)
+def test_read_parallel_reads_gzipped_corpora(parallel_corpus) -> None:
+    prefix = parallel_corpus(["a", "b"], ["x", "y"], gz=True)
     assert list(read_parallel(prefix, "en", "de")) == [("a", "x"), ("b", "y")]
 
 
@@ -76,8 +76,8 @@ def test_directory_instead_of_file_is_a_user_error(tmp_path: Path) -> None:
     assert str(tmp_path) in str(error.value)
 
 
-def test_missing_corpus_side_names_the_file_and_language(write_corpus, tmp_path: Path) -> None:
-    prefix = write_corpus(["a"], ["x"])
+def test_missing_corpus_side_names_the_file_and_language(parallel_corpus, tmp_path: Path) -> None:
+    prefix = parallel_corpus(["a"], ["x"])
     (tmp_path / "corpus.de").unlink()
     with pytest.raises(UserError) as error:
         list(read_parallel(prefix, "en", "de"))
@@ -93,9 +93,9 @@ def test_corpus_file_prefers_plain_then_gzip(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("n_src, n_tgt", [(7, 4), (4, 7)], ids=["source-longer", "target-longer"])
-def test_unequal_line_counts_name_both_files_and_counts(write_corpus, n_src: int,
+def test_unequal_line_counts_name_both_files_and_counts(parallel_corpus, n_src: int,
                                                         n_tgt: int) -> None:
-    prefix = write_corpus([f"s{i}" for i in range(n_src)], [f"t{i}" for i in range(n_tgt)])
+    prefix = parallel_corpus([f"s{i}" for i in range(n_src)], [f"t{i}" for i in range(n_tgt)])
     with pytest.raises(UserError) as error:
         list(read_parallel(prefix, "en", "de"))
     message = str(error.value)
@@ -103,8 +103,8 @@ def test_unequal_line_counts_name_both_files_and_counts(write_corpus, n_src: int
     assert f"{prefix}.de has {n_tgt}" in message
 
 
-def test_equal_line_counts_pair_lines_in_order(write_corpus) -> None:
-    prefix = write_corpus(["a", "", "c"], ["x", "y", ""])
+def test_equal_line_counts_pair_lines_in_order(parallel_corpus) -> None:
+    prefix = parallel_corpus(["a", "", "c"], ["x", "y", ""])
     counter = ParallelCounter(LineCounter(), LineCounter())
     pairs = list(read_parallel(prefix, "en", "de", counter=counter))
     assert pairs == [("a", "x"), ("", "y"), ("c", "")]
@@ -118,8 +118,8 @@ def test_invalid_utf8_in_strict_mode_names_file_and_line(tmp_path: Path) -> None
     assert f"{path}:3:" in str(error.value)
 
 
-def test_invalid_utf8_in_a_parallel_corpus_names_the_side(write_corpus) -> None:
-    prefix = write_corpus(["a", "b"], ["x", b"\xc3("])
+def test_invalid_utf8_in_a_parallel_corpus_names_the_side(parallel_corpus) -> None:
+    prefix = parallel_corpus(["a", "b"], ["x", b"\xc3("])
     with pytest.raises(UserError, match=r"corpus\.de:2:"):
         list(read_parallel(prefix, "en", "de", "strict"))
 
@@ -145,6 +145,13 @@ def test_truncated_gzip_is_a_user_error(tmp_path: Path) -> None:
     path = tmp_path / "cut.en.gz"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match="unreadable") as error:
+        list(read_lines(path))
+    assert str(path) in str(error.value)
+
+
+def test_corrupt_gzip_is_a_user_error(tmp_path: Path) -> None:
+    path = corrupt_gzip(tmp_path / "bad.en.gz")
+    with pytest.raises(UserError) as error:
         list(read_lines(path))
     assert str(path) in str(error.value)
 

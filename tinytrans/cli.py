@@ -17,6 +17,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from tinytrans import __version__
 from tinytrans.errors import UserError
@@ -32,6 +33,11 @@ stderr = Console(stderr=True)
 DEBUG_ENV = "TINYTRANS_DEBUG"
 
 
+def say(message: str, label: str = "", style: str = "") -> None:
+    """One line on stderr. User text (paths, lines) is never read as rich markup."""
+    stderr.print(Text(label, style=style) + Text(message), highlight=False, soft_wrap=True)
+
+
 def friendly_errors(command):
     """Print a UserError as one line and exit 2 (or re-raise it under --debug)."""
     @functools.wraps(command)
@@ -41,7 +47,7 @@ def friendly_errors(command):
         except UserError as error:
             if os.environ.get(DEBUG_ENV):
                 raise
-            stderr.print(f"[bold red]error:[/] {error}", highlight=False, soft_wrap=True)
+            say(str(error), "error: ", "bold red")
             raise typer.Exit(2) from None
     return wrapper
 
@@ -79,12 +85,12 @@ def tokenizer_train(
     """Train a SentencePiece model (one joint vocabulary when given both languages' files)."""
     from tinytrans.tokenizer import train_tokenizer
     tok = train_tokenizer(input, output, vocab_size, model_type, character_coverage, max_sentences, seed)
-    stderr.print(f"wrote {output}.model and {output}.vocab ({tok.vocab_size} pieces)")
+    say(f"wrote {output}.model and {output}.vocab ({tok.vocab_size} pieces)")
 
 
 def _stdin_lines():
     from tinytrans.translate import decode_input
-    return decode_input(sys.stdin.buffer, "<stdin>", lambda m: stderr.print(f"warning: {m}"))
+    return decode_input(sys.stdin.buffer, "<stdin>", lambda m: say(m, "warning: ", "yellow"))
 
 
 @tokenizer_app.command("encode")
@@ -142,7 +148,7 @@ def corpus_check(
     """Validate a parallel corpus and print its statistics; exit 1 if it cannot be trained on."""
     from tinytrans.corpus_check import check_corpus
     report = check_corpus(prefix, src, tgt, max_length, max_ratio, utf8_errors)
-    table = Table(title=f"{prefix} ({src}-{tgt})")
+    table = Table(title=Text(f"{prefix} ({src}-{tgt})"))
     table.add_column("")
     table.add_column(src, justify="right")
     table.add_column(tgt, justify="right")
@@ -150,7 +156,7 @@ def corpus_check(
         table.add_row(*row)
     Console().print(table)
     for problem in report.problems():
-        stderr.print(f"[bold red]problem:[/] {problem}", highlight=False)
+        say(problem, "problem: ", "bold red")
     if report.problems():
         raise typer.Exit(1)
 
@@ -294,7 +300,7 @@ def translate(
 
     cfg = load_search_config(beam, nbest, lenpen, max_len_a, max_len_b)
     translator = Translator(model, checkpoint, device, precision, threads)
-    warn = lambda message: stderr.print(f"warning: {message}", highlight=False)  # noqa: E731
+    warn = lambda message: say(message, "warning: ", "yellow")  # noqa: E731
     source = open_binary(input) if input else sys.stdin.buffer
     interactive = input is None and sys.stdin.isatty()
     lines = decode_input(source, str(input or "<stdin>"), warn)
@@ -386,7 +392,7 @@ def evaluate(
 
 
 def _print_scores(result: dict[str, Any]) -> None:
-    table = Table(title=f"{result['test']} ({result['sentences']} sentences)")
+    table = Table(title=Text(f"{result['test']} ({result['sentences']} sentences)"))
     table.add_column("metric")
     table.add_column("score", justify="right")
     table.add_column("signature")

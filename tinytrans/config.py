@@ -193,6 +193,10 @@ def read_toml(path: Path) -> dict[str, dict[str, Any]]:
             values = tomllib.load(handle)
     except FileNotFoundError:
         raise UserError(f"{path}: no such config file") from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot be read ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not UTF-8 (byte {error.start})") from None
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"{path}: not valid TOML ({error})") from None
     for section, table in values.items():
@@ -219,8 +223,17 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return '"' + "".join(_toml_char(c) for c in value) + '"'
     return repr(value)
+
+
+def _toml_char(c: str) -> str:
+    """A character inside a TOML basic string: quotes, backslashes and control characters escaped."""
+    if c in '"\\':
+        return "\\" + c
+    if ord(c) < 0x20 or ord(c) == 0x7F:
+        return f"\\u{ord(c):04x}"
+    return c
 
 
 def differences(old: RunConfig, new: RunConfig) -> list[str]:

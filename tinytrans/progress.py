@@ -36,10 +36,8 @@ class TrainDisplay:
             handler(event)
 
     def say(self, message: str) -> None:
-        if self.live is not None:
-            self.live.console.print(message, highlight=False)
-        else:
-            self.console.print(message, highlight=False)
+        console = self.live.console if self.live is not None else self.console
+        console.print(message, highlight=False, markup=False, soft_wrap=True)
 
     def on_data(self, e: dict[str, Any]) -> None:
         dropped = e["read"] - e["kept"]
@@ -102,13 +100,13 @@ class TrainDisplay:
             self.live = None
         r = e["result"]
         table = Table(title="training finished", show_header=False)
-        table.add_row("stopped", r.stop_reason)
-        table.add_row("steps / epochs", f"{r.state.step} / {r.state.epoch + r.state.batch / 1e9:.0f}")
+        table.add_row("stopped", Text(r.stop_reason))
+        table.add_row("updates", f"{r.state.step:,} (in epoch {r.state.epoch + 1})")
         table.add_row("best BLEU (greedy, valid)", f"{r.state.best_bleu:.2f} at step {r.state.best_step}"
                       if r.state.best_bleu >= 0 else "no validation set")
         table.add_row("training time", _clock(r.state.elapsed))
         table.add_row("target tokens/s", f"{r.tokens_per_second:,.0f}")
-        table.add_row("run directory", str(r.run_dir))
+        table.add_row("run directory", Text(str(r.run_dir)))
         self.console.print(table)
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ whole list, so a corpus of any size can be read.
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +39,8 @@ def open_binary(path: Path) -> BinaryIO:
     except OSError as error:
         raise UserError(f"{path}: cannot be read ({error.strerror})") from None
     if handle.peek(2)[:2] == b"\x1f\x8b":
-        return gzip.GzipFile(fileobj=handle, mode="rb")  # type: ignore[return-value]
+        handle.close()
+        return gzip.open(path, "rb")  # type: ignore[return-value]
     return handle
 
 
@@ -66,7 +68,7 @@ def read_lines(
             for raw in handle:
                 counter.lines += 1
                 yield decode_line(raw, path, counter, utf8)
-        except (OSError, EOFError, gzip.BadGzipFile) as error:
+        except (OSError, EOFError, zlib.error) as error:  # truncated or corrupt gzip, I/O errors
             raise UserError(f"{path}: unreadable after line {counter.lines} ({error})") from None
 
 

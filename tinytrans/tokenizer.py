@@ -90,12 +90,15 @@ def train_tokenizer(
         raise UserError(f"--vocab-size: {vocab_size} is too small (at least 8)")
     if not 0.9 <= character_coverage <= 1.0:
         raise UserError(f"--character-coverage: {character_coverage} must lie in [0.9, 1.0]")
+    try:
+        output_prefix.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{output_prefix}: cannot create its directory ({error.strerror})") from None
     lines = _nonempty(_all_lines(inputs))
     if max_sentences is not None:
         lines = iter(reservoir_sample(lines, max_sentences, seed))
     proto = _train_proto(lines, vocab_size, model_type, character_coverage, inputs)
     tokenizer = Tokenizer(proto, f"{output_prefix}.model")
-    output_prefix.parent.mkdir(parents=True, exist_ok=True)
     tokenizer.save(Path(f"{output_prefix}.model"))
     vocab = "".join(
         f"{tokenizer.sp.id_to_piece(i)}\t{tokenizer.sp.get_score(i):g}\n"
