@@ -55,7 +55,7 @@ def main() -> None:
         list(translator.translate(source[:100], cfg))  # warm-up
         watch.reset()
         start = time.perf_counter()
-        outputs = [t.text for t in translator.translate(source, cfg, batch_tokens=6000)]
+        outputs = [t.text for t in translator.translate(source, cfg, batch_tokens=12000)]
         seconds = time.perf_counter() - start
         words = sum(len(o.split()) for o in outputs)
         enc = watch.seconds["encode"]
@@ -64,7 +64,7 @@ def main() -> None:
                      f"{words / seconds:,.0f} | {enc / seconds:.0%} | {dec / seconds:.0%} | "
                      f"{1 - (enc + dec) / seconds:.0%} |")
     lines += ["", f"- model: {run_dir} (checkpoint best), {translator.config.model}",
-              f"- peak RSS: {peak_rss_mb():.0f} MB; 2 threads; batch 6000 source tokens x beam"]
+              f"- peak RSS: {peak_rss_mb():.0f} MB; 2 threads; batch 12000 source tokens x beam"]
     record("Decoding speed, Multi30k test_2016_flickr, 1,000 sentences", lines)
 
 

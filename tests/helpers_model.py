@@ -20,9 +20,9 @@ FIRST_WORD = 4  # ids below are PAD, UNK, BOS, EOS
 
 
 def toy_config(**overrides) -> ModelConfig:
-    values = dict(src_vocab_size=VOCAB, tgt_vocab_size=VOCAB, d_model=32, n_heads=2, d_ff=64,
-                  n_encoder_layers=2, n_decoder_layers=2, dropout=0.0, attention_dropout=0.0,
-                  activation_dropout=0.0)
+    values = {"src_vocab_size": VOCAB, "tgt_vocab_size": VOCAB, "d_model": 32, "n_heads": 2,
+              "d_ff": 64, "n_encoder_layers": 2, "n_decoder_layers": 2, "dropout": 0.0,
+              "attention_dropout": 0.0, "activation_dropout": 0.0}
     values.update(overrides)
     return ModelConfig(**values)
 

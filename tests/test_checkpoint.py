@@ -84,7 +84,8 @@ def test_checkpoint_layout(tmp_path: Path):
     tensors, metadata = read_checkpoint(path)
     assert metadata["format"] == "tinytrans" and metadata["version"] == "1"
     assert json.loads(metadata["state"]) == {"step": 1}
-    assert {k.removeprefix("model/") for k in tensors if k.startswith("model/")} == set(model.state_dict())
+    weights = {k.removeprefix("model/") for k in tensors if k.startswith("model/")}
+    assert weights == set(model.state_dict())
     assert "rng/torch" in tensors and any(k.startswith("optim/") for k in tensors)
     assert json.loads(metadata["param_groups"])[0]["lr"] == 1e-3
     assert step_name(1) == "step-0000001.safetensors"
@@ -167,7 +168,8 @@ def test_pickle_posing_as_safetensors_is_refused(tmp_path: Path):
         load_model_weights(legacy, toy_model(2))
 
 
-@pytest.mark.parametrize("content", [b"", b"hello, I am not a checkpoint\n", b"\x00" * 8, b"\xff" * 64],
+@pytest.mark.parametrize("content",
+                         [b"", b"hello, I am not a checkpoint\n", b"\x00" * 8, b"\xff" * 64],
                          ids=["empty", "text", "zero-header", "huge-header"])
 def test_garbage_files_are_refused(tmp_path: Path, content: bytes):
     path = tmp_path / "model.safetensors"
@@ -263,7 +265,8 @@ def half_written_save_file(tensors, filename, metadata=None):
     raise Crash("disk full")
 
 
-def test_crash_during_write_keeps_previous_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_crash_during_write_keeps_previous_checkpoint(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch):
     directory = tmp_path / CHECKPOINT_DIR
     path = directory / BEST
     old_model = toy_model(1)
@@ -346,6 +349,15 @@ def test_prune_keeps_the_last_k(tmp_path: Path, keep_last: int):
     kept = sorted(steps)[-keep_last:]
     assert training_checkpoints(tmp_path) == [directory / step_name(s) for s in kept]
     assert (directory / BEST).is_file()  # the best weights are never pruned
+
+
+@pytest.mark.xfail(strict=True, reason="step names are ordered as text: step-10000000 sorts "
+                   "before step-9999999 (checkpoint.py training_checkpoints; see the test report)")
+def test_order_is_numeric_beyond_seven_digits(tmp_path: Path):
+    directory = make_run(tmp_path, [9_999_999, 10_000_000], best=False)
+    assert resolve_checkpoint(tmp_path, "last") == directory / step_name(10_000_000)
+    prune_checkpoints(tmp_path, 1)
+    assert training_checkpoints(tmp_path) == [directory / step_name(10_000_000)]
 
 
 def test_prune_with_fewer_checkpoints_than_k_keeps_all(tmp_path: Path):

@@ -62,7 +62,8 @@ def test_shapes_of_encode_decode_logits_forward(pre_norm: bool):
 
 def test_mask_helpers():
     ids = torch.tensor([[5, 6, EOS_ID, PAD_ID], [5, EOS_ID, PAD_ID, PAD_ID]])
-    assert padding_mask(ids).tolist() == [[[[True, True, True, False]]], [[[True, True, False, False]]]]
+    assert padding_mask(ids).tolist() == [[[[True, True, True, False]]],
+                                          [[[True, True, False, False]]]]
     mask = causal_mask(3)
     assert mask.shape == (1, 1, 3, 3)
     assert mask[0, 0].tolist() == [[True, False, False], [True, True, False], [True, True, True]]
@@ -86,7 +87,8 @@ def formula(pos: int, j: int, d_model: int) -> float:
 def assert_matches_formula(encoding: torch.Tensor, first_pos: int, d_model: int) -> None:
     for row in range(encoding.size(0)):
         pos = first_pos + row
-        expected = torch.tensor([formula(pos, j, d_model) for j in range(d_model)], dtype=torch.float64)
+        expected = torch.tensor([formula(pos, j, d_model) for j in range(d_model)],
+                                dtype=torch.float64)
         # float32 angles carry a relative error of a few 1e-8, i.e. an absolute one growing with pos
         tolerance = 1e-6 + 4e-7 * pos
         error = (encoding[row].double() - expected).abs().max().item()
@@ -227,10 +229,12 @@ def test_cache_after_reorder_equals_full_decoding_of_reordered_batch():
         memory, src_mask = encode(model, src)
         cache = model.new_cache()
         incremental_decode(model, tgt[:, :split], memory, src_mask, cache)
-        for index in (torch.tensor([2, 0, 3, 1]), torch.tensor([1, 1, 3])):  # permute, then repeat + drop
+        # first a permutation, then a repeat of one row and the drop of another
+        for index in (torch.tensor([2, 0, 3, 1]), torch.tensor([1, 1, 3])):
             reorder_cache(cache, index)
             tgt, memory, src_mask = tgt[index], memory[index], src_mask[index]
-            rest = [model.decode(tgt[:, t: t + 1], memory, src_mask, cache) for t in (split, split + 1)]
+            rest = [model.decode(tgt[:, t: t + 1], memory, src_mask, cache)
+                    for t in (split, split + 1)]
             expected = model.decode(tgt[:, : split + 2], memory, src_mask)[:, split:]
             assert torch.allclose(torch.cat(rest, dim=1), expected, atol=ATOL)
             split += 2
@@ -246,8 +250,9 @@ def test_reorder_cache_only_self_keeps_cross_attention():
         model.decode(tgt, memory, src_mask, cache)
     before = [{name: t.clone() for name, t in layer.items()} for layer in cache]
     reorder_cache(cache, torch.tensor([1, 0]), only_self=True)
-    for old, new in zip(before, cache):
-        assert torch.equal(new["cross_k"], old["cross_k"]) and torch.equal(new["cross_v"], old["cross_v"])
+    for old, new in zip(before, cache, strict=True):
+        assert torch.equal(new["cross_k"], old["cross_k"])
+        assert torch.equal(new["cross_v"], old["cross_v"])
         assert torch.equal(new["self_k"], old["self_k"][[1, 0]])
         assert torch.equal(new["self_v"], old["self_v"][[1, 0]])
 
@@ -276,8 +281,8 @@ def test_written_out_attention_equals_sdpa(mask_kind: str):
     if mask is not None:
         assert (weights.masked_select(~mask.expand_as(weights)) == 0).all()
     # and it is softmax(QK^T / sqrt(Dh)) V by definition
-    by_hand = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(8) + (
-        0 if mask is None else torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))), dim=-1) @ v
+    bias = 0 if mask is None else torch.zeros(mask.shape).masked_fill(~mask, float("-inf"))
+    by_hand = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(8) + bias, dim=-1) @ v
     assert torch.allclose(out, by_hand, atol=ATOL)
 
 
@@ -312,8 +317,48 @@ def test_attention_weights_with_cache_match_full_decoding():
         for t in range(tgt.size(1)):
             step_weights: list[torch.Tensor] = []
             model.decode(tgt[:, t: t + 1], memory, src_mask, cache, weights_out=step_weights)
-            for full, step in zip(full_weights, step_weights):
+            for full, step in zip(full_weights, step_weights, strict=True):
                 assert torch.allclose(step[:, :, 0], full[:, :, t], atol=ATOL)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pre-norm and post-norm
+
+
+@NORMS
+def test_stack_outputs_are_layer_normalised(pre_norm: bool):
+    """Pre-norm ends each stack with a LayerNorm; post-norm normalises after every residual sum.
+
+    Either way (LayerNorm gain 1 and bias 0 at initialisation) memory and decoder states have
+    mean 0 and variance 1 over the features of each position.
+    """
+    model = toy_model(pre_norm=pre_norm)
+    src = source_batch(random_sources(24, [5, 3]))
+    tgt = random_targets(25, [4, 4])
+    with torch.no_grad():
+        memory, src_mask = encode(model, src)
+        states = model.decode(tgt, memory, src_mask)
+    for x in (memory, states):
+        assert torch.allclose(x.mean(-1), torch.zeros(x.shape[:-1]), atol=1e-4)
+        assert torch.allclose(x.var(-1, unbiased=False), torch.ones(x.shape[:-1]), atol=1e-3)
+    names = set(model.state_dict())
+    assert ("encoder_norm.weight" in names) == pre_norm
+    assert ("decoder_norm.weight" in names) == pre_norm
+
+
+def test_post_norm_normalises_every_sub_layer():
+    """Post-norm, LN(x + f(x)): every encoder layer's output is normalised, not only the last."""
+    model = toy_model(pre_norm=False)
+    src = source_batch(random_sources(26, [6]))
+    src_mask = padding_mask(src)
+    with torch.no_grad():
+        x = model.embed(model.src_embed_table, src)
+        x = model.encoder_layers[0](x, src_mask)
+    assert torch.allclose(x.var(-1, unbiased=False), torch.ones(x.shape[:-1]), atol=1e-3)
+    pre = toy_model(pre_norm=True)
+    with torch.no_grad():
+        y = pre.encoder_layers[0](pre.embed(pre.src_embed_table, src), src_mask)
+    assert not torch.allclose(y.var(-1, unbiased=False), torch.ones(y.shape[:-1]), atol=1e-2)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -324,7 +369,8 @@ def test_tied_embeddings_are_one_matrix():
     model = toy_model(tie_embeddings=True)
     names = set(model.state_dict())
     assert "embedding.weight" in names
-    assert not any("output_projection" in n or "src_embedding" in n or "tgt_embedding" in n for n in names)
+    assert not any(part in name for name in names
+                   for part in ("output_projection", "src_embedding", "tgt_embedding"))
     assert model.src_embed_table is model.tgt_embed_table is model.embedding
     states = torch.randn(2, 3, 32)
     assert torch.allclose(model.logits(states), states @ model.embedding.weight.T, atol=ATOL)

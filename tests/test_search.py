@@ -105,7 +105,8 @@ def reference_greedy(model: Transformer, src_row: torch.Tensor, cfg: SearchConfi
 
 
 @torch.no_grad()
-def reference_beam(model: Transformer, src_row: torch.Tensor, cfg: SearchConfig) -> list[Hypothesis]:
+def reference_beam(model: Transformer, src_row: torch.Tensor,
+                   cfg: SearchConfig) -> list[Hypothesis]:
     K = cfg.beam
     limit = limit_of(words_of(src_row), cfg)
     beams: list[tuple[list[int], float]] = [([], 0.0)]  # (tokens, summed log-prob)
@@ -121,7 +122,8 @@ def reference_beam(model: Transformer, src_row: torch.Tensor, cfg: SearchConfig)
         for score, i, token in best[:K]:
             if token == EOS_ID and score > float("-inf") and len(finished) < K:
                 ids = beams[i][0]
-                finished.append(Hypothesis(ids, score, length_penalty(score, len(ids) + 1, cfg.lenpen)))
+                penalised = length_penalty(score, len(ids) + 1, cfg.lenpen)
+                finished.append(Hypothesis(ids, score, penalised))
         if len(finished) >= K or step >= limit:
             break
         beams = [(beams[i][0] + [token], score) for score, i, token in best if token != EOS_ID][:K]
@@ -131,7 +133,8 @@ def reference_beam(model: Transformer, src_row: torch.Tensor, cfg: SearchConfig)
 def teacher_forced_log_prob(model: Transformer, src_row: torch.Tensor, tokens: list[int]) -> float:
     """log P(tokens + EOS | source) under the model, from one teacher-forced forward pass."""
     with torch.no_grad():
-        log_probs = model(src_row[None], torch.tensor([[BOS_ID] + tokens])).float().log_softmax(-1)[0]
+        logits = model(src_row[None], torch.tensor([[BOS_ID] + tokens]))[0]  # (T, V)
+        log_probs = logits.float().log_softmax(-1)
     return float(sum(log_probs[t, token] for t, token in enumerate(tokens + [EOS_ID])))
 
 
@@ -153,7 +156,7 @@ def test_beam_of_one_equals_greedy(all_models, name: str, lenpen: float):
     greedy = greedy_search(model, src, cfg)
     beam = beam_search(model, src, cfg)
     assert len(greedy) == len(beam) == src.size(0)
-    for row, (g, b) in enumerate(zip(greedy, beam)):
+    for row, (g, b) in enumerate(zip(greedy, beam, strict=True)):
         assert len(b) == 1
         assert_same(b[0], g, f"sentence {row}")
 
@@ -162,17 +165,19 @@ def test_search_uses_greedy_for_a_beam_of_one(all_models):
     model, src = all_models["eos-prone"], sources_for("eos-prone")
     cfg = SearchConfig(beam=1)
     results = search(model, src, cfg)
-    for row, (hyps, g) in enumerate(zip(results, greedy_search(model, src, cfg))):
+    for row, (hyps, g) in enumerate(zip(results, greedy_search(model, src, cfg), strict=True)):
         assert len(hyps) == 1
         assert_same(hyps[0], g, f"sentence {row}")
     beam_cfg = SearchConfig(beam=3, nbest=2)
-    for hyps, expected in zip(search(model, src, beam_cfg), beam_search(model, src, beam_cfg)):
+    expected_results = beam_search(model, src, beam_cfg)
+    for hyps, expected in zip(search(model, src, beam_cfg), expected_results, strict=True):
         assert [h.tokens for h in hyps] == [h.tokens for h in expected]
 
 
 def test_overfit_model_beam_finds_the_targets(all_models):
     model, src = all_models["overfit"], sources_for("overfit")
-    for hyps, target in zip(beam_search(model, src, SearchConfig(beam=4, nbest=4)), OVERFIT_TARGETS):
+    results = beam_search(model, src, SearchConfig(beam=4, nbest=4))
+    for hyps, target in zip(results, OVERFIT_TARGETS, strict=True):
         assert hyps[0].tokens == target
         assert hyps[0].log_prob > -0.5
         assert all(h.log_prob < hyps[0].log_prob for h in hyps[1:])  # the rest are clearly worse
@@ -203,7 +208,7 @@ def test_batched_beam_equals_each_sentence_alone(all_models, name: str, beam: in
         alone_src = src[row: row + 1, : words_of(src[row]) + 1]
         alone = beam_search(model, alone_src, cfg)[0]
         assert len(alone) == len(batched[row])
-        for rank, (hyp, expected) in enumerate(zip(batched[row], alone)):
+        for rank, (hyp, expected) in enumerate(zip(batched[row], alone, strict=True)):
             assert_same(hyp, expected, f"sentence {row}, rank {rank}")
 
 
@@ -216,12 +221,26 @@ def test_nbest_is_sorted_complete_and_starts_with_the_one_best(all_models, name:
     model, src = all_models[name], sources_for(name)
     nbest = beam_search(model, src, SearchConfig(beam=4, nbest=4, lenpen=1.0))
     one_best = beam_search(model, src, SearchConfig(beam=4, nbest=1, lenpen=1.0))
-    for row, (hyps, best) in enumerate(zip(nbest, one_best)):
+    for row, (hyps, best) in enumerate(zip(nbest, one_best, strict=True)):
         assert len(hyps) == 4 and len(best) == 1
         scores = [h.score for h in hyps]
         assert scores == sorted(scores, reverse=True), f"sentence {row}"
         assert_same(hyps[0], best[0], f"sentence {row}")
         assert len({tuple(h.tokens) for h in hyps}) == 4  # four different hypotheses
+
+
+@pytest.mark.parametrize("lenpen", [0.0, 1.0, 2.0])
+def test_one_best_does_not_depend_on_nbest(lenpen: float):
+    """Asking for more alternatives must not change the best translation."""
+    src = source_batch(random_sources(34, [3, 6, 9, 4, 7, 2, 5, 8, 1, 6]))
+    for seed in (0, 1):
+        model = eos_prone_model(seed, boost=1.0)
+        one = beam_search(model, src, SearchConfig(beam=4, nbest=1, lenpen=lenpen))
+        for nbest in (2, 4):
+            more = beam_search(model, src, SearchConfig(beam=4, nbest=nbest, lenpen=lenpen))
+            for row, (best, hyps) in enumerate(zip(one, more, strict=True)):
+                assert len(hyps) == nbest
+                assert_same(hyps[0], best[0], f"model {seed}, sentence {row}, nbest {nbest}")
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -235,7 +254,8 @@ def test_log_prob_equals_teacher_forced_rescoring(all_models, name: str, lenpen:
     for kind, per_sentence in results.items():
         for row, hyps in enumerate(per_sentence):
             for hyp in hyps:
-                rescored = teacher_forced_log_prob(model, src[row, : words_of(src[row]) + 1], hyp.tokens)
+                alone = src[row, : words_of(src[row]) + 1]
+                rescored = teacher_forced_log_prob(model, alone, hyp.tokens)
                 assert hyp.log_prob == pytest.approx(rescored, abs=TOL), (kind, row, hyp.tokens)
                 expected_score = hyp.log_prob / (len(hyp.tokens) + 1) ** lenpen
                 assert hyp.score == pytest.approx(expected_score, abs=TOL), (kind, row)
@@ -318,8 +338,38 @@ def test_beam_equals_cache_free_reference(all_models, name: str, beam: int, lenp
     for row, hyps in enumerate(beam_search(model, src, cfg)):
         expected = reference_beam(model, src[row], cfg)
         assert len(hyps) == len(expected)
-        for rank, (hyp, ref) in enumerate(zip(hyps, expected)):
+        for rank, (hyp, ref) in enumerate(zip(hyps, expected, strict=True)):
             assert_same(hyp, ref, f"sentence {row}, rank {rank}")
+
+
+@pytest.mark.parametrize("vocab, beam", [(8, 6), (6, 5), (20, 12)])
+def test_beam_wider_than_the_vocabulary_allows_equals_reference(vocab: int, beam: int):
+    """Fewer live candidates than 2K: some beams hold -inf scores and must never finish."""
+    model = toy_model(7, src_vocab_size=vocab, tgt_vocab_size=vocab)
+    with torch.no_grad():
+        model.decoder_norm.bias += model.embedding.weight[EOS_ID]  # lengths vary (see above)
+    src = source_batch(random_sources(33, [3, 1, 5], vocab=vocab))
+    cfg = SearchConfig(beam=beam, nbest=beam, lenpen=1.0, max_len_a=1.0, max_len_b=2)
+    for row, hyps in enumerate(beam_search(model, src, cfg)):
+        expected = reference_beam(model, src[row], cfg)
+        assert len(hyps) == len(expected)
+        for rank, (hyp, ref) in enumerate(zip(hyps, expected, strict=True)):
+            assert_same(hyp, ref, f"sentence {row}, rank {rank}")
+            assert math.isfinite(hyp.score)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("beam", [1, 4])
+def test_search_on_gpu_equals_search_on_cpu(all_models, beam: int):
+    model, src = all_models["eos-prone"], sources_for("eos-prone")
+    cfg = SearchConfig(beam=beam, nbest=beam)
+    on_cpu = search(model, src, cfg)
+    gpu_model = eos_prone_model().cuda()
+    on_gpu = search(gpu_model, src.cuda(), cfg)
+    for row, (cpu_hyps, gpu_hyps) in enumerate(zip(on_cpu, on_gpu, strict=True)):
+        assert [h.tokens for h in gpu_hyps] == [h.tokens for h in cpu_hyps], row
+        for g, c in zip(gpu_hyps, cpu_hyps, strict=True):
+            assert g.log_prob == pytest.approx(c.log_prob, abs=1e-3)
 
 
 def test_reference_beam_of_one_is_reference_greedy(all_models):

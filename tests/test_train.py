@@ -144,3 +144,25 @@ def test_cli_train_reports_user_errors_in_one_line(tmp_path):
                                       str(tmp_path / "missing"), "--src", "en", "--tgt", "de"])
     assert result.exit_code == 2
     assert "missing.en: no such file" in result.output and "Traceback" not in result.output
+
+
+def test_ctrl_c_stops_at_an_update_boundary_with_a_checkpoint(corpus, tmp_path):
+    run = tmp_path / "run"
+    config = tmp_path / "toy.toml"
+    config.write_text('[model]\nd_model = 32\nn_heads = 2\nd_ff = 64\nn_encoder_layers = 1\n'
+                      'n_decoder_layers = 1\n[train]\nbatch_tokens = 600\ncheckpoint_every = 1000\n'
+                      'log_every = 1\nthreads = 1\n')
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tinytrans", "train", "--output", str(run), "--train", str(corpus[0]),
+         "--src", "en", "--tgt", "de", "--vocab-size", "300", "--config", str(config)],
+        stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((run / "metrics.jsonl").is_file()
+                                          and len(losses(run)) >= 3):
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=60) == 0
+    stderr = process.stderr.read()
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    steps = sorted(losses(run))
+    assert [p.name for p in training_checkpoints(run)] == [f"step-{steps[-1]:07d}.safetensors"]
