@@ -351,8 +351,6 @@ def test_prune_keeps_the_last_k(tmp_path: Path, keep_last: int):
     assert (directory / BEST).is_file()  # the best weights are never pruned
 
 
-@pytest.mark.xfail(strict=True, reason="step names are ordered as text: step-10000000 sorts "
-                   "before step-9999999 (checkpoint.py training_checkpoints; see the test report)")
 def test_order_is_numeric_beyond_seven_digits(tmp_path: Path):
     directory = make_run(tmp_path, [9_999_999, 10_000_000], best=False)
     assert resolve_checkpoint(tmp_path, "last") == directory / step_name(10_000_000)

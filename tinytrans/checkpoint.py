@@ -106,7 +106,9 @@ def load_training_state(path: Path, model: torch.nn.Module,
 
 def training_checkpoints(run_dir: Path) -> list[Path]:
     """The run's step checkpoints, oldest first."""
-    return sorted((run_dir / CHECKPOINT_DIR).glob("step-*.safetensors"))
+    found = [p for p in (run_dir / CHECKPOINT_DIR).glob("step-*.safetensors")
+             if p.stem.removeprefix("step-").isdigit()]
+    return sorted(found, key=lambda path: int(path.stem.removeprefix("step-")))  # numeric order
 
 
 def prune_checkpoints(run_dir: Path, keep_last: int) -> None:

@@ -43,8 +43,8 @@ def length_penalty(log_prob: float, length: int, alpha: float) -> float:
 
 def max_lengths(src: torch.Tensor, cfg: SearchConfig) -> torch.Tensor:
     """(B, S) source ids -> (B,) most target pieces each sentence may get (before EOS)."""
-    src_len = (src != PAD_ID).sum(dim=1) - 1  # source ids end with EOS
-    return (cfg.max_len_a * src_len + cfg.max_len_b).long().clamp(min=1)
+    src_len = (src != PAD_ID).sum(dim=1).cpu() - 1  # source ids end with EOS
+    return (cfg.max_len_a * src_len + cfg.max_len_b).long().clamp(min=1)  # on the CPU: bookkeeping
 
 
 def next_log_probs(model: Transformer, last: torch.Tensor, memory: torch.Tensor,
@@ -72,26 +72,29 @@ def greedy_search(model: Transformer, src: torch.Tensor, cfg: SearchConfig) -> l
     alive = torch.arange(src.size(0))  # original index of each row still decoding
     last = torch.full((src.size(0), 1), BOS_ID, dtype=torch.long, device=src.device)
     tokens = [[] for _ in range(src.size(0))]
-    log_prob = torch.zeros(src.size(0), device=src.device)
+    log_prob = [0.0] * src.size(0)
     results: list[Hypothesis | None] = [None] * src.size(0)
     cache = model.new_cache()
     for step in range(int(limit.max()) + 1):
         log_probs = next_log_probs(model, last, memory, src_mask, cache)  # (R, V)
         force_eos(log_probs, (limit[alive] <= step).nonzero().flatten().to(src.device))
         best_lp, best = log_probs.max(dim=-1)  # (R,), (R,)
-        log_prob[alive] += best_lp.cpu()
-        done = best == EOS_ID
-        for row, sentence in enumerate(alive.tolist()):
-            if done[row]:
-                results[sentence] = Hypothesis(tokens[sentence], float(log_prob[sentence]), 0.0)
+        done = (best == EOS_ID).cpu()
+        for sentence, token, lp, ended in zip(alive.tolist(), best.tolist(), best_lp.tolist(), done.tolist()):
+            log_prob[sentence] += lp
+            if ended:
+                results[sentence] = Hypothesis(tokens[sentence], log_prob[sentence], 0.0)
             else:
-                tokens[sentence].append(int(best[row]))
+                tokens[sentence].append(token)
         if done.all():
             break
-        keep = (~done).nonzero().flatten()
-        alive, last = alive[keep.cpu()], best[keep, None]
-        memory, src_mask = memory[keep], src_mask[keep]
-        reorder_cache(cache, keep)
+        last = best[:, None]
+        if done.any():  # finished sentences leave the batch
+            keep = (~done).nonzero().flatten()
+            alive = alive[keep]
+            keep = keep.to(src.device)
+            last, memory, src_mask = last[keep], memory[keep], src_mask[keep]
+            reorder_cache(cache, keep)
     for hyp in results:
         hyp.score = length_penalty(hyp.log_prob, len(hyp.tokens) + 1, cfg.lenpen)
     return results
@@ -129,11 +132,12 @@ def beam_search(model: Transformer, src: torch.Tensor, cfg: SearchConfig) -> lis
         done = sentences_done(top_scores, top_token, alive, finished, cfg) | (limit[alive] <= step)
         if done.all():
             break
-        keep = (~done).nonzero().flatten()
-        keep_rows = (keep[:, None] * K + torch.arange(K)).flatten().to(device)
-        alive, scores, tokens = alive[keep], scores[keep.to(device)], tokens[keep_rows]
-        memory, src_mask = memory[keep_rows], src_mask[keep_rows]
-        reorder_cache(cache, keep_rows)
+        if done.any():  # finished sentences leave the batch
+            keep = (~done).nonzero().flatten()
+            keep_rows = (keep[:, None] * K + torch.arange(K)).flatten().to(device)
+            alive, scores, tokens = alive[keep], scores[keep.to(device)], tokens[keep_rows]
+            memory, src_mask = memory[keep_rows], src_mask[keep_rows]
+            reorder_cache(cache, keep_rows)
         last = tokens[:, -1:]
     return [sorted(hyps, key=lambda h: -h.score)[: cfg.nbest] for hyps in finished]
 
