@@ -412,7 +412,8 @@ class CacheFreeModel:
 
 
 @pytest.mark.parametrize("name", MODELS)
-@pytest.mark.parametrize("beam, nbest, lenpen", [(1, 1, 1.0), (3, 1, 1.0), (4, 2, 0.0), (5, 5, 2.0)])
+@pytest.mark.parametrize("beam, nbest, lenpen",
+                         [(1, 1, 1.0), (3, 1, 1.0), (4, 2, 0.0), (5, 5, 2.0)])
 def test_search_with_cache_equals_search_without(all_models, name: str, beam: int, nbest: int,
                                                  lenpen: float):
     model, src = all_models[name], sources_for(name)
