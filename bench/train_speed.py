@@ -21,7 +21,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import WORK, peak_rss_mb, record, require_multi30k  # noqa: E402
 
-from tinytrans.config import ModelConfig, build_config, merge  # noqa: E402
+from tinytrans.config import build_config, merge  # noqa: E402
 from tinytrans.data import FilterConfig, encode_parallel, length_sorted_batches, make_batch  # noqa: E402
 from tinytrans.model import Transformer, sinusoidal_encoding  # noqa: E402
 from tinytrans.textio import read_parallel  # noqa: E402

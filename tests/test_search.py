@@ -124,8 +124,7 @@ def reference_beam(model: Transformer, src_row: torch.Tensor,
                 ids = beams[i][0]
                 penalised = length_penalty(score, len(ids) + 1, cfg.lenpen)
                 finished.append(Hypothesis(ids, score, penalised))
-        best_ends = best[0][2] == EOS_ID and best[0][0] > float("-inf")
-        if len(finished) >= K or (best_ends and len(finished) >= cfg.nbest) or step >= limit:
+        if len(finished) >= K or step >= limit:
             break
         beams = [(beams[i][0] + [token], score) for score, i, token in best if token != EOS_ID][:K]
     return sorted(finished, key=lambda h: -h.score)[: cfg.nbest]
@@ -231,14 +230,8 @@ def test_nbest_is_sorted_complete_and_starts_with_the_one_best(all_models, name:
 
 
 @pytest.mark.parametrize("lenpen", [0.0, 1.0, 2.0])
-def test_nbest_first_entry_is_the_one_best(lenpen: float):
-    """Asking for more alternatives never makes the first one worse.
-
-    Without a length penalty the first entry is exactly the 1-best: search stops a sentence when
-    its best candidate ends, and nothing found later has a higher log-probability. With a length
-    penalty a longer hypothesis found while collecting the n-best may rank higher (the stopping
-    rule is the usual heuristic), so its score is at least the 1-best's.
-    """
+def test_one_best_does_not_depend_on_nbest(lenpen: float):
+    """Asking for more alternatives must not change the best translation."""
     src = source_batch(random_sources(34, [3, 6, 9, 4, 7, 2, 5, 8, 1, 6]))
     for seed in (0, 1):
         model = eos_prone_model(seed, boost=1.0)
@@ -246,12 +239,8 @@ def test_nbest_first_entry_is_the_one_best(lenpen: float):
         for nbest in (2, 4):
             more = beam_search(model, src, SearchConfig(beam=4, nbest=nbest, lenpen=lenpen))
             for row, (best, hyps) in enumerate(zip(one, more, strict=True)):
-                context = f"model {seed}, sentence {row}, nbest {nbest}"
                 assert len(hyps) == nbest
-                if lenpen == 0.0:
-                    assert_same(hyps[0], best[0], context)
-                else:
-                    assert hyps[0].score >= best[0].score - TOL, context
+                assert_same(hyps[0], best[0], f"model {seed}, sentence {row}, nbest {nbest}")
 
 
 @pytest.mark.parametrize("name", MODELS)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,7 +18,8 @@ from tinytrans.checkpoint import load_model_weights, training_checkpoints
 from tinytrans.cli import app
 from tinytrans.errors import UserError
 from tinytrans.model import Transformer
-from tinytrans.train import learning_rate, load_run_config, train
+from tinytrans.rundir import load_run_config
+from tinytrans.train import learning_rate, train
 from toyrun import toy_config, write_corpus
 
 

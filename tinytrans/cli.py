@@ -203,7 +203,8 @@ def train(
     """Train a Transformer (tokenizer included) or resume an interrupted run."""
     from tinytrans import config as configs
     from tinytrans.progress import TrainDisplay
-    from tinytrans.train import CONFIG_FILE, train as run_training
+    from tinytrans.rundir import CONFIG_FILE
+    from tinytrans.train import train as run_training
 
     values: dict[str, dict[str, Any]] = {}
     if (output / CONFIG_FILE).is_file() and not overwrite:

@@ -129,7 +129,7 @@ def beam_search(model: Transformer, src: torch.Tensor, cfg: SearchConfig) -> lis
         rows = (torch.arange(scores.size(0), device=device)[:, None] * K + beam).flatten()
         tokens = torch.cat([tokens[rows], token.reshape(-1, 1)], dim=1)  # (N*K, t+1)
         reorder_cache(cache, rows, only_self=True)
-        done = sentences_done(top_scores, top_token, alive, finished, cfg) | (limit[alive] <= step)
+        done = sentences_done(alive, finished, K) | (limit[alive] <= step)
         if done.all():
             break
         if done.any():  # finished sentences leave the batch
@@ -158,20 +158,13 @@ def set_aside_finished(top_scores: torch.Tensor, top_beam: torch.Tensor, top_tok
             Hypothesis(ids, log_prob, length_penalty(log_prob, len(ids) + 1, cfg.lenpen)))
 
 
-def sentences_done(top_scores: torch.Tensor, top_token: torch.Tensor, alive: torch.Tensor,
-                   finished: list[list[Hypothesis]], cfg: SearchConfig) -> torch.Tensor:
-    """(N,) True for sentences whose search can stop.
+def sentences_done(alive: torch.Tensor, finished: list[list[Hypothesis]], K: int) -> torch.Tensor:
+    """(N,) True for sentences that have K finished hypotheses (fairseq's rule).
 
-    A sentence is done when it has K finished hypotheses, or when its best candidate of this step
-    ends the sentence and it has the n-best it needs: every live beam then has a lower sum of
-    log-probabilities, and continuing can only lower it further (OpenNMT-py stops the same way;
-    with a length penalty this is a heuristic, as in every beam search).
+    Stopping as soon as the best candidate ends would be faster (about 15% on Multi30k) but lost
+    0.6 BLEU there with a length penalty, and would make the 1-best depend on --nbest.
     """
-    best_ends = ((top_token[:, 0] == EOS_ID) & (top_scores[:, 0] > float("-inf"))).tolist()
-    return torch.tensor([
-        len(finished[s]) >= cfg.beam or (ends and len(finished[s]) >= cfg.nbest)
-        for s, ends in zip(alive.tolist(), best_ends)
-    ], dtype=torch.bool)
+    return torch.tensor([len(finished[s]) >= K for s in alive.tolist()], dtype=torch.bool)
 
 
 def continue_beams(top_scores: torch.Tensor, top_beam: torch.Tensor, top_token: torch.Tensor,

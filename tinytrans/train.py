@@ -33,18 +33,18 @@ import torch
 from tinytrans.atomic import atomic_write_text
 from tinytrans.checkpoint import (BEST, CHECKPOINT_DIR, load_training_state, prune_checkpoints,
                                   save_checkpoint, step_name, training_checkpoints)
-from tinytrans.config import RunConfig, build_config, differences, read_toml, to_toml
+from tinytrans.config import RunConfig, differences, to_toml
 from tinytrans.data import Batch, EncodedCorpus, FilterConfig, encode_parallel, length_sorted_batches, make_batch
 from tinytrans.errors import UserError
 from tinytrans.hardware import autocast, pick_device, pick_precision, set_threads
 from tinytrans.loss import label_smoothed_nll
 from tinytrans.model import Transformer, count_parameters, padding_mask
 from tinytrans.search import SearchConfig, greedy_search
-from tinytrans.textio import LineCounter, ParallelCounter, read_parallel
+from tinytrans.rundir import CONFIG_FILE, load_run_config, tokenizer_files
+from tinytrans.textio import LineCounter, ParallelCounter, corpus_file, read_parallel
 from tinytrans.tokenizer import PAD_ID, Tokenizer, train_tokenizer
 
 Report = Callable[[dict[str, Any]], None]
-CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.jsonl"
 INTERRUPTED = "interrupted; run the same command again to resume"
 TOKENIZER_SAMPLE = 2_000_000  # lines: enough for a good vocabulary, bounded memory on huge corpora
@@ -88,13 +88,6 @@ class TrainResult:
 # ---------------------------------------------------------------------------------------------
 # The run directory
 
-def load_run_config(run_dir: Path) -> RunConfig:
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        raise UserError(f"{run_dir}: not a tinytrans run directory (no {CONFIG_FILE})")
-    return build_config(read_toml(path), str(path))
-
-
 def prepare_run_dir(run_dir: Path, config: RunConfig, overwrite: bool) -> RunConfig | None:
     """Make `run_dir` ready; return the saved config when an existing run will be resumed."""
     if run_dir.exists() and not run_dir.is_dir():
@@ -122,8 +115,7 @@ def prepare_run_dir(run_dir: Path, config: RunConfig, overwrite: bool) -> RunCon
 def prepare_tokenizers(run_dir: Path, cfg: RunConfig) -> tuple[Tokenizer, Tokenizer]:
     """The run's tokenizers: already in the run directory, copied from data.tokenizer, or trained."""
     data = cfg.data
-    names = ("tokenizer.model",) if data.joint_vocab else ("tokenizer.src.model", "tokenizer.tgt.model")
-    paths = [run_dir / name for name in names]
+    paths = tokenizer_files(run_dir, data.joint_vocab)
     if all(p.is_file() for p in paths):
         loaded = [Tokenizer.load(p) for p in paths]
     elif data.tokenizer is not None:
@@ -133,7 +125,6 @@ def prepare_tokenizers(run_dir: Path, cfg: RunConfig) -> tuple[Tokenizer, Tokeni
         loaded = [Tokenizer.load(data.tokenizer)]
         loaded[0].save(paths[0])
     else:
-        from tinytrans.textio import corpus_file
         sides = [[corpus_file(data.train, data.src), corpus_file(data.train, data.tgt)]]
         if not data.joint_vocab:
             sides = [[sides[0][0]], [sides[0][1]]]
@@ -143,13 +134,6 @@ def prepare_tokenizers(run_dir: Path, cfg: RunConfig) -> tuple[Tokenizer, Tokeni
             for inputs, path in zip(sides, paths)
         ]
     return (loaded[0], loaded[0]) if data.joint_vocab else (loaded[0], loaded[1])
-
-
-def load_tokenizers(run_dir: Path, cfg: RunConfig) -> tuple[Tokenizer, Tokenizer]:
-    if cfg.data.joint_vocab:
-        joint = Tokenizer.load(run_dir / "tokenizer.model")
-        return joint, joint
-    return Tokenizer.load(run_dir / "tokenizer.src.model"), Tokenizer.load(run_dir / "tokenizer.tgt.model")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -205,6 +189,18 @@ def learning_rate(step: int, peak: float, warmup: int) -> float:
     return peak * min(step / max(warmup, 1), math.sqrt(max(warmup, 1) / step))
 
 
+def batch_loss(model: Transformer, batch: Batch, label_smoothing: float, device: torch.device,
+               precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forced summed smoothed loss and summed NLL of one batch."""
+    with autocast(device, precision):
+        src_mask = padding_mask(batch.src)
+        states = model.decode(batch.tgt_in, model.encode(batch.src, src_mask), src_mask)  # (B, T, D)
+        keep = batch.tgt_out != PAD_ID
+        # Only real tokens get an output projection: padding would waste the largest matmul.
+        logits = model.logits(states[keep])  # (tokens, V)
+    return label_smoothed_nll(logits, batch.tgt_out[keep], label_smoothing)
+
+
 def train_step(model: Transformer, batches: list[Batch], optimizer: torch.optim.Optimizer,
                cfg: RunConfig, lr: float, device: torch.device, precision: str,
                timings: Timings) -> tuple[float, float, int]:
@@ -214,14 +210,7 @@ def train_step(model: Transformer, batches: list[Batch], optimizer: torch.optim.
     total_loss = total_nll = 0.0
     for batch in batches:
         start = time.perf_counter()
-        batch = batch.to(device)
-        with autocast(device, precision):
-            src_mask = padding_mask(batch.src)
-            states = model.decode(batch.tgt_in, model.encode(batch.src, src_mask), src_mask)
-            keep = batch.tgt_out != PAD_ID
-            # Only real tokens get an output projection: padding would waste the largest matmul.
-            logits = model.logits(states[keep])  # (tokens, V)
-        loss, nll = label_smoothed_nll(logits, batch.tgt_out[keep], cfg.train.label_smoothing)
+        loss, nll = batch_loss(model, batch.to(device), cfg.train.label_smoothing, device, precision)
         middle = time.perf_counter()
         (loss / n_tokens).backward()
         timings.forward += middle - start
@@ -247,14 +236,9 @@ def validation_loss(model: Transformer, corpus: EncodedCorpus, batch_tokens: int
     """Mean NLL per target token with teacher forcing (no label smoothing)."""
     total = tokens = 0.0
     for indices in length_sorted_batches(corpus.src.lengths, corpus.tgt.lengths, batch_tokens, 0, 0):
-        batch = make_batch(corpus, indices).to(device)
-        with autocast(device, precision):
-            src_mask = padding_mask(batch.src)
-            states = model.decode(batch.tgt_in, model.encode(batch.src, src_mask), src_mask)
-            keep = batch.tgt_out != PAD_ID
-            logits = model.logits(states[keep])
-        _, nll = label_smoothed_nll(logits, batch.tgt_out[keep], 0.0)
-        total, tokens = total + float(nll), tokens + int(keep.sum())
+        batch = make_batch(corpus, indices)
+        _, nll = batch_loss(model, batch.to(device), 0.0, device, precision)
+        total, tokens = total + float(nll), tokens + batch.n_tgt_tokens
     return total / tokens
 
 

@@ -16,12 +16,13 @@ import numpy as np
 
 from tinytrans.checkpoint import load_model_weights, resolve_checkpoint
 from tinytrans.data import pad_sentences
+from tinytrans.errors import UserError
 from tinytrans.hardware import autocast, pick_device, pick_precision, set_threads
 from tinytrans.model import Transformer
 from tinytrans.search import Hypothesis, SearchConfig, search
 from tinytrans.textio import LineCounter, decode_line
 from tinytrans.tokenizer import EOS_ID
-from tinytrans.train import load_run_config, load_tokenizers
+from tinytrans.rundir import load_run_config, load_tokenizers
 
 Warn = Callable[[str], None]
 
@@ -118,7 +119,6 @@ def decode_input(raw_lines: Iterable[bytes], name: str, warn: Warn) -> Iterator[
 
 def load_search_config(beam: int, nbest: int, lenpen: float, max_len_a: float,
                        max_len_b: int) -> SearchConfig:
-    from tinytrans.errors import UserError
     if beam < 1:
         raise UserError(f"--beam: {beam} must be at least 1")
     if not 1 <= nbest <= beam:
