@@ -12,6 +12,7 @@ import platform
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -42,6 +43,18 @@ def machine() -> str:
             f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
 
 
+def matmul_gflops() -> float:
+    """fp32 1024x1024 matrix products per second right now: how fast this shared machine is
+    at the moment of the measurement, so figures taken at different times can be compared."""
+    a = torch.randn(1024, 1024)
+    a @ a
+    start, n = time.perf_counter(), 0
+    while time.perf_counter() - start < 1.0:
+        a @ a
+        n += 1
+    return 2 * 1024 ** 3 * n / (time.perf_counter() - start) / 1e9
+
+
 def commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
@@ -65,7 +78,7 @@ def record(title: str, lines: list[str]) -> None:
     command = " ".join(["python", str(shown), *sys.argv[1:]])
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     block = [f"## {title}", "", f"- command: `{command}`", f"- date: {stamp}; commit {commit()}",
-             f"- machine: {machine()}", ""] + lines + [""]
+             f"- machine: {machine()}; fp32 matmul now: {matmul_gflops():.0f} GFLOP/s", ""] + lines + [""]
     text = "\n".join(block)
     print(text)
     if not RESULTS.exists():
