@@ -166,3 +166,12 @@ def test_ctrl_c_stops_at_an_update_boundary_with_a_checkpoint(corpus, tmp_path):
     assert "interrupted" in stderr and "Traceback" not in stderr
     steps = sorted(losses(run))
     assert [p.name for p in training_checkpoints(run)] == [f"step-{steps[-1]:07d}.safetensors"]
+
+
+def test_unequal_training_corpus_is_reported_before_tokenizer_training(tmp_path):
+    Path(f"{tmp_path}/c.en").write_text("one\ntwo\nthree\n")
+    Path(f"{tmp_path}/c.de").write_text("eins\nzwei\n")
+    result = CliRunner().invoke(app, ["train", "--output", str(tmp_path / "r"), "--train",
+                                      str(tmp_path / "c"), "--src", "en", "--tgt", "de"])
+    assert result.exit_code == 2
+    assert "c.en has 3 lines but" in result.stderr and "c.de has 2" in result.stderr

@@ -125,6 +125,10 @@ def prepare_tokenizers(run_dir: Path, cfg: RunConfig) -> tuple[Tokenizer, Tokeni
         loaded = [Tokenizer.load(data.tokenizer)]
         loaded[0].save(paths[0])
     else:
+        # Check the corpus as a parallel one first, so that its errors (unequal line counts,
+        # invalid UTF-8) are reported as such rather than as a tokenizer training failure.
+        for _ in read_parallel(data.train, data.src, data.tgt, data.utf8_errors):
+            pass
         sides = [[corpus_file(data.train, data.src), corpus_file(data.train, data.tgt)]]
         if not data.joint_vocab:
             sides = [[sides[0][0]], [sides[0][1]]]
