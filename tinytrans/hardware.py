@@ -11,6 +11,7 @@ from tinytrans.errors import UserError
 
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
+INFERENCE_PRECISIONS = PRECISIONS + ("int8",)  # int8: dynamic quantisation, CPU decoding only
 
 
 def pick_device(name: str) -> torch.device:
@@ -33,10 +34,13 @@ def cpu_has_fast_bf16() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def pick_precision(name: str, device: torch.device) -> str:
+def pick_precision(name: str, device: torch.device, inference: bool = False) -> str:
     """'auto' means bf16 where the hardware computes it natively, else fp32."""
-    if name not in PRECISIONS:
-        raise UserError(f"--precision: '{name}' is not one of {', '.join(PRECISIONS)}")
+    allowed = INFERENCE_PRECISIONS if inference else PRECISIONS
+    if name not in allowed:
+        raise UserError(f"--precision: '{name}' is not one of {', '.join(allowed)}")
+    if name == "int8" and device.type != "cpu":
+        raise UserError("--precision int8: dynamic int8 quantisation runs on the CPU only (--device cpu)")
     if name != "auto":
         return name
     if device.type == "cuda":

@@ -210,6 +210,7 @@ class Transformer(nn.Module):
         if cfg.tie_embeddings:
             # One matrix embeds source and target tokens and scores outputs (Press & Wolf, 2017).
             self.embedding = nn.Embedding(cfg.src_vocab_size, cfg.d_model, padding_idx=PAD_ID)
+            self.output_projection: nn.Module | None = None  # logits use self.embedding.weight
         else:
             self.src_embedding = nn.Embedding(cfg.src_vocab_size, cfg.d_model, padding_idx=PAD_ID)
             self.tgt_embedding = nn.Embedding(cfg.tgt_vocab_size, cfg.d_model, padding_idx=PAD_ID)
@@ -272,7 +273,7 @@ class Transformer(nn.Module):
 
     def logits(self, states: torch.Tensor) -> torch.Tensor:
         """Decoder states (..., D) -> unnormalised scores over the target vocabulary (..., V)."""
-        if self.cfg.tie_embeddings:
+        if self.output_projection is None:
             return F.linear(states, self.embedding.weight)
         return self.output_projection(states)
 

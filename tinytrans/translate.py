@@ -19,6 +19,7 @@ from tinytrans.data import pad_sentences
 from tinytrans.errors import UserError
 from tinytrans.hardware import autocast, pick_device, pick_precision, set_threads
 from tinytrans.model import Transformer
+from tinytrans.quantize import quantize_dynamic_int8
 from tinytrans.search import Hypothesis, SearchConfig, search
 from tinytrans.textio import LineCounter, decode_line
 from tinytrans.tokenizer import EOS_ID
@@ -42,12 +43,14 @@ class Translator:
         self.config = load_run_config(run_dir)
         self.src_tok, self.tgt_tok = load_tokenizers(run_dir, self.config)
         self.device = pick_device(device)
-        self.precision = pick_precision(precision, self.device)
+        self.precision = pick_precision(precision, self.device, inference=True)
         set_threads(threads)
         self.model = Transformer(self.config.model)
         self.checkpoint = resolve_checkpoint(run_dir, checkpoint)
         load_model_weights(self.checkpoint, self.model)
         self.model.to(self.device).eval()
+        if self.precision == "int8":
+            self.model = quantize_dynamic_int8(self.model)
         self.max_source_pieces = self.config.data.max_length
 
     def translate_batch(self, ids: list[np.ndarray], cfg: SearchConfig) -> list[list[Hypothesis]]:
