@@ -17,7 +17,10 @@ from tinytrans.model import Transformer
 
 
 def quantize_dynamic_int8(model: Transformer) -> Transformer:
-    """A copy of `model` whose nn.Linear layers (the output projection included) use int8 weights."""
+    """A copy of `model` whose nn.Linear layers (the output projection included) use int8 weights.
+
+    A tied `model` is given its own fp32 output layer first (see below); it stays usable.
+    """
     model = _untied_output(model)
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
         warnings.simplefilter("ignore")
