@@ -71,6 +71,11 @@ def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]
 def load_model_weights(path: Path, model: torch.nn.Module) -> dict[str, Any]:
     """Load weights into `model` (names and shapes must match exactly); return the JSON state."""
     tensors, metadata = read_checkpoint(path)
+    _copy_weights(path, tensors, model)
+    return json.loads(metadata.get("state", "{}"))
+
+
+def _copy_weights(path: Path, tensors: dict[str, torch.Tensor], model: torch.nn.Module) -> None:
     weights = {k.removeprefix("model/"): t for k, t in tensors.items() if k.startswith("model/")}
     expected = model.state_dict()
     missing, unexpected = expected.keys() - weights.keys(), weights.keys() - expected.keys()
@@ -82,14 +87,13 @@ def load_model_weights(path: Path, model: torch.nn.Module) -> dict[str, Any]:
             raise UserError(f"{path}: '{name}' has shape {tuple(tensor.shape)}, "
                             f"the config needs {tuple(expected[name].shape)}")
     model.load_state_dict(weights)
-    return json.loads(metadata.get("state", "{}"))
 
 
 def load_training_state(path: Path, model: torch.nn.Module,
                         optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Restore model, optimizer and RNG from a training checkpoint; return its JSON state."""
-    state = load_model_weights(path, model)
     tensors, metadata = read_checkpoint(path)
+    _copy_weights(path, tensors, model)
     if "param_groups" not in metadata or "rng/torch" not in tensors:
         raise UserError(f"{path}: holds weights only, not a training state to resume from")
     slots: dict[int, dict[str, torch.Tensor]] = {}
@@ -101,7 +105,7 @@ def load_training_state(path: Path, model: torch.nn.Module,
     torch.set_rng_state(tensors["rng/torch"])
     if "rng/cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng/cuda"])
-    return state
+    return json.loads(metadata.get("state", "{}"))
 
 
 def training_checkpoints(run_dir: Path) -> list[Path]:
