@@ -54,7 +54,9 @@ class TrainDisplay:
         self.say(f"model: {e['parameters']:,} parameters on {e['device']} ({e['precision']}); "
                  f"{e['pairs']:,} training pairs")
         if self.console.is_terminal:
-            self.live = Live(Text("starting..."), console=self.console, auto_refresh=False)
+            # transient: the live line is replaced by the final summary when training ends
+            self.live = Live(Text("starting..."), console=self.console, auto_refresh=False,
+                             transient=True)
             self.live.start()
 
     def on_log(self, e: dict[str, Any]) -> None:
@@ -71,8 +73,11 @@ class TrainDisplay:
         self.last_refresh = now
         self.live.update(Text(
             f"step {e['step']}  epoch {e['epoch'] + 1}  loss {e['loss']:.3f}  lr {e['lr']:.2e}  "
-            f"{self.tokens_per_second:,.0f} tgt tok/s  elapsed {_clock(e['elapsed'])}  "
+            f"{self._speed()} tgt tok/s  elapsed {_clock(e['elapsed'])}  "
             f"ETA {self._eta(e)}"), refresh=True)
+
+    def _speed(self) -> str:
+        return f"{self.tokens_per_second:,.0f}" if self.tokens_per_second else "-"  # until the first log
 
     def _eta(self, e: dict[str, Any]) -> str:
         fractions = []
