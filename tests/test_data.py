@@ -18,7 +18,6 @@ from tinytrans.data import (
     RaggedIds,
     encode_parallel,
     id_dtype,
-    iterate_batches,
     length_sorted_batches,
     make_batch,
     padded_size,
@@ -252,18 +251,6 @@ def test_padding_ratio_counts_padding_of_both_sides(toy_corpus: EncodedCorpus) -
     # src with EOS: 4 and 2 tokens; tgt with BOS/EOS: 2 and 5 -> 13 real tokens in 2 * (4 + 5).
     assert padding_ratio(toy_corpus, [np.array([0, 1])]) == pytest.approx(1 - 13 / 18)
     assert padding_ratio(toy_corpus, [np.array([0]), np.array([1])]) == 0.0
-
-
-def test_iterate_batches_resumes_at_a_batch(small_tokenizer: Tokenizer, bundled: Path) -> None:
-    src, tgt = head(bundled / "test.en", 300), head(bundled / "test.de", 300)
-    corpus = encode_parallel(zip(src, tgt), small_tokenizer, small_tokenizer)
-    full = list(iterate_batches(corpus, 400, seed=2, epoch=1))
-    seen: list[int] = []
-    tail = list(iterate_batches(corpus, 400, seed=2, epoch=1, start=3, on_batch=seen.append))
-    assert len(full) > 4
-    assert seen == list(range(3, len(full)))
-    assert [b.indices.tolist() for b in tail] == [b.indices.tolist() for b in full[3:]]
-    assert all(torch.equal(a.src, b.src) for a, b in zip(tail, full[3:]))
 
 
 # ---------------------------------------------------------------------------------------------

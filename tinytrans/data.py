@@ -10,7 +10,7 @@ batch holds pairs of similar length and little padding; the batch order is shuff
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -238,15 +238,3 @@ def padding_ratio(corpus: EncodedCorpus, batches: list[np.ndarray]) -> float:
         real += int(src_len[indices].sum() + tgt_len[indices].sum())
         padded += len(indices) * int(src_len[indices].max() + tgt_len[indices].max())
     return 1.0 - real / padded if padded else 0.0
-
-
-def iterate_batches(
-    corpus: EncodedCorpus, batch_tokens: int, seed: int, epoch: int, start: int = 0,
-    on_batch: Callable[[int], None] | None = None,
-) -> Iterator[Batch]:
-    """The batches of one epoch as tensors, from batch number `start` on (to resume mid-epoch)."""
-    batches = length_sorted_batches(corpus.src.lengths, corpus.tgt.lengths, batch_tokens, seed, epoch)
-    for number in range(start, len(batches)):
-        if on_batch:
-            on_batch(number)
-        yield make_batch(corpus, batches[number])

@@ -251,22 +251,13 @@ def greedy_translations(model: Transformer, corpus: EncodedCorpus, tokenizer: To
                         batch_tokens: int, device: torch.device, precision: str) -> list[str]:
     """Greedy translations of the corpus' source side, in corpus order."""
     outputs: list[str] = [""] * len(corpus)
-    order = np.argsort(corpus.src.lengths, kind="stable")
-    for indices in _chunk_by_tokens(order, corpus.src.lengths, batch_tokens):
+    for indices in length_sorted_batches(corpus.src.lengths, corpus.tgt.lengths, batch_tokens, 0, 0):
         src = make_batch(corpus, indices).src.to(device)
         with autocast(device, precision):
             hyps = greedy_search(model, src, SearchConfig(beam=1))
         for index, text in zip(indices, tokenizer.decode([h.tokens for h in hyps])):
             outputs[index] = text
     return outputs
-
-
-def _chunk_by_tokens(order: np.ndarray, lengths: np.ndarray, batch_tokens: int) -> Iterator[np.ndarray]:
-    start = 0
-    for end in range(1, len(order) + 1):
-        if end == len(order) or (end + 1 - start) * (lengths[order[end]] + 1) > batch_tokens:
-            yield order[start:end]
-            start = end
 
 
 def validate(model: Transformer, valid: ValidationSet, tgt_tok: Tokenizer, cfg: RunConfig,
