@@ -67,6 +67,10 @@ class TrainConfig:
     update_freq: int = 1  # batches whose gradients are summed into one update
     lr: float = 1e-3  # peak learning rate, reached at the end of warmup
     warmup_steps: int = 4000
+    # inverse_sqrt: decay with 1/sqrt(step) after warmup (Vaswani et al.); linear: decay linearly
+    # to zero at the budget (max_steps or max_time, whichever comes first), which is better when
+    # training is cut short by a time limit.
+    lr_schedule: str = "inverse_sqrt"
     label_smoothing: float = 0.1
     clip_norm: float = 1.0  # 0 disables gradient clipping
     adam_beta1: float = 0.9
@@ -79,6 +83,7 @@ class TrainConfig:
     validate_every: int = 1000
     checkpoint_every: int = 1000
     keep_last: int = 3
+    average_last: int | None = None  # at the end, average the last N step checkpoints
     patience: int | None = None  # validations without a new best BLEU before stopping
     log_every: int = 100
     seed: int = 1
@@ -100,7 +105,7 @@ SECTIONS = {"model": ModelConfig, "data": DataConfig, "train": TrainConfig}
 RESUMABLE = {
     ("train", name) for name in (
         "max_steps", "max_epochs", "max_time", "validate_every", "checkpoint_every", "keep_last",
-        "patience", "log_every", "device", "threads",
+        "patience", "log_every", "device", "threads", "average_last",
     )
 }
 
