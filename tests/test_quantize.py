@@ -33,6 +33,26 @@ def test_quantized_model_stays_close_to_fp32(tied: bool):
     assert len(hyps) == 3 and all(h for h in hyps)
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_quantizing_leaves_the_given_model_unchanged(tied: bool):
+    torch.manual_seed(0)
+    cfg = ModelConfig(src_vocab_size=40, tgt_vocab_size=40, d_model=32, n_heads=2, d_ff=64,
+                      n_encoder_layers=1, n_decoder_layers=1, dropout=0.0, tie_embeddings=tied)
+    model = Transformer(cfg).eval()
+    src, tgt = torch.randint(4, 40, (2, 6)), torch.randint(4, 40, (2, 5))
+    before = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    with torch.no_grad():
+        reference = model(src, tgt)
+        quantize_dynamic_int8(model)
+        after = model(src, tgt)
+    assert (model.output_projection is None) == tied
+    assert all(type(m) is not torch.ao.nn.quantized.dynamic.Linear for m in model.modules())
+    assert model.state_dict().keys() == before.keys()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    assert torch.equal(after, reference)
+
+
 def test_int8_is_for_cpu_inference_only():
     assert pick_precision("int8", torch.device("cpu"), inference=True) == "int8"
     with pytest.raises(UserError, match="CPU only"):
