@@ -1,29 +1,36 @@
 """Label-smoothed cross-entropy (Szegedy et al., 2016) over the non-padding target tokens.
 
 The smoothed target puts 1 - epsilon on the reference token and spreads epsilon uniformly over
-the vocabulary, which keeps the model from growing over-confident. The loss is written as its
-own autograd function because its gradient has a closed form, softmax(z) - smoothed target:
-computing that directly touches the (tokens x vocabulary) matrix a few times instead of the
-many passes and temporaries of log_softmax + gather + mean and their backward (measured in
-bench/RESULTS.md; this matrix is the largest tensor of a training step).
+the vocabulary, which keeps the model from growing over-confident. Per token:
+
+    loss = (1 - epsilon) * -log p(reference) + epsilon * mean_v -log p(v)
+
+which is what `F.cross_entropy(..., label_smoothing=epsilon)` computes. Two implementations give
+the same numbers: `fused_smoothed_loss`, an autograd function whose backward is the closed form
+softmax(z) - smoothed target (a few passes over the (tokens x vocabulary) matrix, the largest
+tensor of a training step), and `torch_smoothed_loss`, PyTorch's own. Which one is faster is
+measured by bench/loss_speed.py; `label_smoothed_nll` picks one.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 class _SmoothedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: torch.Tensor, target: torch.Tensor, epsilon: float):
-        # logits (N, V) fp32, target (N,)
+        # logits (N, V), target (N,)
         log_z = torch.logsumexp(logits, dim=-1)  # (N,) log of the softmax normaliser
-        nll = log_z - logits.gather(1, target[:, None]).squeeze(1)  # -log p(reference)
-        uniform = log_z - logits.mean(dim=-1)  # -mean_v log p(v)
+        nll = log_z - logits.gather(1, target[:, None]).squeeze(1)  # (N,) -log p(reference)
+        uniform = log_z - logits.mean(dim=-1)  # (N,) -mean_v log p(v)
         ctx.save_for_backward(logits, log_z, target)
         ctx.epsilon = epsilon
         loss = (1.0 - epsilon) * nll.sum() + epsilon * uniform.sum()
-        return loss, nll.sum()
+        nll_sum = nll.sum()
+        ctx.mark_non_differentiable(nll_sum)  # reported, never trained on: backward ignores it
+        return loss, nll_sum
 
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor, grad_nll: torch.Tensor):
@@ -36,11 +43,32 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         return grad.mul_(grad_loss), None, None
 
 
+def fused_smoothed_loss(logits: torch.Tensor, target: torch.Tensor,
+                        epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hand-written autograd function: (summed smoothed loss, summed NLL)."""
+    return _SmoothedCrossEntropy.apply(logits, target, epsilon)
+
+
+def torch_smoothed_loss(logits: torch.Tensor, target: torch.Tensor,
+                        epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """PyTorch's cross-entropy: (summed smoothed loss, summed NLL). The NLL costs one more pass
+    over the logits, without gradient."""
+    loss = F.cross_entropy(logits, target, label_smoothing=epsilon, reduction="sum")
+    if epsilon == 0.0:  # validation: the loss is the NLL
+        return loss, loss.detach()
+    with torch.no_grad():
+        nll = F.cross_entropy(logits, target, reduction="sum")
+    return loss, nll
+
+
 def label_smoothed_nll(logits: torch.Tensor, target: torch.Tensor,
                        epsilon: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed smoothed loss and summed plain NLL (detached) of (N, V) logits against (N,) ids.
 
-    The plain NLL is what perplexity is computed from.
+    The plain NLL is what perplexity is computed from. Logits are taken to fp32 first: bf16
+    logits (from autocast) keep about three significant digits, too few for a log-softmax.
     """
-    loss, nll = _SmoothedCrossEntropy.apply(logits.float(), target, epsilon)
+    # The implementation used in training; swap in torch_smoothed_loss if bench/loss_speed.py
+    # finds it faster (both are tested to agree in tests/test_loss.py).
+    loss, nll = fused_smoothed_loss(logits.float(), target, epsilon)
     return loss, nll.detach()
