@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from helpers_model import (OVERFIT_SOURCES, OVERFIT_TARGETS, VOCAB, overfit_losses, overfit_model,
                            pad_rows, random_sources, source_batch, toy_config, toy_model)
 from tinytrans.config import ModelConfig
-from tinytrans.model import (Transformer, attention, causal_mask, count_parameters, padding_mask,
-                             reorder_cache, sinusoidal_encoding)
+from tinytrans.model import (AttentionWeights, Transformer, attention, causal_mask, count_parameters,
+                             padding_mask, reorder_cache, sinusoidal_encoding)
 from tinytrans.search import SearchConfig, greedy_search
 from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
@@ -294,11 +294,11 @@ def test_attention_weights_sum_to_one_and_skip_padding(pre_norm: bool):
     with torch.no_grad():
         memory, src_mask = encode(model, src)
         plain = model.decode(tgt, memory, src_mask)
-        weights: list[torch.Tensor] = []
+        weights = AttentionWeights()
         with_weights = model.decode(tgt, memory, src_mask, weights_out=weights)
     assert torch.allclose(with_weights, plain, atol=ATOL)  # the SDPA path gives the same states
-    assert len(weights) == 2  # one per decoder layer
-    for w in weights:
+    assert len(weights.cross) == 2  # one per decoder layer
+    for w in weights.cross:
         assert w.shape == (3, 2, 4, 7)  # (B, H, T, S)
         assert torch.allclose(w.sum(-1), torch.ones(3, 2, 4), atol=ATOL)
         assert (w[1, :, :, 3:] == 0).all() and (w[2, :, :, 5:] == 0).all()
@@ -311,14 +311,51 @@ def test_attention_weights_with_cache_match_full_decoding():
     tgt = random_targets(19, [3, 3])
     with torch.no_grad():
         memory, src_mask = encode(model, src)
-        full_weights: list[torch.Tensor] = []
+        full_weights = AttentionWeights()
         model.decode(tgt, memory, src_mask, weights_out=full_weights)
         cache = model.new_cache()
         for t in range(tgt.size(1)):
-            step_weights: list[torch.Tensor] = []
+            step_weights = AttentionWeights()
             model.decode(tgt[:, t: t + 1], memory, src_mask, cache, weights_out=step_weights)
-            for full, step in zip(full_weights, step_weights, strict=True):
+            for full, step in zip(full_weights.cross, step_weights.cross, strict=True):
                 assert torch.allclose(step[:, :, 0], full[:, :, t], atol=ATOL)
+            # a cached step sees the past t + 1 positions, as row t of the full causal matrix does
+            for full, step in zip(full_weights.decoder, step_weights.decoder, strict=True):
+                assert step.shape == (2, 2, 1, t + 1)
+                assert torch.allclose(step[:, :, 0], full[:, :, t, : t + 1], atol=ATOL)
+
+
+@NORMS
+def test_encoder_self_attention_weights_skip_padding(pre_norm: bool):
+    model = toy_model(pre_norm=pre_norm)
+    src = source_batch(random_sources(27, [6, 2]))  # (2, 7), row 1 padded after position 3
+    with torch.no_grad():
+        src_mask = padding_mask(src)
+        weights = AttentionWeights()
+        recorded = model.encode(src, src_mask, weights_out=weights)
+        assert torch.allclose(recorded, model.encode(src, src_mask), atol=ATOL)
+    assert len(weights.encoder) == 2 and not weights.decoder and not weights.cross
+    for w in weights.encoder:
+        assert w.shape == (2, 2, 7, 7)  # (B, H, S, S)
+        assert torch.allclose(w.sum(-1), torch.ones(2, 2, 7), atol=ATOL)
+        assert (w[1, :, :, 3:] == 0).all()  # no query attends to padding
+        assert (w[0] > 0).all()
+
+
+def test_decoder_self_attention_weights_never_see_the_future():
+    model = toy_model()
+    src = source_batch(random_sources(28, [4]))
+    tgt = random_targets(29, [5])  # (1, 6)
+    with torch.no_grad():
+        memory, src_mask = encode(model, src)
+        weights = AttentionWeights()
+        model.decode(tgt, memory, src_mask, weights_out=weights)
+    assert len(weights.decoder) == 2 and len(weights.cross) == 2 and not weights.encoder
+    future = ~causal_mask(6)[0, 0]  # (T, T), True above the diagonal
+    for w in weights.decoder:
+        assert w.shape == (1, 2, 6, 6)
+        assert torch.allclose(w.sum(-1), torch.ones(1, 2, 6), atol=ATOL)
+        assert (w[0, :, future] == 0).all() and (w[0, :, ~future] > 0).all()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -418,8 +455,7 @@ def test_eval_mode_is_deterministic_and_train_mode_uses_dropout():
         a, b = model(src, tgt), model(src, tgt)
         memory, src_mask = encode(model, src)
         plain = model.decode(tgt, memory, src_mask)
-        weights: list[torch.Tensor] = []
-        written_out = model.decode(tgt, memory, src_mask, weights_out=weights)
+        written_out = model.decode(tgt, memory, src_mask, weights_out=AttentionWeights())
     assert torch.equal(a, b)
     assert torch.allclose(plain, written_out, atol=ATOL)  # no dropout on the weights in eval mode
     model.train()

@@ -15,6 +15,7 @@ Masks are boolean with one convention: True = this query may attend to this key.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +28,20 @@ from tinytrans.tokenizer import PAD_ID
 #   "self_k", "self_v": (B, H, t, Dh), grown by one position per step,
 #   "cross_k", "cross_v": (B, H, S, Dh), computed from the memory once.
 LayerCache = dict[str, torch.Tensor]
+
+
+@dataclass
+class AttentionWeights:
+    """Attention weights recorded during a pass of the model: one tensor per layer, bottom first.
+
+    Pass an empty one as `weights_out` to `encode` and `decode` and each attention layer appends
+    its weights (after the softmax, masked positions 0) to the list of its kind. Rows are queries,
+    columns keys; every row sums to 1.
+    """
+
+    encoder: list[torch.Tensor] = field(default_factory=list)  # (B, H, S, S) source self-attention
+    decoder: list[torch.Tensor] = field(default_factory=list)  # (B, H, T, t) masked target self-attention
+    cross: list[torch.Tensor] = field(default_factory=list)  # (B, H, T, S) target to source
 
 
 def sinusoidal_encoding(length: int, d_model: int, offset: int = 0,
@@ -93,12 +108,14 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None = None,
                 mask: torch.Tensor | None = None, causal: bool = False,
-                cache: LayerCache | None = None, weights_out: list | None = None) -> torch.Tensor:
+                cache: LayerCache | None = None,
+                weights_out: list[torch.Tensor] | None = None) -> torch.Tensor:
         """x: (B, T, D) queries; memory: (B, S, D) for cross-attention. Returns (B, T, D).
 
         With `cache`, keys and values of earlier steps are reused: self-attention appends this
         step's, cross-attention computes the memory's once. `causal` applies the causal mask
-        (not needed when decoding one step at a time: the past is all there is).
+        (not needed when decoding one step at a time: the past is all there is). With
+        `weights_out`, the attention weights (B, H, T, keys) are appended to it.
         """
         q, k, v = self.project(x, memory, cache)
         dropout = self.dropout if self.training else 0.0
@@ -172,8 +189,10 @@ class EncoderLayer(nn.Module):
         self.attn_residual = Residual(cfg.d_model, cfg.dropout, cfg.pre_norm)
         self.ff_residual = Residual(cfg.d_model, cfg.dropout, cfg.pre_norm)
 
-    def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
-        x = self.attn_residual(x, lambda h: self.self_attn(h, mask=src_mask))
+    def forward(self, x: torch.Tensor, src_mask: torch.Tensor,
+                weights_out: AttentionWeights | None = None) -> torch.Tensor:
+        record = weights_out.encoder if weights_out is not None else None
+        x = self.attn_residual(x, lambda h: self.self_attn(h, mask=src_mask, weights_out=record))
         return self.ff_residual(x, self.feed_forward)  # (B, S, D)
 
 
@@ -190,13 +209,17 @@ class DecoderLayer(nn.Module):
         self.ff_residual = Residual(cfg.d_model, cfg.dropout, cfg.pre_norm)
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
-                cache: LayerCache | None = None, weights_out: list | None = None) -> torch.Tensor:
+                cache: LayerCache | None = None,
+                weights_out: AttentionWeights | None = None) -> torch.Tensor:
         # Decoding one step at a time, the past is all there is to attend to: no causal mask.
         causal = x.size(1) > 1
         assert not (causal and cache and "self_k" in cache), "a filled cache takes one token per step"
-        x = self.self_residual(x, lambda h: self.self_attn(h, causal=causal, cache=cache))
+        self_record = weights_out.decoder if weights_out is not None else None
+        cross_record = weights_out.cross if weights_out is not None else None
+        x = self.self_residual(x, lambda h: self.self_attn(
+            h, causal=causal, cache=cache, weights_out=self_record))
         x = self.cross_residual(x, lambda h: self.cross_attn(
-            h, memory, mask=src_mask, cache=cache, weights_out=weights_out))
+            h, memory, mask=src_mask, cache=cache, weights_out=cross_record))
         return self.ff_residual(x, self.feed_forward)  # (B, T, D)
 
 
@@ -250,20 +273,26 @@ class Transformer(nn.Module):
         positions = sinusoidal_encoding(ids.size(1), self.cfg.d_model, offset, ids.device)
         return self.dropout(table(ids) * math.sqrt(self.cfg.d_model) + positions)  # (B, L, D)
 
-    def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
-        """src: (B, S) ids, src_mask: (B, 1, 1, S) -> memory: (B, S, D)."""
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor,
+               weights_out: AttentionWeights | None = None) -> torch.Tensor:
+        """src: (B, S) ids, src_mask: (B, 1, 1, S) -> memory: (B, S, D).
+
+        With `weights_out`, each layer appends its self-attention weights (B, H, S, S).
+        """
         x = self.embed(self.src_embed_table, src)
         for layer in self.encoder_layers:
-            x = layer(x, src_mask)
+            x = layer(x, src_mask, weights_out)
         return self.encoder_norm(x)
 
     def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
-               cache: list[LayerCache] | None = None, weights_out: list | None = None) -> torch.Tensor:
+               cache: list[LayerCache] | None = None,
+               weights_out: AttentionWeights | None = None) -> torch.Tensor:
         """tgt: (B, T) ids -> decoder states (B, T, D).
 
         With `cache` (a list of one dict per layer, empty at the first step), `tgt` holds only the
         newest token(s) and earlier keys/values come from the cache, which this call extends.
-        With `weights_out`, each layer appends its cross-attention weights (B, H, T, S).
+        With `weights_out`, each layer appends its self-attention weights (B, H, T, t), t the
+        positions so far, and its cross-attention weights (B, H, T, S).
         """
         offset = cache[0]["self_k"].size(2) if cache and "self_k" in cache[0] else 0
         x = self.embed(self.tgt_embed_table, tgt, offset)
