@@ -165,16 +165,27 @@ def load_training_data(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer,
     return corpus
 
 
-def load_validation_data(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer) -> ValidationSet | None:
+def load_validation_data(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer,
+                         report: Report) -> ValidationSet | None:
+    """The validation pairs with pieces on both sides, and their references, in one order.
+
+    A pair is dropped when either side encodes to no pieces (an empty or blank line, or only
+    characters the tokenizer's normalisation removes, such as a zero-width space): a loss or a
+    translation of nothing means nothing. Pairs and references are taken from the same kept list,
+    so hypothesis i is always scored against reference i.
+    """
     data = cfg.data
     if data.valid is None:
         return None
-    pairs = [(s, t) for s, t in read_parallel(data.valid, data.src, data.tgt, data.utf8_errors)
-             if s.strip() and t.strip()]
-    if not pairs:
+    pairs = list(read_parallel(data.valid, data.src, data.tgt, data.utf8_errors))
+    src_ids = src_tok.encode([s for s, _ in pairs])
+    tgt_ids = tgt_tok.encode([t for _, t in pairs])
+    kept = [pair for pair, s, t in zip(pairs, src_ids, tgt_ids) if s and t]
+    if not kept:
         raise UserError(f"{data.valid}: the validation set has no non-empty pairs")
-    corpus = encode_parallel(iter(pairs), src_tok, tgt_tok, FilterConfig(10**9, float("inf")))
-    return ValidationSet(corpus, [t for _, t in pairs])
+    corpus = encode_parallel(iter(kept), src_tok, tgt_tok)  # no filters: one entry per kept pair
+    report({"event": "valid_data", "read": len(pairs), "kept": len(kept)})
+    return ValidationSet(corpus, [t for _, t in kept])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -332,7 +343,7 @@ def train(cfg: RunConfig, run_dir: Path, overwrite: bool = False,
     atomic_write_text(run_dir / CONFIG_FILE, to_toml(cfg))
 
     corpus = load_training_data(cfg, src_tok, tgt_tok, report)
-    valid = load_validation_data(cfg, src_tok, tgt_tok)
+    valid = load_validation_data(cfg, src_tok, tgt_tok, report)
     torch.manual_seed(cfg.train.seed)
     model = Transformer(cfg.model).to(device)
     optimizer = make_optimizer(model, cfg, device)
