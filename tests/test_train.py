@@ -51,6 +51,7 @@ def test_run_directory_holds_everything_needed(corpus, tmp_path):
     assert {"loss", "ppl", "bleu", "bleu_signature"} <= valid[0].keys()
     assert "nrefs:1" in valid[0]["bleu_signature"]
     assert len(losses(run)) == 20
+    assert (run / "curves.png").read_bytes().startswith(b"\x89PNG")
 
 
 def test_resumed_run_continues_the_same_curve(corpus, tmp_path):

@@ -12,7 +12,7 @@ import torch
 
 from tinytrans.model import Transformer
 from tinytrans.tokenizer import Tokenizer, train_tokenizer
-from tinytrans.train import greedy_translations, load_validation_data, validate
+from tinytrans.train import greedy_translations, learning_curves, load_validation_data, validate
 from toyrun import toy_config, write_corpus
 
 
@@ -57,3 +57,17 @@ def test_dropped_validation_pairs_take_their_references_with_them(corpus, tokeni
     hyps = greedy_translations(model, valid.corpus, tokenizer, 600, cpu, "fp32")
     scores = validate(model, valid, tokenizer, cfg, cpu, "fp32")
     assert scores["bleu"] == sacrebleu.corpus_bleu(hyps, [[tgt[i] for i in kept]]).score
+
+
+# ---------------------------------------------------------------------------------------------
+# curves.png compares like with like
+
+
+def test_learning_curves_plot_training_nll_against_validation_nll():
+    records = [{"event": "log", "step": 1, "loss": 9.0, "nll": 7.0},
+               {"event": "log", "step": 2, "loss": 8.5, "nll": 6.0},
+               {"event": "valid", "step": 2, "loss": 5.5, "bleu": 3.0}]
+    curves = learning_curves(records)
+    assert curves["train_nll"] == ([1, 2], [7.0, 6.0])  # not the label-smoothed "loss"
+    assert curves["valid_nll"] == ([2], [5.5])
+    assert curves["valid_bleu"] == ([2], [3.0])
