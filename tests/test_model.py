@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from helpers_model import (OVERFIT_SOURCES, OVERFIT_TARGETS, VOCAB, overfit_losses, overfit_model,
                            pad_rows, random_sources, source_batch, toy_config, toy_model)
 from tinytrans.config import ModelConfig
-from tinytrans.model import (AttentionWeights, Transformer, attention, causal_mask, count_parameters,
-                             padding_mask, reorder_cache, sinusoidal_encoding)
+from tinytrans.model import (AttentionWeights, Transformer, attention, causal_mask,
+                             count_parameters, padding_mask, reorder_cache, sinusoidal_encoding)
 from tinytrans.search import SearchConfig, greedy_search
 from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID
 

@@ -6,13 +6,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from tinytrans.cli import app
+from tinytrans.data import pad_sentences
+from tinytrans.errors import UserError
 from tinytrans.search import SearchConfig
+from tinytrans.tokenizer import EOS_ID
 from tinytrans.train import train
-from tinytrans.translate import Translator
+from tinytrans.translate import Translator, forced_log_probs
 from toyrun import BUNDLED, toy_config, write_corpus
 
 
@@ -114,3 +119,32 @@ def test_bad_options_are_one_line_errors(run_dir, args, message):
 def test_a_directory_that_is_not_a_run_is_refused(tmp_path):
     result = CliRunner().invoke(app, ["translate", "--model", str(tmp_path)], input="x\n")
     assert result.exit_code == 2 and "not a tinytrans run directory" in result.stderr
+
+
+def test_forced_decoding_adds_up_to_the_search_log_prob(run_dir):
+    """Beam search and forced decoding of its hypotheses are the same sums of log-probabilities,
+    whether the forced pass runs batched (padded) or one sentence at a time."""
+    translator = Translator(run_dir, precision="fp32")
+    lines = (BUNDLED / "test.en").read_text(encoding="utf-8").splitlines()[:12]
+    ids = translator.source_ids(lines)
+    hyps = [h[0] for h in translator.translate_batch(ids, SearchConfig(beam=3, lenpen=0.0))]
+    src = pad_sentences(ids, [], [EOS_ID])
+    targets = [np.asarray(h.tokens, dtype=np.int64) for h in hyps]
+    batched = forced_log_probs(translator.model, src, targets)
+    for i, (hyp, row) in enumerate(zip(hyps, batched)):
+        assert row.shape == (len(hyp.tokens) + 1,)  # every piece, then EOS
+        assert row.sum().item() == pytest.approx(hyp.log_prob, abs=1e-4)
+        unpadded = src[i: i + 1, : len(ids[i]) + 1]
+        alone = forced_log_probs(translator.model, unpadded, targets[i: i + 1])
+        assert torch.allclose(alone[0], row, atol=1e-5)
+
+
+def test_score_pairs_sources_with_targets(run_dir):
+    translator = Translator(run_dir, precision="fp32")
+    scores = translator.score(["Where is the dog?", "The man buys a red car."],
+                              ["Wo ist der Hund?", ""])
+    assert len(scores) == 2 and len(scores[1]) == 1  # an empty target: only EOS is scored
+    assert len(scores[0]) == len(translator.tgt_tok.encode(["Wo ist der Hund?"])[0]) + 1
+    assert all(x <= 0.0 for row in scores for x in row)
+    with pytest.raises(UserError, match="2 sources but 1 targets"):
+        translator.score(["a", "b"], ["c"])

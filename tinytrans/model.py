@@ -40,7 +40,7 @@ class AttentionWeights:
     """
 
     encoder: list[torch.Tensor] = field(default_factory=list)  # (B, H, S, S) source self-attention
-    decoder: list[torch.Tensor] = field(default_factory=list)  # (B, H, T, t) masked target self-attention
+    decoder: list[torch.Tensor] = field(default_factory=list)  # (B, H, T, t) target self-attention
     cross: list[torch.Tensor] = field(default_factory=list)  # (B, H, T, S) target to source
 
 

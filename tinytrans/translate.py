@@ -13,16 +13,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
-from tinytrans.checkpoint import load_model_weights, resolve_checkpoint
+from tinytrans.average import resolve_with_average
+from tinytrans.checkpoint import load_model_weights
 from tinytrans.data import pad_sentences
 from tinytrans.errors import UserError
 from tinytrans.hardware import autocast, pick_device, pick_precision, set_threads
-from tinytrans.model import Transformer
+from tinytrans.model import AttentionWeights, Transformer, padding_mask
 from tinytrans.quantize import quantize_dynamic_int8
 from tinytrans.search import Hypothesis, SearchConfig, search
 from tinytrans.textio import LineCounter, decode_line
-from tinytrans.tokenizer import EOS_ID
+from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from tinytrans.rundir import load_run_config, load_tokenizers
 
 Warn = Callable[[str], None]
@@ -46,7 +48,7 @@ class Translator:
         self.precision = pick_precision(precision, self.device, inference=True)
         set_threads(threads)
         self.model = Transformer(self.config.model)
-        self.checkpoint = resolve_checkpoint(run_dir, checkpoint)
+        self.checkpoint = resolve_with_average(run_dir, checkpoint)  # best, last, average or a path
         load_model_weights(self.checkpoint, self.model)
         self.model.to(self.device).eval()
         if self.precision == "int8":
@@ -74,14 +76,21 @@ class Translator:
         if chunk:
             yield from self._translate_chunk(chunk, first_line, cfg, batch_tokens, warn)
 
-    def _translate_chunk(self, lines: list[str], first_line: int, cfg: SearchConfig,
-                         batch_tokens: int, warn: Warn) -> Iterator[Translation]:
+    def source_ids(self, lines: list[str], first_line: int = 1,
+                   warn: Warn | None = None) -> list[np.ndarray]:
+        """Piece ids of each line (without EOS), cut to the model's maximum source length."""
         ids = [np.asarray(x, dtype=np.int64) for x in self.src_tok.encode([s.strip() for s in lines])]
         for offset, piece_ids in enumerate(ids):
             if len(piece_ids) > self.max_source_pieces:
-                warn(f"line {first_line + offset}: {len(piece_ids)} pieces, truncated to the "
-                     f"model's maximum source length of {self.max_source_pieces}")
+                if warn is not None:
+                    warn(f"line {first_line + offset}: {len(piece_ids)} pieces, truncated to the "
+                         f"model's maximum source length of {self.max_source_pieces}")
                 ids[offset] = piece_ids[: self.max_source_pieces]
+        return ids
+
+    def _translate_chunk(self, lines: list[str], first_line: int, cfg: SearchConfig,
+                         batch_tokens: int, warn: Warn) -> Iterator[Translation]:
+        ids = self.source_ids(lines, first_line, warn)
         results: list[Translation] = [Translation("", [])] * len(lines)
         nonempty = [i for i, x in enumerate(ids) if len(x)]
         for batch in length_batches(nonempty, [len(ids[i]) for i in nonempty], batch_tokens, cfg.beam):
@@ -89,6 +98,49 @@ class Translator:
                 texts = self.tgt_tok.decode([h.tokens for h in hyps])
                 results[index] = Translation(texts[0], [(h.score, t) for h, t in zip(hyps, texts)])
         yield from results
+
+    def score(self, sources: list[str], targets: list[str], batch_tokens: int = 4096,
+              warn: Warn | None = None) -> list[list[float]]:
+        """Forced decoding: for each pair, the log-probability of every target piece, then EOS's.
+
+        Sources are cut to the model's maximum length as for translation; targets are scored whole.
+        """
+        if len(sources) != len(targets):
+            raise UserError(f"{len(sources)} sources but {len(targets)} targets: they must pair up")
+        src_ids = self.source_ids(sources, warn=warn)
+        tgt_ids = [np.asarray(x, dtype=np.int64)
+                   for x in self.tgt_tok.encode([t.strip() for t in targets])]
+        results: list[list[float]] = [[] for _ in sources]
+        lengths = [max(len(s), len(t)) for s, t in zip(src_ids, tgt_ids)]
+        for batch in length_batches(list(range(len(sources))), lengths, batch_tokens, beam=1):
+            src = pad_sentences([src_ids[i] for i in batch], [], [EOS_ID]).to(self.device)
+            with autocast(self.device, self.precision):
+                scores = forced_log_probs(self.model, src, [tgt_ids[i] for i in batch])
+            for index, row in zip(batch, scores):
+                results[index] = row.tolist()
+        return results
+
+
+@torch.inference_mode()
+def forced_log_probs(model: Transformer, src: torch.Tensor, targets: list[np.ndarray],
+                     weights_out: AttentionWeights | None = None) -> list[torch.Tensor]:
+    """Teacher-forced decoding of given targets: the log-probability of each piece and of EOS.
+
+    src: (B, S) ids ending with EOS; targets: B id arrays without BOS/EOS. The decoder reads
+    BOS + target and predicts target + EOS, so sentence b gets len(targets[b]) + 1 log-probs (a
+    float32 tensor on the CPU). These are the numbers beam search adds up along a hypothesis:
+    search's log_prob of a hypothesis equals their sum. With `weights_out`, the encoder and the
+    decoder record their attention weights on the way.
+    """
+    tgt_in = pad_sentences(targets, [BOS_ID], []).to(src.device)  # (B, T)
+    tgt_out = pad_sentences(targets, [], [EOS_ID]).to(src.device)  # (B, T)
+    src_mask = padding_mask(src)
+    memory = model.encode(src, src_mask, weights_out)
+    states = model.decode(tgt_in, memory, src_mask, weights_out=weights_out)  # (B, T, D)
+    log_probs = model.logits(states).float().log_softmax(dim=-1)  # (B, T, V)
+    picked = log_probs.gather(-1, tgt_out[..., None])[..., 0].cpu()  # (B, T)
+    lengths = (tgt_out != PAD_ID).sum(dim=1).tolist()
+    return [row[:n] for row, n in zip(picked, lengths)]
 
 
 def length_batches(indices: list[int], lengths: list[int], batch_tokens: int,
