@@ -92,6 +92,53 @@ def test_learning_rate_warms_up_linearly_then_decays_with_inverse_sqrt():
     assert learning_rate(40, 1.0, 10) == pytest.approx(0.5)
 
 
+def test_linear_schedule_on_a_step_budget():
+    def lr(step: int) -> float:  # update `step` of 100, progress measured before it
+        return learning_rate(step, 2.0, 10, "linear", progress=(step - 1) / 100)
+
+    assert lr(5) == pytest.approx(1.0)  # the same warmup ramp as inverse_sqrt
+    assert lr(10) == pytest.approx(2.0) and lr(11) == pytest.approx(2.0)  # the peak
+    for step in range(11, 101):  # a straight line from the peak to zero at the budget
+        assert lr(step) == pytest.approx(2.0 * (100 - (step - 1)) / 90)
+    assert lr(100) > 0  # the last update still learns
+    assert learning_rate(101, 2.0, 10, "linear", progress=1.0) == 0.0
+
+
+def test_linear_schedule_on_a_time_budget_decays_monotonically_to_zero():
+    """Uneven updates and validation pauses: the rate still only goes down, and stays positive
+    until the budget is spent."""
+    generator = torch.Generator().manual_seed(0)
+    seconds = 0.5 + torch.rand(200, generator=generator)  # per update
+    seconds[::25] += 20.0  # a validation every 25 updates
+    elapsed = [0.0] + torch.cumsum(seconds, 0).tolist()  # before each update
+    budget = elapsed[-1] + 1e-9
+    rates = [learning_rate(step, 1.0, 20, "linear", progress=elapsed[step - 1] / budget)
+             for step in range(1, 201)]
+    assert rates[19] == pytest.approx(1.0)
+    after_warmup = rates[19:]
+    assert all(a >= b for a, b in zip(after_warmup, after_warmup[1:]))
+    assert all(rate > 0 for rate in rates) and rates[-1] < 0.02
+
+
+def test_linear_schedule_without_a_budget_is_refused_before_any_work(corpus, tmp_path):
+    cfg = toy_config(*corpus)
+    with pytest.raises(UserError, match="train.lr_schedule"):
+        cfg = replace(cfg, train=replace(cfg.train, lr_schedule="linear", max_steps=None,
+                                         max_epochs=1))
+        train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_training_follows_the_linear_schedule(corpus, tmp_path):
+    train(toy_config(corpus[0], None, lr_schedule="linear", warmup_steps=5), tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    rates = {r["step"]: r["lr"] for r in records if r["event"] == "log"}
+    assert sorted(rates) == list(range(1, 21))
+    for step, rate in rates.items():
+        expected = step / 5 if step <= 5 else (20 - (step - 1)) / 15
+        assert rate == pytest.approx(3e-3 * expected), step
+
+
 def test_gradient_accumulation_equals_one_batch_of_the_same_pairs(corpus):
     """update_freq: gradients of two batches summed, normalised by all their tokens, equal the
     gradient of one batch holding the same pairs (SGD makes the update the gradient itself)."""

@@ -1,8 +1,8 @@
 """Training: from a config and parallel text to a run directory with checkpoints.
 
 The loop is plain PyTorch: batches of similar-length pairs, teacher-forced decoding,
-label-smoothed cross-entropy, Adam with warmup and inverse-square-root decay, gradient clipping
-and accumulation. It reports through a callback (the CLI draws progress from it) and writes:
+label-smoothed cross-entropy, Adam with warmup then inverse-square-root or linear decay, gradient
+clipping and accumulation. It reports through a callback (the CLI draws progress from it) and writes:
 
     RUN/config.toml                  the resolved config; loading a model needs nothing else
     RUN/tokenizer.model              the joint SentencePiece model (or tokenizer.src/.tgt.model)
@@ -197,11 +197,48 @@ def make_optimizer(model: Transformer, cfg: RunConfig, device: torch.device) -> 
                             eps=t.adam_eps, weight_decay=t.weight_decay, fused=True)
 
 
-def learning_rate(step: int, peak: float, warmup: int) -> float:
-    """Linear warmup to `peak` over `warmup` updates, then decay with 1/sqrt(step)
-    (Vaswani et al. §5.3, with the peak given directly instead of through d_model^-0.5)."""
-    step = max(step, 1)
-    return peak * min(step / max(warmup, 1), math.sqrt(max(warmup, 1) / step))
+def learning_rate(step: int, peak: float, warmup: int, schedule: str = "inverse_sqrt",
+                  progress: float = 0.0) -> float:
+    """The learning rate of update number `step` (counted from 1).
+
+    Both schedules warm up linearly to `peak` over `warmup` updates (Vaswani et al. §5.3, with
+    the peak given directly instead of through d_model^-0.5), then
+    - inverse_sqrt: decay with 1/sqrt(step), as in the paper;
+    - linear: decay along a straight line from the peak to zero at the end of the budget.
+      `progress` is the fraction of the budget (steps or time) used before this update; it is
+      below 1 for every update that is made, so the rate only reaches zero when training stops.
+    """
+    step, warmup = max(step, 1), max(warmup, 1)
+    if step <= warmup:
+        return peak * step / warmup
+    if schedule == "inverse_sqrt":
+        return peak * math.sqrt(warmup / step)
+    if schedule != "linear":
+        raise ValueError(f"unknown learning rate schedule {schedule!r}")
+    if progress >= 1.0:
+        return 0.0
+    # The line starts where warmup ended, at progress * warmup / done of the budget: exact for
+    # a step budget, and for a time budget while updates take equally long.
+    done = step - 1  # the updates `progress` measures
+    return peak * (1.0 - progress) / (1.0 - progress * warmup / done)
+
+
+def budget_progress(cfg: RunConfig, state: TrainState) -> float:
+    """Fraction of the training budget used: steps or time, whichever is further along."""
+    t = cfg.train
+    by_steps = state.step / t.max_steps if t.max_steps else 0.0
+    by_time = state.elapsed / (t.max_time * 60) if t.max_time else 0.0
+    return max(by_steps, by_time)
+
+
+def check_schedule(cfg: RunConfig) -> None:
+    """The linear schedule needs a budget to decay to; refuse before any work without one."""
+    t = cfg.train
+    if t.lr_schedule not in ("inverse_sqrt", "linear"):
+        raise UserError(f"train.lr_schedule = {t.lr_schedule!r}: choose 'inverse_sqrt' or 'linear'")
+    if t.lr_schedule == "linear" and not t.max_steps and not t.max_time:
+        raise UserError("train.lr_schedule = 'linear' decays to zero at the end of the budget: "
+                        "set train.max_steps or train.max_time (--max-steps, --max-time)")
 
 
 def batch_loss(model: Transformer, batch: Batch, label_smoothing: float, device: torch.device,
@@ -331,6 +368,7 @@ def train(cfg: RunConfig, run_dir: Path, overwrite: bool = False,
     report = report or (lambda event: None)
     stop_requested = stop_requested or (lambda: False)
     run_dir = Path(run_dir)
+    check_schedule(cfg)
     saved = prepare_run_dir(run_dir, cfg, overwrite)
     device = pick_device(cfg.train.device)
     precision = pick_precision(cfg.train.precision, device)
@@ -407,7 +445,8 @@ def _loop(cfg: RunConfig, model: Transformer, optimizer: torch.optim.Optimizer,
         fetch = time.perf_counter()
         batches = [make_batch(corpus, indices) for indices in next(updates)]
         timings.data += time.perf_counter() - fetch
-        lr = learning_rate(state.step + 1, t.lr, t.warmup_steps)
+        lr = learning_rate(state.step + 1, t.lr, t.warmup_steps, t.lr_schedule,
+                           budget_progress(cfg, state))
         loss, nll, n_tokens = train_step(model, batches, optimizer, cfg, lr, device, precision, timings)
         state.step += 1
         state.elapsed = time.perf_counter() - started
