@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import tomllib
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,11 @@ from hypothesis import strategies as st
 from tinytrans.config import (
     PRESETS,
     RESUMABLE,
+    RULES,
     SECTIONS,
+    NonEmpty,
+    OneOf,
+    ZeroOr,
     ModelConfig,
     RunConfig,
     build_config,
@@ -24,6 +29,7 @@ from tinytrans.config import (
     merge,
     preset,
     read_toml,
+    resolve_train_config,
     to_toml,
 )
 from tinytrans.errors import UserError
@@ -169,7 +175,8 @@ def test_toml_round_trip_of_any_path(path: str) -> None:
 
 
 @settings(max_examples=100, deadline=None)
-@given(lr=st.floats(allow_nan=False), seed=st.integers(-2**63, 2**63 - 1),
+@given(lr=st.floats(min_value=0, exclude_min=True, allow_infinity=False),
+       seed=st.integers(0, 2**32 - 1),
        train=st.text(st.characters(exclude_categories=("Cc", "Cs")), max_size=30))
 def test_toml_round_trip_of_any_float_int_and_printable_text(lr: float, seed: int,
                                                              train: str) -> None:
@@ -221,21 +228,26 @@ def test_read_toml_then_build(tmp_path: Path) -> None:
 # Differences on resume
 
 WHEN_NONE = {"valid": "data/valid", "tokenizer": "tok.model", "max_steps": 2, "max_epochs": 2,
-             "max_time": 1.0, "patience": 2, "threads": 2}
+             "max_time": 1.0, "patience": 2, "threads": 2, "average_last": 2}
 
 
-def _changed(value: Any, key: str) -> Any:
+def _changed(value: Any, section: str, key: str) -> Any:
     """Another valid value for a key, whatever its type."""
+    rule = RULES[section].get(key)
     if value is None:
         return WHEN_NONE[key]
+    if isinstance(rule, OneOf):
+        return next(choice for choice in rule.choices if choice != value)
     if key in ("d_model", "n_heads"):
         return value * 2
+    if key.endswith("vocab_size"):
+        return 1000
     if isinstance(value, bool):
         return not value
     if isinstance(value, int):
         return value + 1
     if isinstance(value, float):
-        return value + 0.5
+        return value / 2 if value > 0 else 0.5
     return value + "x"
 
 
@@ -243,7 +255,8 @@ def _all_keys() -> list[tuple[str, str]]:
     return [(section, f.name) for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)]
 
 
-BASE = {"model": {"tie_embeddings": False}}  # so that each vocabulary size may change alone
+# tie_embeddings off so that each vocabulary size may change alone; a budget for lr_schedule
+BASE = {"model": {"tie_embeddings": False}, "train": {"max_time": 5.0}}
 
 
 @pytest.mark.parametrize("section, key", _all_keys(), ids=lambda x: x)
@@ -251,7 +264,7 @@ def test_differences_reports_exactly_the_changed_key_unless_resumable(section: s
                                                                       key: str) -> None:
     old = build_config(BASE)
     values = config_to_dict(old)
-    values[section][key] = _changed(values[section][key], key)
+    values[section][key] = _changed(values[section][key], section, key)
     new = build_config(values)
     assert getattr(getattr(new, section), key) != getattr(getattr(old, section), key)
     found = differences(old, new)
@@ -273,3 +286,114 @@ def test_resumable_keys_are_limits_and_housekeeping() -> None:
     names = {key for _, key in RESUMABLE}
     assert {"max_steps", "max_time", "device", "threads"} <= names
     assert not names & {"lr", "batch_tokens", "seed", "update_freq", "warmup_steps"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranges: every key with a bad value is refused, naming the key, its origin, value and range
+
+def _bad_values(rule: Any, kind: type) -> list[Any]:
+    """Values just outside what `rule` admits (and NaN/infinity for floats)."""
+    if isinstance(rule, OneOf):
+        return ["nonsense"]
+    if isinstance(rule, NonEmpty):
+        return ["", "  "]
+    if isinstance(rule, ZeroOr):
+        return [rule.rest.low - 1] if rule.rest.low > 1 else [-1]
+    bad: list[Any] = []
+    if rule.low is not None:
+        bad.append(rule.low if rule.low_open else rule.low - 1)
+    if rule.high is not None:
+        bad.append(rule.high if rule.high_open else rule.high + 1)
+    if kind is float:
+        bad += [float("nan"), float("inf")]
+    return [kind(v) if kind is int else v for v in bad]
+
+
+def _ruled_keys() -> list[tuple[str, str, Any]]:
+    cases = []
+    for section, cls in SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        for key, rule in RULES[section].items():
+            kind = float if float in typing.get_args(hints[key]) or hints[key] is float else (
+                str if hints[key] is str else int)
+            cases += [(section, key, value) for value in _bad_values(rule, kind)]
+    return cases
+
+
+def test_every_number_and_choice_has_a_rule() -> None:
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            hint = typing.get_type_hints(cls)[f.name]
+            kinds = set(typing.get_args(hint)) or {hint}
+            if kinds & {int, float} or f.name in ("src", "tgt", "model_type", "utf8_errors",
+                                                  "lr_schedule", "precision", "device"):
+                assert f.name in RULES[section], f"{section}.{f.name} has no allowed range"
+
+
+@pytest.mark.parametrize("section, key, value", _ruled_keys(), ids=str)
+def test_a_bad_value_in_a_toml_file_names_file_key_value_and_range(section: str, key: str,
+                                                                   value: Any) -> None:
+    values = {section: {key: value}, "train": {"max_time": 5.0}} if section != "train" else {
+        section: {key: value}}
+    with pytest.raises(UserError) as error:
+        build_config(values, "run.toml")
+    message = str(error.value)
+    assert message.startswith(f"run.toml: '{section}.{key}' = {value!r} must be "), message
+    assert str(RULES[section][key]) in message
+
+
+@pytest.mark.parametrize("section, key, value", _ruled_keys(), ids=str)
+def test_a_bad_flag_value_names_the_flag(section: str, key: str, value: Any) -> None:
+    flags = {"data": {"train": "corpus/train"}}
+    flags.setdefault(section, {})[key] = value
+    with pytest.raises(UserError) as error:
+        resolve_train_config(flags)
+    flag = "--" + key.replace("_", "-")
+    assert str(error.value).startswith(f"{flag} = {value!r} must be "), str(error.value)
+
+
+def test_a_bad_value_is_named_by_the_layer_that_gave_it(tmp_path: Path) -> None:
+    toml = tmp_path / "run.toml"
+    toml.write_text("[train]\nwarmup_steps = -3\n")
+    with pytest.raises(UserError, match=r"run.toml: 'train.warmup_steps' = -3 must be >= 0"):
+        resolve_train_config({"data": {"train": "x"}}, toml=toml)
+
+
+@pytest.mark.parametrize("values, names", [
+    ({"model": {"d_model": 100, "n_heads": 3}}, ["'model.d_model' = 100", "'model.n_heads' = 3"]),
+    ({"model": {"tie_embeddings": True}, "data": {"joint_vocab": False}},
+     ["'model.tie_embeddings'", "'data.joint_vocab'"]),
+    ({"train": {"lr_schedule": "linear"}}, ["'train.lr_schedule'", "max_steps or max_time"]),
+    ({"train": {"average_last": 5, "keep_last": 3}}, ["'train.average_last' = 5", "'train.keep_last' = 3"]),
+])
+def test_keys_that_must_agree_are_named_together(values: dict, names: list[str]) -> None:
+    with pytest.raises(UserError) as error:
+        build_config(values, "run.toml")
+    for name in names:
+        assert name in str(error.value)
+
+
+def test_resolve_train_config_precedence(tmp_path: Path) -> None:
+    saved = tmp_path / "config.toml"
+    saved.write_text(to_toml(build_config(merge(preset("small"), {"data": {"train": "a"}}))))
+    toml = tmp_path / "run.toml"
+    toml.write_text("[train]\nlr = 0.5\nwarmup_steps = 7\n")
+    config = resolve_train_config({"train": {"lr": 0.25, "seed": None}}, "tiny", toml, saved)
+    assert config.model.d_model == 128  # the preset over the saved config
+    assert config.train.warmup_steps == 7  # the TOML file over the preset
+    assert config.train.lr == 0.25  # flags over everything; None means not given
+    assert config.train.seed == 1
+    assert config.data.train == "a"  # from the saved run
+
+
+def test_resolve_train_config_defaults_to_tiny_and_needs_a_corpus() -> None:
+    assert resolve_train_config({"data": {"train": "x"}}).model.d_model == PRESETS["tiny"]["model"]["d_model"]
+    with pytest.raises(UserError, match="--train"):
+        resolve_train_config({})
+
+
+def test_unknown_key_in_a_saved_config_names_that_file(tmp_path: Path) -> None:
+    saved = tmp_path / "config.toml"
+    saved.write_text("[train]\nlearning_rate = 1.0\n")
+    with pytest.raises(UserError, match=r"config.toml: unknown key 'train.learning_rate'"):
+        resolve_train_config({}, saved=saved)

@@ -1,36 +1,55 @@
 """The `tinytrans` command line: each command turns flags into one library call.
 
-Errors a user can cause arrive here as UserError and are printed as one line, exit code 2;
-`--debug` shows the traceback instead.
+Every mistake a user can make ends as one line on stderr and a non-zero exit, never a traceback:
+
+    exit 2   a user error: a bad option or value, a missing or unreadable file, a directory that
+             does not exist, a full disk, a corrupt checkpoint (UserError and OSError)
+    exit 3   an internal error: a bug in tinytrans; `tinytrans --debug ...` shows the traceback
+    exit 130 interrupted (Ctrl-C)
+
+`corpus check` also exits 1 when the corpus cannot be trained on as it is.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import os
 import signal
 import sys
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
+
+try:  # typer 0.2x carries its own copy of click, whose exceptions are the ones raised
+    from typer._click import exceptions as click_errors
+except ImportError:  # older typer runs on click itself
+    from click import exceptions as click_errors
 
 from tinytrans import __version__
+from tinytrans.config import (DEVICES, INFERENCE_PRECISIONS, LR_SCHEDULES, MODEL_TYPES, PRECISIONS,
+                              PRESETS, UTF8_POLICIES, SearchConfig)
 from tinytrans.errors import UserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Train and run neural machine translation models you can read end to end.")
-tokenizer_app = typer.Typer(no_args_is_help=True, help="Train and apply SentencePiece tokenizers.")
-corpus_app = typer.Typer(no_args_is_help=True, help="Inspect parallel corpora.")
-app.add_typer(tokenizer_app, name="tokenizer")
-app.add_typer(corpus_app, name="corpus")
+# Choices are listed in --help and checked by the CLI itself.
+Preset = Literal[tuple(PRESETS)]  # type: ignore[valid-type]
+Device = Literal[DEVICES]  # type: ignore[valid-type]
+Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
+InferencePrecision = Literal[INFERENCE_PRECISIONS]  # type: ignore[valid-type]
+Utf8Policy = Literal[UTF8_POLICIES]  # type: ignore[valid-type]
+LrSchedule = Literal[LR_SCHEDULES]  # type: ignore[valid-type]
+ModelType = Literal[MODEL_TYPES]  # type: ignore[valid-type]
 
-stderr = Console(stderr=True)
+USER_ERROR, INTERNAL_ERROR, INTERRUPTED = 2, 3, 130
 DEBUG_ENV = "TINYTRANS_DEBUG"
+stderr = Console(stderr=True)
 
 
 def say(message: str, label: str = "", style: str = "") -> None:
@@ -38,18 +57,93 @@ def say(message: str, label: str = "", style: str = "") -> None:
     stderr.print(Text(label, style=style) + Text(message), highlight=False, soft_wrap=True)
 
 
+class OneLineErrors(TyperGroup):
+    """Bad options and values (click's usage errors) as one line, like every other error."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click_errors.NoArgsIsHelpError as error:
+            print(error.ctx.get_help() if error.ctx else str(error))
+            sys.exit(USER_ERROR)
+        except click_errors.UsageError as error:
+            where = f" (see '{error.ctx.command_path} --help')" if error.ctx else ""
+            say(error.format_message().replace("Value error, ", "") + where, "error: ", "bold red")
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            say("interrupted", "error: ", "bold red")
+            sys.exit(INTERRUPTED)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True,
+                  pretty_exceptions_enable=False, rich_markup_mode=None,
+                  help="Train and run neural machine translation models you can read end to end.")
+tokenizer_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                            help="Train and apply SentencePiece tokenizers.")
+corpus_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None, help="Inspect parallel corpora.")
+app.add_typer(tokenizer_app, name="tokenizer")
+app.add_typer(corpus_app, name="corpus")
+
+
 def friendly_errors(command):
-    """Print a UserError as one line and exit 2 (or re-raise it under --debug)."""
+    """Turn every exception into one line and an exit code (or re-raise it under --debug)."""
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
-            return command(*args, **kwargs)
-        except UserError as error:
+            with _terminate_as_interrupt():
+                return command(*args, **kwargs)
+        except (typer.Exit, click_errors.ClickException):
+            raise
+        except KeyboardInterrupt:
             if os.environ.get(DEBUG_ENV):
                 raise
-            say(str(error), "error: ", "bold red")
-            raise typer.Exit(2) from None
+            say("interrupted", "error: ", "bold red")
+            raise typer.Exit(INTERRUPTED) from None
+        except Exception as error:  # noqa: BLE001: the one place that decides how errors look
+            if os.environ.get(DEBUG_ENV):
+                raise
+            message, code = describe_error(error)
+            say(message, "error: ", "bold red")
+            raise typer.Exit(code) from None
     return wrapper
+
+
+def describe_error(error: Exception) -> tuple[str, int]:
+    """One line for any exception, and the exit code it gets."""
+    if isinstance(error, UserError):
+        return str(error), USER_ERROR
+    if isinstance(error, OSError):  # a missing directory, a permission, a full disk ...
+        cause = error.strerror or errno.errorcode.get(error.errno or 0, type(error).__name__)
+        where = error.filename if error.filename is not None else "file system"
+        return f"{where}: {cause}", USER_ERROR
+    if isinstance(error, MemoryError) or "out of memory" in str(error).lower():
+        return ("out of memory: try a smaller --batch-tokens, a smaller model or fewer --threads",
+                USER_ERROR)
+    first = (str(error).strip().splitlines() or [""])[0]
+    return (f"internal error ({type(error).__name__}: {first}); run 'tinytrans --debug ...' to see "
+            "the traceback, and please report it", INTERNAL_ERROR)
+
+
+@contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (kill, a scheduler) unwinds like Ctrl-C, so temporary files are cleaned up and the
+    file being replaced survives. Training installs its own handler on top of this one."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    except ValueError:  # not the main thread (an embedding application): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _version(value: bool) -> None:
@@ -77,14 +171,16 @@ def tokenizer_train(
     input: Annotated[list[Path], typer.Option("--input", "-i", help="Text file (plain or .gz); repeat for more.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Prefix: writes PREFIX.model and PREFIX.vocab.")],
     vocab_size: Annotated[int, typer.Option(help="Number of pieces, reserved ids included.")] = 8000,
-    model_type: Annotated[str, typer.Option(help="bpe or unigram.")] = "bpe",
+    model_type: Annotated[ModelType, typer.Option(help="SentencePiece's algorithm.")] = "bpe",
     character_coverage: Annotated[float, typer.Option(help="Share of characters covered (1.0 for alphabetic scripts).")] = 1.0,
     max_sentences: Annotated[Optional[int], typer.Option(help="Train on a random sample of this many lines.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 1,
+    utf8_errors: Annotated[Utf8Policy, typer.Option(help="strict: invalid UTF-8 is an error; replace: replace it.")] = "strict",
 ) -> None:
     """Train a SentencePiece model (one joint vocabulary when given both languages' files)."""
     from tinytrans.tokenizer import train_tokenizer
-    tok = train_tokenizer(input, output, vocab_size, model_type, character_coverage, max_sentences, seed)
+    tok = train_tokenizer(input, output, vocab_size, model_type, character_coverage, max_sentences,
+                          seed, utf8_errors)
     say(f"wrote {output}.model and {output}.vocab ({tok.vocab_size} pieces)")
 
 
@@ -143,30 +239,37 @@ def corpus_check(
     tgt: Annotated[str, typer.Option(help="Target language suffix.")] = "de",
     max_length: Annotated[int, typer.Option(help="Longest side in words counted as usable.")] = 128,
     max_ratio: Annotated[float, typer.Option(help="Largest word-length ratio counted as usable.")] = 3.0,
-    utf8_errors: Annotated[str, typer.Option(help="strict: invalid UTF-8 is an error; replace: count it.")] = "replace",
+    utf8_errors: Annotated[Utf8Policy, typer.Option(help="strict: invalid UTF-8 is an error; replace: count it.")] = "replace",
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object with every count and line number.")] = False,
 ) -> None:
-    """Validate a parallel corpus and print its statistics; exit 1 if it cannot be trained on."""
+    """Validate a parallel corpus and print its statistics and problem lines.
+
+    Exit status: 0 trainable, 1 not trainable as it is, 2 usage error.
+    """
+    from tinytrans.config import FLAGS, build_config
     from tinytrans.corpus_check import check_corpus
+    build_config({"data": {"max_length": max_length, "max_ratio": max_ratio}}, FLAGS)
     report = check_corpus(prefix, src, tgt, max_length, max_ratio, utf8_errors)
-    table = Table(title=Text(f"{prefix} ({src}-{tgt})"))
-    table.add_column("")
-    table.add_column(src, justify="right")
-    table.add_column(tgt, justify="right")
-    for row in report.rows():
-        table.add_row(*row)
-    Console().print(table)
-    for problem in report.problems():
-        say(problem, "problem: ", "bold red")
+    if as_json:
+        print(json.dumps(report.to_json(prefix)))
+    else:
+        table = Table(title=Text(f"{prefix} ({src}-{tgt})"))
+        table.add_column("")
+        table.add_column(src, justify="right")
+        table.add_column(tgt, justify="right")
+        for row in report.rows():
+            table.add_row(*row)
+        Console().print(table)
+        for line in report.where():
+            say(line, "  ")
+        for problem in report.problems():
+            say(problem, "problem: ", "bold red")
     if report.problems():
         raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------------------------------------
 # train
-
-def _overrides(**sections: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {name: {k: v for k, v in values.items() if v is not None} for name, values in sections.items()}
-
 
 @app.command()
 @friendly_errors
@@ -176,56 +279,49 @@ def train(
     valid: Annotated[Optional[str], typer.Option("--valid", help="Validation corpus prefix.")] = None,
     src: Annotated[Optional[str], typer.Option(help="Source language suffix.")] = None,
     tgt: Annotated[Optional[str], typer.Option(help="Target language suffix.")] = None,
-    preset: Annotated[Optional[str], typer.Option(help="tiny, small or base.")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with [model], [data], [train].")] = None,
+    preset: Annotated[Optional[Preset], typer.Option(help="A model size and schedule to start from.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with [model], [data] and [train] tables.")] = None,
     tokenizer: Annotated[Optional[str], typer.Option(help="Existing joint SentencePiece model.")] = None,
     vocab_size: Annotated[Optional[int], typer.Option(help="Pieces of the tokenizer trained here.")] = None,
     max_length: Annotated[Optional[int], typer.Option(help="Drop training pairs longer than this (pieces).")] = None,
-    utf8_errors: Annotated[Optional[str], typer.Option(help="strict or replace.")] = None,
+    utf8_errors: Annotated[Optional[Utf8Policy], typer.Option(help="strict: invalid UTF-8 is an error; replace: replace and count it.")] = None,
     batch_tokens: Annotated[Optional[int], typer.Option(help="Tokens per batch, padding included.")] = None,
     update_freq: Annotated[Optional[int], typer.Option(help="Batches per update (gradient accumulation).")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Peak learning rate.")] = None,
     warmup_steps: Annotated[Optional[int], typer.Option(help="Linear warmup updates.")] = None,
+    lr_schedule: Annotated[Optional[LrSchedule], typer.Option(help="Decay after warmup: 1/sqrt(step), or linear to zero at --max-steps/--max-time.")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="Stop after this many updates.")] = None,
     max_epochs: Annotated[Optional[int], typer.Option(help="Stop after this many epochs.")] = None,
     max_time: Annotated[Optional[float], typer.Option(help="Stop after this many minutes.")] = None,
     validate_every: Annotated[Optional[int], typer.Option(help="Updates between validations.")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Updates between checkpoints.")] = None,
     keep_last: Annotated[Optional[int], typer.Option(help="Step checkpoints to keep.")] = None,
+    average_last: Annotated[Optional[int], typer.Option(help="At the end, average the last N step checkpoints.")] = None,
     patience: Annotated[Optional[int], typer.Option(help="Stop after this many validations without a better BLEU.")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
-    precision: Annotated[Optional[str], typer.Option(help="fp32, bf16 or auto.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="cpu, cuda or auto.")] = None,
+    precision: Annotated[Optional[Precision], typer.Option(help="auto: bf16 where the hardware has it, else fp32.")] = None,
+    device: Annotated[Optional[Device], typer.Option(help="auto: a CUDA GPU when there is one.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete an existing run and start over.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
     """Train a Transformer (tokenizer included) or resume an interrupted run."""
-    from tinytrans import config as configs
+    from tinytrans.config import resolve_train_config
     from tinytrans.progress import TrainDisplay
     from tinytrans.rundir import CONFIG_FILE
     from tinytrans.train import train as run_training
 
-    values: dict[str, dict[str, Any]] = {}
-    if (output / CONFIG_FILE).is_file() and not overwrite:
-        values = configs.config_to_dict(configs.build_config(configs.read_toml(output / CONFIG_FILE)))
-    elif preset is None and config is None:
-        preset = "tiny"
-    if preset is not None:
-        values = configs.merge(values, configs.preset(preset))
-    if config is not None:
-        values = configs.merge(values, configs.read_toml(config))
-    values = configs.merge(values, _overrides(
-        data={"train": train, "valid": valid, "src": src, "tgt": tgt, "tokenizer": tokenizer,
-              "vocab_size": vocab_size, "max_length": max_length, "utf8_errors": utf8_errors},
-        train={"batch_tokens": batch_tokens, "update_freq": update_freq, "lr": lr,
-               "warmup_steps": warmup_steps, "max_steps": max_steps, "max_epochs": max_epochs,
-               "max_time": max_time, "validate_every": validate_every,
-               "checkpoint_every": checkpoint_every, "keep_last": keep_last, "patience": patience,
-               "seed": seed, "precision": precision, "device": device, "threads": threads}))
-    resolved = configs.build_config(values, str(config or "command line"))
-    if not resolved.data.train:
-        raise UserError("--train: a training corpus prefix is needed for a new run")
+    saved = output / CONFIG_FILE
+    resolved = resolve_train_config(
+        {"data": {"train": train, "valid": valid, "src": src, "tgt": tgt, "tokenizer": tokenizer,
+                  "vocab_size": vocab_size, "max_length": max_length, "utf8_errors": utf8_errors},
+         "train": {"batch_tokens": batch_tokens, "update_freq": update_freq, "lr": lr,
+                   "warmup_steps": warmup_steps, "lr_schedule": lr_schedule,
+                   "max_steps": max_steps, "max_epochs": max_epochs, "max_time": max_time,
+                   "validate_every": validate_every, "checkpoint_every": checkpoint_every,
+                   "keep_last": keep_last, "average_last": average_last, "patience": patience,
+                   "seed": seed, "precision": precision, "device": device, "threads": threads}},
+        preset, config, saved if saved.is_file() and not overwrite else None)
     display = TrainDisplay(stderr, quiet)
     stop = _StopOnSignal()
     try:
@@ -278,37 +374,47 @@ class _quiet_broken_pipe:
         return False
 
 
+DEFAULT_SEARCH = SearchConfig()
+
+
 @app.command()
 @friendly_errors
 def translate(
     model: Annotated[Path, typer.Option("--model", "-m", help="Run directory of a trained model.")],
-    checkpoint: Annotated[str, typer.Option(help="best, last or a checkpoint path.")] = "best",
-    beam: Annotated[int, typer.Option(help="Beam size (1 = greedy).")] = 5,
-    nbest: Annotated[int, typer.Option(help="Hypotheses per line: index<TAB>score<TAB>text.")] = 1,
-    lenpen: Annotated[float, typer.Option(help="Length penalty alpha (score / length^alpha).")] = 1.0,
-    max_len_a: Annotated[float, typer.Option(help="Output length limit a * source + b.")] = 1.5,
-    max_len_b: Annotated[int, typer.Option(help="Output length limit a * source + b.")] = 10,
-    batch_tokens: Annotated[int, typer.Option(help="Source tokens x beam per batch.")] = 12000,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32, bf16, int8 (CPU) or auto.")] = "auto",
+    checkpoint: Annotated[str, typer.Option(help="best, last, average or a checkpoint path.")] = "best",
+    beam: Annotated[int, typer.Option(help="Beam size (1 = greedy).")] = DEFAULT_SEARCH.beam,
+    nbest: Annotated[int, typer.Option(help="Hypotheses per line: index<TAB>score<TAB>text.")] = DEFAULT_SEARCH.nbest,
+    lenpen: Annotated[float, typer.Option(help="Length penalty alpha (score / length^alpha).")] = DEFAULT_SEARCH.lenpen,
+    max_len_a: Annotated[float, typer.Option(help="Output length limit a * source + b.")] = DEFAULT_SEARCH.max_len_a,
+    max_len_b: Annotated[int, typer.Option(help="Output length limit a * source + b.")] = DEFAULT_SEARCH.max_len_b,
+    batch_tokens: Annotated[int, typer.Option(help="Source tokens x beam per batch.")] = DEFAULT_SEARCH.batch_tokens,
+    device: Annotated[Device, typer.Option(help="auto: a CUDA GPU when there is one.")] = "auto",
+    precision: Annotated[InferencePrecision, typer.Option(help="int8: quantised, CPU only; auto: bf16 where native, else fp32.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
     input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Read this file instead of stdin.")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", help="Write here instead of stdout.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", help="Write here instead of stdout (replaced only when complete).")] = None,
 ) -> None:
     """Translate lines from stdin (or --input) to stdout: one output line per input line."""
+    from tinytrans.atomic import atomic_text_output, check_writable, same_file
     from tinytrans.textio import open_binary
-    from tinytrans.translate import Translator, decode_input, load_search_config
+    from tinytrans.translate import Translator, decode_input
 
-    cfg = load_search_config(beam, nbest, lenpen, max_len_a, max_len_b)
+    cfg = SearchConfig(beam=beam, nbest=nbest, lenpen=lenpen, max_len_a=max_len_a,
+                       max_len_b=max_len_b, batch_tokens=batch_tokens)
+    if output is not None:
+        # Checked before anything is opened for writing: the output would replace the input.
+        if same_file(output, input if input is not None else sys.stdin.fileno()):
+            raise UserError(f"--output {output}: is the input file; write the translation elsewhere")
+        check_writable(output)
     translator = Translator(model, checkpoint, device, precision, threads)
     warn = lambda message: say(message, "warning: ", "yellow")  # noqa: E731
-    source = open_binary(input) if input else sys.stdin.buffer
     interactive = input is None and sys.stdin.isatty()
-    lines = decode_input(source, str(input or "<stdin>"), warn)
-    sink = open(output, "w", encoding="utf-8") if output else sys.stdout
     progress = _LineCounter(enabled=stderr.is_terminal and not interactive)
-    with _quiet_broken_pipe(), progress:
-        for result in translator.translate(lines, cfg, batch_tokens, 1 if interactive else 2000, warn):
+    with ExitStack() as files, _quiet_broken_pipe(), progress:
+        source = files.enter_context(open_binary(input)) if input else sys.stdin.buffer
+        sink = files.enter_context(atomic_text_output(output)) if output else sys.stdout
+        lines = decode_input(source, str(input or "<stdin>"), warn)
+        for result in translator.translate(lines, cfg, cfg.batch_tokens, 1 if interactive else 2000, warn):
             progress.advance()
             if nbest == 1:
                 sink.write(result.text + "\n")
@@ -318,8 +424,6 @@ def translate(
             if interactive:
                 sink.flush()
         sink.flush()
-    if output:
-        sink.close()
 
 
 class _LineCounter:
@@ -357,21 +461,23 @@ def evaluate(
     tgt: Annotated[str, typer.Option(help="Target language suffix.")] = "de",
     hyp: Annotated[Optional[Path], typer.Option("--hyp", help="Score this translation file instead.")] = None,
     ref: Annotated[Optional[list[Path]], typer.Option("--ref", help="Reference file(s) for --hyp.")] = None,
-    checkpoint: Annotated[str, typer.Option(help="best, last or a checkpoint path.")] = "best",
-    beam: Annotated[int, typer.Option(help="Beam size (1 = greedy).")] = 5,
-    lenpen: Annotated[float, typer.Option(help="Length penalty alpha.")] = 1.0,
-    batch_tokens: Annotated[int, typer.Option(help="Source tokens x beam per batch.")] = 12000,
-    device: Annotated[str, typer.Option(help="cpu, cuda or auto.")] = "auto",
-    precision: Annotated[str, typer.Option(help="fp32, bf16, int8 (CPU) or auto.")] = "auto",
+    checkpoint: Annotated[str, typer.Option(help="best, last, average or a checkpoint path.")] = "best",
+    beam: Annotated[int, typer.Option(help="Beam size (1 = greedy).")] = DEFAULT_SEARCH.beam,
+    lenpen: Annotated[float, typer.Option(help="Length penalty alpha.")] = DEFAULT_SEARCH.lenpen,
+    max_len_a: Annotated[float, typer.Option(help="Output length limit a * source + b.")] = DEFAULT_SEARCH.max_len_a,
+    max_len_b: Annotated[int, typer.Option(help="Output length limit a * source + b.")] = DEFAULT_SEARCH.max_len_b,
+    batch_tokens: Annotated[int, typer.Option(help="Source tokens x beam per batch.")] = DEFAULT_SEARCH.batch_tokens,
+    device: Annotated[Device, typer.Option(help="auto: a CUDA GPU when there is one.")] = "auto",
+    precision: Annotated[InferencePrecision, typer.Option(help="int8: quantised, CPU only; auto: bf16 where native, else fp32.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
     lowercase: Annotated[bool, typer.Option("--lowercase", help="Case-insensitive scores.")] = False,
-    tokenize: Annotated[str, typer.Option(help="sacrebleu's BLEU tokenizer.")] = "13a",
+    tokenize: Annotated[str, typer.Option(help="sacrebleu's BLEU tokenizer (13a, intl, none, char, ...).")] = "13a",
     save_hyp: Annotated[Optional[Path], typer.Option(help="Keep translations in this directory.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per test set on stdout.")] = False,
 ) -> None:
     """BLEU, chrF and TER (sacrebleu, with signatures) of a model on test sets, or of a file."""
     from tinytrans.evaluate import ScoreOptions, evaluate_test_set, score_files
-    from tinytrans.translate import Translator, load_search_config
+    from tinytrans.translate import Translator
 
     options = ScoreOptions(lowercase=lowercase, tokenize=tokenize)
     if hyp is not None:
@@ -381,9 +487,10 @@ def evaluate(
     else:
         if model is None or not test:
             raise UserError("give --model RUN with --test PREFIX, or --hyp FILE with --ref FILE")
+        cfg = SearchConfig(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
+                           batch_tokens=batch_tokens)
         translator = Translator(model, checkpoint, device, precision, threads)
-        cfg = load_search_config(beam, 1, lenpen, 1.5, 10)
-        results = [evaluate_test_set(translator, prefix, src, tgt, cfg, options, batch_tokens, save_hyp)
+        results = [evaluate_test_set(translator, prefix, src, tgt, cfg, options, save_hyp)
                    for prefix in test]
     for result in results:
         if as_json:

@@ -8,6 +8,7 @@ increasing precedence: the dataclass defaults, a preset, a TOML file, command-li
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 import types
 import typing
@@ -16,6 +17,16 @@ from pathlib import Path
 from typing import Any
 
 from tinytrans.errors import UserError
+
+# The choices of string-valued keys, named once here and used by the CLI and every check.
+MODEL_TYPES = ("bpe", "unigram")
+UTF8_POLICIES = ("strict", "replace")
+LR_SCHEDULES = ("inverse_sqrt", "linear")
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "bf16")
+INFERENCE_PRECISIONS = PRECISIONS + ("int8",)  # int8: dynamic quantisation, CPU decoding only
+MIN_VOCAB_SIZE = 8  # 4 reserved ids (pad, unk, bos, eos) and a few pieces
+FLAGS = "command line"  # the origin of values given as flags
 
 
 @dataclass(frozen=True)
@@ -36,7 +47,8 @@ class ModelConfig:
     tie_embeddings: bool = True  # one matrix for source, target and output embeddings
 
     def __post_init__(self) -> None:
-        if self.d_model % self.n_heads:
+        # build_config checks every key with its origin first; this guards direct construction.
+        if self.n_heads < 1 or self.d_model % self.n_heads:
             raise UserError(f"model.d_model {self.d_model} is not divisible by model.n_heads {self.n_heads}")
         if self.tie_embeddings and self.src_vocab_size != self.tgt_vocab_size:
             raise UserError("model.tie_embeddings needs one joint vocabulary (data.joint_vocab = true)")
@@ -93,6 +105,32 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class SearchConfig:
+    """How translations are searched for (translate, evaluate, the Python API)."""
+
+    beam: int = 5
+    nbest: int = 1
+    lenpen: float = 1.0  # alpha: rank finished hypotheses by log-prob / length^alpha (0 = raw sum)
+    max_len_a: float = 1.5  # at most a * source length + b target pieces
+    max_len_b: int = 10
+    batch_tokens: int = 12000  # source tokens x beam per batch
+
+    def __post_init__(self) -> None:
+        if self.beam < 1:
+            raise UserError(f"--beam: {self.beam} must be at least 1")
+        if not 1 <= self.nbest <= self.beam:
+            raise UserError(f"--nbest: {self.nbest} must lie between 1 and --beam ({self.beam})")
+        if not (math.isfinite(self.lenpen) and self.lenpen >= 0):
+            raise UserError(f"--lenpen: {self.lenpen} must be a number >= 0")
+        if not (math.isfinite(self.max_len_a) and self.max_len_a >= 0):
+            raise UserError(f"--max-len-a: {self.max_len_a} must be a number >= 0")
+        if self.max_len_b < 1:
+            raise UserError(f"--max-len-b: {self.max_len_b} must be at least 1")
+        if self.batch_tokens < 1:
+            raise UserError(f"--batch-tokens: {self.batch_tokens} must be at least 1")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     model: ModelConfig
     data: DataConfig
@@ -137,6 +175,97 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+# ---------------------------------------------------------------------------------------------
+# The values each key may take, checked in one place when a config is built
+
+@dataclass(frozen=True)
+class Interval:
+    """A range of numbers; `None` leaves that side open-ended. NaN and infinity never fit."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # True: the low end itself is excluded
+    high_open: bool = False
+
+    def admits(self, value: Any) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+@dataclass(frozen=True)
+class OneOf:
+    choices: tuple[str, ...]
+
+    def admits(self, value: Any) -> bool:
+        return value in self.choices
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(self.choices)
+
+
+@dataclass(frozen=True)
+class NonEmpty:
+    def admits(self, value: Any) -> bool:
+        return bool(value.strip())
+
+    def __str__(self) -> str:
+        return "a non-empty text"
+
+
+@dataclass(frozen=True)
+class ZeroOr:
+    """0 (meaning: decided later) or a value inside `rest`."""
+
+    rest: Interval
+
+    def admits(self, value: Any) -> bool:
+        return value == 0 or self.rest.admits(value)
+
+    def __str__(self) -> str:
+        return f"0 or {self.rest}"
+
+
+COUNT = Interval(1)  # intervals, sizes and counts
+POSITIVE = Interval(0, low_open=True)  # rates and limits
+NON_NEGATIVE = Interval(0)
+PROBABILITY = Interval(0, 1, high_open=True)  # dropout, smoothing, Adam's betas
+
+RULES: dict[str, dict[str, Interval | OneOf | NonEmpty | ZeroOr]] = {
+    "model": {
+        "src_vocab_size": ZeroOr(Interval(MIN_VOCAB_SIZE)),
+        "tgt_vocab_size": ZeroOr(Interval(MIN_VOCAB_SIZE)),
+        "d_model": COUNT, "n_heads": COUNT, "d_ff": COUNT,
+        "n_encoder_layers": COUNT, "n_decoder_layers": COUNT,
+        "dropout": PROBABILITY, "attention_dropout": PROBABILITY, "activation_dropout": PROBABILITY,
+    },
+    "data": {
+        # paths (train, valid, tokenizer) are checked when they are read; booleans need no rule
+        "src": NonEmpty(), "tgt": NonEmpty(),
+        "vocab_size": Interval(MIN_VOCAB_SIZE), "model_type": OneOf(MODEL_TYPES),
+        "max_length": COUNT, "max_ratio": Interval(1), "utf8_errors": OneOf(UTF8_POLICIES),
+    },
+    "train": {
+        "batch_tokens": COUNT, "update_freq": COUNT, "lr": POSITIVE, "warmup_steps": NON_NEGATIVE,
+        "lr_schedule": OneOf(LR_SCHEDULES), "label_smoothing": PROBABILITY,
+        "clip_norm": NON_NEGATIVE, "adam_beta1": PROBABILITY, "adam_beta2": PROBABILITY,
+        "adam_eps": POSITIVE, "weight_decay": NON_NEGATIVE, "max_steps": COUNT, "max_epochs": COUNT,
+        "max_time": POSITIVE, "validate_every": COUNT, "checkpoint_every": COUNT,
+        "keep_last": COUNT, "average_last": COUNT, "patience": COUNT, "log_every": COUNT,
+        "seed": Interval(0, 2**32 - 1), "precision": OneOf(PRECISIONS), "device": OneOf(DEVICES),
+        "threads": COUNT,
+    },
+}
+
+
 def merge(base: dict[str, dict[str, Any]], override: dict[str, dict[str, Any]]) -> dict:
     """Section-wise update of nested {section: {key: value}} dicts."""
     merged = {section: dict(values) for section, values in base.items()}
@@ -145,26 +274,86 @@ def merge(base: dict[str, dict[str, Any]], override: dict[str, dict[str, Any]]) 
     return merged
 
 
-def build_config(values: dict[str, dict[str, Any]], origin: str = "config") -> RunConfig:
-    """Check every key and type, then freeze. Unknown sections or keys are errors, not ignored."""
-    for section in values:
+Origins = dict[tuple[str, str], str]  # (section, key) -> where its value came from
+
+
+def build_config(values: dict[str, dict[str, Any]], origin: str = "config",
+                 origins: Origins | None = None) -> RunConfig:
+    """Check every key, type and range, then freeze. Unknown sections or keys are errors.
+
+    `origin` names where the values came from (a file, "command line"); `origins` may name it
+    per key when values were merged from several places.
+    """
+    where = _Where(origin, origins or {})
+    check_known_keys(values, origin)
+    for section, table in values.items():
+        _check_values(SECTIONS[section], table, section, where)
+    _check_together(merge(_defaults(), values), where)
+    return RunConfig(**{name: _freeze(cls, values.get(name, {})) for name, cls in SECTIONS.items()})
+
+
+def _defaults() -> dict[str, dict[str, Any]]:
+    return {name: dataclasses.asdict(cls()) for name, cls in SECTIONS.items()}
+
+
+def check_known_keys(values: dict[str, dict[str, Any]], origin: str) -> None:
+    """Unknown sections and keys are errors naming `origin`: a typo never passes silently."""
+    for section, table in values.items():
         if section not in SECTIONS:
             raise UserError(f"{origin}: unknown section [{section}] (known: {', '.join(SECTIONS)})")
-    parts = {
-        name: _build_section(cls, values.get(name, {}), name, origin) for name, cls in SECTIONS.items()
-    }
-    return RunConfig(**parts)
+        known = [f.name for f in fields(SECTIONS[section])]
+        for key in table:
+            if key not in known:
+                raise UserError(f"{origin}: unknown key '{section}.{key}' (known: {', '.join(known)})")
 
 
-def _build_section(cls: type, values: dict[str, Any], section: str, origin: str) -> Any:
-    known = {f.name: f for f in fields(cls)}
+class _Where:
+    """Names a key the way the user gave it: `--lr` for a flag, `run.toml: 'train.lr'` for a file."""
+
+    def __init__(self, default: str, origins: Origins):
+        self.default, self.origins = default, origins
+
+    def __call__(self, section: str, key: str) -> str:
+        origin = self.origins.get((section, key), self.default)
+        if origin == FLAGS:
+            return "--" + key.replace("_", "-")
+        return f"{origin}: '{section}.{key}'"
+
+
+def _check_values(cls: type, values: dict[str, Any], section: str, where: _Where) -> None:
     hints = typing.get_type_hints(cls)
     for key, value in values.items():
-        if key not in known:
-            raise UserError(f"{origin}: unknown key '{section}.{key}' (known: {', '.join(known)})")
         if not _has_type(value, hints[key]):
-            raise UserError(f"{origin}: '{section}.{key}' = {value!r} should be {_type_name(hints[key])}")
+            raise UserError(f"{where(section, key)} = {value!r} should be {_type_name(hints[key])}")
+        rule = RULES[section].get(key)
+        if rule is not None and value is not None and not rule.admits(value):
+            raise UserError(f"{where(section, key)} = {value!r} must be {rule}")
+
+
+def _freeze(cls: type, values: dict[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
     return cls(**{k: float(v) if hints[k] is float else v for k, v in values.items()})
+
+
+def _check_together(values: dict[str, dict[str, Any]], where: _Where) -> None:
+    """Rules that tie two keys together (`values`: every key, defaults filled in)."""
+    m, d, t = values["model"], values["data"], values["train"]
+    if m["d_model"] % m["n_heads"]:
+        raise UserError(f"{where('model', 'd_model')} = {m['d_model']} is not divisible by "
+                        f"{where('model', 'n_heads')} = {m['n_heads']}")
+    if m["tie_embeddings"] and not d["joint_vocab"]:
+        raise UserError(f"{where('model', 'tie_embeddings')} needs one joint vocabulary, but "
+                        f"{where('data', 'joint_vocab')} is false")
+    if m["tie_embeddings"] and m["src_vocab_size"] != m["tgt_vocab_size"]:
+        raise UserError(f"{where('model', 'tie_embeddings')} needs equal vocabulary sizes, but "
+                        f"{where('model', 'src_vocab_size')} = {m['src_vocab_size']} and "
+                        f"{where('model', 'tgt_vocab_size')} = {m['tgt_vocab_size']}")
+    if t["lr_schedule"] == "linear" and t["max_steps"] is None and t["max_time"] is None:
+        raise UserError(f"{where('train', 'lr_schedule')} = 'linear' decays to zero at the budget: "
+                        "give max_steps or max_time")
+    if t["average_last"] is not None and t["average_last"] > t["keep_last"]:
+        raise UserError(f"{where('train', 'average_last')} = {t['average_last']} needs that many step "
+                        f"checkpoints, but {where('train', 'keep_last')} = {t['keep_last']} keeps fewer")
 
 
 def _has_type(value: Any, hint: Any) -> bool:
@@ -190,6 +379,35 @@ def preset(name: str) -> dict[str, dict[str, Any]]:
     if name not in PRESETS:
         raise UserError(f"--preset: unknown preset '{name}' (known: {', '.join(PRESETS)})")
     return PRESETS[name]
+
+
+def resolve_train_config(flags: dict[str, dict[str, Any]], preset_name: str | None = None,
+                         toml: Path | None = None, saved: Path | None = None) -> RunConfig:
+    """The config of a `tinytrans train` run, merged in increasing precedence: defaults, the
+    config saved in the run directory being resumed (`saved`), a preset (tiny when nothing else
+    is given), a TOML file, then flags (None = not given). Every value is checked, and errors
+    name the flag or the file and key it came from, before anything is written."""
+    layers: list[tuple[str, dict[str, dict[str, Any]]]] = []
+    if saved is not None:
+        layers.append((str(saved), read_toml(saved)))
+    elif preset_name is None and toml is None:
+        preset_name = "tiny"
+    if preset_name is not None:
+        layers.append((f"preset {preset_name}", preset(preset_name)))
+    if toml is not None:
+        layers.append((str(toml), read_toml(toml)))
+    layers.append((FLAGS, {section: {k: v for k, v in table.items() if v is not None}
+                           for section, table in flags.items()}))
+    values: dict[str, dict[str, Any]] = {}
+    origins: Origins = {}
+    for origin, layer in layers:
+        check_known_keys(layer, origin)
+        values = merge(values, layer)
+        origins.update({(section, key): origin for section, table in layer.items() for key in table})
+    config = build_config(values, FLAGS, origins)
+    if not config.data.train:
+        raise UserError("--train: a training corpus prefix is needed for a new run")
+    return config
 
 
 def read_toml(path: Path) -> dict[str, dict[str, Any]]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from tinytrans.config import DataConfig
 from tinytrans.errors import UserError
 from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
 
@@ -26,8 +27,20 @@ ENCODE_CHUNK = 10_000  # pairs handed to SentencePiece at a time: bounded memory
 class FilterConfig:
     """Which training pairs are kept. Lengths are counted in pieces, without BOS/EOS."""
 
-    max_length: int = 128
-    max_ratio: float = 3.0  # drop pairs whose longer side has more than 3x the pieces of the shorter
+    max_length: int = DataConfig.max_length
+    max_ratio: float = DataConfig.max_ratio  # longer side / shorter side, in pieces
+
+
+# Very short pairs (a name, a number) legitimately have extreme ratios: the ratio rule only
+# applies once the longer side has more than this many units.
+RATIO_MIN_LENGTH = 5
+
+
+def is_ratio_outlier(src_length: int, tgt_length: int, max_ratio: float) -> bool:
+    """True when the longer side has more than `max_ratio` times the units of the shorter (pieces
+    when training, words in `corpus check`): most likely a misaligned pair."""
+    longer, shorter = max(src_length, tgt_length), min(src_length, tgt_length)
+    return longer > RATIO_MIN_LENGTH and longer > max_ratio * shorter
 
 
 @dataclass
@@ -136,8 +149,7 @@ def _keep_trainable(
             stats.empty += 1
         elif len(s) > filters.max_length or len(t) > filters.max_length:
             stats.too_long += 1
-        elif max(len(s), len(t)) > filters.max_ratio * min(len(s), len(t)) and max(len(s), len(t)) > 5:
-            # very short pairs (a name, a number) legitimately have extreme ratios: keep them
+        elif is_ratio_outlier(len(s), len(t), filters.max_ratio):
             stats.bad_ratio += 1
         else:
             kept_src.append(s)

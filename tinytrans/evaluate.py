@@ -13,11 +13,13 @@ from typing import Any
 
 from sacrebleu.metrics import BLEU, CHRF, TER
 
+from tinytrans.atomic import atomic_write_text
+from tinytrans.config import SearchConfig
 from tinytrans.errors import UserError
-from tinytrans.search import SearchConfig
 from tinytrans.textio import read_lines, read_parallel
 
-TOKENIZERS = ("13a", "intl", "zh", "char", "none", "ja-mecab", "ko-mecab", "flores101", "flores200")
+# BLEU's tokenizers, as the installed sacrebleu knows them (they change between its versions).
+TOKENIZERS = tuple(BLEU.TOKENIZERS)
 
 
 @dataclass(frozen=True)
@@ -55,17 +57,26 @@ def score_files(hyp: Path, refs: list[Path], options: ScoreOptions) -> dict[str,
 
 
 def evaluate_test_set(translator, prefix: str, src: str, tgt: str, search_cfg: SearchConfig,
-                      options: ScoreOptions, batch_tokens: int = 4096,
-                      save_hyp: Path | None = None) -> dict[str, Any]:
+                      options: ScoreOptions, save_hyp: Path | None = None) -> dict[str, Any]:
     """Translate PREFIX.SRC with `translator` and score it against PREFIX.TGT."""
     pairs = list(read_parallel(prefix, src, tgt, utf8="replace"))
     start = time.perf_counter()
-    hyps = [t.text for t in translator.translate((s for s, _ in pairs), search_cfg, batch_tokens)]
+    hyps = [t.text for t in translator.translate((s for s, _ in pairs), search_cfg,
+                                                 search_cfg.batch_tokens)]
     seconds = time.perf_counter() - start
     if save_hyp is not None:
-        save_hyp.mkdir(parents=True, exist_ok=True)
-        out = save_hyp / f"{Path(prefix).name}.{tgt}.hyp"
-        out.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
+        atomic_write_text(hyp_path(save_hyp, prefix, tgt), "".join(h + "\n" for h in hyps))
     scores = score_corpus(hyps, [[t for _, t in pairs]], options)
     return {"test": prefix, **scores,
             "seconds": round(seconds, 3), "sentences_per_second": round(len(hyps) / seconds, 1)}
+
+
+def hyp_path(save_hyp: Path, prefix: str, tgt: str) -> Path:
+    """Where `--save-hyp DIR` keeps the translations of test set PREFIX: DIR/NAME.TGT.hyp."""
+    if save_hyp.exists() and not save_hyp.is_dir():
+        raise UserError(f"--save-hyp {save_hyp}: exists and is not a directory")
+    try:
+        save_hyp.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"--save-hyp {save_hyp}: cannot create the directory ({error.strerror})") from None
+    return save_hyp / f"{Path(prefix).name}.{tgt}.hyp"

@@ -7,11 +7,8 @@ from pathlib import Path
 
 import torch
 
+from tinytrans.config import DEVICES, INFERENCE_PRECISIONS, PRECISIONS
 from tinytrans.errors import UserError
-
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "bf16")
-INFERENCE_PRECISIONS = PRECISIONS + ("int8",)  # int8: dynamic quantisation, CPU decoding only
 
 
 def pick_device(name: str) -> torch.device:

@@ -15,17 +15,9 @@ from dataclasses import dataclass
 
 import torch
 
+from tinytrans.config import SearchConfig  # noqa: F401 (re-exported: search's options)
 from tinytrans.model import Transformer, padding_mask, reorder_cache
 from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    beam: int = 5
-    nbest: int = 1
-    lenpen: float = 1.0  # alpha: rank finished hypotheses by log-prob / length^alpha (0 = raw sum)
-    max_len_a: float = 1.5  # at most a * source length + b target pieces
-    max_len_b: int = 10
 
 
 @dataclass

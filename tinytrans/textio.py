@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from tinytrans.config import UTF8_POLICIES
 from tinytrans.errors import UserError
-
-UTF8_POLICIES = ("strict", "replace")
 
 
 def corpus_file(prefix: str | Path, lang: str) -> Path:

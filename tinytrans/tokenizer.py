@@ -13,12 +13,12 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from tinytrans.errors import UserError
 from tinytrans.atomic import atomic_write_bytes, atomic_write_text
+from tinytrans.config import MIN_VOCAB_SIZE, MODEL_TYPES
+from tinytrans.errors import UserError
 from tinytrans.textio import read_lines
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
-MODEL_TYPES = ("bpe", "unigram")
 
 
 class Tokenizer:
@@ -78,23 +78,25 @@ def train_tokenizer(
     character_coverage: float = 1.0,
     max_sentences: int | None = None,
     seed: int = 1,
+    utf8: str = "strict",
 ) -> Tokenizer:
     """Train a SentencePiece model on the lines of `inputs`; write PREFIX.model and PREFIX.vocab.
 
     With `max_sentences`, a uniform sample of that many lines (reservoir sampling, seeded) is used,
-    so a huge corpus never has to fit in memory.
+    so a huge corpus never has to fit in memory. `utf8` is the policy for invalid UTF-8 (see
+    textio.read_lines).
     """
     if model_type not in MODEL_TYPES:
         raise UserError(f"--model-type: '{model_type}' is not one of {', '.join(MODEL_TYPES)}")
-    if vocab_size < 8:
-        raise UserError(f"--vocab-size: {vocab_size} is too small (at least 8)")
+    if vocab_size < MIN_VOCAB_SIZE:
+        raise UserError(f"--vocab-size: {vocab_size} is too small (at least {MIN_VOCAB_SIZE})")
     if not 0.9 <= character_coverage <= 1.0:
         raise UserError(f"--character-coverage: {character_coverage} must lie in [0.9, 1.0]")
     try:
         output_prefix.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"{output_prefix}: cannot create its directory ({error.strerror})") from None
-    lines = _nonempty(_all_lines(inputs))
+    lines = _nonempty(_all_lines(inputs, utf8))
     if max_sentences is not None:
         lines = iter(reservoir_sample(lines, max_sentences, seed))
     proto = _train_proto(lines, vocab_size, model_type, character_coverage, inputs)
@@ -135,9 +137,9 @@ def _train_proto(
     return writer.data
 
 
-def _all_lines(inputs: Iterable[Path]) -> Iterator[str]:
+def _all_lines(inputs: Iterable[Path], utf8: str) -> Iterator[str]:
     for path in inputs:
-        yield from read_lines(path)
+        yield from read_lines(path, utf8)
 
 
 def _nonempty(lines: Iterable[str]) -> Iterator[str]:
