@@ -91,7 +91,7 @@ def same_file(a: Path | int, b: Path | int) -> bool:
     try:
         sa = os.fstat(a) if isinstance(a, int) else os.stat(a)
         sb = os.fstat(b) if isinstance(b, int) else os.stat(b)
-    except OSError:
+    except (OSError, ValueError):
         return False  # one of them does not exist (yet): they cannot be the same file
     return (sa.st_dev, sa.st_ino) == (sb.st_dev, sb.st_ino)
 

@@ -12,7 +12,6 @@ Every mistake a user can make ends as one line on stderr and a non-zero exit, ne
 
 from __future__ import annotations
 
-import errno
 import functools
 import json
 import os
@@ -116,7 +115,7 @@ def describe_error(error: Exception) -> tuple[str, int]:
     if isinstance(error, UserError):
         return str(error), USER_ERROR
     if isinstance(error, OSError):  # a missing directory, a permission, a full disk ...
-        cause = error.strerror or errno.errorcode.get(error.errno or 0, type(error).__name__)
+        cause = error.strerror or str(error) or type(error).__name__
         where = error.filename if error.filename is not None else "file system"
         return f"{where}: {cause}", USER_ERROR
     if isinstance(error, MemoryError) or "out of memory" in str(error).lower():
@@ -403,7 +402,7 @@ def translate(
                        max_len_b=max_len_b, batch_tokens=batch_tokens)
     if output is not None:
         # Checked before anything is opened for writing: the output would replace the input.
-        if same_file(output, input if input is not None else sys.stdin.fileno()):
+        if same_file(output, input if input is not None else _stdin_fd()):
             raise UserError(f"--output {output}: is the input file; write the translation elsewhere")
         check_writable(output)
     translator = Translator(model, checkpoint, device, precision, threads)
@@ -424,6 +423,13 @@ def translate(
             if interactive:
                 sink.flush()
         sink.flush()
+
+
+def _stdin_fd() -> int:
+    try:
+        return sys.stdin.fileno()
+    except (OSError, ValueError):  # replaced by an object without a descriptor (tests, embedding)
+        return -1
 
 
 class _LineCounter:
