@@ -81,8 +81,8 @@ def main() -> None:
         ms = measure(args.tokens, vocab, args.repeats)
         for name, value in ms.items():
             lines.append(f"| {vocab:,} | {name} | {value:.1f} | {value / ms['fused']:.2f}x |")
-    lines += ["", f"- {args.tokens:,} target tokens, fp32, label smoothing {EPSILON}, "
-              f"{args.repeats} interleaved repetitions, {args.threads} threads"]
+    lines += ["", (f"- {args.tokens:,} target tokens, fp32, label smoothing {EPSILON}, "
+                   f"{args.repeats} interleaved repetitions, {args.threads} threads")]
     if args.record:
         record(f"Label-smoothed loss, {args.tokens:,} tokens, forward + backward", lines)
     else:

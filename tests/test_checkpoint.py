@@ -17,8 +17,9 @@ import tinytrans.atomic
 import tinytrans.checkpoint
 from helpers_model import random_sources, source_batch, toy_config, toy_model
 from tinytrans.checkpoint import (BEST, CHECKPOINT_DIR, load_model_weights, load_training_state,
-                                  prune_checkpoints, read_checkpoint, resolve_checkpoint,
-                                  save_checkpoint, step_name, training_checkpoints)
+                                  prune_checkpoints, read_checkpoint, read_state,
+                                  resolve_checkpoint, save_checkpoint, step_name,
+                                  training_checkpoints)
 from tinytrans.errors import UserError
 from tinytrans.loss import label_smoothed_nll
 from tinytrans.model import Transformer
@@ -69,6 +70,7 @@ def test_weights_round_trip_gives_identical_outputs(tmp_path: Path, overrides: d
     assert not torch.equal(outputs(other), outputs(model))
     state = load_model_weights(path, other)
     assert state == {"step": 7, "best_bleu": 12.5}
+    assert read_state(path) == state  # the same state, from the header alone
     assert torch.equal(outputs(other), outputs(model))
     for name, tensor in model.state_dict().items():
         assert torch.equal(other.state_dict()[name], tensor), name
@@ -176,11 +178,15 @@ def test_garbage_files_are_refused(tmp_path: Path, content: bytes):
     path.write_bytes(content)
     with pytest.raises(UserError, match="model.safetensors"):
         load_model_weights(path, toy_model(1))
+    with pytest.raises(UserError, match="model.safetensors"):
+        read_state(path)
 
 
 def test_missing_file_is_refused(tmp_path: Path):
     with pytest.raises(UserError, match="no such checkpoint"):
         load_model_weights(tmp_path / "nope.safetensors", toy_model(1))
+    with pytest.raises(UserError, match="no such checkpoint"):
+        read_state(tmp_path / "nope.safetensors")
     with pytest.raises(UserError):
         load_model_weights(tmp_path, toy_model(1))  # a directory is not a checkpoint either
 
@@ -195,6 +201,8 @@ def test_safetensors_without_tinytrans_metadata_is_refused(tmp_path: Path, metad
               metadata=metadata)
     with pytest.raises(UserError, match="not a tinytrans checkpoint"):
         load_model_weights(path, toy_model(2))
+    with pytest.raises(UserError, match="not a tinytrans checkpoint"):
+        read_state(path)
 
 
 def test_other_format_version_is_refused(tmp_path: Path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -116,7 +117,7 @@ def test_linear_schedule_on_a_time_budget_decays_monotonically_to_zero():
              for step in range(1, 201)]
     assert rates[19] == pytest.approx(1.0)
     after_warmup = rates[19:]
-    assert all(a >= b for a, b in zip(after_warmup, after_warmup[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(after_warmup))
     assert all(rate > 0 for rate in rates) and rates[-1] < 0.02
 
 
@@ -131,8 +132,8 @@ def test_linear_schedule_without_a_budget_is_refused_before_any_work(corpus, tmp
 
 def test_training_follows_the_linear_schedule(corpus, tmp_path):
     train(toy_config(corpus[0], None, lr_schedule="linear", warmup_steps=5), tmp_path / "run")
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    rates = {r["step"]: r["lr"] for r in records if r["event"] == "log"}
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    rates = {r["step"]: r["lr"] for r in map(json.loads, lines) if r["event"] == "log"}
     assert sorted(rates) == list(range(1, 21))
     for step, rate in rates.items():
         expected = step / 5 if step <= 5 else (20 - (step - 1)) / 15

@@ -3,6 +3,7 @@ and the next checkpoint, resumption with other intervals."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,9 +11,12 @@ import pytest
 import sacrebleu
 import torch
 
+import tinytrans.train
+from tinytrans.checkpoint import BEST, read_checkpoint, read_state, training_checkpoints
 from tinytrans.model import Transformer
 from tinytrans.tokenizer import Tokenizer, train_tokenizer
-from tinytrans.train import greedy_translations, learning_curves, load_validation_data, validate
+from tinytrans.train import (greedy_translations, learning_curves, load_validation_data, train,
+                             validate)
 from toyrun import toy_config, write_corpus
 
 
@@ -23,9 +27,15 @@ def corpus(tmp_path_factory) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def tokenizer(corpus) -> Tokenizer:
+def tokenizer_model(corpus) -> Path:
     train = corpus[0]
-    return train_tokenizer([Path(f"{train}.en"), Path(f"{train}.de")], train.parent / "spm", 300)
+    train_tokenizer([Path(f"{train}.en"), Path(f"{train}.de")], train.parent / "spm", 300)
+    return train.parent / "spm.model"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tokenizer_model) -> Tokenizer:
+    return Tokenizer.load(tokenizer_model)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -39,7 +49,7 @@ def test_dropped_validation_pairs_take_their_references_with_them(corpus, tokeni
     tgt[3] = " \t "  # only whitespace
     src[5] = "\u200b"  # not blank as text, but no pieces once normalised
     for lang, lines in (("en", src), ("de", tgt)):
-        Path(f"{tmp_path}/valid.{lang}").write_text("".join(f"{x}\n" for x in lines), encoding="utf-8")
+        Path(f"{tmp_path}/valid.{lang}").write_text("".join(f"{x}\n" for x in lines), "utf-8")
     kept = [i for i in range(8) if i not in (1, 3, 5)]
     events = []
     cfg = toy_config(corpus[0], tmp_path / "valid")
@@ -47,8 +57,10 @@ def test_dropped_validation_pairs_take_their_references_with_them(corpus, tokeni
 
     assert valid.references == [tgt[i] for i in kept]
     assert len(valid.corpus) == len(kept)
-    assert tokenizer.decode([valid.corpus.src[k].tolist() for k in range(len(kept))]) == [src[i] for i in kept]
-    assert tokenizer.decode([valid.corpus.tgt[k].tolist() for k in range(len(kept))]) == valid.references
+    positions = range(len(kept))
+    assert tokenizer.decode([valid.corpus.src[k].tolist() for k in positions]) == \
+        [src[i] for i in kept]
+    assert tokenizer.decode([valid.corpus.tgt[k].tolist() for k in positions]) == valid.references
     assert events == [{"event": "valid_data", "read": 8, "kept": 5}]
 
     torch.manual_seed(0)
@@ -71,3 +83,126 @@ def test_learning_curves_plot_training_nll_against_validation_nll():
     assert curves["train_nll"] == ([1, 2], [7.0, 6.0])  # not the label-smoothed "loss"
     assert curves["valid_nll"] == ([2], [5.5])
     assert curves["valid_bleu"] == ([2], [3.0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Resume never loses the best model or the early-stopping count
+#
+# Validation scores are scripted by step, so that each test decides which validation is the
+# best; a kill is an exception raised from the report callback, which train() does not catch:
+# the run stops where it is, with no checkpoint written, as after a kill -9.
+
+# BLEU of a validation at step s (index s): new bests at various steps, then a decline.
+BLEU_BY_STEP = [0, 5, 10, 9, 12, 11, 13, 12, 12, 14, 13, 13, 12, 12, 11, 11, 10, 10, 9, 9, 9]
+
+
+class Killed(Exception):
+    pass
+
+
+class ScriptedValidation:
+    """Stands in for train.validate: BLEU as a function of the step being validated, which it
+    learns from the "log" event that precedes every validation (log_every = 1)."""
+
+    def __init__(self, bleu_by_step):
+        self.bleu_by_step, self.step = bleu_by_step, 0
+
+    def __call__(self, *args) -> dict:
+        return {"loss": 1.0, "ppl": 2.7, "bleu": float(self.bleu_by_step[self.step]),
+                "bleu_signature": "scripted", "sample": ""}
+
+
+@pytest.fixture
+def scripted(monkeypatch) -> ScriptedValidation:
+    script = ScriptedValidation(BLEU_BY_STEP)
+    monkeypatch.setattr(tinytrans.train, "validate", script)
+    return script
+
+
+def run(cfg, run_dir: Path, script: ScriptedValidation, kill: tuple[str, int] | None = None):
+    """Train; with `kill` = (event, step), die right after that event is reported."""
+    def report(event: dict) -> None:
+        if event["event"] == "log":
+            script.step = event["step"]
+        if (event["event"], event.get("step")) == kill:
+            raise Killed
+
+    return train(cfg, run_dir, report=report)
+
+
+def scripted_config(corpus, tokenizer_model: Path, **train_overrides):
+    cfg = toy_config(*corpus, **train_overrides)
+    return replace(cfg, data=replace(cfg.data, tokenizer=str(tokenizer_model)))  # no retraining
+
+
+def records(run_dir: Path, kind: str) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["event"] == kind]
+
+
+def best_weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return read_checkpoint(run_dir / "checkpoints" / BEST)[0]
+
+
+@pytest.mark.parametrize("validate_every, checkpoint_every", [(2, 3), (3, 2)])
+def test_a_kill_after_any_validation_loses_neither_best_nor_patience(
+        corpus, tokenizer_model, scripted, tmp_path, validate_every, checkpoint_every):
+    cfg = scripted_config(corpus, tokenizer_model, validate_every=validate_every,
+                          checkpoint_every=checkpoint_every, patience=3, keep_last=10)
+    straight = run(cfg, tmp_path / "straight", scripted)
+    assert "early stopping" in straight.stop_reason  # the script makes patience run out
+    expected_valid = [(r["step"], r["bleu"]) for r in records(tmp_path / "straight", "valid")]
+    expected_best = best_weights(tmp_path / "straight")
+    kills = [("log", 1)] + [("valid", step) for step, _ in expected_valid]
+    for kill in kills:
+        run_dir = tmp_path / f"killed-{kill[0]}-{kill[1]}"
+        with pytest.raises(Killed):
+            run(cfg, run_dir, scripted, kill)
+        resumed = run(cfg, run_dir, scripted)
+        # best_bleu, best_step, stale (the patience count), step, epoch: all but the seconds
+        assert replace(resumed.state, elapsed=0) == replace(straight.state, elapsed=0), kill
+        assert resumed.stop_reason == straight.stop_reason, kill
+        assert read_state(run_dir / "checkpoints" / BEST)["best_step"] == straight.state.best_step
+        for name, tensor in best_weights(run_dir).items():
+            torch.testing.assert_close(tensor, expected_best[name], msg=f"{kill} {name}")
+        # metrics.jsonl holds every update and validation once, as if nothing had happened
+        steps = list(range(1, straight.state.step + 1))
+        assert [r["step"] for r in records(run_dir, "log")] == steps, kill
+        assert [(r["step"], r["bleu"]) for r in records(run_dir, "valid")] == expected_valid, kill
+
+
+def test_a_resumed_run_validating_at_other_steps_keeps_the_better_best(
+        corpus, tokenizer_model, scripted, tmp_path):
+    """The killed attempt found its best (step 4) after its last checkpoint (step 3); resumed
+    with validate_every 5, the run never sees step 4 again and its validations all score lower,
+    though above the best the checkpoint knew (step 2)."""
+    scripted.bleu_by_step = [10 + step / 100 for step in range(21)]
+    scripted.bleu_by_step[4] = 12.0
+    run_dir = tmp_path / "run"
+    cfg = scripted_config(corpus, tokenizer_model, validate_every=2, checkpoint_every=3, patience=2)
+    with pytest.raises(Killed):
+        run(cfg, run_dir, scripted, kill=("valid", 4))
+    weights_at_4 = best_weights(run_dir)
+
+    result = run(replace(cfg, train=replace(cfg.train, validate_every=5)), run_dir, scripted)
+    assert (result.state.best_bleu, result.state.best_step) == (12.0, 4)
+    assert result.state.stale == 2 and result.state.step == 10  # validations at 5 and 10
+    assert "early stopping" in result.stop_reason
+    assert read_state(run_dir / "checkpoints" / BEST)["best_step"] == 4
+    for name, tensor in best_weights(run_dir).items():
+        assert torch.equal(tensor, weights_at_4[name]), name
+    validations = [(r["step"], r["best_step"]) for r in records(run_dir, "valid")]
+    assert validations == [(2, 2), (5, 4), (10, 4)]
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_its_metrics_afresh(
+        corpus, tokenizer_model, scripted, tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = scripted_config(corpus, tokenizer_model, max_steps=6, validate_every=2,
+                          checkpoint_every=100)
+    with pytest.raises(Killed):
+        run(cfg, run_dir, scripted, kill=("log", 5))
+    assert not training_checkpoints(run_dir) and len(records(run_dir, "log")) == 5
+    run(cfg, run_dir, scripted)
+    assert [r["step"] for r in records(run_dir, "log")] == [1, 2, 3, 4, 5, 6]
+    assert [r["step"] for r in records(run_dir, "valid")] == [2, 4, 6]

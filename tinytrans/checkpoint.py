@@ -48,24 +48,36 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
-def read_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """All tensors and the metadata of a tinytrans checkpoint; anything else is a UserError."""
+def read_checkpoint(path: Path,
+                    tensors: bool = True) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors (none with `tensors=False`) and the metadata of a tinytrans checkpoint;
+    anything else is a UserError."""
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint")
     try:
         with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            if metadata.get("format") != FORMAT:
-                raise UserError(f"{path}: not a tinytrans checkpoint (no tinytrans metadata)")
-            if metadata.get("version") != FORMAT_VERSION:
-                raise UserError(f"{path}: checkpoint format version {metadata.get('version')!r}, "
-                                f"this tinytrans reads version {FORMAT_VERSION}")
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+            metadata = _checked_metadata(path, handle.metadata())
+            loaded = {key: handle.get_tensor(key) for key in handle.keys()} if tensors else {}
     except UserError:
         raise
     except Exception as error:  # safetensors raises its own error types for corrupt headers
         raise UserError(f"{path}: not a readable safetensors checkpoint ({_first_line(error)})") from None
-    return tensors, metadata
+    return loaded, metadata
+
+
+def read_state(path: Path) -> dict[str, Any]:
+    """The JSON state of a checkpoint, read from its header alone."""
+    return json.loads(read_checkpoint(path, tensors=False)[1].get("state", "{}"))
+
+
+def _checked_metadata(path: Path, metadata: dict[str, str] | None) -> dict[str, str]:
+    metadata = metadata or {}
+    if metadata.get("format") != FORMAT:
+        raise UserError(f"{path}: not a tinytrans checkpoint (no tinytrans metadata)")
+    if metadata.get("version") != FORMAT_VERSION:
+        raise UserError(f"{path}: checkpoint format version {metadata.get('version')!r}, "
+                        f"this tinytrans reads version {FORMAT_VERSION}")
+    return metadata
 
 
 def load_model_weights(path: Path, model: torch.nn.Module) -> dict[str, Any]:

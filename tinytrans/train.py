@@ -32,15 +32,16 @@ import torch
 
 from tinytrans.atomic import atomic_write, atomic_write_text
 from tinytrans.checkpoint import (BEST, CHECKPOINT_DIR, load_training_state, prune_checkpoints,
-                                  save_checkpoint, step_name, training_checkpoints)
+                                  read_state, save_checkpoint, step_name, training_checkpoints)
 from tinytrans.config import RunConfig, differences, to_toml
-from tinytrans.data import Batch, EncodedCorpus, FilterConfig, encode_parallel, length_sorted_batches, make_batch
+from tinytrans.data import (Batch, EncodedCorpus, FilterConfig, encode_parallel,
+                            length_sorted_batches, make_batch)
 from tinytrans.errors import UserError
 from tinytrans.hardware import autocast, pick_device, pick_precision, set_threads
 from tinytrans.loss import label_smoothed_nll
 from tinytrans.model import Transformer, count_parameters, padding_mask
-from tinytrans.search import SearchConfig, greedy_search
 from tinytrans.rundir import CONFIG_FILE, load_run_config, tokenizer_files
+from tinytrans.search import SearchConfig, greedy_search
 from tinytrans.textio import LineCounter, ParallelCounter, corpus_file, read_parallel
 from tinytrans.tokenizer import PAD_ID, Tokenizer, train_tokenizer
 
@@ -134,7 +135,8 @@ def prepare_tokenizers(run_dir: Path, cfg: RunConfig) -> tuple[Tokenizer, Tokeni
             sides = [[sides[0][0]], [sides[0][1]]]
         loaded = [
             train_tokenizer(inputs, path.with_suffix(""), data.vocab_size, data.model_type,
-                            max_sentences=TOKENIZER_SAMPLE, seed=cfg.train.seed)
+                            max_sentences=TOKENIZER_SAMPLE, seed=cfg.train.seed,
+                            utf8=data.utf8_errors)
             for inputs, path in zip(sides, paths)
         ]
     return (loaded[0], loaded[0]) if data.joint_vocab else (loaded[0], loaded[1])
@@ -335,7 +337,8 @@ class RunFiles:
             handle.write(json.dumps(record) + "\n")
 
     def truncate_metrics(self, step: int) -> None:
-        """On resume, forget what the killed run logged after its last checkpoint."""
+        """Forget what a killed attempt logged after `step`, its last checkpoint (0 when it wrote
+        none): those updates are about to be made, and logged, again."""
         if self.metrics.is_file():
             lines = self.metrics.read_text(encoding="utf-8").splitlines()
             kept = [line for line in lines if _step_of(line) <= step]
@@ -347,8 +350,34 @@ class RunFiles:
         prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
         return path
 
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / CHECKPOINT_DIR / BEST
+
     def best(self, model: Transformer, state: TrainState) -> None:
-        save_checkpoint(self.run_dir / CHECKPOINT_DIR / BEST, model, None, asdict(state))
+        save_checkpoint(self.best_path, model, None, asdict(state))
+
+
+def recover_best(state: TrainState, best_path: Path) -> TrainState:
+    """`state` (from the step checkpoint resumed from, or fresh) with the best score of
+    best.safetensors when that best was found after the checkpoint.
+
+    The rule for resuming. A resumed run makes the updates after its checkpoint again, and with
+    them their validations (at the steps its own validate_every names), so the patience count is
+    the checkpoint's plus the resumed run's validations: nothing is counted twice. The best model
+    is the exception: best.safetensors is written at every new best, so an attempt killed after a
+    new best and before its next checkpoint leaves a best that the checkpoint does not know of.
+    That model stays the one to beat, so a resumed run never replaces it with a worse one (its
+    validations may fall at other steps, or give other scores), and since nothing has been
+    validated after it yet, patience starts again from 0; validations re-run at or before its
+    step come before it and do not count (see _validate_and_keep_best).
+    """
+    if not best_path.is_file():
+        return state
+    saved = read_state(best_path)
+    if saved.get("best_step", 0) <= state.step:
+        return state  # the checkpoint was written after this best, and knows it
+    return replace(state, best_bleu=saved["best_bleu"], best_step=saved["best_step"], stale=0)
 
 
 def _step_of(line: str) -> int:
@@ -390,8 +419,9 @@ def train(cfg: RunConfig, run_dir: Path, overwrite: bool = False,
     checkpoints = training_checkpoints(run_dir)
     if checkpoints:
         state = TrainState(**load_training_state(checkpoints[-1], model, optimizer))
-        files.truncate_metrics(state.step)
         report({"event": "resume", "step": state.step, "checkpoint": str(checkpoints[-1])})
+    files.truncate_metrics(state.step)
+    state = recover_best(state, files.best_path)
     report({"event": "start", "device": str(device), "precision": precision,
             "parameters": count_parameters(model), "pairs": len(corpus), "state": asdict(state),
             "config": cfg})
@@ -492,8 +522,10 @@ def _validate_and_keep_best(model, valid, tgt_tok, cfg, device, precision, state
     if scores["bleu"] > state.best_bleu:
         state.best_bleu, state.best_step, state.stale = scores["bleu"], state.step, 0
         files.best(model, state)
-    else:
+    elif state.step > state.best_step:
         state.stale += 1
+    # else: a validation re-run after a resume, at or before the step of a best found by the
+    # killed attempt (see recover_best): it precedes that best, so it is not one "since the best"
     record = {"event": "valid", "step": state.step, "epoch": state.epoch, **scores,
               "best_bleu": state.best_bleu, "best_step": state.best_step}
     files.log(record)
