@@ -224,3 +224,31 @@ def test_unequal_training_corpus_is_reported_before_tokenizer_training(tmp_path)
                                       str(tmp_path / "c"), "--src", "en", "--tgt", "de"])
     assert result.exit_code == 2
     assert "c.en has 3 lines but" in result.stderr and "c.de has 2" in result.stderr
+
+
+def test_average_last_averages_the_last_checkpoints_and_validates_them(corpus, tmp_path):
+    train_prefix, valid_prefix = corpus
+    cfg = toy_config(train_prefix, valid_prefix, max_steps=20, checkpoint_every=5, keep_last=4,
+                     average_last=3, validate_every=10)
+    train(cfg, tmp_path / "run")
+    last_three = training_checkpoints(tmp_path / "run")[-3:]
+    assert [p.name for p in last_three] == [f"step-{s:07d}.safetensors" for s in (10, 15, 20)]
+    models = []
+    for path in last_three + [tmp_path / "run" / "checkpoints" / "average.safetensors"]:
+        model = Transformer(load_run_config(tmp_path / "run").model)
+        load_model_weights(path, model)
+        models.append(dict(model.named_parameters()))
+    for name, averaged in models[-1].items():
+        mean = sum(m[name] for m in models[:-1]) / 3
+        assert torch.allclose(averaged, mean, atol=1e-6), name
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    average = [r for r in records if r["event"] == "average"]
+    assert len(average) == 1 and average[0]["checkpoints"] == 3 and 0 <= average[0]["bleu"] <= 100
+
+
+def test_average_last_is_skipped_when_interrupted(corpus, tmp_path):
+    train_prefix, valid_prefix = corpus
+    cfg = toy_config(train_prefix, valid_prefix, max_steps=20, checkpoint_every=5, keep_last=4,
+                     average_last=3)
+    train(cfg, tmp_path / "run", stop_requested=lambda: True)
+    assert not (tmp_path / "run" / "checkpoints" / "average.safetensors").exists()

@@ -45,6 +45,18 @@ class TrainDisplay:
                  f"{e['empty']} empty, {e['too_long']} too long, {e['bad_ratio']} length ratio; "
                  f"{e['utf8_replaced']} lines with invalid UTF-8 replaced)")
 
+    def on_valid_data(self, e: dict[str, Any]) -> None:
+        if e["read"] != e["kept"]:
+            self.say(f"validation data: {e['kept']:,} pairs kept of {e['read']:,} (pairs with an "
+                     "empty side are left out, with their references)")
+
+    def on_average(self, e: dict[str, Any]) -> None:
+        line = f"averaged the last {e['checkpoints']} checkpoints into {e['path']}"
+        if "bleu" in e:
+            line += (f": validation BLEU {e['bleu']:.2f} (best single checkpoint {e['best_bleu']:.2f} "
+                     f"at step {e['best_step']}; use --checkpoint average or best)")
+        self.say(line)
+
     def on_resume(self, e: dict[str, Any]) -> None:
         self.say(f"resuming at step {e['step']} from {e['checkpoint']}")
 

@@ -17,6 +17,7 @@ and running the same command again resumes where the last checkpoint left off.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import shutil
@@ -31,8 +32,10 @@ import sacrebleu
 import torch
 
 from tinytrans.atomic import atomic_write, atomic_write_text
-from tinytrans.checkpoint import (BEST, CHECKPOINT_DIR, load_training_state, prune_checkpoints,
-                                  read_state, save_checkpoint, step_name, training_checkpoints)
+from tinytrans.average import average_last
+from tinytrans.checkpoint import (BEST, CHECKPOINT_DIR, load_model_weights, load_training_state,
+                                  prune_checkpoints, read_state, save_checkpoint, step_name,
+                                  training_checkpoints)
 from tinytrans.config import RunConfig, differences, to_toml
 from tinytrans.data import (Batch, EncodedCorpus, FilterConfig, encode_parallel,
                             length_sorted_batches, make_batch)
@@ -509,9 +512,35 @@ def _loop(cfg: RunConfig, model: Transformer, optimizer: torch.optim.Optimizer,
     elapsed = time.perf_counter() - run_start
     result = TrainResult(files.run_dir, state, reason, run_tokens / max(elapsed - timings.validation, 1e-9),
                          timings, count_parameters(model), last_validation)
+    if t.average_last is not None and reason != INTERRUPTED:
+        _average_and_validate(model, valid, tgt_tok, cfg, device, precision, state, files, report)
     _plot_curves(files)
     report({"event": "end", "result": result})
     return result
+
+
+def _average_and_validate(model, valid, tgt_tok, cfg, device, precision, state: TrainState,
+                          files: RunFiles, report: Report) -> None:
+    """Average the last `average_last` step checkpoints (or as many as there are) into
+    checkpoints/average.safetensors and validate it beside the best single checkpoint.
+
+    Averaging the weights of the last checkpoints smooths out the noise of the final updates and
+    usually gains BLEU for free (Vaswani et al., 2017 average the last 5 or 20)."""
+    available = len(training_checkpoints(files.run_dir))
+    n = min(cfg.train.average_last, available)
+    if n < 2:
+        return  # one checkpoint averaged is itself
+    path = average_last(files.run_dir, n)
+    record: dict[str, Any] = {"event": "average", "step": state.step, "checkpoints": n,
+                              "path": str(path)}
+    if valid is not None:
+        averaged = copy.deepcopy(model)
+        load_model_weights(path, averaged)
+        scores = validate(averaged, valid, tgt_tok, cfg, device, precision)
+        record.update(bleu=scores["bleu"], loss=scores["loss"], best_bleu=state.best_bleu,
+                      best_step=state.best_step)
+    files.log(record)
+    report(record)
 
 
 def _validate_and_keep_best(model, valid, tgt_tok, cfg, device, precision, state: TrainState,
