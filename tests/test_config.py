@@ -228,7 +228,8 @@ def test_read_toml_then_build(tmp_path: Path) -> None:
 # Differences on resume
 
 WHEN_NONE = {"valid": "data/valid", "tokenizer": "tok.model", "max_steps": 2, "max_epochs": 2,
-             "max_time": 1.0, "patience": 2, "threads": 2, "average_last": 2}
+             "max_time": 1.0, "patience": 2, "threads": 2, "average_last": 2,
+             "prepared": "data/prepared"}
 
 
 def _changed(value: Any, section: str, key: str) -> Any:

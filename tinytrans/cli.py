@@ -276,6 +276,7 @@ def train(
     output: Annotated[Path, typer.Option("--output", "-o", help="Run directory (resumed if it exists).")],
     train: Annotated[Optional[str], typer.Option("--train", help="Training corpus prefix.")] = None,
     valid: Annotated[Optional[str], typer.Option("--valid", help="Validation corpus prefix.")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help="A corpus made by 'tinytrans prepare' (instead of --train/--valid).")] = None,
     src: Annotated[Optional[str], typer.Option(help="Source language suffix.")] = None,
     tgt: Annotated[Optional[str], typer.Option(help="Target language suffix.")] = None,
     preset: Annotated[Optional[Preset], typer.Option(help="A model size and schedule to start from.")] = None,
@@ -310,10 +311,16 @@ def train(
     from tinytrans.rundir import CONFIG_FILE
     from tinytrans.train import train as run_training
 
+    data_flags = {"train": train, "valid": valid, "src": src, "tgt": tgt, "tokenizer": tokenizer,
+                  "vocab_size": vocab_size, "max_length": max_length, "utf8_errors": utf8_errors}
+    given = [name for name, value in data_flags.items() if value is not None]
+    if data is not None and given:
+        flag = "--" + given[0].replace("_", "-")
+        raise UserError(f"{flag}: the corpus in --data {data} was read, filtered and encoded by "
+                        f"'tinytrans prepare'; give {flag} to prepare instead")
     saved = output / CONFIG_FILE
     resolved = resolve_train_config(
-        {"data": {"train": train, "valid": valid, "src": src, "tgt": tgt, "tokenizer": tokenizer,
-                  "vocab_size": vocab_size, "max_length": max_length, "utf8_errors": utf8_errors},
+        {"data": {**data_flags, "prepared": str(data) if data is not None else None},
          "train": {"batch_tokens": batch_tokens, "update_freq": update_freq, "lr": lr,
                    "warmup_steps": warmup_steps, "lr_schedule": lr_schedule,
                    "max_steps": max_steps, "max_epochs": max_epochs, "max_time": max_time,
@@ -354,6 +361,51 @@ class _StopOnSignal:
     def restore(self) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+# ---------------------------------------------------------------------------------------------
+# prepare
+
+@app.command()
+@friendly_errors
+def prepare(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Data directory to write (replaced if prepare wrote it).")],
+    train: Annotated[str, typer.Option("--train", help="Training corpus prefix.")],
+    valid: Annotated[Optional[str], typer.Option("--valid", help="Validation corpus prefix.")] = None,
+    src: Annotated[Optional[str], typer.Option(help="Source language suffix.")] = None,
+    tgt: Annotated[Optional[str], typer.Option(help="Target language suffix.")] = None,
+    preset: Annotated[Optional[Preset], typer.Option(help="The preset whose [data] settings to use (as train --preset).")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file whose [data] table to use.")] = None,
+    tokenizer: Annotated[Optional[str], typer.Option(help="Existing joint SentencePiece model.")] = None,
+    vocab_size: Annotated[Optional[int], typer.Option(help="Pieces of the tokenizer trained here.")] = None,
+    max_length: Annotated[Optional[int], typer.Option(help="Drop training pairs longer than this (pieces).")] = None,
+    utf8_errors: Annotated[Optional[Utf8Policy], typer.Option(help="strict: invalid UTF-8 is an error; replace: replace and count it.")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed of the tokenizer's training sample.")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="Encoding processes (default: one per core).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
+) -> None:
+    """Encode a parallel corpus once, for 'train --data': filtered, tokenized, memory-mappable."""
+    from tinytrans.config import resolve_train_config
+    from tinytrans.prepared import prepare as prepare_corpus
+    from tinytrans.progress import TrainDisplay
+
+    resolved = resolve_train_config(
+        {"data": {"train": train, "valid": valid, "src": src, "tgt": tgt, "tokenizer": tokenizer,
+                  "vocab_size": vocab_size, "max_length": max_length, "utf8_errors": utf8_errors},
+         "train": {"seed": seed}}, preset, config)
+    display = TrainDisplay(stderr, quiet)  # the same lines as train's about the data
+    status = stderr.status("preparing...") if stderr.is_terminal and not quiet else None
+
+    def report(event: dict[str, Any]) -> None:
+        if event["event"] == "progress" and status is not None:
+            status.update(f"{event['read']:,} pairs read, {event['kept']:,} kept")
+        display(event)
+
+    with status if status is not None else ExitStack():
+        manifest = prepare_corpus(resolved.data, output, workers, resolved.train.seed, report)
+    if not quiet:
+        say(f"wrote {output} ({manifest['splits']['train']['kept']:,} training pairs, "
+            f"{manifest['tokenizer']['vocab_size']:,} pieces); train with --data {output}")
 
 
 # ---------------------------------------------------------------------------------------------

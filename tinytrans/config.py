@@ -69,6 +69,7 @@ class DataConfig:
     max_length: int = 128  # pieces; longer training pairs are dropped
     max_ratio: float = 3.0
     utf8_errors: str = "strict"
+    prepared: str | None = None  # a directory made by `tinytrans prepare`; it fixes the keys above
 
 
 @dataclass(frozen=True)
@@ -248,7 +249,7 @@ RULES: dict[str, dict[str, Interval | OneOf | NonEmpty | ZeroOr]] = {
         "dropout": PROBABILITY, "attention_dropout": PROBABILITY, "activation_dropout": PROBABILITY,
     },
     "data": {
-        # paths (train, valid, tokenizer) are checked when they are read; booleans need no rule
+        # paths (train, valid, tokenizer, prepared) are checked when read; booleans need no rule
         "src": NonEmpty(), "tgt": NonEmpty(),
         "vocab_size": Interval(MIN_VOCAB_SIZE), "model_type": OneOf(MODEL_TYPES),
         "max_length": COUNT, "max_ratio": Interval(1), "utf8_errors": OneOf(UTF8_POLICIES),
@@ -405,8 +406,9 @@ def resolve_train_config(flags: dict[str, dict[str, Any]], preset_name: str | No
         values = merge(values, layer)
         origins.update({(section, key): origin for section, table in layer.items() for key in table})
     config = build_config(values, FLAGS, origins)
-    if not config.data.train:
-        raise UserError("--train: a training corpus prefix is needed for a new run")
+    if not config.data.train and not config.data.prepared:
+        raise UserError("--train: a training corpus prefix is needed for a new run (or --data, a "
+                        "prepared corpus)")
     return config
 
 

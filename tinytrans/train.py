@@ -13,6 +13,11 @@ clipping and accumulation. It reports through a callback (the CLI draws progress
 
 Every file is written atomically, so a kill at any moment leaves the last checkpoint loadable,
 and running the same command again resumes where the last checkpoint left off.
+
+The training data is parallel text, encoded at the start, or a directory made by `tinytrans
+prepare` (data.prepared), memory-mapped. Under torchrun, several processes train one model
+(distributed.py): each trains on its share of every update's batches, and process 0 alone
+validates, writes the run directory and reports.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -39,19 +45,24 @@ from tinytrans.checkpoint import (BEST, CHECKPOINT_DIR, load_model_weights, load
 from tinytrans.config import RunConfig, differences, to_toml
 from tinytrans.data import (Batch, EncodedCorpus, FilterConfig, encode_parallel,
                             length_sorted_batches, make_batch)
+from tinytrans.distributed import (ONE_PROCESS, Ranks, any_rank, barrier, epoch_plan, main_says,
+                                   my_share, process_device, process_group, ranks_from_environment,
+                                   seed_dropout, sum_over_ranks, talking_to_others, wrap)
 from tinytrans.errors import UserError
-from tinytrans.hardware import autocast, pick_device, pick_precision, set_threads
+from tinytrans.hardware import autocast, pick_precision, set_threads
 from tinytrans.loss import label_smoothed_nll
 from tinytrans.model import Transformer, count_parameters, padding_mask
-from tinytrans.rundir import CONFIG_FILE, load_run_config, tokenizer_files
+from tinytrans.prepared import (PreparedData, ValidationSet, encode_validation, make_tokenizers,
+                                open_prepared)
+from tinytrans.rundir import CONFIG_FILE, load_run_config, load_tokenizers, tokenizer_files
 from tinytrans.search import SearchConfig, greedy_search
-from tinytrans.textio import LineCounter, ParallelCounter, corpus_file, read_parallel
-from tinytrans.tokenizer import PAD_ID, Tokenizer, train_tokenizer
+from tinytrans.textio import LineCounter, ParallelCounter, read_parallel
+from tinytrans.tokenizer import PAD_ID, Tokenizer
 
 Report = Callable[[dict[str, Any]], None]
 METRICS_FILE = "metrics.jsonl"
 INTERRUPTED = "interrupted; run the same command again to resume"
-TOKENIZER_SAMPLE = 2_000_000  # lines: enough for a good vocabulary, bounded memory on huge corpora
+STOPPED_BY_MAIN = "stopped with process 0 (its report says why)"
 
 
 @dataclass
@@ -65,6 +76,9 @@ class TrainState:
     best_bleu: float = -1.0
     best_step: int = 0
     stale: int = 0  # validations since the best one
+    # (batch, batches per update) from which this epoch's batches were shared among processes:
+    # see distributed.epoch_plan; empty until training starts
+    regrouped: list[list[int]] = field(default_factory=list)
 
 
 @dataclass
@@ -116,42 +130,26 @@ def prepare_run_dir(run_dir: Path, config: RunConfig, overwrite: bool) -> RunCon
     return saved
 
 
-def prepare_tokenizers(run_dir: Path, cfg: RunConfig) -> tuple[Tokenizer, Tokenizer]:
-    """The run's tokenizers: already in the run directory, copied from data.tokenizer, or trained."""
+def prepare_tokenizers(run_dir: Path, cfg: RunConfig,
+                       prepared: PreparedData | None = None) -> tuple[Tokenizer, Tokenizer]:
+    """The run's tokenizers: already in the run directory, copied from the prepared data or
+    data.tokenizer, or trained."""
     data = cfg.data
     paths = tokenizer_files(run_dir, data.joint_vocab)
+    if prepared is not None:
+        # a resumed run must still see the tokenizer its data was encoded with
+        prepared.check_tokenizers(paths, str(run_dir))
+        for source, path in zip(prepared.tokenizer_paths, paths):
+            if not path.is_file():
+                Tokenizer.load(source).save(path)
     if all(p.is_file() for p in paths):
         loaded = [Tokenizer.load(p) for p in paths]
-    elif data.tokenizer is not None:
-        if not data.joint_vocab:
-            raise UserError("data.tokenizer names one joint model; with data.joint_vocab = false "
-                            "tinytrans trains one tokenizer per language itself")
-        loaded = [Tokenizer.load(data.tokenizer)]
-        loaded[0].save(paths[0])
-    else:
-        # Check the corpus as a parallel one first, so that its errors (unequal line counts,
-        # invalid UTF-8) are reported as such rather than as a tokenizer training failure.
-        for _ in read_parallel(data.train, data.src, data.tgt, data.utf8_errors):
-            pass
-        sides = [[corpus_file(data.train, data.src), corpus_file(data.train, data.tgt)]]
-        if not data.joint_vocab:
-            sides = [[sides[0][0]], [sides[0][1]]]
-        loaded = [
-            train_tokenizer(inputs, path.with_suffix(""), data.vocab_size, data.model_type,
-                            max_sentences=TOKENIZER_SAMPLE, seed=cfg.train.seed,
-                            utf8=data.utf8_errors)
-            for inputs, path in zip(sides, paths)
-        ]
-    return (loaded[0], loaded[0]) if data.joint_vocab else (loaded[0], loaded[1])
+        return (loaded[0], loaded[0]) if data.joint_vocab else (loaded[0], loaded[1])
+    return make_tokenizers(data, paths, cfg.train.seed)
 
 
 # ---------------------------------------------------------------------------------------------
 # Data
-
-@dataclass
-class ValidationSet:
-    corpus: EncodedCorpus
-    references: list[str]
 
 
 def load_training_data(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer,
@@ -183,14 +181,22 @@ def load_validation_data(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer,
     if data.valid is None:
         return None
     pairs = list(read_parallel(data.valid, data.src, data.tgt, data.utf8_errors))
-    src_ids = src_tok.encode([s for s, _ in pairs])
-    tgt_ids = tgt_tok.encode([t for _, t in pairs])
-    kept = [pair for pair, s, t in zip(pairs, src_ids, tgt_ids) if s and t]
-    if not kept:
+    valid = encode_validation(pairs, src_tok, tgt_tok)
+    if not valid.references:
         raise UserError(f"{data.valid}: the validation set has no non-empty pairs")
-    corpus = encode_parallel(iter(kept), src_tok, tgt_tok)  # no filters: one entry per kept pair
-    report({"event": "valid_data", "read": len(pairs), "kept": len(kept)})
-    return ValidationSet(corpus, [t for _, t in kept])
+    report({"event": "valid_data", "read": len(pairs), "kept": len(valid.references)})
+    return valid
+
+
+def prepared_data_events(prepared: PreparedData, report: Report) -> None:
+    """The same events as when the text is encoded at the start, from the manifest."""
+    train = prepared.manifest["splits"]["train"]
+    report({"event": "data", "split": "train", "prepared": str(prepared.directory),
+            **{k: train[k] for k in ("read", "kept", "empty", "too_long", "bad_ratio",
+                                     "utf8_replaced")}})
+    valid = prepared.manifest["splits"].get("valid")
+    if valid is not None:
+        report({"event": "valid_data", "read": valid["read"], "kept": valid["kept"]})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,30 +264,79 @@ def batch_loss(model: Transformer, batch: Batch, label_smoothing: float, device:
     return label_smoothed_nll(logits, batch.tgt_out[keep], label_smoothing)
 
 
-def train_step(model: Transformer, batches: list[Batch], optimizer: torch.optim.Optimizer,
+class TeacherForcing(torch.nn.Module):
+    """The training objective as a module: forward(batch tensors) -> (summed smoothed loss,
+    summed NLL), by batch_loss.
+
+    DistributedDataParallel synchronises the gradients of what runs inside the forward of the
+    module it wraps, so training wraps this, the whole loss, rather than the Transformer (whose
+    encode and decode are called separately). It holds no weights of its own.
+    """
+
+    def __init__(self, model: Transformer):
+        super().__init__()
+        self.model = model
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, tgt_out: torch.Tensor,
+                label_smoothing: float, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = Batch(src, tgt_in, tgt_out, np.zeros(0, np.int64))
+        return batch_loss(self.model, batch, label_smoothing, src.device, precision)
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    """The batch's tensors on `device`. To a GPU they go from pinned (page-locked) host memory
+    without blocking, so the copy overlaps the GPU's work on what was queued before."""
+    if device.type != "cuda":
+        return batch.to(device)
+    def move(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return Batch(move(batch.src), move(batch.tgt_in), move(batch.tgt_out), batch.indices)
+
+
+def train_step(model: torch.nn.Module, batches: list[Batch], optimizer: torch.optim.Optimizer,
                cfg: RunConfig, lr: float, device: torch.device, precision: str,
-               timings: Timings) -> tuple[float, float, int]:
-    """One update from one or more batches (gradient accumulation). Returns the mean smoothed
-    loss and mean NLL per target token, and the number of target tokens."""
-    n_tokens = sum(b.n_tgt_tokens for b in batches)
-    total_loss = total_nll = 0.0
-    for batch in batches:
-        start = time.perf_counter()
-        loss, nll = batch_loss(model, batch.to(device), cfg.train.label_smoothing, device, precision)
-        middle = time.perf_counter()
-        (loss / n_tokens).backward()
+               timings: Timings, ranks: Ranks = ONE_PROCESS) -> tuple[float, float, int]:
+    """One update from one or more batches (gradient accumulation); with several processes, from
+    every process's batches. Returns the mean smoothed loss and mean NLL per target token, and
+    the number of target tokens, all processes together.
+
+    `model` is the Transformer, or its TeacherForcing (wrapped in DistributedDataParallel when
+    several processes train). The loss is normalised by the target tokens of the whole update on
+    all processes: N processes with update_freq F take the step one process takes with update_freq
+    N x F over the same batches.
+    """
+    objective = TeacherForcing(model) if isinstance(model, Transformer) else model
+    n_tokens = int(sum_over_ranks([sum(b.n_tgt_tokens for b in batches)], ranks, device)[0])
+    # DDP averages gradients over the processes; times their number, that is the sum
+    scale = ranks.world_size / n_tokens
+    total_loss = total_nll = torch.zeros((), device=device)
+    for i, batch in enumerate(batches):
+        last = i == len(batches) - 1
+        # gradients of all but the last batch stay local; the last backward sums them all at once
+        accumulate = objective.no_sync() if ranks.distributed and not last else nullcontext()
+        with accumulate, talking_to_others(ranks):
+            start = time.perf_counter()
+            loss, nll = objective(*_tensors(to_device(batch, device)), cfg.train.label_smoothing,
+                                  precision)
+            middle = time.perf_counter()
+            (loss * scale).backward()
         timings.forward += middle - start
         timings.backward += time.perf_counter() - middle
-        total_loss, total_nll = total_loss + loss.item(), total_nll + nll.item()
+        total_loss, total_nll = total_loss + loss.detach(), total_nll + nll
     start = time.perf_counter()
     if cfg.train.clip_norm > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_norm)
+        torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.train.clip_norm)
     for group in optimizer.param_groups:
         group["lr"] = lr
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     timings.optimizer += time.perf_counter() - start
-    return total_loss / n_tokens, total_nll / n_tokens, n_tokens
+    loss_sum, nll_sum = sum_over_ranks([total_loss, total_nll], ranks, device)
+    return loss_sum / n_tokens, nll_sum / n_tokens, n_tokens
+
+
+def _tensors(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return batch.src, batch.tgt_in, batch.tgt_out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,24 +451,64 @@ def train(cfg: RunConfig, run_dir: Path, overwrite: bool = False,
 
     `stop_requested` is polled after every update (the CLI sets it on Ctrl-C): training then
     stops at that step boundary and writes a checkpoint, so nothing is lost.
+
+    Under torchrun every process calls this with the same arguments; they train one model
+    together, and only process 0 writes the run directory and reports.
     """
-    report = report or (lambda event: None)
+    ranks = ranks_from_environment()
+    report = report if report is not None and ranks.main else _silent
     stop_requested = stop_requested or (lambda: False)
-    run_dir = Path(run_dir)
     check_schedule(cfg)
-    saved = prepare_run_dir(run_dir, cfg, overwrite)
-    device = pick_device(cfg.train.device)
+    device = process_device(cfg.train.device, ranks)
+    with process_group(ranks, device):
+        run, state = _set_up(cfg, Path(run_dir), overwrite, report, ranks, device)
+        result = _loop(run, state, stop_requested)
+        barrier(ranks)  # all end together, once process 0 has written the last checkpoint
+    return result
+
+
+def _silent(event: dict[str, Any]) -> None:
+    """The report of processes other than 0: what they would say, process 0 says."""
+
+
+@dataclass
+class Run:
+    """What the training loop works with, set up once by train()."""
+
+    cfg: RunConfig
+    model: Transformer
+    objective: torch.nn.Module  # TeacherForcing(model); wrapped in DDP when several processes train
+    optimizer: torch.optim.Optimizer
+    corpus: EncodedCorpus
+    valid: ValidationSet | None  # process 0's alone: only it validates
+    tgt_tok: Tokenizer
+    files: RunFiles
+    device: torch.device
+    precision: str
+    ranks: Ranks
+    report: Report
+
+
+def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, ranks: Ranks,
+            device: torch.device) -> tuple[Run, TrainState]:
+    prepared = open_prepared(Path(cfg.data.prepared)) if cfg.data.prepared else None
+    if prepared is not None:
+        cfg = replace(cfg, data=prepared.data_config(cfg.data))
     precision = pick_precision(cfg.train.precision, device)
     set_threads(cfg.train.threads)
-    src_tok, tgt_tok = prepare_tokenizers(run_dir, cfg)
+    allow_tf32(device)
+    if ranks.main:
+        cfg = _prepare_run(cfg, run_dir, overwrite, prepared)
+    barrier(ranks)  # the others read what process 0 has prepared
+    src_tok, tgt_tok = load_tokenizers(run_dir, cfg)
     cfg = replace(cfg, model=replace(cfg.model, src_vocab_size=src_tok.vocab_size,
                                      tgt_vocab_size=tgt_tok.vocab_size))
-    if saved is not None and differences(saved, cfg):
-        raise UserError(f"{run_dir}: its tokenizer no longer matches its config")
-    atomic_write_text(run_dir / CONFIG_FILE, to_toml(cfg))
-
-    corpus = load_training_data(cfg, src_tok, tgt_tok, report)
-    valid = load_validation_data(cfg, src_tok, tgt_tok, report)
+    if prepared is not None:
+        corpus, valid = prepared.train, prepared.valid
+        prepared_data_events(prepared, report)
+    else:
+        corpus = load_training_data(cfg, src_tok, tgt_tok, report)
+        valid = load_validation_data(cfg, src_tok, tgt_tok, report) if ranks.main else None
     torch.manual_seed(cfg.train.seed)
     model = Transformer(cfg.model).to(device)
     optimizer = make_optimizer(model, cfg, device)
@@ -423,13 +518,53 @@ def train(cfg: RunConfig, run_dir: Path, overwrite: bool = False,
     if checkpoints:
         state = TrainState(**load_training_state(checkpoints[-1], model, optimizer))
         report({"event": "resume", "step": state.step, "checkpoint": str(checkpoints[-1])})
-    files.truncate_metrics(state.step)
-    state = recover_best(state, files.best_path)
-    report({"event": "start", "device": str(device), "precision": precision,
-            "parameters": count_parameters(model), "pairs": len(corpus), "state": asdict(state),
-            "config": cfg})
-    return _loop(cfg, model, optimizer, corpus, valid, tgt_tok, state, files, device, precision,
-                 report, stop_requested)
+    _check_same_start(state, run_dir, ranks, device)
+    if ranks.main:
+        files.truncate_metrics(state.step)
+        state = recover_best(state, files.best_path)
+    objective = wrap(TeacherForcing(model), ranks, device)
+    t = cfg.train
+    start = {"event": "start", "step": state.step, "device": str(device), "precision": precision,
+             "processes": ranks.world_size, "batch_tokens": t.batch_tokens,
+             "update_freq": t.update_freq,
+             "effective_batch_tokens": ranks.world_size * t.batch_tokens * t.update_freq}
+    if ranks.main:
+        files.log(start)
+    report({**start, "parameters": count_parameters(model), "pairs": len(corpus),
+            "state": asdict(state), "config": cfg})
+    run = Run(cfg, model, objective, optimizer, corpus, valid if ranks.main else None, tgt_tok,
+              files, device, precision, ranks, report)
+    return run, state
+
+
+def _prepare_run(cfg: RunConfig, run_dir: Path, overwrite: bool,
+                 prepared: PreparedData | None) -> RunConfig:
+    """Process 0's part: the run directory, its tokenizers and config.toml. Returns `cfg` with
+    the vocabulary sizes."""
+    saved = prepare_run_dir(run_dir, cfg, overwrite)
+    src_tok, tgt_tok = prepare_tokenizers(run_dir, cfg, prepared)
+    cfg = replace(cfg, model=replace(cfg.model, src_vocab_size=src_tok.vocab_size,
+                                     tgt_vocab_size=tgt_tok.vocab_size))
+    if saved is not None and differences(saved, cfg):
+        raise UserError(f"{run_dir}: its tokenizer no longer matches its config")
+    atomic_write_text(run_dir / CONFIG_FILE, to_toml(cfg))
+    return cfg
+
+
+def allow_tf32(device: torch.device) -> None:
+    """On a GPU, let fp32 matrix products use TF32 tensor cores (fp32's range, a 10-bit mantissa):
+    several times faster, and accurate enough for training; bf16 autocast does not need it."""
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+
+
+def _check_same_start(state: TrainState, run_dir: Path, ranks: Ranks, device: torch.device) -> None:
+    """Every process must resume from the same checkpoint, or they would not step together."""
+    main_step = int(sum_over_ranks([state.step if ranks.main else 0], ranks, device)[0])
+    if main_step != state.step:
+        raise UserError(f"{run_dir}: process {ranks.rank} resumes at step {state.step} but process "
+                        f"0 at step {main_step}; every machine must see the same run directory "
+                        "(put it on a shared filesystem)")
 
 
 def _stop_reason(cfg: RunConfig, state: TrainState, elapsed: float) -> str | None:
@@ -445,42 +580,64 @@ def _stop_reason(cfg: RunConfig, state: TrainState, elapsed: float) -> str | Non
     return None
 
 
-def _updates(corpus: EncodedCorpus, cfg: RunConfig, state: TrainState) -> Iterator[list[np.ndarray]]:
-    """Groups of `update_freq` batches (index arrays), epoch after epoch, from the saved position.
+def _agreed_stop(run: Run, state: TrainState, interrupted: bool) -> str | None:
+    """Why to stop after this update, the same on every process: process 0's limits (its clock
+    and patience count decide for all), or a Ctrl-C or SIGTERM that any process received."""
+    reason = _stop_reason(run.cfg, state, state.elapsed) if run.ranks.main else None
+    if run.ranks.distributed:
+        interrupted = any_rank(interrupted, run.ranks, run.device)
+        if main_says(reason is not None, run.ranks, run.device):
+            reason = reason or STOPPED_BY_MAIN
+    return INTERRUPTED if interrupted else reason
 
-    Updates `state.epoch` and `state.batch` as it goes, so a checkpoint records where to resume.
+
+def _updates(corpus: EncodedCorpus, cfg: RunConfig, state: TrainState,
+             ranks: Ranks = ONE_PROCESS) -> Iterator[list[np.ndarray]]:
+    """This process's batches (index arrays) for each update, epoch after epoch, from the saved
+    position. An update is processes x update_freq batches of the epoch's plan, shared out by
+    distributed.my_share; the plan is the same on every process.
+
+    Updates `state.epoch`, `state.batch` and `state.regrouped` as it goes, so a checkpoint
+    records where to resume.
     """
     t = cfg.train
+    per_update = ranks.world_size * t.update_freq
+    if not state.regrouped or state.regrouped[-1][1] != per_update:
+        # a new run, or one resumed with another number of processes: the rest of this epoch is
+        # shared out among these (an old checkpoint has no `regrouped`: its epoch so far stays)
+        state.regrouped = [*state.regrouped, [state.batch, per_update]] if state.batch \
+            else [[0, per_update]]
     while True:
-        batches = length_sorted_batches(corpus.src.lengths, corpus.tgt.lengths, t.batch_tokens,
-                                        t.seed, state.epoch)
+        batches = epoch_plan(length_sorted_batches(corpus.src.lengths, corpus.tgt.lengths,
+                                                   t.batch_tokens, t.seed, state.epoch),
+                             state.regrouped)
         while state.batch < len(batches):
-            group = batches[state.batch: state.batch + t.update_freq]
+            group = batches[state.batch: state.batch + per_update]
             state.batch += len(group)
-            yield group
-        state.epoch, state.batch = state.epoch + 1, 0
+            yield my_share(group, ranks)
+        state.epoch, state.batch, state.regrouped = state.epoch + 1, 0, [[0, per_update]]
 
 
-def _loop(cfg: RunConfig, model: Transformer, optimizer: torch.optim.Optimizer,
-          corpus: EncodedCorpus, valid: ValidationSet | None, tgt_tok: Tokenizer, state: TrainState,
-          files: RunFiles, device: torch.device, precision: str, report: Report,
-          stop_requested: Callable[[], bool]) -> TrainResult:
-    t = cfg.train
+def _loop(run: Run, state: TrainState, stop_requested: Callable[[], bool]) -> TrainResult:
+    cfg, t, ranks, files, report = run.cfg, run.cfg.train, run.ranks, run.files, run.report
     timings = Timings()
     started = time.perf_counter() - state.elapsed
     window_tokens, window_loss, window_nll, window_start = 0, 0.0, 0.0, time.perf_counter()
     run_tokens, run_start = 0, time.perf_counter()
     last_validation: dict[str, Any] = {}
-    model.train()
-    reason = _stop_reason(cfg, state, state.elapsed)
-    updates = _updates(corpus, cfg, state)
+    validating = cfg.data.valid is not None  # known to every process; only process 0 has the set
+    run.model.train()
+    reason = _agreed_stop(run, state, interrupted=False)
+    updates = _updates(run.corpus, cfg, state, ranks)
     while reason is None:
         fetch = time.perf_counter()
-        batches = [make_batch(corpus, indices) for indices in next(updates)]
+        batches = [make_batch(run.corpus, indices) for indices in next(updates)]
         timings.data += time.perf_counter() - fetch
+        seed_dropout(t.seed, ranks, state.step)
         lr = learning_rate(state.step + 1, t.lr, t.warmup_steps, t.lr_schedule,
                            budget_progress(cfg, state))
-        loss, nll, n_tokens = train_step(model, batches, optimizer, cfg, lr, device, precision, timings)
+        loss, nll, n_tokens = train_step(run.objective, batches, run.optimizer, cfg, lr, run.device,
+                                         run.precision, timings, ranks)
         state.step += 1
         state.elapsed = time.perf_counter() - started
         window_tokens += n_tokens
@@ -492,29 +649,33 @@ def _loop(cfg: RunConfig, model: Transformer, optimizer: torch.optim.Optimizer,
                       "loss": window_loss / window_tokens, "nll": window_nll / window_tokens,
                       "lr": lr, "tokens_per_second": window_tokens / (now - window_start),
                       "elapsed": state.elapsed}
-            files.log(record)
+            if ranks.main:
+                files.log(record)
             report(record)
             window_tokens, window_loss, window_nll, window_start = 0, 0.0, 0.0, now
-        reason = _stop_reason(cfg, state, state.elapsed)
-        if stop_requested():
-            reason = INTERRUPTED
-        if valid is not None and (state.step % t.validate_every == 0
-                                  or reason is not None and reason != INTERRUPTED):
-            last_validation = _validate_and_keep_best(model, valid, tgt_tok, cfg, device, precision,
-                                                      state, files, report, timings)
-            reason = reason or _stop_reason(cfg, state, state.elapsed)
+        reason = _agreed_stop(run, state, stop_requested())
+        if validating and (state.step % t.validate_every == 0
+                           or reason is not None and reason != INTERRUPTED):
+            if ranks.main:
+                last_validation = _validate_and_keep_best(
+                    run.model, run.valid, run.tgt_tok, cfg, run.device, run.precision, state,
+                    files, report, timings)
+            reason = reason or _agreed_stop(run, state, interrupted=False)  # patience
         if state.step % t.checkpoint_every == 0 or reason is not None:
-            path = files.checkpoint(model, optimizer, state)
-            report({"event": "checkpoint", "step": state.step, "path": str(path)})
+            if ranks.main:
+                path = files.checkpoint(run.model, run.optimizer, state)
+                report({"event": "checkpoint", "step": state.step, "path": str(path)})
         else:
             report({"event": "step", "step": state.step, "epoch": state.epoch, "loss": loss,
                     "lr": lr, "elapsed": state.elapsed})
     elapsed = time.perf_counter() - run_start
     result = TrainResult(files.run_dir, state, reason, run_tokens / max(elapsed - timings.validation, 1e-9),
-                         timings, count_parameters(model), last_validation)
-    if t.average_last is not None and reason != INTERRUPTED:
-        _average_and_validate(model, valid, tgt_tok, cfg, device, precision, state, files, report)
-    _plot_curves(files)
+                         timings, count_parameters(run.model), last_validation)
+    if ranks.main:
+        if t.average_last is not None and reason != INTERRUPTED:
+            _average_and_validate(run.model, run.valid, run.tgt_tok, cfg, run.device, run.precision,
+                                  state, files, report)
+        _plot_curves(files)
     report({"event": "end", "result": result})
     return result
 
