@@ -59,7 +59,7 @@ def main() -> None:
             list(translator.translate(source[:100], cfg))  # warm-up
             watch.reset()
             start = time.perf_counter()
-            outputs = [t.text for t in translator.translate(source, cfg, batch_tokens=12000)]
+            outputs = [t.text for t in translator.translate(source, cfg)]
             seconds = time.perf_counter() - start
             words = sum(len(o.split()) for o in outputs)
             bleu = sacrebleu.corpus_bleu(outputs, [reference]).score

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,7 @@ def test_input_order_survives_length_sorting_and_chunking(run_dir):
     lines = (BUNDLED / "test.en").read_text(encoding="utf-8").splitlines()[:40]
     cfg = SearchConfig(beam=2)
     one_by_one = [t.text for t in translator.translate(lines, cfg, chunk_lines=1)]
-    chunked = [t.text for t in translator.translate(lines, cfg, batch_tokens=200, chunk_lines=7)]
+    chunked = [t.text for t in translator.translate(lines, replace(cfg, batch_tokens=200), chunk_lines=7)]
     assert chunked == one_by_one
 
 

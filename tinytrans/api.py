@@ -21,9 +21,9 @@ from pathlib import Path
 
 from tinytrans.attention import SentenceAttention, sentence_attention
 from tinytrans.errors import UserError
-from tinytrans.search import SearchConfig
+from tinytrans.config import SearchConfig
 from tinytrans.tokenizer import EOS_ID
-from tinytrans.translate import Translator, load_search_config
+from tinytrans.translate import Translator
 
 NBest = list[tuple[float, str]]  # (score, text) pairs, best first
 
@@ -53,7 +53,8 @@ class TranslationModel:
         With `nbest`, each sentence gets instead a list of up to `nbest` (score, text) pairs, best
         first; the score is the log-probability divided by length^lenpen (length counts EOS).
         """
-        cfg = load_search_config(beam, nbest or 1, lenpen, max_len_a, max_len_b)
+        cfg = SearchConfig(beam=beam, nbest=nbest or 1, lenpen=lenpen, max_len_a=max_len_a,
+                           max_len_b=max_len_b)
         results = self.translator.translate(_sentences(sentences), cfg, warn=_warn)
         if nbest is None:
             return [t.text for t in results]
@@ -82,7 +83,7 @@ class TranslationModel:
         """Translate one sentence; the attention weights that produced its best translation."""
         if not isinstance(source, str):
             raise UserError("attention() takes one sentence (a str)")
-        cfg = load_search_config(beam, 1, lenpen, max_len_a, max_len_b)
+        cfg = SearchConfig(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b)
         return sentence_attention(self.translator, source, cfg, warn=_warn)
 
     def _score(self, sources: Sequence[str], targets: Sequence[str]) -> list[list[float]]:

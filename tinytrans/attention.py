@@ -30,6 +30,7 @@ from rich.text import Text
 
 from tinytrans.atomic import atomic_write
 from tinytrans.data import pad_sentences
+from tinytrans.config import ATTENTION_KINDS
 from tinytrans.errors import UserError
 from tinytrans.hardware import autocast
 from tinytrans.model import AttentionWeights, Transformer
@@ -37,7 +38,7 @@ from tinytrans.search import SearchConfig
 from tinytrans.tokenizer import BOS_ID, EOS_ID, Tokenizer
 from tinytrans.translate import Translator, Warn, forced_log_probs
 
-KINDS = ("cross", "encoder", "decoder")
+KINDS = ATTENTION_KINDS
 
 
 @dataclass(frozen=True)

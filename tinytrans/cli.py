@@ -33,8 +33,9 @@ except ImportError:  # older typer runs on click itself
     from click import exceptions as click_errors
 
 from tinytrans import __version__
-from tinytrans.config import (DEVICES, INFERENCE_PRECISIONS, LR_SCHEDULES, MODEL_TYPES, PRECISIONS,
-                              PRESETS, UTF8_POLICIES, SearchConfig)
+from tinytrans.config import (ATTENTION_KINDS, DEVICES, EXPORT_FORMATS, INFERENCE_PRECISIONS,
+                              LR_SCHEDULES, MODEL_TYPES, PRECISIONS, PRESETS, QUANTIZATIONS,
+                              UTF8_POLICIES, SearchConfig)
 from tinytrans.errors import UserError
 
 # Choices are listed in --help and checked by the CLI itself.
@@ -44,6 +45,9 @@ Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
 InferencePrecision = Literal[INFERENCE_PRECISIONS]  # type: ignore[valid-type]
 Utf8Policy = Literal[UTF8_POLICIES]  # type: ignore[valid-type]
 LrSchedule = Literal[LR_SCHEDULES]  # type: ignore[valid-type]
+AttentionKind = Literal[ATTENTION_KINDS]  # type: ignore[valid-type]
+ExportFormat = Literal[EXPORT_FORMATS]  # type: ignore[valid-type]
+Quantization = Literal[QUANTIZATIONS]  # type: ignore[valid-type]
 ModelType = Literal[MODEL_TYPES]  # type: ignore[valid-type]
 
 USER_ERROR, INTERNAL_ERROR, INTERRUPTED = 2, 3, 130
@@ -465,7 +469,7 @@ def translate(
         source = files.enter_context(open_binary(input)) if input else sys.stdin.buffer
         sink = files.enter_context(atomic_text_output(output)) if output else sys.stdout
         lines = decode_input(source, str(input or "<stdin>"), warn)
-        for result in translator.translate(lines, cfg, cfg.batch_tokens, 1 if interactive else 2000, warn):
+        for result in translator.translate(lines, cfg, 1 if interactive else 2000, warn):
             progress.advance()
             if nbest == 1:
                 sink.write(result.text + "\n")
@@ -555,6 +559,69 @@ def evaluate(
             print(json.dumps(result))
         else:
             _print_scores(result)
+
+
+# ---------------------------------------------------------------------------------------------
+# attention, average, export
+
+@app.command()
+@friendly_errors
+def attention(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Run directory of a trained model.")],
+    sentences: Annotated[Optional[list[str]], typer.Argument(help="Sentences to translate; lines from stdin when none is given.")] = None,
+    checkpoint: Annotated[str, typer.Option(help="best, last, average or a checkpoint path.")] = "best",
+    kind: Annotated[AttentionKind, typer.Option(help="cross: target rows over source columns; encoder or decoder: self-attention.")] = "cross",
+    layer: Annotated[str, typer.Option(help="Layer index (0 = first, -1 = last) or all (their mean).")] = "all",
+    head: Annotated[str, typer.Option(help="Head index, mean, or all (a grid of layers x heads; --png only).")] = "mean",
+    png: Annotated[Optional[Path], typer.Option("--png", help="Write a labelled picture here (needs the plot extra).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per sentence: pieces and every weight matrix.")] = False,
+    beam: Annotated[int, typer.Option(help="Beam size of the translation whose attention is shown.")] = DEFAULT_SEARCH.beam,
+    device: Annotated[Device, typer.Option(help="auto: a CUDA GPU when there is one.")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
+) -> None:
+    """Translate sentences and show what the model attends to, as a heatmap in the terminal."""
+    import tinytrans
+    from tinytrans.attention import render_heatmap, save_png
+
+    texts = sentences or [line for line in _stdin_lines() if line.strip()]
+    if png is not None and len(texts) != 1:
+        raise UserError(f"--png: draws one sentence, {len(texts)} were given")
+    translation_model = tinytrans.load(model, checkpoint, device, "fp32", threads)
+    for text in texts:
+        found = translation_model.attention(text, beam=beam)
+        if as_json:
+            print(json.dumps(found.to_json()))
+        elif png is None:
+            Console().print(render_heatmap(found, kind, layer, head))
+    if png is not None:
+        say(f"wrote {save_png(found, png, kind, layer, head)}")
+
+
+@app.command()
+@friendly_errors
+def average(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Run directory.")],
+    last: Annotated[int, typer.Option(help="How many of the newest step checkpoints to average.")] = 5,
+) -> None:
+    """Average the weights of the last N step checkpoints into checkpoints/average.safetensors."""
+    from tinytrans.average import average_last
+    path = average_last(model, last)
+    say(f"wrote {path} (the mean of the last {last} checkpoints); use --checkpoint average")
+
+
+@app.command()
+@friendly_errors
+def export(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Run directory.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="A new directory for the exported model.")],
+    format: Annotated[ExportFormat, typer.Option("--format", help="The engine to export to.")] = "ctranslate2",
+    checkpoint: Annotated[str, typer.Option(help="best, last, average or a checkpoint path.")] = "best",
+    quantization: Annotated[Optional[Quantization], typer.Option(help="Weights' type in the export (default: fp32).")] = None,
+) -> None:
+    """Export a trained model to CTranslate2 (needs the export extra: pip install 'tinytrans[export]')."""
+    from tinytrans.export import export_model
+    path = export_model(model, output, format, checkpoint, quantization)
+    say(f"wrote {path}")
 
 
 def _print_scores(result: dict[str, Any]) -> None:

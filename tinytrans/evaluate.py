@@ -61,8 +61,7 @@ def evaluate_test_set(translator, prefix: str, src: str, tgt: str, search_cfg: S
     """Translate PREFIX.SRC with `translator` and score it against PREFIX.TGT."""
     pairs = list(read_parallel(prefix, src, tgt, utf8="replace"))
     start = time.perf_counter()
-    hyps = [t.text for t in translator.translate((s for s, _ in pairs), search_cfg,
-                                                 search_cfg.batch_tokens)]
+    hyps = [t.text for t in translator.translate((s for s, _ in pairs), search_cfg)]
     seconds = time.perf_counter() - start
     if save_hyp is not None:
         atomic_write_text(hyp_path(save_hyp, prefix, tgt), "".join(h + "\n" for h in hyps))

@@ -32,13 +32,13 @@ from torch import nn
 
 from tinytrans.average import resolve_with_average
 from tinytrans.checkpoint import load_model_weights
+from tinytrans.config import EXPORT_FORMATS as FORMATS
+from tinytrans.config import QUANTIZATIONS
 from tinytrans.errors import UserError
 from tinytrans.model import MultiHeadAttention, Transformer, sinusoidal_encoding
 from tinytrans.rundir import load_run_config, load_tokenizers, tokenizer_files
 from tinytrans.tokenizer import BOS_ID, EOS_ID, UNK_ID, Tokenizer
 
-FORMATS = ("ctranslate2",)
-QUANTIZATIONS = ("int8", "int8_float32", "float16", "bfloat16")
 # CTranslate2 cuts inputs at 1024 tokens and stops decoding at 256 by default; a table of 1024
 # positions covers both (it refuses positions past the table's end).
 POSITIONS = 1024

@@ -22,7 +22,8 @@ from tinytrans.errors import UserError
 from tinytrans.hardware import autocast, pick_device, pick_precision, set_threads
 from tinytrans.model import AttentionWeights, Transformer, padding_mask
 from tinytrans.quantize import quantize_dynamic_int8
-from tinytrans.search import Hypothesis, SearchConfig, search
+from tinytrans.config import SearchConfig
+from tinytrans.search import Hypothesis, search
 from tinytrans.textio import LineCounter, decode_line
 from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from tinytrans.rundir import load_run_config, load_tokenizers
@@ -61,20 +62,23 @@ class Translator:
         with autocast(self.device, self.precision):
             return search(self.model, src, cfg)
 
-    def translate(self, lines: Iterable[str], cfg: SearchConfig, batch_tokens: int = 4096,
-                  chunk_lines: int = 2000, warn: Warn | None = None) -> Iterator[Translation]:
-        """Translate a stream of lines; yields one Translation per line, in input order."""
+    def translate(self, lines: Iterable[str], cfg: SearchConfig, chunk_lines: int = 2000,
+                  warn: Warn | None = None) -> Iterator[Translation]:
+        """Translate a stream of lines; yields one Translation per line, in input order.
+
+        Lines are read `chunk_lines` at a time, and batched by length inside a chunk
+        (`cfg.batch_tokens` source tokens x beam per batch)."""
         warn = warn or (lambda message: None)
         chunk: list[str] = []
         first_line = 1
         for line in lines:
             chunk.append(line)
             if len(chunk) >= chunk_lines:
-                yield from self._translate_chunk(chunk, first_line, cfg, batch_tokens, warn)
+                yield from self._translate_chunk(chunk, first_line, cfg, warn)
                 first_line += len(chunk)
                 chunk = []
         if chunk:
-            yield from self._translate_chunk(chunk, first_line, cfg, batch_tokens, warn)
+            yield from self._translate_chunk(chunk, first_line, cfg, warn)
 
     def source_ids(self, lines: list[str], first_line: int = 1,
                    warn: Warn | None = None) -> list[np.ndarray]:
@@ -89,17 +93,19 @@ class Translator:
         return ids
 
     def _translate_chunk(self, lines: list[str], first_line: int, cfg: SearchConfig,
-                         batch_tokens: int, warn: Warn) -> Iterator[Translation]:
+                         warn: Warn) -> Iterator[Translation]:
         ids = self.source_ids(lines, first_line, warn)
         results: list[Translation] = [Translation("", [])] * len(lines)
         nonempty = [i for i, x in enumerate(ids) if len(x)]
-        for batch in length_batches(nonempty, [len(ids[i]) for i in nonempty], batch_tokens, cfg.beam):
+        for batch in length_batches(nonempty, [len(ids[i]) for i in nonempty], cfg.batch_tokens,
+                                  cfg.beam):
             for index, hyps in zip(batch, self.translate_batch([ids[i] for i in batch], cfg)):
                 texts = self.tgt_tok.decode([h.tokens for h in hyps])
                 results[index] = Translation(texts[0], [(h.score, t) for h, t in zip(hyps, texts)])
         yield from results
 
-    def score(self, sources: list[str], targets: list[str], batch_tokens: int = 4096,
+    def score(self, sources: list[str], targets: list[str],
+              batch_tokens: int = SearchConfig.batch_tokens,
               warn: Warn | None = None) -> list[list[float]]:
         """Forced decoding: for each pair, the log-probability of every target piece, then EOS's.
 
@@ -170,16 +176,3 @@ def decode_input(raw_lines: Iterable[bytes], name: str, warn: Warn) -> Iterator[
         if counter.replaced > replaced:
             warn(f"{name}:{counter.lines}: invalid UTF-8 replaced by U+FFFD")
         yield text
-
-
-def load_search_config(beam: int, nbest: int, lenpen: float, max_len_a: float,
-                       max_len_b: int) -> SearchConfig:
-    if beam < 1:
-        raise UserError(f"--beam: {beam} must be at least 1")
-    if not 1 <= nbest <= beam:
-        raise UserError(f"--nbest: {nbest} must lie between 1 and --beam ({beam})")
-    if max_len_a < 0 or max_len_b < 1:
-        raise UserError("--max-len-a must be >= 0 and --max-len-b >= 1")
-    return SearchConfig(beam=beam, nbest=nbest, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b)
-
-
