@@ -485,3 +485,47 @@ def test_tiny_model_overfits_and_greedy_reproduces_targets():
     keep = tgt_out != PAD_ID
     nll = -log_probs.gather(-1, tgt_out[..., None])[..., 0][keep].mean()
     assert nll < 0.05
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropout from random bytes
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
+def test_dropout_zeroes_p_of_the_elements_and_keeps_the_mean(p: float) -> None:
+    from tinytrans.model import Dropout
+    torch.manual_seed(0)
+    x = torch.ones(512, 1024)
+    out = Dropout(p).train()(x)
+    zeroed = (out == 0).float().mean().item()
+    p_used = 1 - round((1 - p) * 256) / 256  # p rounded to a multiple of 1/256
+    assert abs(zeroed - p_used) < 0.004
+    assert abs(out.mean().item() - 1.0) < 0.01  # expectation preserved by the 1/(1-p) scale
+    values = out.unique().tolist()
+    assert values[0] == 0.0 and values[1:] == [pytest.approx(1 / (1 - p_used))]
+
+
+def test_dropout_is_the_identity_in_eval_mode_and_at_zero() -> None:
+    from tinytrans.model import Dropout
+    x = torch.randn(3, 5)
+    assert Dropout(0.3).eval()(x) is x
+    assert Dropout(0.0).train()(x) is x
+
+
+def test_dropout_gradient_flows_only_through_kept_elements() -> None:
+    from tinytrans.model import Dropout
+    torch.manual_seed(1)
+    x = torch.randn(64, 33, requires_grad=True)  # an odd size: the last random word is partly used
+    out = Dropout(0.25).train()(x)
+    out.sum().backward()
+    kept = out != 0
+    assert torch.allclose(x.grad[kept], torch.full_like(x.grad[kept], 256 / 192))
+    assert (x.grad[~kept] == 0).all()
+
+
+def test_dropout_masks_differ_between_calls_and_follow_the_seed() -> None:
+    from tinytrans.model import Dropout
+    layer, x = Dropout(0.5).train(), torch.ones(1000)
+    torch.manual_seed(3)
+    first, second = layer(x), layer(x)
+    torch.manual_seed(3)
+    assert not torch.equal(first, second) and torch.equal(layer(x), first)

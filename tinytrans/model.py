@@ -85,6 +85,35 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     return weights @ v, weights  # (B, H, Tq, Dh), (B, H, Tq, Tk)
 
 
+class Dropout(nn.Module):
+    """Zero each element with probability p while training and scale the rest by 1 / (1 - p), so
+    the expected value is unchanged (Srivastava et al., 2014).
+
+    Same as nn.Dropout, but the mask comes from one random byte per element, four bytes to each
+    32-bit draw of the generator, so p is rounded to a multiple of 1/256 (0.1 -> 26/256 =
+    0.1016). F.dropout draws every element from a Bernoulli sampler, which on a CPU cost about
+    15% of a training step with dropout on residuals and FFN activations (about 10x more than
+    this mask: bench/RESULTS.md, "dropout masks").
+    """
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep_below = round((1.0 - self.p) * 256)  # a byte below this keeps its element
+        words = torch.empty((x.numel() + 3) // 4, dtype=torch.int32, device=x.device)
+        # random_(low, high) covers all 32 bits evenly; random_() alone leaves the top bit 0
+        random_bytes = words.random_(-2**31, 2**31 - 1).view(torch.uint8)[: x.numel()]
+        keep = random_bytes.view(x.shape) < keep_below
+        return torch.where(keep, x * (256.0 / keep_below), 0.0)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 class MultiHeadAttention(nn.Module):
     """H heads of scaled dot-product attention, concatenated and projected by W^O.
 
@@ -154,7 +183,7 @@ class FeedForward(nn.Module):
     def __init__(self, d_model: int, d_ff: int, dropout: float):
         super().__init__()
         self.w1, self.w2 = nn.Linear(d_model, d_ff), nn.Linear(d_ff, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w2(self.dropout(F.relu(self.w1(x))))  # (B, L, F) inside, (B, L, D) out
@@ -170,7 +199,7 @@ class Residual(nn.Module):
     def __init__(self, d_model: int, dropout: float, pre_norm: bool):
         super().__init__()
         self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.pre_norm = pre_norm
 
     def forward(self, x: torch.Tensor, sublayer) -> torch.Tensor:
@@ -243,7 +272,7 @@ class Transformer(nn.Module):
         # Pre-norm leaves the residual stream unnormalised, so each stack ends with a LayerNorm.
         self.encoder_norm = nn.LayerNorm(cfg.d_model) if cfg.pre_norm else nn.Identity()
         self.decoder_norm = nn.LayerNorm(cfg.d_model) if cfg.pre_norm else nn.Identity()
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:

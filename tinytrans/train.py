@@ -49,7 +49,7 @@ from tinytrans.distributed import (ONE_PROCESS, Ranks, any_rank, barrier, epoch_
                                    my_share, process_device, process_group, ranks_from_environment,
                                    seed_dropout, sum_over_ranks, talking_to_others, wrap)
 from tinytrans.errors import UserError
-from tinytrans.hardware import autocast, pick_precision, set_threads
+from tinytrans.hardware import autocast, keep_freed_memory, pick_precision, set_threads
 from tinytrans.loss import label_smoothed_nll
 from tinytrans.model import Transformer, count_parameters, padding_mask
 from tinytrans.prepared import (PreparedData, ValidationSet, encode_validation, make_tokenizers,
@@ -496,6 +496,7 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
         cfg = replace(cfg, data=prepared.data_config(cfg.data))
     precision = pick_precision(cfg.train.precision, device)
     set_threads(cfg.train.threads)
+    keep_freed_memory()
     allow_tf32(device)
     if ranks.main:
         cfg = _prepare_run(cfg, run_dir, overwrite, prepared)

@@ -19,7 +19,8 @@ from tinytrans.average import resolve_with_average
 from tinytrans.checkpoint import load_model_weights
 from tinytrans.data import pad_sentences
 from tinytrans.errors import UserError
-from tinytrans.hardware import autocast, pick_device, pick_precision, set_threads
+from tinytrans.hardware import (autocast, keep_freed_memory, pick_device, pick_precision,
+                                set_threads)
 from tinytrans.model import AttentionWeights, Transformer, padding_mask
 from tinytrans.quantize import quantize_dynamic_int8
 from tinytrans.config import SearchConfig
@@ -48,6 +49,7 @@ class Translator:
         self.device = pick_device(device)
         self.precision = pick_precision(precision, self.device, inference=True)
         set_threads(threads)
+        keep_freed_memory()
         self.model = Transformer(self.config.model)
         self.checkpoint = resolve_with_average(run_dir, checkpoint)  # best, last, average or a path
         load_model_weights(self.checkpoint, self.model)
