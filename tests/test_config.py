@@ -123,8 +123,11 @@ def test_presets_build_with_their_values(name: str) -> None:
 
 
 def test_presets_grow_in_size() -> None:
-    d_models = [build_config(preset(name)).model.d_model for name in ("tiny", "small", "base")]
-    assert d_models == sorted(d_models) and len(set(d_models)) == 3
+    def size(name: str) -> int:  # weights per token position: layers x (attention + FFN)
+        m = build_config(preset(name)).model
+        return (m.n_encoder_layers + m.n_decoder_layers) * (4 * m.d_model ** 2 + 2 * m.d_model * m.d_ff)
+    sizes = [size(name) for name in ("tiny", "small", "base")]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 3
 
 
 def test_unknown_preset_is_named() -> None:
