@@ -16,6 +16,7 @@ from tinytrans.data import (
     EncodedCorpus,
     FilterConfig,
     RaggedIds,
+    batch_ends,
     encode_parallel,
     id_dtype,
     length_sorted_batches,
@@ -200,6 +201,25 @@ def test_a_pair_larger_than_the_budget_gets_a_batch_of_its_own() -> None:
     batches = length_sorted_batches(src, tgt, 50, seed=0, epoch=0)
     assert [1] in [b.tolist() for b in batches]
     assert sorted(np.concatenate(batches).tolist()) == [0, 1, 2]
+
+
+def _greedy_ends(src: np.ndarray, tgt: np.ndarray, batch_tokens: int) -> list[int]:
+    """What batch_ends computes, by its definition: one pair at a time."""
+    ends, start, longest = [], 0, 0
+    for position in range(len(src)):
+        grown = max(longest, int(src[position]), int(tgt[position]))
+        if position > start and padded_size(position + 1 - start, grown, grown) > batch_tokens:
+            ends.append(position)
+            start, grown = position, max(int(src[position]), int(tgt[position]))
+        longest = grown
+    return ends + [len(src)] if len(src) else []
+
+
+@settings(max_examples=150, deadline=None)
+@given(pairs=lengths_strategy, batch_tokens=st.integers(1, 3000))
+def test_batch_ends_fill_batches_greedily_pair_by_pair(pairs, batch_tokens) -> None:
+    src, tgt = _lengths(pairs)
+    assert batch_ends(src, tgt, batch_tokens) == _greedy_ends(src, tgt, batch_tokens)
 
 
 def test_nonpositive_batch_tokens_is_a_user_error() -> None:

@@ -17,6 +17,7 @@ import json
 import os
 import signal
 import sys
+import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
@@ -354,9 +355,13 @@ class _StopOnSignal:
             pass
 
     def _handle(self, signum, frame):
+        # Under torchrun one Ctrl-C reaches each training process twice, a moment apart: from the
+        # terminal, and forwarded by torchrun. Only a signal a second or more later aborts.
         if self.flag:
-            raise KeyboardInterrupt
-        self.flag = True
+            if time.monotonic() - self.first >= 1.0:
+                raise KeyboardInterrupt
+            return
+        self.flag, self.first = True, time.monotonic()
         stderr.print("stopping after this update and saving a checkpoint (Ctrl-C again to abort)")
 
     def requested(self) -> bool:

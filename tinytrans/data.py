@@ -190,17 +190,32 @@ def length_sorted_batches(
     # Random order first, then a stable sort by (source, target) length: equal lengths stay shuffled.
     order = rng.permutation(len(src_lengths))
     order = order[np.lexsort((tgt_lengths[order], src_lengths[order]))]
-    batches, start = [], 0
-    max_src = max_tgt = 0
-    for position, index in enumerate(order):
-        new_src, new_tgt = max(max_src, src_lengths[index]), max(max_tgt, tgt_lengths[index])
-        if position > start and padded_size(position + 1 - start, new_src, new_tgt) > batch_tokens:
-            batches.append(order[start:position])
-            start, new_src, new_tgt = position, src_lengths[index], tgt_lengths[index]
-        max_src, max_tgt = new_src, new_tgt
-    if start < len(order):
-        batches.append(order[start:])
+    ends = batch_ends(src_lengths[order], tgt_lengths[order], batch_tokens)
+    batches = np.split(order, ends[:-1]) if ends else []
     return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def batch_ends(src_lengths: np.ndarray, tgt_lengths: np.ndarray, batch_tokens: int) -> list[int]:
+    """Where each batch ends, filling batches greedily with pairs in the given (sorted) order:
+    a batch takes the next pair while its padded size stays within `batch_tokens`, and a pair
+    larger than that on its own gets a batch of its own.
+
+    A loop over pairs would take seconds per million pairs, at the start of every epoch; this
+    loops over batches instead. The padded size of the first k pairs from a start never falls as
+    k grows, so the batch ends where it first exceeds the budget (a binary search), and that
+    happens within batch_tokens / (first pair's longer side + 1) + 2 pairs: every pair after
+    the first is padded to at least the first one's width.
+    """
+    ends, start, n = [], 0, len(src_lengths)
+    while start < n:
+        width = max(int(src_lengths[start]), int(tgt_lengths[start])) + 1
+        stop = min(n, start + batch_tokens // width + 2)
+        longest = np.maximum(np.maximum.accumulate(src_lengths[start:stop]),
+                             np.maximum.accumulate(tgt_lengths[start:stop]))  # (k,)
+        sizes = np.arange(1, stop - start + 1) * (longest + 1)  # padded_size of the first k pairs
+        start += max(int(np.searchsorted(sizes, batch_tokens, side="right")), 1)
+        ends.append(start)
+    return ends
 
 
 @dataclass

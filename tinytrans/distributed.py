@@ -99,7 +99,8 @@ def process_group(ranks: Ranks, device: torch.device) -> Iterator[None]:
     backend = "nccl" if device.type == "cuda" else "gloo"
     with talking_to_others(ranks):
         dist.init_process_group(backend, rank=ranks.rank, world_size=ranks.world_size,
-                                timeout=TIMEOUT, device_id=device if device.type == "cuda" else None)
+                                timeout=TIMEOUT,
+                                device_id=device if device.type == "cuda" else None)
     try:
         yield
     finally:
@@ -112,11 +113,18 @@ def talking_to_others(ranks: Ranks) -> Iterator[None]:
     checkpoint is intact, and the command can be run again."""
     try:
         yield
-    except dist.DistError as error:
+    except RuntimeError as error:  # DistError is one; DDP's reducer raises gloo's as plain ones
+        if not (ranks.distributed and _from_the_backend(error)):
+            raise
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise UserError(f"training process {ranks.rank} of {ranks.world_size}: lost contact with "
                         f"the others ({first[:200]}); the last checkpoint is intact, run the same "
                         "command again to resume") from None
+
+
+def _from_the_backend(error: RuntimeError) -> bool:
+    text = str(error).lower()
+    return isinstance(error, dist.DistError) or "gloo" in text or "nccl" in text
 
 
 def wrap(module: nn.Module, ranks: Ranks, device: torch.device) -> nn.Module:
@@ -128,8 +136,8 @@ def wrap(module: nn.Module, ranks: Ranks, device: torch.device) -> nn.Module:
     if not ranks.distributed:
         return module
     with talking_to_others(ranks):  # DDP starts by copying process 0's weights to all
-        return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
-                                       broadcast_buffers=False)  # the model has no buffers
+        return DistributedDataParallel(
+            module, device_ids=[device.index] if device.type == "cuda" else None)
 
 
 def sum_over_ranks(values: Sequence[float | torch.Tensor], ranks: Ranks,
@@ -180,11 +188,11 @@ def even_batches(batches: list[np.ndarray], multiple: int) -> list[np.ndarray]:
     kept, tail = len(batches), []
     while needed:
         kept -= 1
-        if kept < 0:
+        if kept < 0:  # fewer pairs than batches wanted: almost every batch holds one pair
             pairs = sum(len(b) for b in batches)
-            raise UserError(f"{pairs} training pairs cannot fill the {multiple} batches of an "
-                            "update (processes x update_freq): use fewer processes or a smaller "
-                            "update_freq")
+            raise UserError(f"{len(batches)} batches of {pairs} pairs cannot be split into a "
+                            f"multiple of {multiple} (processes x update_freq): "
+                            "use a larger --batch-tokens, fewer processes or a smaller update_freq")
         parts = min(len(batches[kept]), needed + 1)  # a batch of n pairs splits into at most n
         tail = np.array_split(batches[kept], parts) + tail
         needed -= parts - 1
@@ -222,4 +230,5 @@ def seed_dropout(seed: int, ranks: Ranks, step: int) -> None:
     repeats the same masks.
     """
     if ranks.rank > 0:
-        torch.manual_seed(int(np.random.SeedSequence([seed, ranks.rank, step]).generate_state(1)[0]))
+        seeds = np.random.SeedSequence([seed, ranks.rank, step])
+        torch.manual_seed(int(seeds.generate_state(1)[0]))

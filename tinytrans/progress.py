@@ -65,6 +65,9 @@ class TrainDisplay:
         self.limits = {"max_steps": train.max_steps, "max_time": train.max_time}
         self.say(f"model: {e['parameters']:,} parameters on {e['device']} ({e['precision']}); "
                  f"{e['pairs']:,} training pairs")
+        if e.get("processes", 1) > 1:
+            self.say(f"{e['processes']} processes x {e['batch_tokens']:,} tokens x update_freq "
+                     f"{e['update_freq']} = {e['effective_batch_tokens']:,} tokens per update")
         if self.console.is_terminal:
             # transient: the live line is replaced by the final summary when training ends
             self.live = Live(Text("starting..."), console=self.console, auto_refresh=False,

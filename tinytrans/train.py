@@ -288,6 +288,7 @@ def to_device(batch: Batch, device: torch.device) -> Batch:
     without blocking, so the copy overlaps the GPU's work on what was queued before."""
     if device.type != "cuda":
         return batch.to(device)
+
     def move(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.pin_memory().to(device, non_blocking=True)
     return Batch(move(batch.src), move(batch.tgt_in), move(batch.tgt_out), batch.indices)
@@ -307,8 +308,9 @@ def train_step(model: torch.nn.Module, batches: list[Batch], optimizer: torch.op
     """
     objective = TeacherForcing(model) if isinstance(model, Transformer) else model
     n_tokens = int(sum_over_ranks([sum(b.n_tgt_tokens for b in batches)], ranks, device)[0])
-    # DDP averages gradients over the processes; times their number, that is the sum
-    scale = ranks.world_size / n_tokens
+    # DDP averages gradients over the processes: each divides by its share of the tokens so that
+    # the average is the update's summed loss over all its tokens
+    share = n_tokens / ranks.world_size
     total_loss = total_nll = torch.zeros((), device=device)
     for i, batch in enumerate(batches):
         last = i == len(batches) - 1
@@ -319,7 +321,7 @@ def train_step(model: torch.nn.Module, batches: list[Batch], optimizer: torch.op
             loss, nll = objective(*_tensors(to_device(batch, device)), cfg.train.label_smoothing,
                                   precision)
             middle = time.perf_counter()
-            (loss * scale).backward()
+            (loss / share).backward()
         timings.forward += middle - start
         timings.backward += time.perf_counter() - middle
         total_loss, total_nll = total_loss + loss.detach(), total_nll + nll
