@@ -129,7 +129,7 @@ def encoded_chunks(pairs: Iterable[tuple[str, str]], src_tok: Tokenizer, tgt_tok
     """
     chunks = _chunks(pairs, ENCODE_CHUNK)
     if workers == 1:
-        src_one, tgt_one = _SingleThreaded(src_tok.model_proto), _SingleThreaded(tgt_tok.model_proto)
+        src_one, tgt_one = (_SingleThreaded(tok.model_proto) for tok in (src_tok, tgt_tok))
         for chunk in chunks:
             yield encode_parallel(chunk, src_one, tgt_one, filters)
         return
@@ -381,7 +381,8 @@ def _known_names() -> set[str]:
     for joint in (True, False):
         for name in tokenizer_names(joint):
             names |= {name, Path(name).with_suffix(".vocab").name}
-    for split, side, kind in itertools.product(("train", "valid"), ("src", "tgt"), ("ids", "offsets")):
+    for split, side, kind in itertools.product(("train", "valid"), ("src", "tgt"),
+                                               ("ids", "offsets")):
         names.add(f"{split}.{side}.{kind}")
     return names
 
@@ -422,7 +423,8 @@ class PreparedData:
 
     @property
     def tokenizer_paths(self) -> list[Path]:
-        return [self.directory / name for name in tokenizer_names(self.manifest["data"]["joint_vocab"])]
+        names = tokenizer_names(self.manifest["data"]["joint_vocab"])
+        return [self.directory / name for name in names]
 
     def data_config(self, data: DataConfig) -> DataConfig:
         """`data` with what this directory fixes: the languages, the tokenizer's settings, the
@@ -507,8 +509,9 @@ def _check_sources(directory: Path, manifest: dict[str, Any]) -> None:
         for source in split.values():
             path = Path(source["path"])
             if path.is_file() and path.stat().st_size != source["bytes"]:
-                raise UserError(f"{directory}: stale: {path} had {source['bytes']:,} bytes when it "
-                                f"was prepared and has {path.stat().st_size:,} now; prepare it again")
+                raise UserError(f"{directory}: stale: {path} had {source['bytes']:,} bytes when "
+                                f"it was prepared and has {path.stat().st_size:,} now; prepare it "
+                                "again")
 
 
 def _open_split(directory: Path, split: dict[str, Any], verify: bool) -> EncodedCorpus:
@@ -526,7 +529,8 @@ def _open_split(directory: Path, split: dict[str, Any], verify: bool) -> Encoded
 def _open_ragged(directory: Path, entry: dict[str, Any], verify: bool) -> RaggedIds:
     ids = _map_array(directory, entry["ids"], verify)
     offsets = _map_array(directory, entry["offsets"], verify)
-    if len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != len(ids) or np.any(np.diff(offsets) < 0):
+    consistent = len(offsets) >= 1 and offsets[0] == 0 and offsets[-1] == len(ids)
+    if not consistent or np.any(np.diff(offsets) < 0):
         raise UserError(f"{directory / entry['offsets']['file']}: offsets do not describe "
                         f"{entry['ids']['file']}; prepare the corpus again")
     return RaggedIds(ids, offsets)
