@@ -19,19 +19,11 @@ from tinytrans.errors import UserError
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp_path)`, then make the result appear at `path` in one step."""
-    path = Path(path)
-    check_writable(path)
-    tmp = temporary_name(path)
-    try:
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        _fsync_directory(path.parent)
-    except OSError as error:
-        raise os_error(path, error) from None
-    finally:
-        tmp.unlink(missing_ok=True)
+    with _replaced_when_done(path) as tmp:
+        try:
+            write(tmp)
+        except OSError as error:
+            raise os_error(Path(path), error) from None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -46,22 +38,32 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_text_output(path: Path) -> Iterator[TextIO]:
     """Stream text into a temporary file beside `path`; it replaces `path` only when the block
     ends without an exception (Ctrl-C included), so the old file survives any failure."""
-    path = Path(path)
-    check_writable(path)
-    tmp = temporary_name(path)
-    try:
+    with _replaced_when_done(path) as tmp:
         try:
             handle = open(tmp, "w", encoding="utf-8")
         except OSError as error:
-            raise os_error(path, error) from None
+            raise os_error(Path(path), error) from None
         with handle:
             yield handle
             try:
                 handle.flush()
-                os.fsync(handle.fileno())
             except OSError as error:
-                raise os_error(path, error) from None
+                raise os_error(Path(path), error) from None
+
+
+@contextmanager
+def _replaced_when_done(path: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; when the block ends without an exception, what was
+    written there replaces `path` in one step (fsync the file, rename, fsync the directory).
+    On any exception the temporary file is removed and `path` is left as it was."""
+    path = Path(path)
+    check_writable(path)
+    tmp = temporary_name(path)
+    try:
+        yield tmp
         try:
+            with open(tmp, "rb") as handle:
+                os.fsync(handle.fileno())
             os.replace(tmp, path)
             _fsync_directory(path.parent)
         except OSError as error:

@@ -18,8 +18,8 @@ import torch
 from safetensors.torch import save_file
 
 from tinytrans.atomic import atomic_write
-from tinytrans.checkpoint import (CHECKPOINT_DIR, FORMAT, FORMAT_VERSION, read_checkpoint,
-                                  resolve_checkpoint, training_checkpoints)
+from tinytrans.checkpoint import (CHECKPOINT_DIR, FORMAT, FORMAT_VERSION, check_layout,
+                                  read_checkpoint, resolve_checkpoint, training_checkpoints)
 from tinytrans.errors import UserError
 
 AVERAGE = "average.safetensors"
@@ -54,7 +54,7 @@ def average_checkpoints(paths: list[Path], output: Path) -> Path:
     total = {name: t.to(torch.float32) for name, t in first.items()}
     for path in paths[1:]:
         tensors = model_tensors(path)
-        check_same_layout(paths[0], first, path, tensors)
+        check_layout(path, tensors, first, str(paths[0]))
         for name, tensor in tensors.items():
             total[name] += tensor.to(torch.float32)
     mean = {MODEL_PREFIX + name: (t / len(paths)).to(first[name].dtype).contiguous()
@@ -72,19 +72,6 @@ def model_tensors(path: Path) -> dict[str, torch.Tensor]:
     tensors, _ = read_checkpoint(Path(path))
     return {name.removeprefix(MODEL_PREFIX): tensor for name, tensor in tensors.items()
             if name.startswith(MODEL_PREFIX)}
-
-
-def check_same_layout(reference_path: Path, reference: dict[str, torch.Tensor],
-                      path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Refuse to average weights of different models: same names, same shapes, or a UserError."""
-    missing, extra = reference.keys() - tensors.keys(), tensors.keys() - reference.keys()
-    if missing or extra:
-        raise UserError(f"{path}: not the same model as {reference_path} (missing "
-                        f"{sorted(missing)[:3]}, extra {sorted(extra)[:3]}): another config")
-    for name, tensor in tensors.items():
-        if tensor.shape != reference[name].shape:
-            raise UserError(f"{path}: '{name}' has shape {tuple(tensor.shape)} but "
-                            f"{tuple(reference[name].shape)} in {reference_path}: another config")
 
 
 def resolve_with_average(run_dir: Path, which: str) -> Path:

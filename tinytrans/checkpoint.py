@@ -89,16 +89,22 @@ def load_model_weights(path: Path, model: torch.nn.Module) -> dict[str, Any]:
 
 def _copy_weights(path: Path, tensors: dict[str, torch.Tensor], model: torch.nn.Module) -> None:
     weights = {k.removeprefix("model/"): t for k, t in tensors.items() if k.startswith("model/")}
-    expected = model.state_dict()
-    missing, unexpected = expected.keys() - weights.keys(), weights.keys() - expected.keys()
-    if missing or unexpected:
-        raise UserError(f"{path}: weights do not fit this model's config "
-                        f"(missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]})")
-    for name, tensor in weights.items():
-        if tensor.shape != expected[name].shape:
-            raise UserError(f"{path}: '{name}' has shape {tuple(tensor.shape)}, "
-                            f"the config needs {tuple(expected[name].shape)}")
+    check_layout(path, weights, model.state_dict(), "the config")
     model.load_state_dict(weights)
+
+
+def check_layout(path: Path, found: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+                 against: str) -> None:
+    """`found` must have the tensor names and shapes of `expected` (those of `against`: the
+    config, or another checkpoint), or a UserError names the first difference."""
+    missing, unexpected = expected.keys() - found.keys(), found.keys() - expected.keys()
+    if missing or unexpected:
+        raise UserError(f"{path}: not the same model as {against} (missing "
+                        f"{sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}): another config")
+    for name, tensor in found.items():
+        if tensor.shape != expected[name].shape:
+            raise UserError(f"{path}: '{name}' has shape {tuple(tensor.shape)}, {against} needs "
+                            f"{tuple(expected[name].shape)}: another config")
 
 
 def load_training_state(path: Path, model: torch.nn.Module,
