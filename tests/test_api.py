@@ -11,12 +11,11 @@ from typer.testing import CliRunner
 
 import tinytrans
 from tinytrans.cli import app
-from tinytrans.config import build_config
 from tinytrans.errors import UserError
 from tinytrans.search import SearchConfig
 from tinytrans.train import train
 from tinytrans.translate import Translator
-from toyrun import BUNDLED, write_corpus
+from toyrun import BUNDLED, varied_config, write_corpus
 
 LINES = (BUNDLED / "test.en").read_text(encoding="utf-8").splitlines()[:16]
 
@@ -25,14 +24,7 @@ LINES = (BUNDLED / "test.en").read_text(encoding="utf-8").splitlines()[:16]
 def run_dir(tmp_path_factory) -> Path:
     """Trained just enough that every sentence gets its own translation."""
     root = tmp_path_factory.mktemp("api")
-    cfg = build_config({
-        "model": {"d_model": 64, "n_heads": 2, "d_ff": 128, "n_encoder_layers": 1,
-                  "n_decoder_layers": 1, "dropout": 0.0},
-        "data": {"train": str(write_corpus(root / "train", 2000)), "src": "en", "tgt": "de",
-                 "vocab_size": 300},
-        "train": {"batch_tokens": 1500, "lr": 5e-3, "warmup_steps": 50, "max_steps": 200,
-                  "validate_every": 1000, "checkpoint_every": 200, "threads": 1},
-    }, "api test")
+    cfg = varied_config(write_corpus(root / "train", 2000), 200, "api test")
     train(cfg, root / "run")
     return root / "run"
 

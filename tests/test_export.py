@@ -21,7 +21,7 @@ from tinytrans.search import SearchConfig
 from tinytrans.tokenizer import Tokenizer
 from tinytrans.train import train
 from tinytrans.translate import Translator
-from toyrun import BUNDLED, write_corpus
+from toyrun import BUNDLED, varied_config, write_corpus
 
 TEST_LINES = 300  # of the bundled test set: enough to measure agreement, fast to translate
 
@@ -134,14 +134,7 @@ def test_without_ctranslate2_export_says_what_to_install(small_tokenizer, tmp_pa
 def trained_run(tmp_path_factory) -> Path:
     """Trained for about half a minute: it translates badly, but every sentence differently."""
     root = tmp_path_factory.mktemp("export")
-    cfg = build_config({
-        "model": {"d_model": 64, "n_heads": 2, "d_ff": 128, "n_encoder_layers": 1,
-                  "n_decoder_layers": 1, "dropout": 0.0},
-        "data": {"train": str(write_corpus(root / "train", 4000)), "src": "en", "tgt": "de",
-                 "vocab_size": 300},
-        "train": {"batch_tokens": 1500, "lr": 5e-3, "warmup_steps": 50, "max_steps": 500,
-                  "validate_every": 1000, "checkpoint_every": 500, "threads": 1},
-    }, "export test")
+    cfg = varied_config(write_corpus(root / "train", 4000), 500, "export test")
     train(cfg, root / "run")
     return root / "run"
 

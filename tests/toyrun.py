@@ -28,3 +28,15 @@ def toy_config(train: Path, valid: Path | None, **train_overrides) -> RunConfig:
                   "validate_every": 10, "checkpoint_every": 10, "log_every": 1, "threads": 1,
                   **train_overrides},
     }, "toy")
+
+
+def varied_config(train: Path, max_steps: int, origin: str) -> RunConfig:
+    """A model trained just enough (no dropout, a larger learning rate) that different
+    sentences get different translations: for tests that compare outputs line by line."""
+    return build_config({
+        "model": {"d_model": 64, "n_heads": 2, "d_ff": 128, "n_encoder_layers": 1,
+                  "n_decoder_layers": 1, "dropout": 0.0},
+        "data": {"train": str(train), "src": "en", "tgt": "de", "vocab_size": 300},
+        "train": {"batch_tokens": 1500, "lr": 5e-3, "warmup_steps": 50, "max_steps": max_steps,
+                  "validate_every": 1000, "checkpoint_every": max_steps, "threads": 1},
+    }, origin)

@@ -106,7 +106,7 @@ def friendly_errors(command):
                 raise
             say("interrupted", "error: ", "bold red")
             raise typer.Exit(INTERRUPTED) from None
-        except Exception as error:  # noqa: BLE001: the one place that decides how errors look
+        except Exception as error:  # noqa: BLE001 (the one place that decides how errors look)
             if os.environ.get(DEBUG_ENV):
                 raise
             message, code = describe_error(error)
