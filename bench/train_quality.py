@@ -31,13 +31,16 @@ SETUPS = {
     "multi30k-60": lambda: dict(preset="small", train=require_multi30k() / "train",
                                 valid=require_multi30k() / "val",
                                 test=require_multi30k() / "test_2016_flickr",
-                                extra=["--max-time", "60", "--dropout", "0.2", "--average-last", "5"]),
+                                extra=["--max-time", "60", "--dropout", "0.2", "--keep-last", "5",
+                                       "--average-last", "5"]),
 }
 
 
 def run(args: list[str]) -> str:
-    return subprocess.run([sys.executable, "-m", "tinytrans", *args], check=True,
-                          capture_output=True, text=True).stdout
+    done = subprocess.run([sys.executable, "-m", "tinytrans", *args], capture_output=True, text=True)
+    if done.returncode != 0:  # the CLI's own one-line error says why
+        sys.exit(f"tinytrans {args[0]} failed (exit {done.returncode}): {done.stderr.strip()}")
+    return done.stdout
 
 
 def train_and_record(name: str, setup: dict, run_dir: Path, extra: list[str]) -> None:
