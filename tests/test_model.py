@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from helpers_model import (OVERFIT_SOURCES, OVERFIT_TARGETS, VOCAB, overfit_losses, overfit_model,
                            pad_rows, random_sources, source_batch, toy_config, toy_model)
 from tinytrans.config import ModelConfig
-from tinytrans.model import (AttentionWeights, Transformer, attention, causal_mask,
+from tinytrans.model import (AttentionWeights, LayerCache, Transformer, attention, causal_mask,
                              count_parameters, padding_mask, reorder_cache, sinusoidal_encoding)
 from tinytrans.search import SearchConfig, greedy_search
 from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -216,8 +216,9 @@ def test_cached_incremental_decoding_equals_full_decoding(pre_norm: bool, first:
     assert torch.allclose(stepwise, full, atol=ATOL)
     assert len(cache) == 2
     for layer in cache:
-        assert layer["self_k"].shape == (3, 2, tgt.size(1), 16)
-        assert layer["cross_k"].shape == (3, 2, src.size(1), 16)
+        assert layer.self_k.shape == layer.self_v.shape == (3, 2, tgt.size(1), 16)
+        assert layer.cross_k.shape == layer.cross_v.shape == (3, 2, src.size(1), 16)
+        assert layer.length == tgt.size(1)
 
 
 def test_cache_after_reorder_equals_full_decoding_of_reordered_batch():
@@ -248,13 +249,14 @@ def test_reorder_cache_only_self_keeps_cross_attention():
         memory, src_mask = encode(model, src)
         cache = model.new_cache()
         model.decode(tgt, memory, src_mask, cache)
-    before = [{name: t.clone() for name, t in layer.items()} for layer in cache]
+    before = [LayerCache(*(t.clone() for t in (layer.self_k, layer.self_v, layer.cross_k, layer.cross_v)))
+              for layer in cache]
     reorder_cache(cache, torch.tensor([1, 0]), only_self=True)
     for old, new in zip(before, cache, strict=True):
-        assert torch.equal(new["cross_k"], old["cross_k"])
-        assert torch.equal(new["cross_v"], old["cross_v"])
-        assert torch.equal(new["self_k"], old["self_k"][[1, 0]])
-        assert torch.equal(new["self_v"], old["self_v"][[1, 0]])
+        assert torch.equal(new.cross_k, old.cross_k)
+        assert torch.equal(new.cross_v, old.cross_v)
+        assert torch.equal(new.self_k, old.self_k[[1, 0]])
+        assert torch.equal(new.self_v, old.self_v[[1, 0]])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import torch
 
 from helpers_model import (OVERFIT_SOURCES, OVERFIT_TARGETS, VOCAB, overfit_model, random_sources,
                            source_batch, toy_model)
-from tinytrans.model import Transformer, padding_mask
+from tinytrans.model import LayerCache, Transformer, padding_mask
 from tinytrans.search import (Hypothesis, SearchConfig, beam_search, greedy_search, length_penalty,
                               max_lengths, search)
 from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -375,8 +375,8 @@ def test_search_on_gpu_equals_search_on_cpu(all_models, beam: int):
 class CacheFreeModel:
     """The model as search sees it, but every decode re-runs the whole prefix without a cache.
 
-    The prefix of each row lives in the cache dicts under a self-attention name, so the search's
-    own reorder_cache keeps it aligned with the beams as they are re-ranked and leave the batch.
+    The prefix of ids of each row rides in the cache's self-attention slots, so the search's own
+    reorder_cache keeps it aligned with the beams as they are re-ranked and leave the batch.
     This runs the library's search algorithm itself, whatever its stopping rule.
     """
 
@@ -389,14 +389,14 @@ class CacheFreeModel:
     def logits(self, states: torch.Tensor) -> torch.Tensor:
         return self.model.logits(states)
 
-    def new_cache(self) -> list[dict[str, torch.Tensor]]:
-        return [{}]
+    def new_cache(self) -> list[LayerCache]:
+        return [LayerCache()]
 
     def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
-               cache: list[dict[str, torch.Tensor]]) -> torch.Tensor:
+               cache: list[LayerCache]) -> torch.Tensor:
         layer = cache[0]
-        prefix = torch.cat([layer["self_prefix"], tgt], dim=1) if "self_prefix" in layer else tgt
-        layer["self_prefix"] = prefix
+        prefix = tgt if layer.self_k is None else torch.cat([layer.self_k, tgt], dim=1)  # (B, t)
+        layer.self_k = layer.self_v = prefix
         return self.model.decode(prefix, memory, src_mask)[:, -tgt.size(1):]
 
 

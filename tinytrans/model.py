@@ -24,10 +24,40 @@ from torch import nn
 from tinytrans.config import ModelConfig
 from tinytrans.tokenizer import PAD_ID
 
-# A decoder cache is one dict per decoder layer holding the keys and values computed so far:
-#   "self_k", "self_v": (B, H, t, Dh), grown by one position per step,
-#   "cross_k", "cross_v": (B, H, S, Dh), computed from the memory once.
-LayerCache = dict[str, torch.Tensor]
+
+@dataclass
+class LayerCache:
+    """What one decoder layer has computed during a search, reused at the next step.
+
+    Empty at the first step; the layer fills it. t is the number of target positions so far.
+    """
+
+    self_k: torch.Tensor | None = None  # (B, H, t, Dh) self-attention keys, one more per step
+    self_v: torch.Tensor | None = None  # (B, H, t, Dh) and values
+    cross_k: torch.Tensor | None = None  # (B, H, S, Dh) cross-attention keys, from the memory once
+    cross_v: torch.Tensor | None = None  # (B, H, S, Dh) and values
+
+    @property
+    def length(self) -> int:
+        """t: the target positions decoded so far."""
+        return 0 if self.self_k is None else self.self_k.size(2)
+
+    def append_self(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add this step's keys and values (B, H, T, Dh); returns all of them, (B, H, t + T, Dh)."""
+        if self.self_k is not None:
+            k, v = torch.cat([self.self_k, k], dim=2), torch.cat([self.self_v, v], dim=2)
+        self.self_k, self.self_v = k, v
+        return k, v
+
+    def reorder(self, index: torch.Tensor, only_self: bool = False) -> None:
+        """Keep (and repeat) the batch rows in `index`. `only_self` leaves the cross-attention
+        keys and values alone: re-ranking the beams of a sentence does not change its source."""
+        if self.self_k is not None:
+            self.self_k = self.self_k.index_select(0, index)
+            self.self_v = self.self_v.index_select(0, index)
+        if not only_self and self.cross_k is not None:
+            self.cross_k = self.cross_k.index_select(0, index)
+            self.cross_v = self.cross_v.index_select(0, index)
 
 
 @dataclass
@@ -168,18 +198,15 @@ class MultiHeadAttention(nn.Module):
                 cache: LayerCache | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.cross:
             q = self.split_heads(self.q_proj(x))
-            if cache is not None and "cross_k" in cache:
-                return q, cache["cross_k"], cache["cross_v"]
+            if cache is not None and cache.cross_k is not None:
+                return q, cache.cross_k, cache.cross_v
             k, v = map(self.split_heads, self.kv_proj(memory).chunk(2, dim=-1))  # (B, H, S, Dh)
             if cache is not None:
-                cache["cross_k"], cache["cross_v"] = k, v
+                cache.cross_k, cache.cross_v = k, v
             return q, k, v
         q, k, v = map(self.split_heads, self.qkv_proj(x).chunk(3, dim=-1))  # (B, H, T, Dh) each
         if cache is not None:
-            if "self_k" in cache:
-                k = torch.cat([cache["self_k"], k], dim=2)  # (B, H, t + T, Dh)
-                v = torch.cat([cache["self_v"], v], dim=2)
-            cache["self_k"], cache["self_v"] = k, v
+            k, v = cache.append_self(k, v)  # (B, H, t + T, Dh)
         return q, k, v
 
 
@@ -248,7 +275,7 @@ class DecoderLayer(nn.Module):
                 weights_out: AttentionWeights | None = None) -> torch.Tensor:
         # Decoding one step at a time, the past is all there is to attend to: no causal mask.
         causal = x.size(1) > 1
-        assert not (causal and cache and "self_k" in cache), "a filled cache takes one token per step"
+        assert not (causal and cache is not None and cache.length), "a filled cache takes one token per step"
         self_record = weights_out.decoder if weights_out is not None else None
         cross_record = weights_out.cross if weights_out is not None else None
         x = self.self_residual(x, lambda h: self.self_attn(
@@ -324,12 +351,12 @@ class Transformer(nn.Module):
                weights_out: AttentionWeights | None = None) -> torch.Tensor:
         """tgt: (B, T) ids -> decoder states (B, T, D).
 
-        With `cache` (a list of one dict per layer, empty at the first step), `tgt` holds only the
+        With `cache` (one LayerCache per layer, empty at the first step), `tgt` holds only the
         newest token(s) and earlier keys/values come from the cache, which this call extends.
         With `weights_out`, each layer appends its self-attention weights (B, H, T, t), t the
         positions so far, and its cross-attention weights (B, H, T, S).
         """
-        offset = cache[0]["self_k"].size(2) if cache and "self_k" in cache[0] else 0
+        offset = cache[0].length if cache else 0
         x = self.embed(self.tgt_embed_table, tgt, offset)
         for i, layer in enumerate(self.decoder_layers):
             x = layer(x, memory, src_mask, cache[i] if cache is not None else None, weights_out)
@@ -347,7 +374,7 @@ class Transformer(nn.Module):
         return self.logits(self.decode(tgt, self.encode(src, src_mask), src_mask))
 
     def new_cache(self) -> list[LayerCache]:
-        return [{} for _ in self.decoder_layers]
+        return [LayerCache() for _ in self.decoder_layers]
 
 
 def reorder_cache(cache: list[LayerCache], index: torch.Tensor, only_self: bool = False) -> None:
@@ -357,9 +384,7 @@ def reorder_cache(cache: list[LayerCache], index: torch.Tensor, only_self: bool 
     not change them, since all beams of a sentence attend to the same source.
     """
     for layer in cache:
-        for name, tensor in layer.items():
-            if not (only_self and name.startswith("cross")):
-                layer[name] = tensor.index_select(0, index)
+        layer.reorder(index, only_self)
 
 
 def count_parameters(model: nn.Module) -> int:
