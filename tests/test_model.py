@@ -249,8 +249,8 @@ def test_reorder_cache_only_self_keeps_cross_attention():
         memory, src_mask = encode(model, src)
         cache = model.new_cache()
         model.decode(tgt, memory, src_mask, cache)
-    before = [LayerCache(*(t.clone() for t in (layer.self_k, layer.self_v, layer.cross_k, layer.cross_v)))
-              for layer in cache]
+    before = [LayerCache(layer.self_k.clone(), layer.self_v.clone(), layer.cross_k.clone(),
+                         layer.cross_v.clone()) for layer in cache]
     reorder_cache(cache, torch.tensor([1, 0]), only_self=True)
     for old, new in zip(before, cache, strict=True):
         assert torch.equal(new.cross_k, old.cross_k)
