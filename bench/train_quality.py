@@ -31,7 +31,7 @@ SETUPS = {
     "multi30k-60": lambda: dict(preset="small", train=require_multi30k() / "train",
                                 valid=require_multi30k() / "val",
                                 test=require_multi30k() / "test_2016_flickr",
-                                extra=["--max-time", "60", "--dropout", "0.2", "--keep-last", "5",
+                                extra=["--max-time", "60", "--dropout", "0.2", "--lr", "3e-3", "--keep-last", "5",
                                        "--average-last", "5"]),
 }
 
