@@ -248,15 +248,16 @@ def test_train_with_unequal_lengths(parallel_corpus, small_tokenizer_prefix: Pat
     assert_user_error(result, f"{prefix}.en has 3 lines", f"{prefix}.de has 2")
 
 
-def test_train_dropout_flag_reaches_the_saved_config(parallel_corpus, small_tokenizer_prefix: Path,
-                                                    tmp_path: Path) -> None:
+def test_train_dropout_and_sampling_flags_reach_the_saved_config(
+        parallel_corpus, small_tokenizer_prefix: Path, tmp_path: Path) -> None:
     from tinytrans.rundir import load_run_config
     prefix = parallel_corpus(["a dog", "a cat", "a man"], ["ein Hund", "eine Katze", "ein Mann"])
     result = train(tmp_path / "run", "--train", prefix, "--preset", "small", "--dropout", "0.3",
-                   "--tokenizer", f"{small_tokenizer_prefix}.model")
+                   "--sampling-alpha", "0.05", "--tokenizer", f"{small_tokenizer_prefix}.model")
     assert result.exit_code == 0, result.output
-    model = load_run_config(tmp_path / "run").model
-    assert model.dropout == 0.3 and model.d_model == 128  # the flag wins over the preset's 0.1
+    saved = load_run_config(tmp_path / "run")
+    assert saved.model.dropout == 0.3 and saved.model.d_model == 128  # over the preset's 0.1
+    assert saved.data.sampling_alpha == 0.05
 
 
 def test_train_with_a_bad_preset(parallel_corpus, tmp_path: Path) -> None:

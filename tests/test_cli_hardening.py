@@ -70,7 +70,8 @@ BAD_TRAIN_FLAGS = [
     ("--max-epochs", "0"), ("--validate-every", "0"), ("--keep-last", "0"),
     ("--average-last", "0"), ("--patience", "0"), ("--batch-tokens", "0"),
     ("--warmup-steps", "-1"), ("--vocab-size", "3"), ("--max-length", "0"), ("--threads", "0"),
-    ("--seed", "-1"), ("--dropout", "1"), ("--dropout", "-0.1"),
+    ("--seed", "-1"), ("--dropout", "1"), ("--dropout", "-0.1"), ("--sampling-alpha", "1"),
+    ("--sampling-alpha", "-0.1"),
 ]
 
 

@@ -16,6 +16,7 @@ from tinytrans.data import (
     EncodedCorpus,
     FilterConfig,
     RaggedIds,
+    ResampledCorpus,
     batch_ends,
     encode_parallel,
     id_dtype,
@@ -35,7 +36,7 @@ class WordTokenizer:
     def __init__(self, vocab_size: int = 100):
         self.vocab_size = vocab_size
 
-    def encode(self, lines: list[str]) -> list[list[int]]:
+    def encode(self, lines: list[str], sampling_alpha: float = 0.0) -> list[list[int]]:
         return [[4 + len(word) for word in line.split()] for line in lines]
 
 
@@ -70,6 +71,22 @@ def test_encode_keeps_counts_and_order_across_chunks(small_tokenizer: Tokenizer,
     for i in (0, 6, 7, 50, 99):
         assert corpus.src[i].tolist() == small_tokenizer.encode([pairs[i][0]])[0]
         assert corpus.tgt[i].tolist() == small_tokenizer.encode([pairs[i][1]])[0]
+
+
+def test_resampled_corpus_changes_with_the_epoch_and_repeats_for_the_same_one(
+        small_tokenizer: Tokenizer, bundled: Path) -> None:
+    pairs = list(read_parallel(bundled / "valid", "en", "de"))[:300]
+
+    def epoch(number: int, seed: int = 1) -> list[list[int]]:
+        keep_all = FilterConfig(max_length=1000, max_ratio=100.0)
+        corpus = ResampledCorpus(pairs, small_tokenizer, small_tokenizer, keep_all, 0.1, seed)(number)
+        return [corpus.tgt[i].tolist() for i in range(len(corpus))]
+
+    best = encode_parallel(iter(pairs), small_tokenizer, small_tokenizer, FilterConfig())
+    assert epoch(3) == epoch(3)  # a new process (a resumed run) gets the same epoch
+    assert epoch(3) != epoch(4) and epoch(3) != epoch(3, seed=2)
+    assert epoch(3) != [best.tgt[i].tolist() for i in range(len(best))]
+    assert small_tokenizer.decode(epoch(3)) == [t for _, t in pairs]
 
 
 def test_filters_count_empty_too_long_and_bad_ratio_pairs(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -17,6 +17,7 @@ from tinytrans.tokenizer import (
     UNK_ID,
     Tokenizer,
     reservoir_sample,
+    seed_sampling,
     train_tokenizer,
 )
 
@@ -39,6 +40,23 @@ def test_decode_encode_round_trips_bundled_test_sentences(small_tokenizer: Token
     assert all(UNK_ID not in sentence for sentence in ids)
     assert small_tokenizer.decode(ids) == lines
     assert small_tokenizer.decode_pieces(small_tokenizer.encode_pieces(lines)) == lines
+
+
+def test_sampled_segmentations_spell_the_same_text_and_follow_the_seed(small_tokenizer: Tokenizer,
+                                                                       bundled: Path) -> None:
+    lines = head(bundled / "test.de", 200)
+    best = small_tokenizer.encode(lines)
+    samples = []
+    for seed in (7, 7, 8):
+        seed_sampling(seed)
+        samples.append(small_tokenizer.encode(lines, sampling_alpha=0.1))
+    assert samples[0] == samples[1]  # the same seed, the same segmentations
+    assert samples[0] != samples[2] and samples[0] != best
+    for sample in samples:
+        assert small_tokenizer.decode(sample) == lines  # only the split differs, never the text
+    # BPE-dropout skips merges: the sampled segmentations have more pieces than the best one
+    assert sum(map(len, samples[0])) > sum(map(len, best))
+    assert small_tokenizer.encode(lines) == best  # without sampling, always the best
 
 
 def test_reserved_ids_are_pad_unk_bos_eos(small_tokenizer: Tokenizer) -> None:

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from tinytrans.checkpoint import load_model_weights, training_checkpoints
 from tinytrans.cli import app
+from tinytrans.config import build_config
 from tinytrans.errors import UserError
 from tinytrans.model import Transformer
 from tinytrans.rundir import load_run_config
@@ -67,6 +68,30 @@ def test_resumed_run_continues_the_same_curve(corpus, tmp_path):
     assert sorted(b) == list(range(1, 21))
     for step in range(11, 21):
         assert b[step] == pytest.approx(a[step], rel=1e-5), step
+
+
+def test_subword_sampling_segments_each_epoch_anew_and_a_resumed_run_sees_the_same(corpus,
+                                                                                   tmp_path):
+    def sampled(**overrides):
+        cfg = toy_config(*corpus, batch_tokens=1500, **overrides)  # 20 updates: several epochs
+        return replace(cfg, data=replace(cfg.data, sampling_alpha=0.1))
+
+    straight, resumed, fixed = tmp_path / "straight", tmp_path / "resumed", tmp_path / "fixed"
+    train(sampled(), straight)
+    train(sampled(max_steps=10), resumed)
+    train(sampled(), resumed)
+    train(toy_config(*corpus, batch_tokens=1500), fixed)
+    a, b, c = losses(straight), losses(resumed), losses(fixed)
+    assert max(json.loads(line)["epoch"] for line in (straight / "metrics.jsonl").open()
+               if '"log"' in line) >= 1  # the updates run into a second epoch
+    for step in range(11, 21):
+        assert b[step] == pytest.approx(a[step], rel=1e-5), step
+    assert a[1] != pytest.approx(c[1], rel=1e-6)  # sampled from the first epoch on
+
+
+def test_subword_sampling_on_a_prepared_corpus_is_refused_by_the_config(tmp_path):
+    with pytest.raises(UserError, match="'data.sampling_alpha' = 0.1 .* prepared corpus"):
+        build_config({"data": {"prepared": str(tmp_path), "sampling_alpha": 0.1}}, "run.toml")
 
 
 def test_a_different_config_is_refused_and_overwrite_starts_over(corpus, tmp_path):

@@ -290,6 +290,7 @@ def train(
     vocab_size: Annotated[Optional[int], typer.Option(help="Pieces of the tokenizer trained here.")] = None,
     max_length: Annotated[Optional[int], typer.Option(help="Drop training pairs longer than this (pieces).")] = None,
     utf8_errors: Annotated[Optional[Utf8Policy], typer.Option(help="strict: invalid UTF-8 is an error; replace: replace and count it.")] = None,
+    sampling_alpha: Annotated[Optional[float], typer.Option(help="Subword regularization: segment the training text anew each epoch by sampling (BPE: each merge skipped with this probability). 0: off.")] = None,
     dropout: Annotated[Optional[float], typer.Option(help="Dropout on embeddings and residual branches.")] = None,
     batch_tokens: Annotated[Optional[int], typer.Option(help="Tokens per batch, padding included.")] = None,
     update_freq: Annotated[Optional[int], typer.Option(help="Batches per update (gradient accumulation).")] = None,
@@ -326,7 +327,8 @@ def train(
                         f"'tinytrans prepare'; give {flag} to prepare instead")
     saved = output / CONFIG_FILE
     resolved = resolve_train_config(
-        {"data": {**data_flags, "prepared": str(data) if data is not None else None},
+        {"data": {**data_flags, "prepared": str(data) if data is not None else None,
+                  "sampling_alpha": sampling_alpha},
          "model": {"dropout": dropout},
          "train": {"batch_tokens": batch_tokens, "update_freq": update_freq, "lr": lr,
                    "warmup_steps": warmup_steps, "lr_schedule": lr_schedule,

@@ -18,7 +18,7 @@ import torch
 
 from tinytrans.config import DataConfig
 from tinytrans.errors import UserError
-from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer
+from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, seed_sampling
 
 ENCODE_CHUNK = 10_000  # pairs handed to SentencePiece at a time: bounded memory, fast batch calls
 
@@ -119,18 +119,20 @@ def encode_parallel(
     src_tokenizer: Tokenizer,
     tgt_tokenizer: Tokenizer,
     filters: FilterConfig | None = None,
+    sampling_alpha: float = 0.0,
 ) -> EncodedCorpus:
     """Encode a stream of text pairs; with `filters`, drop unusable pairs and count why.
 
     Without filters every pair is kept (validation and test sets must stay aligned with their
-    references), except that it still has to be encodable.
+    references), except that it still has to be encodable. `sampling_alpha` > 0 samples each
+    segmentation (Tokenizer.encode).
     """
     stats = FilterStats()
     src_out = _RaggedBuilder(id_dtype(src_tokenizer.vocab_size))
     tgt_out = _RaggedBuilder(id_dtype(tgt_tokenizer.vocab_size))
     for chunk in _chunks(pairs, ENCODE_CHUNK):
-        src_ids = src_tokenizer.encode([s for s, _ in chunk])
-        tgt_ids = tgt_tokenizer.encode([t for _, t in chunk])
+        src_ids = src_tokenizer.encode([s for s, _ in chunk], sampling_alpha)
+        tgt_ids = tgt_tokenizer.encode([t for _, t in chunk], sampling_alpha)
         stats.read += len(chunk)
         if filters is not None:
             src_ids, tgt_ids = _keep_trainable(src_ids, tgt_ids, filters, stats)
@@ -138,6 +140,32 @@ def encode_parallel(
         src_out.add(src_ids)
         tgt_out.add(tgt_ids)
     return EncodedCorpus(src_out.build(), tgt_out.build(), stats)
+
+
+class ResampledCorpus:
+    """The training pairs, segmented anew for every epoch by sampling (subword regularization:
+    Kudo, 2018; Provilkov et al., 2020): the model sees each word split in several ways, which
+    regularizes it the way dropout does, at the input.
+
+    Keeps the text in memory. Epoch e's segmentation follows from (seed, e) alone, so a resumed
+    run, and every process of a distributed one, gets the same batches. A pair is kept or dropped
+    by the filters on each epoch's segmentation.
+    """
+
+    def __init__(self, pairs: list[tuple[str, str]], src_tokenizer: Tokenizer,
+                 tgt_tokenizer: Tokenizer, filters: FilterConfig, sampling_alpha: float, seed: int):
+        self.pairs, self.filters, self.sampling_alpha, self.seed = pairs, filters, sampling_alpha, seed
+        self.tokenizers = (src_tokenizer, tgt_tokenizer)
+        self.epoch: int | None = None
+        self.corpus: EncodedCorpus | None = None
+
+    def __call__(self, epoch: int) -> EncodedCorpus:
+        if epoch != self.epoch:
+            seed_sampling((self.seed * 1_000_003 + epoch) % 2**32)
+            self.corpus = encode_parallel(self.pairs, *self.tokenizers, self.filters,
+                                          self.sampling_alpha)
+            self.epoch = epoch
+        return self.corpus
 
 
 def _keep_trainable(

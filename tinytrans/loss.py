@@ -21,26 +21,27 @@ import torch.nn.functional as F
 class _SmoothedCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: torch.Tensor, target: torch.Tensor, epsilon: float):
-        # logits (N, V), target (N,)
-        log_z = torch.logsumexp(logits, dim=-1)  # (N,) log of the softmax normaliser
-        nll = log_z - logits.gather(1, target[:, None]).squeeze(1)  # (N,) -log p(reference)
-        uniform = log_z - logits.mean(dim=-1)  # (N,) -mean_v log p(v)
-        ctx.save_for_backward(logits, log_z, target)
+        # logits (N, V), target (N,). log_softmax is one fused pass over each row; a
+        # logsumexp followed by a subtraction would write the (N, V) matrix twice more.
+        log_probs = logits.log_softmax(dim=-1)  # (N, V)
+        nll = -log_probs.gather(1, target[:, None]).squeeze(1)  # (N,) -log p(reference)
+        uniform = -log_probs.mean(dim=-1)  # (N,) -mean_v log p(v)
+        ctx.save_for_backward(log_probs, target)
         ctx.epsilon = epsilon
-        loss = (1.0 - epsilon) * nll.sum() + epsilon * uniform.sum()
         nll_sum = nll.sum()
+        loss = (1.0 - epsilon) * nll_sum + epsilon * uniform.sum()
         ctx.mark_non_differentiable(nll_sum)  # reported, never trained on: backward ignores it
         return loss, nll_sum
 
     @staticmethod
     def backward(ctx, grad_loss: torch.Tensor, grad_nll: torch.Tensor):
-        logits, log_z, target = ctx.saved_tensors
-        epsilon, vocab = ctx.epsilon, logits.size(-1)
-        grad = (logits - log_z[:, None]).exp_()  # softmax(z), (N, V)
-        grad.sub_(epsilon / vocab)
-        grad.scatter_add_(1, target[:, None],
-                          torch.full_like(target[:, None], -(1.0 - epsilon), dtype=grad.dtype))
-        return grad.mul_(grad_loss), None, None
+        # d loss / d logits = softmax(z) - smoothed target, scaled by the incoming gradient
+        log_probs, target = ctx.saved_tensors
+        epsilon, vocab = ctx.epsilon, log_probs.size(-1)
+        grad = log_probs.exp().mul_(grad_loss)  # softmax(z) x grad, (N, V)
+        grad.sub_(grad_loss * (epsilon / vocab))
+        reference = (-(1.0 - epsilon) * grad_loss).expand(target.size(0), 1).to(grad.dtype)
+        return grad.scatter_add_(1, target[:, None], reference), None, None
 
 
 def fused_smoothed_loss(logits: torch.Tensor, target: torch.Tensor,

@@ -53,9 +53,17 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return self.sp.get_piece_size()
 
-    def encode(self, lines: list[str]) -> list[list[int]]:
-        """Piece ids of each line, without BOS/EOS (the batcher adds those)."""
-        return self.sp.encode(lines, out_type=int)
+    def encode(self, lines: list[str], sampling_alpha: float = 0.0) -> list[list[int]]:
+        """Piece ids of each line, without BOS/EOS (the batcher adds those).
+
+        With `sampling_alpha` > 0, a segmentation sampled for each line (see
+        DataConfig.sampling_alpha), reproducible after `seed_sampling`.
+        """
+        if sampling_alpha == 0.0:
+            return self.sp.encode(lines, out_type=int)
+        # one thread: the samples then follow from the seed alone, in line order
+        return self.sp.encode(lines, out_type=int, enable_sampling=True, alpha=sampling_alpha,
+                              nbest_size=-1, num_threads=1)
 
     def encode_pieces(self, lines: list[str]) -> list[list[str]]:
         return self.sp.encode(lines, out_type=str)
@@ -68,6 +76,11 @@ class Tokenizer:
 
     def save(self, path: Path) -> None:
         atomic_write_bytes(path, self.model_proto)
+
+
+def seed_sampling(seed: int) -> None:
+    """Seed SentencePiece's generator (one for the whole process) for sampled segmentations."""
+    spm.set_random_generator_seed(seed)
 
 
 def train_tokenizer(

@@ -43,7 +43,7 @@ from tinytrans.checkpoint import (BEST, CHECKPOINT_DIR, load_model_weights, load
                                   prune_checkpoints, read_state, save_checkpoint, step_name,
                                   training_checkpoints)
 from tinytrans.config import RunConfig, differences, to_toml
-from tinytrans.data import (Batch, EncodedCorpus, FilterConfig, encode_parallel,
+from tinytrans.data import (Batch, EncodedCorpus, FilterConfig, ResampledCorpus, encode_parallel,
                             length_sorted_batches, make_batch)
 from tinytrans.distributed import (ONE_PROCESS, Ranks, any_rank, barrier, epoch_plan, main_says,
                                    my_share, process_device, process_group, ranks_from_environment,
@@ -153,11 +153,16 @@ def prepare_tokenizers(run_dir: Path, cfg: RunConfig,
 
 
 def load_training_data(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer,
-                       report: Report) -> EncodedCorpus:
+                       report: Report) -> tuple[EncodedCorpus, Callable[[int], EncodedCorpus]]:
+    """The training pairs as ids, and the function that gives each epoch's ids: the same ones,
+    or with data.sampling_alpha a new sampled segmentation of the text each epoch."""
     data = cfg.data
     counter = ParallelCounter(LineCounter(), LineCounter())
     pairs = read_parallel(data.train, data.src, data.tgt, data.utf8_errors, counter)
-    corpus = encode_parallel(pairs, src_tok, tgt_tok, FilterConfig(data.max_length, data.max_ratio))
+    filters = FilterConfig(data.max_length, data.max_ratio)
+    if data.sampling_alpha > 0:
+        pairs = list(pairs)
+    corpus = encode_parallel(pairs, src_tok, tgt_tok, filters)
     stats = corpus.stats
     report({"event": "data", "split": "train", "read": stats.read, "kept": stats.kept,
             "empty": stats.empty, "too_long": stats.too_long, "bad_ratio": stats.bad_ratio,
@@ -165,7 +170,10 @@ def load_training_data(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer,
     if stats.kept == 0:
         raise UserError(f"{data.train}: no usable training pairs ({stats.read} read, all dropped "
                         "as empty, too long or of extreme length ratio)")
-    return corpus
+    if data.sampling_alpha > 0:
+        return corpus, ResampledCorpus(pairs, src_tok, tgt_tok, filters, data.sampling_alpha,
+                                       cfg.train.seed)
+    return corpus, lambda epoch: corpus
 
 
 def load_validation_data(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer,
@@ -482,6 +490,7 @@ class Run:
     objective: torch.nn.Module  # TeacherForcing(model); wrapped in DDP when several processes train
     optimizer: torch.optim.Optimizer
     corpus: EncodedCorpus
+    epoch_corpus: Callable[[int], EncodedCorpus]  # the ids of epoch e (resampled or the same)
     valid: ValidationSet | None  # process 0's alone: only it validates
     tgt_tok: Tokenizer
     files: RunFiles
@@ -508,9 +517,10 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
                                      tgt_vocab_size=tgt_tok.vocab_size))
     if prepared is not None:
         corpus, valid = prepared.train, prepared.valid
+        epoch_corpus = lambda epoch: corpus
         prepared_data_events(prepared, report)
     else:
-        corpus = load_training_data(cfg, src_tok, tgt_tok, report)
+        corpus, epoch_corpus = load_training_data(cfg, src_tok, tgt_tok, report)
         valid = load_validation_data(cfg, src_tok, tgt_tok, report) if ranks.main else None
     torch.manual_seed(cfg.train.seed)
     model = Transformer(cfg.model).to(device)
@@ -535,8 +545,8 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
         files.log(start)
     report({**start, "parameters": count_parameters(model), "pairs": len(corpus),
             "state": asdict(state), "config": cfg})
-    run = Run(cfg, model, objective, optimizer, corpus, valid if ranks.main else None, tgt_tok,
-              files, device, precision, ranks, report)
+    run = Run(cfg, model, objective, optimizer, corpus, epoch_corpus,
+              valid if ranks.main else None, tgt_tok, files, device, precision, ranks, report)
     return run, state
 
 
@@ -594,10 +604,10 @@ def _agreed_stop(run: Run, state: TrainState, interrupted: bool) -> str | None:
     return INTERRUPTED if interrupted else reason
 
 
-def _updates(corpus: EncodedCorpus, cfg: RunConfig, state: TrainState,
-             ranks: Ranks = ONE_PROCESS) -> Iterator[list[np.ndarray]]:
-    """This process's batches (index arrays) for each update, epoch after epoch, from the saved
-    position. An update is processes x update_freq batches of the epoch's plan, shared out by
+def _updates(epoch_corpus: Callable[[int], EncodedCorpus], cfg: RunConfig, state: TrainState,
+             ranks: Ranks = ONE_PROCESS) -> Iterator[list[Batch]]:
+    """This process's batches for each update, epoch after epoch, from the saved position. An
+    update is processes x update_freq batches of the epoch's plan, shared out by
     distributed.my_share; the plan is the same on every process.
 
     Updates `state.epoch`, `state.batch` and `state.regrouped` as it goes, so a checkpoint
@@ -611,13 +621,14 @@ def _updates(corpus: EncodedCorpus, cfg: RunConfig, state: TrainState,
         state.regrouped = [*state.regrouped, [state.batch, per_update]] if state.batch \
             else [[0, per_update]]
     while True:
+        corpus = epoch_corpus(state.epoch)
         batches = epoch_plan(length_sorted_batches(corpus.src.lengths, corpus.tgt.lengths,
                                                    t.batch_tokens, t.seed, state.epoch),
                              state.regrouped)
         while state.batch < len(batches):
             group = batches[state.batch: state.batch + per_update]
             state.batch += len(group)
-            yield my_share(group, ranks)
+            yield [make_batch(corpus, indices) for indices in my_share(group, ranks)]
         state.epoch, state.batch, state.regrouped = state.epoch + 1, 0, [[0, per_update]]
 
 
@@ -631,10 +642,10 @@ def _loop(run: Run, state: TrainState, stop_requested: Callable[[], bool]) -> Tr
     validating = cfg.data.valid is not None  # known to every process; only process 0 has the set
     run.model.train()
     reason = _agreed_stop(run, state, interrupted=False)
-    updates = _updates(run.corpus, cfg, state, ranks)
+    updates = _updates(run.epoch_corpus, cfg, state, ranks)
     while reason is None:
         fetch = time.perf_counter()
-        batches = [make_batch(run.corpus, indices) for indices in next(updates)]
+        batches = next(updates)
         timings.data += time.perf_counter() - fetch
         seed_dropout(t.seed, ranks, state.step)
         lr = learning_rate(state.step + 1, t.lr, t.warmup_steps, t.lr_schedule,
