@@ -1,9 +1,10 @@
 """Decoding speed on Multi30k test_2016_flickr (1,000 sentences): beam 5 and greedy.
 
-fp32 and int8 (dynamic quantisation). Uses the model trained by `python bench/train_quality.py multi30k` (3+3 layers, d_model 256,
-FFN 1024, 4 heads). Reports sentences/s, output words/s (whitespace words of the detokenized
-hypotheses), peak RSS, and how the time splits between the encoder, the decoder steps (decoder
-layers and output projection) and everything else (search bookkeeping, tokenization).
+fp32 and int8 (dynamic quantisation). Uses the model trained by `python bench/train_quality.py
+multi30k` (the small preset's), or the run directory given. Reports sentences/s, output words/s
+(whitespace words of the detokenized hypotheses), peak RSS, and how the time splits between the
+encoder, the decoder steps (decoder layers and output projection) and everything else (search
+bookkeeping, tokenization).
 
 Then the comparison with CTranslate2 on the same weights (`tinytrans export`): whole processes
 as a user runs them, start-up and model load included (`tinytrans translate --input --output`
