@@ -99,7 +99,9 @@ class _SingleThreaded(Tokenizer):
     no faster with 2 threads than with 1); one thread per worker process avoids oversubscribing
     the cores that the other workers use."""
 
-    def encode(self, lines: list[str]) -> list[list[int]]:
+    def encode(self, lines: list[str], sampling_alpha: float = 0.0) -> list[list[int]]:
+        if sampling_alpha > 0:  # sampling runs on one thread already
+            return super().encode(lines, sampling_alpha)
         return self.sp.encode(lines, out_type=int, num_threads=1)
 
 
