@@ -27,19 +27,15 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import WORK, record, require_multi30k  # noqa: E402
-from train_speed import matmul_rate  # noqa: E402
+from common import record  # noqa: E402
+from train_speed import VOCAB, matmul_rate, multi30k_corpus  # noqa: E402
 
 from tinytrans.config import build_config  # noqa: E402
-from tinytrans.data import (FilterConfig, encode_parallel, length_sorted_batches,  # noqa: E402
-                            make_batch)
+from tinytrans.data import length_sorted_batches, make_batch  # noqa: E402
 from tinytrans.hardware import keep_freed_memory  # noqa: E402
 from tinytrans.model import Transformer  # noqa: E402
-from tinytrans.textio import read_parallel  # noqa: E402
-from tinytrans.tokenizer import train_tokenizer  # noqa: E402
 from tinytrans.train import Timings, make_optimizer, train_step  # noqa: E402
 
-VOCAB = 8000
 MODELS = {  # name: (model keys, batch tokens)
     "3+3 x d256, full dropout (train_speed.py)": (
         {"dropout": 0.1, "attention_dropout": 0.1, "activation_dropout": 0.1}, 4096),
@@ -99,10 +95,7 @@ def profile_model(corpus, keys: dict, batch_tokens: int,
 
 def main() -> None:
     updates = int(sys.argv[1]) if len(sys.argv) > 1 else 10
-    m30k = require_multi30k()
-    WORK.mkdir(parents=True, exist_ok=True)
-    tok = train_tokenizer([m30k / "train.en.gz", m30k / "train.de.gz"], WORK / "m30k-spm8k", VOCAB)
-    corpus = encode_parallel(read_parallel(m30k / "train", "en", "de"), tok, tok, FilterConfig())
+    corpus = multi30k_corpus()
     keep_freed_memory()  # as `tinytrans train` does
     rate = matmul_rate()
     order = ["matrix products", "fused attention kernel", "dropout masks",

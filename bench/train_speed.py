@@ -146,12 +146,18 @@ def _timed(step, corpus, batches, seconds: float, timings: Timings | None = None
     return tokens / (time.perf_counter() - start)
 
 
-def main() -> None:
-    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 45.0
+def multi30k_corpus():
+    """Multi30k en-de training pairs as ids of the joint 8k tokenizer (trained once, kept in
+    bench/work)."""
     m30k = require_multi30k()
     WORK.mkdir(parents=True, exist_ok=True)
     tok = train_tokenizer([m30k / "train.en.gz", m30k / "train.de.gz"], WORK / "m30k-spm8k", VOCAB)
-    corpus = encode_parallel(read_parallel(m30k / "train", "en", "de"), tok, tok, FilterConfig())
+    return encode_parallel(read_parallel(m30k / "train", "en", "de"), tok, tok, FilterConfig())
+
+
+def main() -> None:
+    seconds = float(sys.argv[1]) if len(sys.argv) > 1 else 45.0
+    corpus = multi30k_corpus()
     batches = length_sorted_batches(corpus.src.lengths, corpus.tgt.lengths, 4096, 1, 0)
     rate_before = matmul_rate()
     before, before_split = measure_tinytrans(corpus, batches, seconds, "fp32", torch_dropout=True)

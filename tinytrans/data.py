@@ -156,16 +156,11 @@ class ResampledCorpus:
                  tgt_tokenizer: Tokenizer, filters: FilterConfig, sampling_alpha: float, seed: int):
         self.pairs, self.filters, self.sampling_alpha, self.seed = pairs, filters, sampling_alpha, seed
         self.tokenizers = (src_tokenizer, tgt_tokenizer)
-        self.epoch: int | None = None
-        self.corpus: EncodedCorpus | None = None
 
     def __call__(self, epoch: int) -> EncodedCorpus:
-        if epoch != self.epoch:
-            seed_sampling((self.seed * 1_000_003 + epoch) % 2**32)
-            self.corpus = encode_parallel(self.pairs, *self.tokenizers, self.filters,
-                                          self.sampling_alpha)
-            self.epoch = epoch
-        return self.corpus
+        """Epoch `epoch`'s segmentation (training asks once per epoch)."""
+        seed_sampling((self.seed * 1_000_003 + epoch) % 2**32)
+        return encode_parallel(self.pairs, *self.tokenizers, self.filters, self.sampling_alpha)
 
 
 def _keep_trainable(
