@@ -3,6 +3,10 @@
     python bench/train_quality.py tiny         # bundled corpus, tiny preset (bar: BLEU >= 90, <= 6 min)
     python bench/train_quality.py multi30k     # Multi30k en-de, small preset, 20 minutes
     python bench/train_quality.py multi30k-60  # the same in 60 minutes: the README's recipe
+    python bench/train_quality.py multi30k --dropout 0.2    # a variant: extra flags go to train
+
+A variant gets its own run directory, named after its flags (bench/work/quality-multi30k_dropout_0.2),
+so it never replaces the recipe's model; `--evaluate-only` with the same flags scores it again.
 
 Training and evaluation run as child processes through the real CLI, so the figures are what a
 user gets, and peak RSS is the training process' own.
@@ -11,6 +15,7 @@ user gets, and peak RSS is the training process' own.
 from __future__ import annotations
 
 import json
+import re
 import resource
 import subprocess
 import sys
@@ -34,6 +39,14 @@ SETUPS = {
                                 extra=["--max-time", "60", "--dropout", "0.2", "--keep-last", "5",
                                        "--average-last", "5"]),
 }
+
+
+def run_dir_for(name: str, extra: list[str]) -> Path:
+    """bench/work/quality-NAME, or quality-NAME_FLAGS for a variant (`--config` by its file's stem)."""
+    if not extra:
+        return WORK / f"quality-{name}"
+    words = [Path(a).stem if "/" in a or a.endswith(".toml") else a.lstrip("-") for a in extra]
+    return WORK / (f"quality-{name}_" + re.sub(r"[^A-Za-z0-9._=-]+", "-", "_".join(words)))
 
 
 def run(args: list[str]) -> str:
@@ -95,7 +108,7 @@ def main() -> None:
     name = sys.argv[1] if len(sys.argv) > 1 else "tiny"
     extra = [a for a in sys.argv[2:] if a != "--evaluate-only"]
     setup = SETUPS[name]()
-    run_dir = WORK / f"quality-{name}"
+    run_dir = run_dir_for(name, extra)
     if "--evaluate-only" not in sys.argv:
         train_and_record(name, setup, run_dir, extra)
     checkpoints = ["best"] + (["average"] if (run_dir / "checkpoints" / "average.safetensors").is_file() else [])
