@@ -415,6 +415,32 @@ def test_search_with_cache_equals_search_without(all_models, name: str, beam: in
             assert_same(hyp, ref, f"sentence {row}, rank {rank}")
 
 
+class DecodeRowCounter(CacheFreeModel):
+    """The cache-free model, also noting how many rows each decoder step is asked for."""
+
+    def __init__(self, model: Transformer):
+        super().__init__(model)
+        self.rows: list[int] = []
+
+    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
+               cache: list[LayerCache]) -> torch.Tensor:
+        self.rows.append(tgt.size(0))
+        return super().decode(tgt, memory, src_mask, cache)
+
+
+def test_beam_decodes_the_first_step_once_per_sentence(all_models):
+    """At the first step the K beams of a sentence are the same BOS, so each sentence is decoded
+    once there; the next step has its K beams. The result is checked against the reference."""
+    model, src = all_models["random"], sources_for("random")
+    cfg = SearchConfig(beam=4, nbest=4, max_len_a=1.0, max_len_b=4)
+    counter = DecodeRowCounter(model)
+    hyps = beam_search(counter, src, cfg)
+    assert counter.rows[:2] == [src.size(0), src.size(0) * cfg.beam]
+    for row in range(src.size(0)):
+        for hyp, ref in zip(hyps[row], reference_beam(model, src[row], cfg), strict=True):
+            assert_same(hyp, ref, f"sentence {row}")
+
+
 def test_reference_beam_of_one_is_reference_greedy(all_models):
     """The two references agree with each other, so neither is vacuous."""
     model, src = all_models["eos-prone"], sources_for("eos-prone")

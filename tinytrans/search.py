@@ -98,18 +98,25 @@ def beam_search(model: Transformer, src: torch.Tensor, cfg: SearchConfig) -> lis
     K, device = cfg.beam, src.device
     src_mask = padding_mask(src)
     memory = model.encode(src, src_mask)
-    memory, src_mask = memory.repeat_interleave(K, dim=0), src_mask.repeat_interleave(K, dim=0)
     limit = max_lengths(src, cfg)
     n = src.size(0)
+    cache = model.new_cache()
+    # At the first step the K beams of a sentence are the same lone BOS: decode each sentence
+    # once (which also projects its cross-attention keys and values once), then give every
+    # sentence K rows: the log-probabilities, the cache and the source.
+    bos = torch.full((n, 1), BOS_ID, dtype=torch.long, device=device)
+    first_log_probs = next_log_probs(model, bos, memory, src_mask, cache)  # (N, V)
+    first_log_probs = first_log_probs.repeat_interleave(K, dim=0)  # (N*K, V)
+    reorder_cache(cache, torch.arange(n, device=device).repeat_interleave(K))  # (N*K, ...)
+    memory, src_mask = memory.repeat_interleave(K, dim=0), src_mask.repeat_interleave(K, dim=0)
     alive = torch.arange(n)  # original index of each sentence still searching
     scores = torch.zeros(n, K, device=device)
     scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first at step 0
     tokens = torch.full((n * K, 0), BOS_ID, dtype=torch.long, device=device)
-    last = torch.full((n * K, 1), BOS_ID, dtype=torch.long, device=device)
     finished: list[list[Hypothesis]] = [[] for _ in range(n)]
-    cache = model.new_cache()
     for step in range(int(limit.max()) + 1):
-        log_probs = next_log_probs(model, last, memory, src_mask, cache)  # (N*K, V)
+        log_probs = (first_log_probs if step == 0
+                     else next_log_probs(model, last, memory, src_mask, cache))  # (N*K, V)
         at_limit = (limit[alive] <= step).repeat_interleave(K).nonzero().flatten()
         force_eos(log_probs, at_limit.to(device))
         V = log_probs.size(-1)
