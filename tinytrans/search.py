@@ -119,10 +119,13 @@ def beam_search(model: Transformer, src: torch.Tensor, cfg: SearchConfig) -> lis
                      else next_log_probs(model, last, memory, src_mask, cache))  # (N*K, V)
         at_limit = (limit[alive] <= step).repeat_interleave(K).nonzero().flatten()
         force_eos(log_probs, at_limit.to(device))
-        V = log_probs.size(-1)
-        candidates = (scores[:, :, None] + log_probs.view(-1, K, V)).view(-1, K * V)  # (N, K*V)
+        # A sentence's 2K best candidates are among the 2K best next tokens of each of its
+        # beams, so only those K * 2K are ranked, not all K * V.
+        C = min(2 * K, log_probs.size(-1))
+        beam_best, beam_token = log_probs.topk(C, dim=-1)  # (N*K, C)
+        candidates = (scores[:, :, None] + beam_best.view(-1, K, C)).view(-1, K * C)  # (N, K*C)
         top_scores, top_index = candidates.topk(2 * K, dim=-1)  # (N, 2K): K may end, K go on
-        top_beam, top_token = top_index // V, top_index % V
+        top_beam, top_token = top_index // C, beam_token.view(-1, K * C).gather(1, top_index)
         set_aside_finished(top_scores, top_beam, top_token, tokens, alive, finished, cfg)
         scores, beam, token = continue_beams(top_scores, top_beam, top_token, K)  # (N, K) each
         rows = (torch.arange(scores.size(0), device=device)[:, None] * K + beam).flatten()
