@@ -105,8 +105,8 @@ def beam_search(model: Transformer, src: torch.Tensor, cfg: SearchConfig) -> lis
     # once (which also projects its cross-attention keys and values once), then give every
     # sentence K rows: the log-probabilities, the cache and the source.
     bos = torch.full((n, 1), BOS_ID, dtype=torch.long, device=device)
-    first_log_probs = next_log_probs(model, bos, memory, src_mask, cache)  # (N, V)
-    first_log_probs = first_log_probs.repeat_interleave(K, dim=0)  # (N*K, V)
+    log_probs = next_log_probs(model, bos, memory, src_mask, cache)  # (N, V)
+    log_probs = log_probs.repeat_interleave(K, dim=0)  # (N*K, V)
     reorder_cache(cache, torch.arange(n, device=device).repeat_interleave(K))  # (N*K, ...)
     memory, src_mask = memory.repeat_interleave(K, dim=0), src_mask.repeat_interleave(K, dim=0)
     alive = torch.arange(n)  # original index of each sentence still searching
@@ -115,8 +115,6 @@ def beam_search(model: Transformer, src: torch.Tensor, cfg: SearchConfig) -> lis
     tokens = torch.full((n * K, 0), BOS_ID, dtype=torch.long, device=device)
     finished: list[list[Hypothesis]] = [[] for _ in range(n)]
     for step in range(int(limit.max()) + 1):
-        log_probs = (first_log_probs if step == 0
-                     else next_log_probs(model, last, memory, src_mask, cache))  # (N*K, V)
         at_limit = (limit[alive] <= step).repeat_interleave(K).nonzero().flatten()
         force_eos(log_probs, at_limit.to(device))
         # A sentence's 2K best candidates are among the 2K best next tokens of each of its
@@ -140,7 +138,7 @@ def beam_search(model: Transformer, src: torch.Tensor, cfg: SearchConfig) -> lis
             alive, scores, tokens = alive[keep], scores[keep.to(device)], tokens[keep_rows]
             memory, src_mask = memory[keep_rows], src_mask[keep_rows]
             reorder_cache(cache, keep_rows)
-        last = tokens[:, -1:]
+        log_probs = next_log_probs(model, tokens[:, -1:], memory, src_mask, cache)  # (N*K, V)
     return [sorted(hyps, key=lambda h: -h.score)[: cfg.nbest] for hyps in finished]
 
 
