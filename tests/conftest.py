@@ -4,11 +4,13 @@ helper that writes tiny parallel corpora into a test's tmp_path."""
 from __future__ import annotations
 
 import gzip
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
 
+from tinytrans.hardware import CACHE_ENV
 from tinytrans.tokenizer import Tokenizer, train_tokenizer
 
 TESTS = Path(__file__).resolve().parent
@@ -20,6 +22,15 @@ SMALL_VOCAB = 500
 
 Line = str | bytes
 ParallelCorpus = Callable[..., Path]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The measured precision verdicts go to a cache of the test session's own, never to the
+    user's (subprocesses such as torchrun's inherit it through the environment)."""
+    directory = tmp_path_factory.mktemp("cache")
+    os.environ[CACHE_ENV] = str(directory)
+    return directory
 
 
 @pytest.fixture(scope="session")

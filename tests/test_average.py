@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from helpers_model import toy_model
 from tinytrans.average import AVERAGE, average_checkpoints, average_last, model_tensors
+from tinytrans.cli import app
 from tinytrans.checkpoint import (CHECKPOINT_DIR, load_model_weights, save_checkpoint,
                                   training_checkpoints)
 from tinytrans.errors import UserError
@@ -94,8 +96,8 @@ def run_dir(tmp_path_factory) -> Path:
 def test_average_last_writes_the_mean_of_the_newest_checkpoints(run_dir):
     steps = training_checkpoints(run_dir)
     assert len(steps) == 3
-    out = average_last(run_dir, 2)
-    assert out == run_dir / CHECKPOINT_DIR / AVERAGE
+    out, n = average_last(run_dir, 2)
+    assert n == 2 and out == run_dir / CHECKPOINT_DIR / AVERAGE
     newer, newest = model_tensors(steps[1]), model_tensors(steps[2])
     averaged = model_tensors(out)
     for name, tensor in averaged.items():
@@ -110,6 +112,23 @@ def test_checkpoint_average_translates(run_dir):
     lines = ["The man buys a red car.", ""]
     out = [t.text for t in translator.translate(lines, SearchConfig(beam=2))]
     assert out[0] and out[1] == ""
+
+
+def test_average_without_a_count_takes_every_checkpoint_the_run_keeps(run_dir):
+    """The README's commands in order: train (keep_last 3 here), then 'tinytrans average'
+    without --last. The default comes from the run, so it never asks for more than it keeps."""
+    steps = training_checkpoints(run_dir)
+    out, n = average_last(run_dir)
+    assert n == 3
+    tensors = [model_tensors(step) for step in steps]
+    for name, tensor in model_tensors(out).items():
+        assert torch.allclose(tensor, sum(t[name] for t in tensors) / 3, atol=1e-6), name
+
+
+def test_the_cli_average_default_works_after_training(run_dir):
+    result = CliRunner().invoke(app, ["average", "--model", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    assert "the last 3 checkpoints" in result.output
 
 
 @pytest.mark.parametrize("n, message", [(0, "at least 1"), (5, "holds 3")])

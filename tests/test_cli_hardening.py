@@ -119,6 +119,7 @@ def test_choices_and_types_are_checked_by_the_cli_in_one_line(args: list[str], f
     (["--beam", "0"], "--beam"), (["--nbest", "3", "--beam", "2"], "--nbest"),
     (["--lenpen", "-1"], "--lenpen"), (["--max-len-b", "0"], "--max-len-b"),
     (["--batch-tokens", "0"], "--batch-tokens"), (["--threads", "0"], "--threads"),
+    (["--max-len-a", "1e9"], "--max-len-a"), (["--max-len-b", "100000000"], "--max-len-b"),
 ])
 def test_bad_search_values_are_refused(run_dir: Path, args: list[str], cause: str) -> None:
     assert_one_line_error(invoke("translate", "-m", run_dir, *args, input="a\n"), 2, cause)

@@ -267,7 +267,11 @@ def test_ctrl_c_under_torchrun_stops_every_process_at_one_step_then_one_process_
                                       str(steps[-1] + 3), "--quiet"])
     assert result.exit_code == 0, result.output
     assert [r["step"] for r in records(run_dir, "log")] == list(range(1, steps[-1] + 4))
-    assert [s["processes"] for s in records(run_dir, "start")] == [2, 1]
+    starts = records(run_dir, "start")
+    assert [s["processes"] for s in starts] == [2, 1]
+    # the effective batch is kept: the one process accumulates the two processes' batches
+    assert [s["update_freq"] for s in starts] == [1, 2]
+    assert starts[0]["effective_batch_tokens"] == starts[1]["effective_batch_tokens"]
     state = read_state(training_checkpoints(run_dir)[-1])
     assert state["step"] == steps[-1] + 3
-    assert state["regrouped"][-1][1] == 1  # the rest of the epoch shared out for one process
+    assert state["regrouped"][-1][1] == 2  # two batches per update, as before the resume

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from helpers_model import (OVERFIT_SOURCES, OVERFIT_TARGETS, VOCAB, overfit_losses, overfit_model,
                            pad_rows, random_sources, source_batch, toy_config, toy_model)
-from tinytrans.config import ModelConfig
+from tinytrans.config import ModelConfig, parameter_count
 from tinytrans.model import (AttentionWeights, LayerCache, Transformer, attention, causal_mask,
                              count_parameters, padding_mask, reorder_cache, sinusoidal_encoding)
 from tinytrans.search import SearchConfig, greedy_search
@@ -531,3 +531,14 @@ def test_dropout_masks_differ_between_calls_and_follow_the_seed() -> None:
     first, second = layer(x), layer(x)
     torch.manual_seed(3)
     assert not torch.equal(first, second) and torch.equal(layer(x), first)
+
+
+@pytest.mark.parametrize("pre_norm", [True, False])
+@pytest.mark.parametrize("tie", [True, False])
+def test_the_configs_parameter_count_is_the_models(pre_norm: bool, tie: bool):
+    """config.parameter_count, which refuses models too big for the machine before they are
+    built, counts exactly what Transformer builds."""
+    cfg = ModelConfig(src_vocab_size=50, tgt_vocab_size=50 if tie else 70, d_model=16, n_heads=2,
+                      d_ff=24, n_encoder_layers=2, n_decoder_layers=3, pre_norm=pre_norm,
+                      tie_embeddings=tie)
+    assert parameter_count(cfg) == count_parameters(Transformer(cfg))

@@ -54,7 +54,7 @@ def test_quantizing_leaves_the_given_model_unchanged(tied: bool):
 
 
 def test_int8_is_for_cpu_inference_only():
-    assert pick_precision("int8", torch.device("cpu"), inference=True) == "int8"
+    assert pick_precision("int8", torch.device("cpu"), inference=True).precision == "int8"
     with pytest.raises(UserError, match="CPU only"):
         pick_precision("int8", torch.device("cuda"), inference=True)
     with pytest.raises(UserError, match="--precision"):

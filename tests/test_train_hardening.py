@@ -10,8 +10,12 @@ from pathlib import Path
 import pytest
 import sacrebleu
 import torch
+from typer.testing import CliRunner
 
+import tinytrans
 import tinytrans.train
+from tinytrans.cli import app
+from tinytrans.errors import UserError
 from tinytrans.checkpoint import BEST, read_checkpoint, read_state, training_checkpoints
 from tinytrans.model import Transformer
 from tinytrans.tokenizer import Tokenizer, train_tokenizer
@@ -206,3 +210,84 @@ def test_a_run_killed_before_its_first_checkpoint_starts_its_metrics_afresh(
     run(cfg, run_dir, scripted)
     assert [r["step"] for r in records(run_dir, "log")] == [1, 2, 3, 4, 5, 6]
     assert [r["step"] for r in records(run_dir, "valid")] == [2, 4, 6]
+
+
+# ---------------------------------------------------------------------------------------------
+# Epochs, precision, sizes, and what the library leaves alone
+
+
+def test_max_epochs_1_with_3_batches_per_epoch_makes_3_updates(tmp_path):
+    """The epoch ends with its last update, not one update into the next epoch."""
+    train_prefix = write_corpus(tmp_path / "train", 60)
+    one_epoch = toy_config(train_prefix, None, max_steps=None, max_epochs=1, batch_tokens=1000,
+                           checkpoint_every=1000)
+    result = train(one_epoch, tmp_path / "one")
+    tok = Tokenizer.load(tmp_path / "one" / "tokenizer.model")
+    corpus, _ = tinytrans.train.load_training_data(one_epoch, tok, tok, lambda event: None)
+    epoch = tinytrans.train.length_sorted_batches(corpus.src.lengths, corpus.tgt.lengths, 1000, 1, 0)
+    assert len(epoch) == 3
+    assert result.state.step == 3 and result.state.epoch == 1 and result.state.batch == 0
+    assert result.stop_reason == "reached max_epochs 1"
+    # resumed with one more epoch: exactly its 3 updates more
+    two = replace(one_epoch, train=replace(one_epoch.train, max_epochs=2))
+    assert train(two, tmp_path / "one").state.step == 6
+
+
+def test_the_start_of_training_says_which_precision_and_why(corpus, tmp_path, monkeypatch):
+    monkeypatch.setattr("tinytrans.hardware.time_bf16_speedup", lambda shapes, backward: 0.6)
+    monkeypatch.setenv("TINYTRANS_CACHE_DIR", str(tmp_path / "cache"))
+    train(toy_config(corpus[0], None, max_steps=1), tmp_path / "run")
+    start = next(r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text()
+                                .splitlines()) if r["event"] == "start")
+    assert (start["precision"], start["precision_reason"]) == \
+        ("fp32", "bf16 measured 0.6x fp32 on this CPU")
+
+
+def test_a_model_too_big_for_the_machine_is_refused_before_it_is_built(corpus, tmp_path):
+    huge = toy_config(corpus[0], None)
+    huge = replace(huge, model=replace(huge.model, n_encoder_layers=1_000_000))
+    with pytest.raises(UserError, match=r"model.n_encoder_layers = 1000000 makes a model of .* GiB"):
+        train(huge, tmp_path / "run")
+
+
+def test_a_run_config_with_an_absurd_size_is_one_line_naming_the_file_and_key(corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    train(toy_config(corpus[0], None, max_steps=1), run_dir)
+    config = run_dir / "config.toml"
+    config.write_text(config.read_text().replace("d_model = 32", "d_model = 1000000000"))
+    result = CliRunner().invoke(app, ["translate", "--model", str(run_dir)], input="Hello\n")
+    assert result.exit_code == 2
+    assert f"{config}: 'model.d_model' = 1000000000 makes a model of" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_fused_adam_falls_back_where_this_torch_lacks_it(corpus, monkeypatch):
+    real = torch.optim.Adam
+
+    def without_fused(params, fused=None, **settings):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point "
+                               "Tensors of supported devices")
+        return real(params, **settings)
+    monkeypatch.setattr(torch.optim, "Adam", without_fused)
+    cfg = toy_config(corpus[0], None)
+    model = Transformer(replace(cfg.model, src_vocab_size=50, tgt_vocab_size=50))
+    optimizer = tinytrans.train.make_optimizer(model, cfg, torch.device("cpu"))
+    assert optimizer.defaults["foreach"] is True and not optimizer.defaults.get("fused")
+
+
+def test_training_and_loading_change_nothing_process_wide(corpus, tmp_path):
+    """A program that imports tinytrans keeps its own thread count and plotting backend."""
+    import matplotlib
+    backend = matplotlib.get_backend()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads + 1)
+    try:
+        run_dir = tmp_path / "run"
+        train(toy_config(corpus[0], None, max_steps=1, threads=1), run_dir)  # curves.png too
+        tinytrans.load(run_dir).translate(["Hello"])
+        assert torch.get_num_threads() == threads + 1
+        assert matplotlib.get_backend() == backend
+        assert (run_dir / "curves.png").is_file()
+    finally:
+        torch.set_num_threads(threads)

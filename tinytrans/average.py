@@ -21,6 +21,7 @@ from tinytrans.atomic import atomic_write
 from tinytrans.checkpoint import (CHECKPOINT_DIR, FORMAT, FORMAT_VERSION, check_layout,
                                   read_checkpoint, resolve_checkpoint, training_checkpoints)
 from tinytrans.errors import UserError
+from tinytrans.rundir import load_run_config
 
 AVERAGE = "average.safetensors"
 MODEL_PREFIX = "model/"  # checkpoint.py stores the model's tensors under this prefix
@@ -30,15 +31,20 @@ def average_path(run_dir: Path) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / AVERAGE
 
 
-def average_last(run_dir: Path, n: int) -> Path:
-    """Average the run's last `n` step checkpoints into checkpoints/average.safetensors."""
+def average_last(run_dir: Path, n: int | None = None) -> tuple[Path, int]:
+    """Average the run's last `n` step checkpoints into checkpoints/average.safetensors; return
+    the file and how many went in. Without `n`, the run's own number: its train.average_last,
+    else every step checkpoint it keeps (train.keep_last), as many as there are."""
+    found = training_checkpoints(Path(run_dir))
+    if n is None:
+        t = load_run_config(Path(run_dir)).train
+        n = min(t.average_last or t.keep_last, len(found)) or 1
     if n < 1:
         raise UserError(f"--last: {n} must be at least 1")
-    found = training_checkpoints(Path(run_dir))
     if len(found) < n:
         raise UserError(f"{run_dir}: cannot average the last {n} checkpoints, "
                         f"{Path(run_dir) / CHECKPOINT_DIR} holds {len(found)}")
-    return average_checkpoints(found[-n:], average_path(run_dir))
+    return average_checkpoints(found[-n:], average_path(run_dir)), n
 
 
 def average_checkpoints(paths: list[Path], output: Path) -> Path:

@@ -337,6 +337,7 @@ def train(
                    "keep_last": keep_last, "average_last": average_last, "patience": patience,
                    "seed": seed, "precision": precision, "device": device, "threads": threads}},
         preset, config, saved if saved.is_file() and not overwrite else None)
+    _own_the_process(resolved.train.threads)
     display = TrainDisplay(stderr, quiet)
     stop = _StopOnSignal()
     try:
@@ -470,7 +471,8 @@ def translate(
         if same_file(output, input if input is not None else _stdin_fd()):
             raise UserError(f"--output {output}: is the input file; write the translation elsewhere")
         check_writable(output)
-    translator = Translator(model, checkpoint, device, precision, threads)
+    _own_the_process(threads)
+    translator = Translator(model, checkpoint, device, precision)
     warn = lambda message: say(message, "warning: ", "yellow")  # noqa: E731
     interactive = input is None and sys.stdin.isatty()
     progress = _LineCounter(enabled=stderr.is_terminal and not interactive)
@@ -488,6 +490,14 @@ def translate(
             if interactive:
                 sink.flush()
         sink.flush()
+
+
+def _own_the_process(threads: int | None) -> None:
+    """What the library leaves to the program that owns the process: PyTorch's thread count
+    and the allocator's policy (hardware.keep_freed_memory)."""
+    from tinytrans.hardware import keep_freed_memory, set_threads
+    set_threads(threads)
+    keep_freed_memory()
 
 
 def _stdin_fd() -> int:
@@ -560,9 +570,10 @@ def evaluate(
             raise UserError("give --model RUN with --test PREFIX, or --hyp FILE with --ref FILE")
         cfg = SearchConfig(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
                            batch_tokens=batch_tokens)
-        translator = Translator(model, checkpoint, device, precision, threads)
-        results = [evaluate_test_set(translator, prefix, src, tgt, cfg, options, save_hyp)
-                   for prefix in test]
+        _own_the_process(threads)
+        translator = Translator(model, checkpoint, device, precision)
+        results = [{**evaluate_test_set(translator, prefix, src, tgt, cfg, options, save_hyp),
+                    "precision": str(translator.precision_choice)} for prefix in test]
     for result in results:
         if as_json:
             print(json.dumps(result))
@@ -595,7 +606,8 @@ def attention(
     texts = sentences or [line for line in _stdin_lines() if line.strip()]
     if png is not None and len(texts) != 1:
         raise UserError(f"--png: draws one sentence, {len(texts)} were given")
-    translation_model = tinytrans.load(model, checkpoint, device, "fp32", threads)
+    _own_the_process(threads)
+    translation_model = tinytrans.load(model, checkpoint, device, "fp32")
     for text in texts:
         found = translation_model.attention(text, beam=beam)
         if as_json:
@@ -610,12 +622,12 @@ def attention(
 @friendly_errors
 def average(
     model: Annotated[Path, typer.Option("--model", "-m", help="Run directory.")],
-    last: Annotated[int, typer.Option(help="How many of the newest step checkpoints to average.")] = 5,
+    last: Annotated[Optional[int], typer.Option(help="How many of the newest step checkpoints to average (default: the run's average_last, else every checkpoint it keeps).")] = None,
 ) -> None:
     """Average the weights of the last N step checkpoints into checkpoints/average.safetensors."""
     from tinytrans.average import average_last
-    path = average_last(model, last)
-    say(f"wrote {path} (the mean of the last {last} checkpoints); use --checkpoint average")
+    path, n = average_last(model, last)
+    say(f"wrote {path} (the mean of the last {n} checkpoints); use --checkpoint average")
 
 
 @app.command()

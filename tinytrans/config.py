@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -113,6 +115,9 @@ class TrainConfig:
     threads: int | None = None
 
 
+MAX_LEN_A, MAX_LEN_B = 10, 1024  # the output length limit a x source + b may not exceed these
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """How translations are searched for (translate, evaluate, the Python API)."""
@@ -131,10 +136,13 @@ class SearchConfig:
             raise UserError(f"--nbest: {self.nbest} must lie between 1 and --beam ({self.beam})")
         if not (math.isfinite(self.lenpen) and self.lenpen >= 0):
             raise UserError(f"--lenpen: {self.lenpen} must be a number >= 0")
-        if not (math.isfinite(self.max_len_a) and self.max_len_a >= 0):
-            raise UserError(f"--max-len-a: {self.max_len_a} must be a number >= 0")
-        if self.max_len_b < 1:
-            raise UserError(f"--max-len-b: {self.max_len_b} must be at least 1")
+        # a model trained on pairs whose lengths differ at most max_ratio (3) times never learned
+        # outputs far longer than that; a bound keeps a model that never says EOS from
+        # running for hours on one line
+        if not (math.isfinite(self.max_len_a) and 0 <= self.max_len_a <= MAX_LEN_A):
+            raise UserError(f"--max-len-a: {self.max_len_a} must be a number in [0, {MAX_LEN_A}]")
+        if not 1 <= self.max_len_b <= MAX_LEN_B:
+            raise UserError(f"--max-len-b: {self.max_len_b} must lie between 1 and {MAX_LEN_B}")
         if self.batch_tokens < 1:
             raise UserError(f"--batch-tokens: {self.batch_tokens} must be at least 1")
 
@@ -189,6 +197,60 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
                   "validate_every": 2000, "checkpoint_every": 2000},
     },
 }
+
+
+# ---------------------------------------------------------------------------------------------
+# Sizes: a config whose model cannot fit in this machine's memory is refused before allocation
+
+WEIGHT_BYTES = 4  # fp32
+TRAINING_BYTES_PER_PARAMETER = 4 * WEIGHT_BYTES  # weights, gradients and Adam's two moments
+SIZE_KEYS = ("d_model", "d_ff", "n_encoder_layers", "n_decoder_layers", "src_vocab_size",
+             "tgt_vocab_size")
+
+
+def parameter_count(m: ModelConfig | types.SimpleNamespace, vocab_size: int = 0) -> int:
+    """The number of parameters model.Transformer(m) has, from the config alone (`vocab_size`
+    stands in for vocabulary sizes not known yet, 0 in the config)."""
+    d, src_v, tgt_v = m.d_model, m.src_vocab_size or vocab_size, m.tgt_vocab_size or vocab_size
+    attention = 4 * d * d + 4 * d  # Q, K, V and output projections with biases
+    feed_forward = 2 * d * m.d_ff + m.d_ff + d
+    norm = 2 * d
+    encoder_layer = attention + feed_forward + 2 * norm
+    decoder_layer = 2 * attention + feed_forward + 3 * norm
+    embeddings = src_v * d if m.tie_embeddings else (src_v + tgt_v) * d + tgt_v * d
+    final_norms = 2 * norm if m.pre_norm else 0
+    return (embeddings + m.n_encoder_layers * encoder_layer + m.n_decoder_layers * decoder_layer
+            + final_norms)
+
+
+def machine_memory() -> int:
+    """Bytes of physical memory (0 where the system does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_fits_in_memory(m: ModelConfig, bytes_per_parameter: int, vocab_size: int = 0,
+                         where: Callable[[str, str], str] | None = None) -> None:
+    """Refuse a model whose parameters (times `bytes_per_parameter`) exceed this machine's
+    memory, naming the key that makes it so big: the one whose default value shrinks it most.
+    Without this, an absurd config.toml (d_model = 1000000000) allocates until the system kills."""
+    available = machine_memory()
+    needed = parameter_count(m, vocab_size) * bytes_per_parameter
+    if not available or needed <= available:
+        return
+    default = ModelConfig()
+    # (a namespace, not a ModelConfig: one vocabulary size alone may not change when tied)
+    shrunk = {key: parameter_count(types.SimpleNamespace(**{**dataclasses.asdict(m),
+                                                             key: getattr(default, key)}),
+                                   vocab_size) for key in SIZE_KEYS}
+    key = min(shrunk, key=shrunk.__getitem__)
+    name = where("model", key) if where else f"model.{key}"
+    what = "weights" if bytes_per_parameter == WEIGHT_BYTES else \
+        "weights, gradients and optimizer state"
+    raise UserError(f"{name} = {getattr(m, key)} makes a model of {needed / 2**30:,.1f} GiB of "
+                    f"{what}, more than this machine's {available / 2**30:,.1f} GiB of memory")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -306,7 +368,10 @@ def build_config(values: dict[str, dict[str, Any]], origin: str = "config",
     for section, table in values.items():
         _check_values(SECTIONS[section], table, section, where)
     _check_together(merge(_defaults(), values), where)
-    return RunConfig(**{name: _freeze(cls, values.get(name, {})) for name, cls in SECTIONS.items()})
+    config = RunConfig(**{name: _freeze(cls, values.get(name, {})) for name, cls in SECTIONS.items()})
+    # the weights at least must fit (training needs more: train.py checks that with the vocabulary)
+    check_fits_in_memory(config.model, WEIGHT_BYTES, config.data.vocab_size, where)
+    return config
 
 
 def _defaults() -> dict[str, dict[str, Any]]:

@@ -1,15 +1,33 @@
-"""Choosing the device, the number precision and the thread count."""
+"""Choosing the device, the number precision and the thread count.
+
+The precision `auto` picks on a CPU is measured, not guessed from /proc/cpuinfo: whether bf16
+pays off depends on more than a flag (an AVX-512 BF16 Xeon without AMX runs bf16 products at
+half the fp32 rate, bench/RESULTS.md), so a short probe times the model's own matrix products
+both ways, and the verdict is cached per CPU model, torch version and thread count.
+"""
 
 from __future__ import annotations
 
 import ctypes
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from tinytrans.config import DEVICES, INFERENCE_PRECISIONS, PRECISIONS
+from tinytrans.atomic import atomic_write_text
+from tinytrans.config import DEVICES, INFERENCE_PRECISIONS, PRECISIONS, ModelConfig
 from tinytrans.errors import UserError
+
+BF16_MIN_SPEEDUP = 1.2  # bf16 must be clearly faster: its rounding is not free
+CACHE_ENV = "TINYTRANS_CACHE_DIR"  # where the measured verdicts are kept (default: XDG cache)
+PROBE_FLOP = 1e9  # the probe's fp32 work: ~10 ms at 100 GFLOP/s, ~0.2 s where bf16 is emulated
 
 
 def pick_device(name: str) -> torch.device:
@@ -22,28 +40,143 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with AMX or AVX-512 BF16 units; elsewhere PyTorch emulates bf16 matrix
-    products and they run many times slower than fp32 (measured: bench/RESULTS.md)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+# ---------------------------------------------------------------------------------------------
+# Precision
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The precision to compute in, and why, in words a user reads at the start of a run."""
+
+    precision: str  # fp32, bf16 or int8
+    reason: str  # "bf16 measured 0.6x fp32 on this CPU"
+
+    def __str__(self) -> str:
+        return f"{self.precision} ({self.reason})"
 
 
-def pick_precision(name: str, device: torch.device, inference: bool = False) -> str:
-    """'auto' means bf16 where the hardware computes it natively, else fp32."""
+Shapes = tuple[tuple[int, int, int], ...]  # (rows, inner, columns) of each matrix product
+Probe = Callable[[Shapes, bool], float]  # (shapes, with backward) -> bf16 speed as a multiple of fp32
+
+
+def pick_precision(name: str, device: torch.device, model: ModelConfig | None = None,
+                   inference: bool = False, rows: int = 1024,
+                   probe: Probe | None = None) -> PrecisionChoice:
+    """The precision to train (or, with `inference`, to translate) in.
+
+    An explicit name is taken as it is. `auto` means bf16 on a GPU that supports it; on a CPU,
+    bf16 only where the probe measures the model's matrix products (`rows` rows; forward and
+    backward when training) at least BF16_MIN_SPEEDUP times as fast as in fp32.
+    """
     allowed = INFERENCE_PRECISIONS if inference else PRECISIONS
     if name not in allowed:
         raise UserError(f"--precision: '{name}' is not one of {', '.join(allowed)}")
     if name == "int8" and device.type != "cpu":
         raise UserError("--precision int8: dynamic int8 quantisation runs on the CPU only (--device cpu)")
     if name != "auto":
-        return name
+        return PrecisionChoice(name, "as asked")
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_fast_bf16() else "fp32"
+        if torch.cuda.is_bf16_supported():
+            return PrecisionChoice("bf16", "this GPU computes bf16 natively")
+        return PrecisionChoice("fp32", "this GPU has no bf16")
+    shapes = probe_shapes(model or ModelConfig(src_vocab_size=8000, tgt_vocab_size=8000), rows)
+    speedup = measured_bf16_speedup(shapes, backward=not inference, probe=probe or time_bf16_speedup)
+    verdict = f"bf16 measured {speedup:.2g}x fp32 on this CPU"
+    return PrecisionChoice("bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32", verdict)
+
+
+def probe_shapes(model: ModelConfig, rows: int) -> Shapes:
+    """The model's matrix products for `rows` target positions: the attention projections, the
+    two feed-forward products and the output layer. Rows are cut so the fp32 work stays about
+    PROBE_FLOP, keeping the probe well under a second even where bf16 is emulated."""
+    d, vocab = model.d_model, max(model.tgt_vocab_size, 8)
+    products = ((d, d), (d, model.d_ff), (model.d_ff, d), (d, vocab))
+    flop_per_row = sum(2 * 3 * inner * columns for inner, columns in products)  # forward + backward
+    rows = max(16, min(rows, int(PROBE_FLOP / flop_per_row)))
+    return tuple((rows, inner, columns) for inner, columns in products)
+
+
+def time_bf16_speedup(shapes: Shapes, backward: bool) -> float:
+    """fp32 time / bf16-autocast time of the products in `shapes` (forward, and backward when
+    `backward`), each the best of a few repetitions after a warm-up (first calls pick kernels)."""
+    generator = torch.Generator().manual_seed(0)
+    inputs = [torch.randn(m, k, generator=generator, requires_grad=backward) for m, k, _ in shapes]
+    weights = [torch.randn(k, n, generator=generator, requires_grad=backward) for _, k, n in shapes]
+
+    def run(precision: str) -> None:
+        with torch.set_grad_enabled(backward), autocast(torch.device("cpu"), precision):
+            outputs = [x @ w for x, w in zip(inputs, weights)]
+        if backward:
+            torch.autograd.backward(outputs, [torch.ones_like(o) for o in outputs])
+
+    def best_time(precision: str, repeats: int) -> float:
+        run(precision)  # warm-up
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run(precision)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    fp32 = best_time("fp32", 3)
+    one = best_time("bf16", 1)
+    # where bf16 is emulated one repetition is enough to know, and more would cost seconds
+    bf16 = one if one > 2 * fp32 else min(one, best_time("bf16", 2))
+    return fp32 / bf16
+
+
+def measured_bf16_speedup(shapes: Shapes, backward: bool, probe: Probe) -> float:
+    """The probe's verdict for this CPU, torch version, thread count and shapes: from the cache
+    when it has one, else measured now and cached. The cache never causes an error: a corrupt
+    or unwritable one is ignored."""
+    key = " | ".join([cpu_model(), f"torch {torch.__version__}", f"{torch.get_num_threads()} threads",
+                      "train" if backward else "inference", repr(shapes)])
+    path = cache_dir() / "precision.json"
+    verdicts = _read_verdicts(path)
+    if key in verdicts:
+        return verdicts[key]
+    speedup = probe(shapes, backward)
+    _write_verdicts(path, {**verdicts, key: speedup})
+    return speedup
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as /proc/cpuinfo gives it (or the platform's word elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def cache_dir() -> Path:
+    """$TINYTRANS_CACHE_DIR, else $XDG_CACHE_HOME/tinytrans, else ~/.cache/tinytrans."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "tinytrans"
+
+
+def _read_verdicts(path: Path) -> dict[str, float]:
+    """The cached verdicts; only well-formed entries (a positive finite speed-up) are kept."""
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(loaded, dict):
+        return {}
+    return {key: float(value) for key, value in loaded.items()
+            if isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value) and value > 0}
+
+
+def _write_verdicts(path: Path, verdicts: dict[str, float]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, json.dumps(verdicts, indent=1, sort_keys=True) + "\n")
+    except (OSError, UserError):
+        pass  # a read-only home or a full disk: measure again next time
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:
@@ -53,13 +186,15 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager:
     return nullcontext()
 
 
+# ---------------------------------------------------------------------------------------------
+# Process-wide settings: the CLI's to make, since it owns the process (a program that imports
+# tinytrans owns its own, and the library leaves them alone)
+
 def set_threads(threads: int | None) -> None:
     if threads is not None:
         if threads < 1:
             raise UserError(f"--threads: {threads} must be at least 1")
         torch.set_num_threads(threads)
-
-
 def keep_freed_memory() -> None:
     """Ask glibc's malloc to keep freed memory for reuse instead of returning it to the system.
 

@@ -63,8 +63,9 @@ class TrainDisplay:
     def on_start(self, e: dict[str, Any]) -> None:
         train = e["config"].train
         self.limits = {"max_steps": train.max_steps, "max_time": train.max_time}
-        self.say(f"model: {e['parameters']:,} parameters on {e['device']} ({e['precision']}); "
+        self.say(f"model: {e['parameters']:,} parameters on {e['device']}; "
                  f"{e['pairs']:,} training pairs")
+        self.say(f"precision: {e['precision']} ({e['precision_reason']})")
         if e.get("processes", 1) > 1:
             self.say(f"{e['processes']} processes x {e['batch_tokens']:,} tokens x update_freq "
                      f"{e['update_freq']} = {e['effective_batch_tokens']:,} tokens per update")

@@ -42,14 +42,15 @@ from tinytrans.average import average_last
 from tinytrans.checkpoint import (BEST, CHECKPOINT_DIR, load_model_weights, load_training_state,
                                   prune_checkpoints, read_state, save_checkpoint, step_name,
                                   training_checkpoints)
-from tinytrans.config import RunConfig, differences, to_toml
+from tinytrans.config import (TRAINING_BYTES_PER_PARAMETER, RunConfig, check_fits_in_memory,
+                              differences, to_toml)
 from tinytrans.data import (Batch, EncodedCorpus, FilterConfig, ResampledCorpus, encode_parallel,
                             length_sorted_batches, make_batch)
 from tinytrans.distributed import (ONE_PROCESS, Ranks, any_rank, barrier, epoch_plan, main_says,
                                    my_share, process_device, process_group, ranks_from_environment,
                                    seed_dropout, sum_over_ranks, talking_to_others, wrap)
 from tinytrans.errors import UserError
-from tinytrans.hardware import autocast, keep_freed_memory, pick_precision, set_threads
+from tinytrans.hardware import PrecisionChoice, autocast, pick_precision
 from tinytrans.loss import label_smoothed_nll
 from tinytrans.model import Transformer, count_parameters, padding_mask
 from tinytrans.prepared import (PreparedData, ValidationSet, encode_validation, make_tokenizers,
@@ -211,9 +212,15 @@ def prepared_data_events(prepared: PreparedData, report: Report) -> None:
 # Optimisation
 
 def make_optimizer(model: Transformer, cfg: RunConfig, device: torch.device) -> torch.optim.Optimizer:
+    """Adam, fused (one kernel updates every parameter) where this PyTorch has it for `device`:
+    on GPUs, and on CPUs from torch 2.4; elsewhere the multi-tensor one, the same maths."""
     t = cfg.train
-    return torch.optim.Adam(model.parameters(), lr=t.lr, betas=(t.adam_beta1, t.adam_beta2),
-                            eps=t.adam_eps, weight_decay=t.weight_decay, fused=True)
+    settings = dict(lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps,
+                    weight_decay=t.weight_decay)
+    try:
+        return torch.optim.Adam(model.parameters(), fused=True, **settings)
+    except RuntimeError:  # "fused=True requires ... tensors of supported devices"
+        return torch.optim.Adam(model.parameters(), foreach=True, **settings)
 
 
 def learning_rate(step: int, peak: float, warmup: int, schedule: str = "inverse_sqrt",
@@ -505,9 +512,6 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
     prepared = open_prepared(Path(cfg.data.prepared)) if cfg.data.prepared else None
     if prepared is not None:
         cfg = replace(cfg, data=prepared.data_config(cfg.data))
-    precision = pick_precision(cfg.train.precision, device)
-    set_threads(cfg.train.threads)
-    keep_freed_memory()
     allow_tf32(device)
     if ranks.main:
         cfg = _prepare_run(cfg, run_dir, overwrite, prepared)
@@ -515,6 +519,8 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
     src_tok, tgt_tok = load_tokenizers(run_dir, cfg)
     cfg = replace(cfg, model=replace(cfg.model, src_vocab_size=src_tok.vocab_size,
                                      tgt_vocab_size=tgt_tok.vocab_size))
+    check_fits_in_memory(cfg.model, TRAINING_BYTES_PER_PARAMETER)
+    precision = _agreed_precision(cfg, device, ranks)
     if prepared is not None:
         corpus, valid = prepared.train, prepared.valid
         epoch_corpus = lambda epoch: corpus
@@ -532,12 +538,14 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
         state = TrainState(**load_training_state(checkpoints[-1], model, optimizer))
         report({"event": "resume", "step": state.step, "checkpoint": str(checkpoints[-1])})
     _check_same_start(state, run_dir, ranks, device)
+    cfg = _keep_effective_batch(cfg, state, ranks)
     if ranks.main:
         files.truncate_metrics(state.step)
         state = recover_best(state, files.best_path)
     objective = wrap(TeacherForcing(model), ranks, device)
     t = cfg.train
-    start = {"event": "start", "step": state.step, "device": str(device), "precision": precision,
+    start = {"event": "start", "step": state.step, "device": str(device),
+             "precision": precision.precision, "precision_reason": precision.reason,
              "processes": ranks.world_size, "batch_tokens": t.batch_tokens,
              "update_freq": t.update_freq,
              "effective_batch_tokens": ranks.world_size * t.batch_tokens * t.update_freq}
@@ -546,7 +554,8 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
     report({**start, "parameters": count_parameters(model), "pairs": len(corpus),
             "state": asdict(state), "config": cfg})
     run = Run(cfg, model, objective, optimizer, corpus, epoch_corpus,
-              valid if ranks.main else None, tgt_tok, files, device, precision, ranks, report)
+              valid if ranks.main else None, tgt_tok, files, device, precision.precision, ranks,
+              report)
     return run, state
 
 
@@ -564,11 +573,38 @@ def _prepare_run(cfg: RunConfig, run_dir: Path, overwrite: bool,
     return cfg
 
 
+def _agreed_precision(cfg: RunConfig, device: torch.device, ranks: Ranks) -> PrecisionChoice:
+    """The precision to train in, the same on every process: process 0's choice, where `auto`
+    measured it (each process's probe could come out on either side of the threshold)."""
+    choice = pick_precision(cfg.train.precision, device, cfg.model, rows=cfg.train.batch_tokens)
+    if ranks.distributed and cfg.train.precision == "auto":
+        bf16 = main_says(choice.precision == "bf16", ranks, device)
+        if bf16 != (choice.precision == "bf16"):
+            choice = PrecisionChoice("bf16" if bf16 else "fp32", "as process 0 measured")
+    return choice
+
+
 def allow_tf32(device: torch.device) -> None:
     """On a GPU, let fp32 matrix products use TF32 tensor cores (fp32's range, a 10-bit mantissa):
     several times faster, and accurate enough for training; bf16 autocast does not need it."""
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")
+
+
+def _keep_effective_batch(cfg: RunConfig, state: TrainState, ranks: Ranks) -> RunConfig:
+    """A run resumed with another number of processes keeps its batches per update (processes x
+    update_freq: the effective batch its learning rate was tuned for). update_freq becomes what
+    keeps it, or, where these processes cannot share it evenly, the resume is refused."""
+    if not state.regrouped:
+        return cfg  # a new run
+    per_update = state.regrouped[-1][1]
+    if ranks.world_size * cfg.train.update_freq == per_update:
+        return cfg
+    if per_update % ranks.world_size:
+        raise UserError(f"resumed with {ranks.world_size} processes, but the run makes {per_update} "
+                        "batches per update (processes x update_freq), which they cannot share "
+                        f"evenly: resume with a number of processes that divides {per_update}")
+    return replace(cfg, train=replace(cfg.train, update_freq=per_update // ranks.world_size))
 
 
 def _check_same_start(state: TrainState, run_dir: Path, ranks: Ranks, device: torch.device) -> None:
@@ -610,8 +646,8 @@ def _updates(epoch_corpus: Callable[[int], EncodedCorpus], cfg: RunConfig, state
     update is processes x update_freq batches of the epoch's plan, shared out by
     distributed.my_share; the plan is the same on every process.
 
-    Updates `state.epoch`, `state.batch` and `state.regrouped` as it goes, so a checkpoint
-    records where to resume.
+    Updates `state.epoch`, `state.batch` and `state.regrouped` before yielding each update, so
+    that after the update the state says where to resume (and which epoch is complete).
     """
     t = cfg.train
     per_update = ranks.world_size * t.update_freq
@@ -627,9 +663,22 @@ def _updates(epoch_corpus: Callable[[int], EncodedCorpus], cfg: RunConfig, state
                              state.regrouped)
         while state.batch < len(batches):
             group = batches[state.batch: state.batch + per_update]
+            update = [make_batch(corpus, indices) for indices in my_share(group, ranks)]
             state.batch += len(group)
-            yield [make_batch(corpus, indices) for indices in my_share(group, ranks)]
-        state.epoch, state.batch, state.regrouped = state.epoch + 1, 0, [[0, per_update]]
+            epoch_done = state.batch >= len(batches)
+            if epoch_done:
+                # say so before the update is made, so that max_epochs stops after it and a
+                # checkpoint written after it resumes at the start of the next epoch
+                _next_epoch(state, per_update)
+            yield update
+            if epoch_done:
+                break
+        else:  # a checkpoint of an older tinytrans, saved at the very end of an epoch
+            _next_epoch(state, per_update)
+
+
+def _next_epoch(state: TrainState, per_update: int) -> None:
+    state.epoch, state.batch, state.regrouped = state.epoch + 1, 0, [[0, per_update]]
 
 
 def _loop(run: Run, state: TrainState, stop_requested: Callable[[], bool]) -> TrainResult:
@@ -705,7 +754,7 @@ def _average_and_validate(model, valid, tgt_tok, cfg, device, precision, state: 
     n = min(cfg.train.average_last, available)
     if n < 2:
         return  # one checkpoint averaged is itself
-    path = average_last(files.run_dir, n)
+    path, _ = average_last(files.run_dir, n)
     record: dict[str, Any] = {"event": "average", "step": state.step, "checkpoints": n,
                               "path": str(path)}
     if valid is not None:
@@ -757,15 +806,15 @@ def learning_curves(records: list[dict[str, Any]]) -> dict[str, Series]:
 def _plot_curves(files: RunFiles) -> Path | None:
     """Training and validation NLL, and validation BLEU, against updates, as RUN/curves.png."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        # the figure alone, without pyplot: no backend is chosen for the process that imports us
+        from matplotlib.figure import Figure
     except ImportError:
         return None  # the 'plot' extra is not installed; metrics.jsonl has the same numbers
     records = [json.loads(line) for line in files.metrics.read_text().splitlines() if line.strip()] \
         if files.metrics.is_file() else []
     curves = learning_curves(records)
-    fig, (ax_loss, ax_bleu) = plt.subplots(1, 2, figsize=(10, 4))
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_bleu = fig.subplots(1, 2)
     ax_loss.plot(*curves["train_nll"], label="training batches (dropout on)")
     ax_loss.plot(*curves["valid_nll"], "o-", label="validation set (dropout off)")
     ax_loss.set(xlabel="update", ylabel="NLL per target token (no label smoothing)",
@@ -776,5 +825,4 @@ def _plot_curves(files: RunFiles) -> Path | None:
     fig.tight_layout()
     path = files.run_dir / "curves.png"
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
     return path

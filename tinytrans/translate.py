@@ -19,8 +19,7 @@ from tinytrans.average import resolve_with_average
 from tinytrans.checkpoint import load_model_weights
 from tinytrans.data import pad_sentences
 from tinytrans.errors import UserError
-from tinytrans.hardware import (autocast, keep_freed_memory, pick_device, pick_precision,
-                                set_threads)
+from tinytrans.hardware import autocast, pick_device, pick_precision, set_threads
 from tinytrans.model import AttentionWeights, Transformer, padding_mask
 from tinytrans.quantize import quantize_dynamic_int8
 from tinytrans.config import SearchConfig
@@ -30,6 +29,8 @@ from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from tinytrans.rundir import load_run_config, load_tokenizers
 
 Warn = Callable[[str], None]
+# Rows of the matrix products `--precision auto` times: a search step's sentences x beams
+INFERENCE_PROBE_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -47,9 +48,10 @@ class Translator:
         self.config = load_run_config(run_dir)
         self.src_tok, self.tgt_tok = load_tokenizers(run_dir, self.config)
         self.device = pick_device(device)
-        self.precision = pick_precision(precision, self.device, inference=True)
-        set_threads(threads)
-        keep_freed_memory()
+        set_threads(threads)  # only when asked: the thread count is the whole process's
+        self.precision_choice = pick_precision(precision, self.device, self.config.model,
+                                               inference=True, rows=INFERENCE_PROBE_ROWS)
+        self.precision = self.precision_choice.precision
         self.model = Transformer(self.config.model)
         self.checkpoint = resolve_with_average(run_dir, checkpoint)  # best, last, average or a path
         load_model_weights(self.checkpoint, self.model)
