@@ -6,7 +6,9 @@ import random
 from pathlib import Path
 from statistics import mean
 
+import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 import tinytrans
@@ -110,16 +112,103 @@ def test_long_inputs_are_cut_with_a_warning(model):
     assert len(out) == 1
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda m: m.translate("A single string."), "wrap it in a list"),
-    (lambda m: m.translate(["x"], beam=0), "--beam"),
-    (lambda m: m.translate(["x"], beam=2, nbest=3), "--nbest"),
-    (lambda m: m.score(["a", "b"], ["c"]), "2 sources but 1 targets"),
-    (lambda m: m.attention(""), "empty"),
-])
-def test_mistakes_are_user_errors(model, call, message):
-    with pytest.raises(UserError, match=message):
+# Each mistake, the message it gives: it names the argument as the caller wrote it.
+CALL_MISTAKES = [
+    # the sentences
+    (lambda m: m.translate("A single string."), r"sentences: .*wrap it in a list"),
+    (lambda m: m.translate(None), r"sentences: None \(NoneType\) must be a list"),
+    (lambda m: m.translate(42), r"sentences: 42 \(int\) must be a list"),
+    (lambda m: m.translate(b"A man."), r"sentences: b'A man.' \(bytes\) must be a list"),
+    (lambda m: m.translate([None]), r"sentences\[0\]: None \(NoneType\) must be a sentence"),
+    (lambda m: m.translate(["a", "b", 42]), r"sentences\[2\]: 42 \(int\)"),
+    (lambda m: m.translate([["nested"]]), r"sentences\[0\]: \['nested'\] \(list\)"),
+    (lambda m: m.translate([b"A man."]), r"sentences\[0\]: b'A man.' \(bytes\)"),
+    # the search settings
+    (lambda m: m.translate(["x"], beam=0), r"^beam: 0 must be at least 1$"),
+    (lambda m: m.translate(["x"], beam="5"), r"beam: '5' \(str\) must be an int"),
+    (lambda m: m.translate(["x"], beam=True), r"beam: True \(bool\) must be an int"),
+    (lambda m: m.translate(["x"], beam=2.0), r"beam: 2.0 \(float\) must be an int"),
+    (lambda m: m.translate(["x"], nbest=0), r"nbest: 0 must lie between 1 and beam \(5\)"),
+    (lambda m: m.translate(["x"], beam=2, nbest=3), r"nbest: 3 must lie between 1 and beam \(2\)"),
+    (lambda m: m.translate(["x"], nbest=True), r"nbest: True \(bool\) must be an int"),
+    (lambda m: m.translate(["x"], lenpen=-1), r"lenpen: -1.0 must be a number >= 0"),
+    (lambda m: m.translate(["x"], lenpen="1"), r"lenpen: '1' \(str\) must be a number"),
+    (lambda m: m.translate(["x"], lenpen=float("nan")), r"lenpen: nan must be"),
+    (lambda m: m.translate(["x"], lenpen=False), r"lenpen: False \(bool\) must be a number"),
+    (lambda m: m.translate(["x"], max_len_a=11), r"max_len_a: 11.0 must be a number in \[0, 10\]"),
+    (lambda m: m.translate(["x"], max_len_b=0), r"max_len_b: 0 must lie between 1 and 1024"),
+    (lambda m: m.translate(["x"], max_len_b=None), r"max_len_b: None \(NoneType\) must be an int"),
+    # forced decoding
+    (lambda m: m.score([None], ["x"]), r"sources\[0\]: None \(NoneType\)"),
+    (lambda m: m.score(["x"], ["y", 7]), r"targets\[1\]: 7 \(int\)"),
+    (lambda m: m.score(["a", "b"], ["c"]), r"sources has 2 sentences but targets has 1"),
+    (lambda m: m.score("a", ["b"]), r"sources: .*wrap it in a list"),
+    (lambda m: m.score(["a"], 5), r"targets: 5 \(int\) must be a list"),
+    (lambda m: m.score(["a"], None), r"targets: None"),
+    (lambda m: m.score_pieces([1], ["x"]), r"sources\[0\]: 1 \(int\)"),
+    (lambda m: m.score_pieces(["a"], ["b", "c"]), r"sources has 1 sentences but targets has 2"),
+    # attention
+    (lambda m: m.attention(None), r"source: None \(NoneType\) must be one sentence"),
+    (lambda m: m.attention(["A man."]), r"source: \['A man.'\] \(list\) must be one sentence"),
+    (lambda m: m.attention(""), r"empty"),
+    (lambda m: m.attention("A man.", beam=0), r"^beam: 0 must be at least 1$"),
+    (lambda m: m.attention("A man.", lenpen="x"), r"lenpen: 'x' \(str\) must be a number"),
+]
+
+
+@pytest.mark.parametrize("call, message", CALL_MISTAKES)
+def test_mistakes_are_user_errors_naming_the_argument(model, call, message):
+    with pytest.raises(UserError, match=message) as caught:
         call(model)
+    assert "--" not in str(caught.value) and "\n" not in str(caught.value)  # not a CLI flag
+
+
+LOAD_MISTAKES = [
+    (lambda run: tinytrans.load(None), r"run_dir: None \(NoneType\) must be a path"),
+    (lambda run: tinytrans.load(42), r"run_dir: 42 \(int\) must be a path"),
+    (lambda run: tinytrans.load(bytes(run)), r"run_dir: b'.* \(bytes\) must be a path"),
+    (lambda run: tinytrans.load(run, checkpoint=3), r"checkpoint: 3 \(int\) must be a path"),
+    (lambda run: tinytrans.load(run, checkpoint=None), r"checkpoint: None"),
+    (lambda run: tinytrans.load(run, device="gpu"),
+     r"device: 'gpu' \(str\) is not one of auto, cpu, cuda"),
+    (lambda run: tinytrans.load(run, device=None), r"device: None \(NoneType\) is not one of"),
+    (lambda run: tinytrans.load(run, precision="fp16"), r"precision: 'fp16' \(str\) is not one of"),
+    (lambda run: tinytrans.load(run, precision=8), r"precision: 8 \(int\) is not one of"),
+    (lambda run: tinytrans.load(run, threads=0), r"^threads: 0 must be at least 1$"),
+    (lambda run: tinytrans.load(run, threads="2"), r"threads: '2' \(str\) must be an int"),
+    (lambda run: tinytrans.load(run, threads=True), r"threads: True \(bool\) must be an int"),
+    (lambda run: tinytrans.load(run, threads=1.5), r"threads: 1.5 \(float\) must be an int"),
+]
+
+
+@pytest.mark.parametrize("call, message", LOAD_MISTAKES)
+def test_load_mistakes_are_user_errors_naming_the_argument(run_dir, call, message):
+    with pytest.raises(UserError, match=message) as caught:
+        call(run_dir)
+    assert "--" not in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_int8_on_a_gpu_is_refused_in_the_apis_words(run_dir, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(UserError, match=r"precision: 'int8' runs on the CPU only \(device='cpu'\)"):
+        tinytrans.load(run_dir, precision="int8")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_refused_in_the_apis_words(run_dir):
+    with pytest.raises(UserError, match=r"^device: 'cuda', but no CUDA GPU"):
+        tinytrans.load(run_dir, device="cuda")
+
+
+def test_any_iterable_of_str_and_any_integer_will_do(model):
+    """Tuples, generators and numpy integers are what a caller has at hand; bools are not."""
+    lines, targets = LINES[:3], ["Ein Mann.", "", "Eine Frau."]
+    expected = model.translate(lines, beam=2)
+    assert model.translate(tuple(lines), beam=np.int64(2)) == expected
+    assert model.translate((x for x in lines), beam=2, lenpen=np.float32(1.0)) == expected
+    # both arguments are read once: a generator of targets is not used up by the scoring
+    assert model.score_pieces(iter(lines), iter(targets)) == model.score_pieces(lines, targets)
+    assert model.translate([]) == [] and model.score([], []) == []
 
 
 def test_load_refuses_what_is_not_a_run(tmp_path):

@@ -7,11 +7,13 @@ import copy
 import json
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import save_file
+from typer.testing import CliRunner
 
 import tinytrans.atomic
 import tinytrans.checkpoint
@@ -20,10 +22,13 @@ from tinytrans.checkpoint import (BEST, CHECKPOINT_DIR, load_model_weights, load
                                   prune_checkpoints, read_checkpoint, read_state,
                                   resolve_checkpoint, save_checkpoint, step_name,
                                   training_checkpoints)
+from tinytrans.cli import app
+from tinytrans.config import build_config, to_toml
 from tinytrans.errors import UserError
 from tinytrans.loss import label_smoothed_nll
 from tinytrans.model import Transformer
-from tinytrans.tokenizer import BOS_ID, PAD_ID
+from tinytrans.rundir import CONFIG_FILE
+from tinytrans.tokenizer import BOS_ID, PAD_ID, Tokenizer
 
 SRC = source_batch(random_sources(41, [5, 3]))
 TGT = torch.tensor([[BOS_ID, 5, 6, 7], [BOS_ID, 8, 9, PAD_ID]])
@@ -255,6 +260,151 @@ def test_truncated_file_is_refused(tmp_path: Path, keep: float):
         load_model_weights(path, toy_model(2))
     with pytest.raises(UserError):
         load_training_state(path, toy_model(2), make_optimizer(model, fused=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# Cut off or forged metadata and optimizer state: one line naming the file and the key, and
+# nothing restored half-way
+
+
+def forged(tmp_path: Path, metadata: dict[str, str | None] | None = None,
+           tensors: dict[str, torch.Tensor | None] | None = None) -> Path:
+    """A real training checkpoint, rewritten with some metadata entries and tensors replaced
+    (None: removed)."""
+    model = toy_model(1)
+    optimizer = make_optimizer(model, fused=False)
+    train_steps(model, optimizer, 1)
+    path = tmp_path / step_name(1)
+    save_checkpoint(path, model, optimizer, {"step": 1})
+    found_tensors, found_metadata = read_checkpoint(path)
+    new_metadata = {**found_metadata, **(metadata or {})}
+    new_tensors = {**found_tensors, **(tensors or {})}
+    save_file({k: v.contiguous() for k, v in new_tensors.items() if v is not None}, str(path),
+              metadata={k: v for k, v in new_metadata.items() if v is not None})
+    return path
+
+
+def assert_one_line(error: pytest.ExceptionInfo, path: Path) -> None:
+    assert str(error.value).startswith(f"{path}: ") and "\n" not in str(error.value)
+
+
+BAD_STATES = {
+    "cut-off": ('{"step": 1, "ep', "metadata 'state' is not valid JSON"),
+    "empty": ("", "metadata 'state' is not valid JSON"),
+    "nested-too-deep": ("[" * 100_000, "metadata 'state' is not valid JSON"),
+    "array": ("[1, 2]", "metadata 'state' must be a JSON object, not array"),
+    "text": ('"step 1"', "metadata 'state' must be a JSON object, not string"),
+    "null": ("null", "metadata 'state' must be a JSON object, not null"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_STATES)
+def test_a_bad_state_is_refused_by_every_reader(tmp_path: Path, case: str):
+    text, message = BAD_STATES[case]
+    path = forged(tmp_path, metadata={"state": text})
+    model = toy_model(2)
+    before = outputs(model)
+    for read in (read_state, lambda p: load_model_weights(p, model),
+                 lambda p: load_training_state(p, model, make_optimizer(model, fused=False))):
+        with pytest.raises(UserError, match=message) as error:
+            read(path)
+        assert_one_line(error, path)
+    assert torch.equal(outputs(model), before)  # no weights loaded before the state was read
+
+
+BAD_OPTIMIZER_STATES = {
+    "groups-cut-off": ({"param_groups": '[{"lr": 0.001, "par'}, {},
+                       "metadata 'param_groups' is not valid JSON"),
+    "groups-object": ({"param_groups": '{"lr": 0.001}'}, {},
+                      "metadata 'param_groups' must be a JSON array, not object"),
+    "groups-of-numbers": ({"param_groups": "[1, 2]"}, {}, "'param_groups' must be a list of objects"),
+    "params-as-text": ({"param_groups": '[{"lr": 0.001, "params": "all"}]'}, {},
+                       "'param_groups' must be a list of objects"),
+    "too-few-params": ({"param_groups": '[{"lr": 0.001, "params": [0, 1]}]'}, {},
+                       "'param_groups' has groups of \\[2\\] parameters"),
+    "betas-as-text": ("betas", {}, r"'param_groups\[0\].betas' is 'fast'"),
+    "params-out-of-order": ("params", {}, "must number the parameters 0 to"),
+    "no-index": ({}, {"optim/x/exp_avg": torch.zeros(3)}, "'optim/x/exp_avg' is not named optim/INDEX/SLOT"),
+    "no-slot": ({}, {"optim/0": torch.zeros(3)}, "'optim/0' is not named optim/INDEX/SLOT"),
+    "too-deep": ({}, {"optim/0/exp_avg/x": torch.zeros(3)}, "is not named optim/INDEX/SLOT"),
+    "no-such-parameter": ({}, {"optim/999/exp_avg": torch.zeros(3)}, "is for parameter 999"),
+    "moment-of-another-shape": ({}, {"optim/0/exp_avg": torch.zeros(7, 3)},
+                                "'optim/0/exp_avg' has shape \\(7, 3\\)"),
+    "moment-missing": ({}, {"optim/0/exp_avg_sq": None}, "slots differ between parameters"),
+    "rng-of-another-shape": ({}, {"rng/torch": torch.zeros(10, dtype=torch.uint8)},
+                             "'rng/torch' is not a random generator state"),
+    "rng-as-floats": ({}, {"rng/torch": torch.zeros(5056)}, "'rng/torch' is not a random generator"),
+}
+
+
+def edited_groups(what: str) -> str:
+    """The param_groups of forged()'s optimizer, with one thing changed."""
+    model = toy_model(1)
+    groups = make_optimizer(model, fused=False).state_dict()["param_groups"]
+    if what == "betas":
+        groups[0]["betas"] = "fast"
+    else:
+        groups[0]["params"] = groups[0]["params"][::-1]
+    return json.dumps(groups)
+
+
+@pytest.mark.parametrize("case", BAD_OPTIMIZER_STATES)
+def test_a_bad_optimizer_or_rng_state_is_refused_and_restores_nothing(tmp_path: Path, case: str):
+    metadata, tensors, message = BAD_OPTIMIZER_STATES[case]
+    if isinstance(metadata, str):
+        metadata = {"param_groups": edited_groups(metadata)}
+    path = forged(tmp_path, metadata, tensors)
+    model = toy_model(2)
+    optimizer = make_optimizer(model, fused=False)
+    train_steps(model, optimizer, 1)
+    before, moments = outputs(model), copy.deepcopy(optimizer.state_dict())
+    rng = torch.get_rng_state()
+    with pytest.raises(UserError, match=message) as error:
+        load_training_state(path, model, optimizer)
+    assert_one_line(error, path)
+    assert torch.equal(outputs(model), before) and torch.equal(torch.get_rng_state(), rng)
+    after = optimizer.state_dict()
+    assert after["param_groups"] == moments["param_groups"]
+    assert all(torch.equal(after["state"][i]["exp_avg"], slots["exp_avg"])
+               for i, slots in moments["state"].items())
+    assert load_model_weights(path, model) == {"step": 1}  # the weights alone are fine
+
+
+def test_cli_translate_names_a_checkpoint_with_bad_metadata(tmp_path: Path,
+                                                            small_tokenizer_prefix: Path):
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copy(f"{small_tokenizer_prefix}.model", run / "tokenizer.model")
+    vocab = Tokenizer.load(run / "tokenizer.model").vocab_size
+    cfg = build_config({"model": {**TINY, "src_vocab_size": vocab, "tgt_vocab_size": vocab},
+                        "data": {"vocab_size": vocab}}, "test")
+    (run / CONFIG_FILE).write_text(to_toml(cfg))
+    path = tmp_path / "model.safetensors"
+    save_checkpoint(path, Transformer(cfg.model), None, {"step": 1})
+    tensors, metadata = read_checkpoint(path)
+    save_file(tensors, str(path), metadata={**metadata, "state": '{"step": 1, "be'})
+    result = CliRunner().invoke(app, ["translate", "--model", str(run), "--checkpoint", str(path),
+                                      "--device", "cpu", "--precision", "fp32"],
+                                input="A man.\n")
+    assert result.exit_code == 2, result.output
+    assert f"{path}: metadata 'state' is not valid JSON" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+TINY = {"d_model": 32, "n_heads": 2, "d_ff": 64, "n_encoder_layers": 1, "n_decoder_layers": 1}
+
+
+def test_only_well_named_step_files_are_checkpoints(tmp_path: Path):
+    """A file of the checkpoint directory named step-<not ASCII digits> or a folder named like a
+    checkpoint is not one (it used to crash the numeric sort, or pruning)."""
+    directory = make_run(tmp_path, [1, 2], best=False)
+    (directory / "step-\u00b2.safetensors").write_bytes(b"x")  # "²".isdigit() is True
+    (directory / "step-\u0663.safetensors").write_bytes(b"x")  # an Arabic-Indic 3
+    (directory / step_name(9)).mkdir()
+    assert [p.name for p in training_checkpoints(tmp_path)] == [step_name(1), step_name(2)]
+    prune_checkpoints(tmp_path, keep_last=1)
+    assert [p.name for p in training_checkpoints(tmp_path)] == [step_name(2)]
+    assert resolve_checkpoint(tmp_path, "last").name == step_name(2)
 
 
 # ---------------------------------------------------------------------------------------------

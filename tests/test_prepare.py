@@ -4,7 +4,10 @@ every load, and trained on exactly as the text they came from."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import os
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -219,7 +222,7 @@ def manifest_edit(change):
     (lambda d: (d / MANIFEST).write_text("{"), "unreadable manifest"),
     (manifest_edit(lambda m: m.update(version=99)), "format version 99"),
     (manifest_edit(lambda m: m["splits"]["train"].update(kept=7)), "manifest counts 7 pairs"),
-    (manifest_edit(lambda m: m["splits"]["train"].pop("files")), "malformed manifest"),
+    (manifest_edit(lambda m: m["splits"]["train"].pop("files")), "'splits.train.files' is missing"),
 ])
 def test_a_damaged_directory_is_refused_in_one_line(prepared_dir, tmp_path, damage, message):
     copy = copy_of(prepared_dir, tmp_path)
@@ -227,6 +230,108 @@ def test_a_damaged_directory_is_refused_in_one_line(prepared_dir, tmp_path, dama
     with pytest.raises(UserError, match=message) as error:
         open_prepared(copy)
     assert "\n" not in str(error.value)
+
+
+def write_manifest(text: str | bytes):
+    def write(directory: Path) -> None:
+        (directory / MANIFEST).write_bytes(text if isinstance(text, bytes) else text.encode())
+    return write
+
+
+def cut_off(directory: Path) -> None:
+    text = (directory / MANIFEST).read_bytes()
+    (directory / MANIFEST).write_bytes(text[: len(text) // 2])
+
+
+def link_out(directory: Path) -> None:
+    """train.src.ids replaced by a link to a file outside the directory, with the same bytes
+    (so that its size and checksum are right)."""
+    outside = directory.parent / "elsewhere.ids"
+    outside.write_bytes((directory / "train.src.ids").read_bytes())
+    (directory / "train.src.ids").unlink()
+    (directory / "train.src.ids").symlink_to(outside)
+
+
+def ids_beyond_the_vocabulary(directory: Path) -> None:
+    """An id no tokenizer of the corpus has, with the manifest's checksum made to match."""
+    ids = np.fromfile(directory / "train.src.ids", np.uint16)
+    ids[5] = 60000
+    ids.tofile(directory / "train.src.ids")
+    manifest_edit(lambda m: m["splits"]["train"]["files"]["src"]["ids"].update(
+        sha256=sha256(directory / "train.src.ids")))(directory)
+
+
+def src_ids(**change):
+    return manifest_edit(lambda m: m["splits"]["train"]["files"]["src"]["ids"].update(change))
+
+
+# (what is done to the directory, the file the error names, what it says)
+CORRUPT_MANIFESTS = {
+    "no-splits": (manifest_edit(lambda m: m.pop("splits")), MANIFEST, "'splits' is missing"),
+    "no-tokenizer": (manifest_edit(lambda m: m.pop("tokenizer")), MANIFEST,
+                     "'tokenizer' is missing"),
+    "no-data": (manifest_edit(lambda m: m.pop("data")), MANIFEST, "'data' is missing"),
+    "no-references": (manifest_edit(lambda m: m["splits"]["valid"]["files"].pop("references")),
+                      MANIFEST, "'splits.valid.files.references' is missing"),
+    "kept-as-text": (manifest_edit(lambda m: m["splits"]["train"].update(kept="400")), MANIFEST,
+                     "'splits.train.kept' must be an integer"),
+    "kept-as-boolean": (manifest_edit(lambda m: m["splits"]["train"].update(kept=True)),
+                        MANIFEST, "'splits.train.kept' must be an integer"),
+    "count-as-float": (src_ids(count=1.5), MANIFEST,
+                       "'splits.train.files.src.ids.count' must be an integer"),
+    "split-as-list": (manifest_edit(lambda m: m["splits"].update(train=[])), MANIFEST,
+                      "'splits.train' must be a table"),
+    "files-as-list": (manifest_edit(lambda m: m["tokenizer"].update(files=["tokenizer.model"])),
+                      MANIFEST, "'tokenizer.files' must be a table"),
+    "sources-as-text": (manifest_edit(lambda m: m["sources"].update(train="x")), MANIFEST,
+                        "'sources.train' must be a table"),
+    "flag-as-text": (manifest_edit(lambda m: m["data"].update(joint_vocab="yes")), MANIFEST,
+                     "'data.joint_vocab' must be true or false"),
+    "max-length-zero": (manifest_edit(lambda m: m["data"].update(max_length=0)), MANIFEST,
+                        "'data.max_length' must be an integer >= 1"),
+    "ratio-below-one": (manifest_edit(lambda m: m["data"].update(max_ratio=0.5)), MANIFEST,
+                        "'data.max_ratio' must be >= 1"),
+    "unknown-policy": (manifest_edit(lambda m: m["data"].update(utf8_errors="ignore")), MANIFEST,
+                       "'data.utf8_errors' must be one of strict, replace"),
+    "object-dtype": (src_ids(dtype="object"), MANIFEST,
+                     "'splits.train.files.src.ids.dtype' must be one of"),
+    "parent-path": (src_ids(file="../x"), MANIFEST,
+                    "'splits.train.files.src.ids.file' must be a plain file name"),
+    "absolute-path": (manifest_edit(lambda m: m["splits"]["valid"]["files"]["references"].update(
+        file="/etc/passwd")), MANIFEST, "'splits.valid.files.references.file' must be a plain"),
+    "tokenizer-outside": (manifest_edit(lambda m: m["tokenizer"].update(
+        files={"../tokenizer.model": "0" * 64})), MANIFEST, "'tokenizer.files' must list"),
+    "vocabulary-size": (manifest_edit(lambda m: m["tokenizer"].update(vocab_size=5000)), MANIFEST,
+                        "'tokenizer.vocab_size'"),
+    "not-json": (write_manifest("this is not JSON"), MANIFEST, "unreadable manifest"),
+    "cut-off": (cut_off, MANIFEST, "unreadable manifest"),
+    "not-utf8": (write_manifest(b"\xff\xfe{}"), MANIFEST, "unreadable manifest"),
+    "nested-too-deep": (write_manifest("[" * 100_000), MANIFEST, "unreadable manifest"),
+    "json-array": (write_manifest("[]"), MANIFEST, "not a tinytrans prepared-corpus manifest"),
+    "json-number": (write_manifest("42"), MANIFEST, "not a tinytrans prepared-corpus manifest"),
+    "link-outside": (link_out, "train.src.ids", "links to .* outside the prepared corpus"),
+    "ids-beyond-vocabulary": (ids_beyond_the_vocabulary, "train.src.ids",
+                              "holds piece ids outside the tokenizer's 300"),
+}
+
+
+@pytest.mark.parametrize("case", CORRUPT_MANIFESTS)
+def test_a_corrupt_manifest_is_one_line_naming_the_file_and_field(prepared_dir, tmp_path, case):
+    """The manifest is untrusted input: every corruption is a UserError that names the file and
+    the field (exit 2 from train --data), never a KeyError, and never a file from elsewhere."""
+    damage, name, message = CORRUPT_MANIFESTS[case]
+    copy = copy_of(prepared_dir, tmp_path)
+    damage(copy)
+    with pytest.raises(UserError, match=re.escape(f"{copy / name}: ") + message) as error:
+        open_prepared(copy)
+    assert "\n" not in str(error.value)
+    config = tmp_path / "toy.toml"  # never trained on; tiny in case it were
+    config.write_text('[model]\nd_model = 32\nn_heads = 2\nd_ff = 64\nn_encoder_layers = 1\n'
+                      'n_decoder_layers = 1\n[train]\nbatch_tokens = 600\nthreads = 1\n')
+    result = CliRunner().invoke(app, ["train", "--data", str(copy), "--config", str(config),
+                                      "--max-steps", "1", "--output", str(tmp_path / "run")])
+    assert result.exit_code == 2, result.output
+    assert f"{copy / name}: " in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_a_directory_whose_source_corpus_changed_is_stale(corpus, tmp_path):
@@ -239,28 +344,115 @@ def test_a_directory_whose_source_corpus_changed_is_stale(corpus, tmp_path):
         open_prepared(tmp_path / "data")
 
 
-def test_an_interrupted_prepare_leaves_no_usable_directory(corpus, tokenizer_model, prepared_dir,
-                                                           tmp_path):
-    """Preparing again over a good directory, from a corpus that fails half-way (invalid UTF-8):
-    the old manifest is gone, so the mixture is refused rather than trained on."""
-    copy = copy_of(prepared_dir, tmp_path)
-    broken = tmp_path / "broken"
+# ---------------------------------------------------------------------------------------------
+# A failed prepare loses nothing; an input is never written over
+
+def snapshot(directory: Path) -> dict[str, tuple[bytes, int]]:
+    """Every file of `directory`: its bytes and its modification time."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in directory.iterdir()}
+
+
+def invalid_utf8_corpus(corpus, tmp_path: Path) -> Path:
+    """The training corpus with invalid UTF-8 at line 301 of 403: found half-way through."""
     lines = Path(f"{corpus[0]}.en").read_bytes().splitlines(keepends=True)
     (tmp_path / "broken.en").write_bytes(b"".join(lines[:300]) + b"\xff\xfe\n" + b"".join(lines[301:]))
     (tmp_path / "broken.de").write_bytes(Path(f"{corpus[0]}.de").read_bytes())
-    with pytest.raises(UserError, match="invalid UTF-8"):
-        prepare(replace(data_config(corpus, tokenizer_model), train=str(broken)), copy, workers=1)
-    with pytest.raises(UserError, match="not a prepared corpus"):
-        open_prepared(copy)
-    assert not [p for p in copy.iterdir() if p.name.startswith(".")]  # no temporary files left
+    return tmp_path / "broken"
 
 
-def test_prepare_refuses_a_directory_holding_other_files(corpus, tmp_path):
+def interrupted_while_encoding_validation(*args, **kwargs):
+    raise KeyboardInterrupt  # Ctrl-C with the training arrays written, the validation set not
+
+
+@pytest.mark.parametrize("way", ["missing-train", "missing-valid", "missing-tokenizer",
+                                 "invalid-utf8-half-way", "interrupted"])
+def test_a_failed_prepare_leaves_the_old_directory_as_it_was(corpus, tokenizer_model, prepared_dir,
+                                                             tmp_path, monkeypatch, way):
+    copy = copy_of(prepared_dir, tmp_path)
+    broken = invalid_utf8_corpus(corpus, tmp_path)
+    before, beside = snapshot(copy), {p.name for p in tmp_path.iterdir()}
+    data = data_config(corpus, tokenizer_model)
+    if way == "interrupted":
+        monkeypatch.setattr(tinytrans.prepared, "_prepare_valid",
+                            interrupted_while_encoding_validation)
+        with pytest.raises(KeyboardInterrupt):
+            prepare(data, copy, workers=1)
+    else:
+        flags = {"missing-train": ["--train", f"{corpus[0]}x"],  # a typo
+                 "missing-valid": ["--valid", f"{corpus[1]}x"],
+                 "missing-tokenizer": ["--tokenizer", str(tmp_path / "spm.model")],
+                 "invalid-utf8-half-way": ["--train", str(broken)]}
+        args = {"--train": str(corpus[0]), "--valid": str(corpus[1]),
+                "--tokenizer": str(tokenizer_model)}
+        args.update([flags[way]])
+        result = CliRunner().invoke(app, ["prepare", *itertools.chain(*args.items()),
+                                          "--workers", "1", "--output", str(copy)])
+        assert result.exit_code == 2, result.output
+        assert len(result.stderr.strip().splitlines()) == 1
+        named = "invalid UTF-8" if way == "invalid-utf8-half-way" else flags[way][1]  # the typo
+        assert named in result.stderr
+    assert snapshot(copy) == before  # every file, byte for byte, not even touched
+    assert {p.name for p in tmp_path.iterdir()} == beside  # no half-built directory left
+    open_prepared(copy)  # still a good corpus: what train --data checks before it trains
+
+
+def test_preparing_again_replaces_the_directory_whole(corpus, tokenizer_model, prepared_dir,
+                                                      tmp_path):
+    copy = copy_of(prepared_dir, tmp_path)
+    (copy / ".train.src.ids.stream-99").write_bytes(b"left by a killed prepare")
+    manifest = prepare(replace(data_config(corpus, tokenizer_model), max_length=20), copy, workers=1)
+    assert open_prepared(copy).manifest == manifest
+    assert manifest["splits"]["train"]["kept"] < 400  # the new corpus, not the old
+    assert not [p for p in copy.iterdir() if p.name.startswith(".")]
+    assert {p.name for p in tmp_path.iterdir()} == {"copy"}  # nothing left beside it
+
+
+@pytest.mark.parametrize("layout", ["corpus-named-like-outputs", "hidden-corpus", "tokenizer",
+                                    "hard-link"])
+def test_prepare_never_writes_over_its_own_input(corpus, tokenizer_model, prepared_dir, tmp_path,
+                                                 layout):
+    """An input that preparing into OUT would replace: inside OUT, or the same file as one of
+    the names prepare writes there. Refused in one line; the input and OUT stay as they were."""
+    out = copy_of(prepared_dir, tmp_path)
+    args = ["--train", str(corpus[0]), "--tokenizer", str(tokenizer_model)]
+    if layout == "corpus-named-like-outputs":  # OUT/train.src.ids is the corpus' source side
+        for lang, side in (("en", "src"), ("de", "tgt")):
+            (out / f"train.{side}.ids").write_bytes(Path(f"{corpus[0]}.{lang}").read_bytes())
+        args = ["--train", str(out / "train"), "--src", "src.ids", "--tgt", "tgt.ids",
+                "--tokenizer", str(tokenizer_model)]
+    elif layout == "hidden-corpus":
+        for lang in ("en", "de"):
+            (out / f".corpus.{lang}").write_bytes(Path(f"{corpus[0]}.{lang}").read_bytes())
+        args = ["--train", str(out / ".corpus"), "--tokenizer", str(tokenizer_model)]
+    elif layout == "tokenizer":
+        args = ["--train", str(corpus[0]), "--tokenizer", str(out / "tokenizer.model")]
+    else:  # the same file under another name: writing the array would empty the corpus
+        (out / "train.src.ids").unlink()
+        os.link(f"{corpus[0]}.en", out / "train.src.ids")
+    inputs = {p: p.read_bytes() for p in [*Path(corpus[0]).parent.iterdir(), tokenizer_model]
+              if p.is_file()}
+    before = snapshot(out)
+    result = CliRunner().invoke(app, ["prepare", *args, "--workers", "1", "--output", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "replaces" in result.stderr and "--output" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert snapshot(out) == before
+    assert all(path.read_bytes() == data for path, data in inputs.items())
+
+
+@pytest.mark.parametrize("name", ["notes.txt", ".DS_Store", "train.src.ids/"])
+def test_prepare_refuses_a_directory_holding_other_files(corpus, tmp_path, name):
+    """The directory is replaced whole: a file of the user's in it, even a hidden one, or a
+    folder under a name prepare writes, would go with it."""
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "notes.txt").write_text("mine")
-    with pytest.raises(UserError, match="notes.txt"):
+    mine = tmp_path / "data" / name.rstrip("/")
+    if name.endswith("/"):
+        mine.mkdir()
+        mine = mine / "notes.txt"
+    mine.write_text("mine")
+    with pytest.raises(UserError, match=re.escape(name.rstrip("/"))):
         prepare(data_config(corpus), tmp_path / "data", workers=1)
-    assert (tmp_path / "data" / "notes.txt").read_text() == "mine"
+    assert mine.read_text() == "mine"
 
 
 def test_preparing_again_without_validation_removes_the_old_validation_files(

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import sacrebleu
 import torch
+from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 import tinytrans
@@ -291,3 +292,30 @@ def test_training_and_loading_change_nothing_process_wide(corpus, tmp_path):
         assert (run_dir / "curves.png").is_file()
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("forged", [{"step": -5}, {"step": "3"}, {"surprise": 1},
+                                    {"regrouped": [[0]]}, {"elapsed": float("nan")}])
+def test_a_forged_training_state_is_refused_in_one_line(corpus, tmp_path, forged):
+    run_dir = tmp_path / "run"
+    cfg = toy_config(corpus[0], None, max_steps=2, checkpoint_every=2)
+    train(cfg, run_dir)
+    path = training_checkpoints(run_dir)[-1]
+    tensors, metadata = read_checkpoint(path)
+    state = {**json.loads(metadata["state"]), **forged}
+    save_file(tensors, str(path), metadata={**metadata, "state": json.dumps(state)})
+    longer = replace(cfg, train=replace(cfg.train, max_steps=4))
+    with pytest.raises(UserError, match=f"{path}: .*training state field"):
+        train(longer, run_dir)
+
+
+def test_a_best_checkpoint_without_its_score_is_refused_in_one_line(corpus, tmp_path):
+    run_dir = tmp_path / "run"
+    cfg = toy_config(corpus[1].parent / "train", corpus[1], max_steps=2, validate_every=2,
+                     checkpoint_every=2)
+    train(cfg, run_dir)
+    best = run_dir / "checkpoints" / BEST
+    tensors, metadata = read_checkpoint(best)
+    save_file(tensors, str(best), metadata={**metadata, "state": json.dumps({"best_step": "x"})})
+    with pytest.raises(UserError, match="best_step"):
+        train(replace(cfg, train=replace(cfg.train, max_steps=4)), run_dir)

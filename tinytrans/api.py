@@ -10,31 +10,42 @@
 Everything goes through translate.Translator, the code behind the CLI's translate and evaluate, so
 a sentence gets the same translation either way. Lists in, lists out: one result per input, in
 order; an empty input gets an empty translation. Warnings (an over-long input cut to the model's
-maximum length) go through Python's `warnings`.
+maximum length) go through Python's `warnings`. A wrong argument is a UserError that names it as
+the caller wrote it (`beam: 0 must be at least 1`, `sentences[2]: 42 (int) must be a sentence`).
 """
 
 from __future__ import annotations
 
+import os
+import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable
+from numbers import Integral, Real
 from pathlib import Path
 
+import torch
+
 from tinytrans.attention import SentenceAttention, sentence_attention
+from tinytrans.config import DEVICES, INFERENCE_PRECISIONS, SearchConfig
 from tinytrans.errors import UserError
-from tinytrans.config import SearchConfig
 from tinytrans.tokenizer import EOS_ID
 from tinytrans.translate import Translator
 
 NBest = list[tuple[float, str]]  # (score, text) pairs, best first
 
 
-def load(run_dir: str | Path, checkpoint: str = "best", device: str = "auto",
+def load(run_dir: str | Path, checkpoint: str | Path = "best", device: str = "auto",
          precision: str = "auto", threads: int | None = None) -> TranslationModel:
     """A trained run, ready to translate.
 
     checkpoint: 'best', 'last', 'average' or a file; device: 'auto', 'cpu' or 'cuda';
     precision: 'auto', 'fp32', 'bf16' or 'int8' (CPU only); threads: PyTorch's CPU threads.
     """
+    run_dir = _path("run_dir", run_dir)
+    checkpoint = str(_path("checkpoint", checkpoint))
+    _check_device_and_precision(device, precision)
+    if threads is not None:
+        _positive_int("threads", threads)
     return TranslationModel(Translator(run_dir, checkpoint, device, precision, threads))
 
 
@@ -44,7 +55,7 @@ class TranslationModel:
     def __init__(self, translator: Translator):
         self.translator = translator
 
-    def translate(self, sentences: Sequence[str], beam: int = SearchConfig.beam,
+    def translate(self, sentences: Iterable[str], beam: int = SearchConfig.beam,
                   nbest: int | None = None, lenpen: float = SearchConfig.lenpen,
                   max_len_a: float = SearchConfig.max_len_a,
                   max_len_b: int = SearchConfig.max_len_b) -> list[str] | list[NBest]:
@@ -53,25 +64,25 @@ class TranslationModel:
         With `nbest`, each sentence gets instead a list of up to `nbest` (score, text) pairs, best
         first; the score is the log-probability divided by length^lenpen (length counts EOS).
         """
-        cfg = SearchConfig(beam=beam, nbest=nbest or 1, lenpen=lenpen, max_len_a=max_len_a,
-                           max_len_b=max_len_b)
-        results = self.translator.translate(_sentences(sentences), cfg, warn=_warn)
+        cfg = _search_config(beam, lenpen, max_len_a, max_len_b, 1 if nbest is None else nbest)
+        results = self.translator.translate(_sentences("sentences", sentences), cfg, warn=_warn)
         if nbest is None:
             return [t.text for t in results]
         return [t.nbest for t in results]
 
-    def score(self, sources: Sequence[str], targets: Sequence[str]) -> list[float]:
+    def score(self, sources: Iterable[str], targets: Iterable[str]) -> list[float]:
         """Forced decoding: log P(target | source) of each pair, EOS included, no length penalty.
 
         For rescoring n-best lists or filtering noisy corpora. A translation the model found
         itself scores what its search found (the log_prob, not the length-penalised score).
         """
-        return [sum(row) for row in self._score(sources, targets)]
+        return [sum(row) for row in self._score(*_pairs(sources, targets))]
 
-    def score_pieces(self, sources: Sequence[str],
-                     targets: Sequence[str]) -> list[list[tuple[str, float]]]:
+    def score_pieces(self, sources: Iterable[str],
+                     targets: Iterable[str]) -> list[list[tuple[str, float]]]:
         """Forced decoding, piece by piece: (piece, log-probability) for each target piece, then
         for </s>. The values of a pair add up to its score()."""
+        sources, targets = _pairs(sources, targets)  # lists now: a generator is read once
         scores = self._score(sources, targets)
         pieces = self.translator.tgt_tok.encode_pieces([t.strip() for t in targets])
         eos = self.translator.tgt_tok.sp.id_to_piece(EOS_ID)
@@ -82,19 +93,105 @@ class TranslationModel:
                   max_len_b: int = SearchConfig.max_len_b) -> SentenceAttention:
         """Translate one sentence; the attention weights that produced its best translation."""
         if not isinstance(source, str):
-            raise UserError("attention() takes one sentence (a str)")
-        cfg = SearchConfig(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b)
+            raise UserError(f"source: {_shown(source)} must be one sentence (a str)")
+        cfg = _search_config(beam, lenpen, max_len_a, max_len_b)
         return sentence_attention(self.translator, source, cfg, warn=_warn)
 
-    def _score(self, sources: Sequence[str], targets: Sequence[str]) -> list[list[float]]:
-        return self.translator.score(_sentences(sources), _sentences(targets), warn=_warn)
+    def _score(self, sources: list[str], targets: list[str]) -> list[list[float]]:
+        return self.translator.score(sources, targets, warn=_warn)
 
 
-def _sentences(sentences: Sequence[str]) -> list[str]:
-    """A list of sentences; one bare str would otherwise be taken as a list of characters."""
+# ---------------------------------------------------------------------------------------------
+# Checking arguments: every mistake is a UserError naming the argument as the caller wrote it
+
+
+def _sentences(name: str, sentences: Iterable[str]) -> list[str]:
+    """A list of str. One bare str would otherwise be taken as a list of characters, and a
+    None or a number inside would fail deep in the tokenizer with a message about neither."""
     if isinstance(sentences, str):
-        raise UserError("expected a list of sentences, got one str: wrap it in a list")
-    return list(sentences)
+        raise UserError(f"{name}: expected a list of sentences, got one str: wrap it in a list")
+    if isinstance(sentences, (bytes, bytearray)) or not isinstance(sentences, Iterable):
+        raise UserError(f"{name}: {_shown(sentences)} must be a list of sentences (str)")
+    result = list(sentences)
+    for i, sentence in enumerate(result):
+        if not isinstance(sentence, str):
+            raise UserError(f"{name}[{i}]: {_shown(sentence)} must be a sentence (a str)")
+    return result
+
+
+def _pairs(sources: Iterable[str], targets: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Sources and targets as lists of str of one length: pair i is (sources[i], targets[i])."""
+    sources, targets = _sentences("sources", sources), _sentences("targets", targets)
+    if len(sources) != len(targets):
+        raise UserError(f"sources has {len(sources)} sentences but targets has {len(targets)}: "
+                        "they must pair up")
+    return sources, targets
+
+
+def _search_config(beam: int, lenpen: float, max_len_a: float, max_len_b: int,
+                   nbest: int = 1) -> SearchConfig:
+    """SearchConfig checks the ranges, in the CLI's words (`--beam: 0 must be at least 1`); an
+    API caller wrote `beam=0`, so its flags are reworded into argument names. The types are
+    checked here: SearchConfig would fail on beam="5" with a TypeError about '<'."""
+    _integer("beam", beam)
+    _integer("nbest", nbest)
+    _integer("max_len_b", max_len_b)
+    _number("lenpen", lenpen)
+    _number("max_len_a", max_len_a)
+    try:
+        return SearchConfig(beam=int(beam), nbest=int(nbest), lenpen=float(lenpen),
+                            max_len_a=float(max_len_a), max_len_b=int(max_len_b))
+    except UserError as error:
+        raise UserError(_argument_names(str(error))) from None
+
+
+def _argument_names(message: str) -> str:
+    """`--max-len-a: 11.0 must ...` -> `max_len_a: 11.0 must ...`."""
+    return re.sub(r"--([a-z][a-z0-9-]*)", lambda m: m[1].replace("-", "_"), message)
+
+
+def _integer(name: str, value: object) -> None:
+    # bool is an int to Python, but beam=True is a mistake, not a beam of 1
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise UserError(f"{name}: {_shown(value)} must be an int")
+
+
+def _positive_int(name: str, value: object) -> None:
+    _integer(name, value)
+    if value < 1:  # type: ignore[operator]
+        raise UserError(f"{name}: {value} must be at least 1")
+
+
+def _number(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise UserError(f"{name}: {_shown(value)} must be a number")
+
+
+def _path(name: str, value: object) -> Path:
+    if not isinstance(value, (str, os.PathLike)) or isinstance(os.fspath(value), bytes):
+        raise UserError(f"{name}: {_shown(value)} must be a path (a str or a pathlib.Path)")
+    return Path(value)
+
+
+def _check_device_and_precision(device: object, precision: object) -> None:
+    """Translator checks these too, but in the CLI's words (--device, --precision)."""
+    for name, value, allowed in (("device", device, DEVICES),
+                                 ("precision", precision, INFERENCE_PRECISIONS)):
+        if not isinstance(value, str) or value not in allowed:
+            raise UserError(f"{name}: {_shown(value)} is not one of {', '.join(allowed)}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("device: 'cuda', but no CUDA GPU is available to this PyTorch")
+    on_gpu = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if precision == "int8" and on_gpu:
+        raise UserError("precision: 'int8' runs on the CPU only (device='cpu')")
+
+
+def _shown(value: object) -> str:
+    """A value as a message shows it: its repr, cut short, and its type."""
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{text} ({type(value).__name__})"
 
 
 def _warn(message: str) -> None:

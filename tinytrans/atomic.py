@@ -4,17 +4,25 @@ Write to a temporary file in the same directory, fsync it, then rename over the 
 within one filesystem is atomic on POSIX. fairseq's checkpoints use the same recipe. Every file
 tinytrans writes goes through here, so a failed or interrupted command never leaves a half file
 where a user's file was, and errors from the operating system name the file the user asked for.
+The temporary file is created new under a random name, so nothing planted beside the target (a
+symlink to someone else's file, in a shared directory such as /tmp) is ever written through.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
 from tinytrans.errors import UserError
+
+# Names found taken in a row before giving up (with 64 random bits, one clash is already rare).
+TEMPORARY_ATTEMPTS = 100
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)  # not on Windows, where links need privileges anyway
+_CREATE_NEW = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NO_FOLLOW | getattr(os, "O_CLOEXEC", 0)
 
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -53,28 +61,56 @@ def atomic_text_output(path: Path) -> Iterator[TextIO]:
 
 @contextmanager
 def _replaced_when_done(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; when the block ends without an exception, what was
-    written there replaces `path` in one step (fsync the file, rename, fsync the directory).
-    On any exception the temporary file is removed and `path` is left as it was."""
+    """Yield a new, empty temporary file beside `path`; when the block ends without an exception,
+    what was written there replaces `path` in one step (fsync the file, rename, fsync the
+    directory). On any exception the temporary file is removed and `path` is left as it was."""
     path = Path(path)
     check_writable(path)
-    tmp = temporary_name(path)
+    tmp = create_temporary(path)
+    replaced = False
     try:
         yield tmp
         try:
-            with open(tmp, "rb") as handle:
-                os.fsync(handle.fileno())
+            _fsync_file(tmp)
             os.replace(tmp, path)
+            replaced = True
             _fsync_directory(path.parent)
         except OSError as error:
             raise os_error(path, error) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if not replaced:  # after the rename the name may be anyone's again: leave it alone
+            tmp.unlink(missing_ok=True)
+
+
+def create_temporary(path: Path) -> Path:
+    """Create a new empty file under a hidden, unguessable name beside `path`; return its name.
+
+    O_EXCL | O_NOFOLLOW: the name must not exist yet, so a file or symlink that someone else
+    planted there is never opened, followed or overwritten (another name is drawn instead).
+    Mode 0o666 lets the kernel apply the umask (and a directory's default ACL) exactly as for a
+    plain open(). tempfile.mkstemp would make the file 0o600, and Python reads the umask only by
+    setting it, which would change it for every thread of the process.
+    """
+    for _ in range(TEMPORARY_ATTEMPTS):
+        tmp = temporary_name(path)
+        try:
+            fd = os.open(tmp, _CREATE_NEW, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise os_error(path, error) from None
+        os.close(fd)  # writers open it again by name (safetensors, savefig, os.replace onto it)
+        return tmp
+    raise UserError(f"{path}: cannot be written (no free temporary name in {path.parent})")
 
 
 def temporary_name(path: Path) -> Path:
-    """A hidden name beside `path`, unique to this process (a killed writer leaves only this)."""
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """A hidden, unguessable name beside `path` (`.NAME.tmp-DIGITS`); nothing is created.
+
+    The digits are random, not the process id, so another user cannot plant a symlink there in
+    advance; a killed writer leaves only a file of this form, which prepared.py recognises.
+    """
+    return path.with_name(f".{path.name}.tmp-{secrets.randbits(64)}")
 
 
 def check_writable(path: Path) -> None:
@@ -101,6 +137,15 @@ def same_file(a: Path | int, b: Path | int) -> bool:
 def os_error(path: Path, error: OSError) -> UserError:
     """An operating-system error while writing `path`, as one line a user can act on."""
     return UserError(f"{path}: cannot be written ({error.strerror or error})")
+
+
+def _fsync_file(path: Path) -> None:
+    """Persist what the writer wrote before the rename makes it visible under the real name."""
+    fd = os.open(path, os.O_RDONLY | _NO_FOLLOW)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_directory(directory: Path) -> None:

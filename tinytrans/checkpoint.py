@@ -5,11 +5,17 @@ A training checkpoint `checkpoints/step-0001000.safetensors` holds the model's t
 training state (step, epoch, data position, best score) in the safetensors header's metadata.
 `checkpoints/best.safetensors` holds only the weights of the best validation BLEU so far.
 Nothing here ever calls pickle, so a checkpoint cannot run code when it is loaded.
+
+A checkpoint is a file like any other a user hands in: cut off, edited or made by something else.
+Every JSON value of its metadata is read through `_json_metadata`, every tensor name and shape is
+checked, and all of it before the model or the optimizer is changed, so a bad checkpoint is a
+one-line UserError naming the file and the key, and loads nothing half-way.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +73,20 @@ def read_checkpoint(path: Path,
 
 def read_state(path: Path) -> dict[str, Any]:
     """The JSON state of a checkpoint, read from its header alone."""
-    return json.loads(read_checkpoint(path, tensors=False)[1].get("state", "{}"))
+    return _state(path, read_checkpoint(path, tensors=False)[1])
+
+
+def _state(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
+    """The training state (a JSON object); a checkpoint written without one has an empty one."""
+    return _json_metadata(path, metadata, "state", dict) if "state" in metadata else {}
+
+
+_JSON_TYPES = {dict: "object", list: "array", str: "string", bool: "boolean", int: "number",
+               float: "number", type(None): "null"}
+
+
+def _json_type(value: Any) -> str:
+    return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
 def _checked_metadata(path: Path, metadata: dict[str, str] | None) -> dict[str, str]:
@@ -80,17 +99,34 @@ def _checked_metadata(path: Path, metadata: dict[str, str] | None) -> dict[str, 
     return metadata
 
 
+def _json_metadata(path: Path, metadata: dict[str, str], key: str, expected: type) -> Any:
+    """The JSON value of the metadata entry `key`, which must be a JSON object (`expected` dict)
+    or array (list): invalid JSON, cut off or of another type, is a UserError naming the key."""
+    try:
+        value = json.loads(metadata[key])
+    except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
+        raise UserError(f"{path}: metadata '{key}' is not valid JSON "
+                        f"({_first_line(error)})") from None
+    if not isinstance(value, expected):
+        raise UserError(f"{path}: metadata '{key}' must be a JSON {_JSON_TYPES[expected]}, "
+                        f"not {_json_type(value)}")
+    return value
+
+
 def load_model_weights(path: Path, model: torch.nn.Module) -> dict[str, Any]:
     """Load weights into `model` (names and shapes must match exactly); return the JSON state."""
     tensors, metadata = read_checkpoint(path)
-    _copy_weights(path, tensors, model)
-    return json.loads(metadata.get("state", "{}"))
+    state = _state(path, metadata)
+    model.load_state_dict(_model_weights(path, tensors, model))
+    return state
 
 
-def _copy_weights(path: Path, tensors: dict[str, torch.Tensor], model: torch.nn.Module) -> None:
+def _model_weights(path: Path, tensors: dict[str, torch.Tensor],
+                   model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The checkpoint's weights by parameter name, checked against `model`'s names and shapes."""
     weights = {k.removeprefix("model/"): t for k, t in tensors.items() if k.startswith("model/")}
     check_layout(path, weights, model.state_dict(), "the config")
-    model.load_state_dict(weights)
+    return weights
 
 
 def check_layout(path: Path, found: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
@@ -109,28 +145,135 @@ def check_layout(path: Path, found: dict[str, torch.Tensor], expected: dict[str,
 
 def load_training_state(path: Path, model: torch.nn.Module,
                         optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """Restore model, optimizer and RNG from a training checkpoint; return its JSON state."""
+    """Restore model, optimizer and RNG from a training checkpoint; return its JSON state.
+
+    Everything is checked before anything is restored: a bad checkpoint changes nothing."""
     tensors, metadata = read_checkpoint(path)
-    _copy_weights(path, tensors, model)
     if "param_groups" not in metadata or "rng/torch" not in tensors:
         raise UserError(f"{path}: holds weights only, not a training state to resume from")
-    slots: dict[int, dict[str, torch.Tensor]] = {}
-    for key, tensor in tensors.items():
-        if key.startswith("optim/"):
-            _, index, slot = key.split("/")
-            slots.setdefault(int(index), {})[slot] = tensor
-    optimizer.load_state_dict({"state": slots, "param_groups": json.loads(metadata["param_groups"])})
+    state = _state(path, metadata)
+    weights = _model_weights(path, tensors, model)
+    optimizer_state = _optimizer_state(path, tensors, metadata, optimizer)
+    _check_rng(path, tensors)
+    model.load_state_dict(weights)
+    optimizer.load_state_dict(optimizer_state)
     torch.set_rng_state(tensors["rng/torch"])
     if "rng/cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng/cuda"])
-    return json.loads(metadata.get("state", "{}"))
+    return state
+
+
+# ---------------------------------------------------------------------------------------------
+# The optimizer's state, checked against the optimizer it is loaded into
+
+OPTIM_KEY = re.compile(r"optim/([0-9]+)/([A-Za-z_][A-Za-z0-9_]*)")  # optim/INDEX/SLOT
+
+
+def _optimizer_state(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str],
+                     optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """The state dict for `optimizer.load_state_dict`, made of the checkpoint's parameter groups
+    and `optim/INDEX/SLOT` tensors. PyTorch checks little of it when loading and fails only at
+    the next step, so the groups, the indices and the shapes are checked here."""
+    groups = _param_groups(path, metadata, optimizer)
+    params = [p for group in optimizer.param_groups for p in group["params"]]  # index order
+    slots: dict[int, dict[str, torch.Tensor]] = {}
+    for key, tensor in tensors.items():
+        if key.startswith("optim/"):
+            index, slot = _optim_key(path, key, len(params))
+            if tensor.dim() > 0 and tensor.shape != params[index].shape:  # `step` is a scalar
+                raise UserError(f"{path}: '{key}' has shape {tuple(tensor.shape)}, its parameter "
+                                f"{tuple(params[index].shape)}")
+            slots.setdefault(index, {})[slot] = tensor
+    kinds = sorted({tuple(sorted(found)) for found in slots.values()})
+    if len(kinds) > 1:  # Adam needs all of its slots (step, moments) for every parameter it has
+        raise UserError(f"{path}: the optimizer's slots differ between parameters "
+                        f"({', '.join(kinds[0])} and {', '.join(kinds[1])})")
+    return {"state": slots, "param_groups": groups}
+
+
+def _optim_key(path: Path, key: str, n_params: int) -> tuple[int, str]:
+    """`optim/INDEX/SLOT` -> (INDEX, SLOT); INDEX must be a parameter of the optimizer."""
+    match = OPTIM_KEY.fullmatch(key)
+    if match is None:
+        raise UserError(f"{path}: tensor '{key}' is not named optim/INDEX/SLOT")
+    index = int(match[1])
+    if index >= n_params:
+        raise UserError(f"{path}: tensor '{key}' is for parameter {index}, the optimizer has "
+                        f"{n_params}")
+    return index, match[2]
+
+
+def _param_groups(path: Path, metadata: dict[str, str],
+                  optimizer: torch.optim.Optimizer) -> list[dict[str, Any]]:
+    """The checkpoint's parameter groups: as many as the optimizer's, of the same sizes, naming
+    the parameters 0..N-1 in order, with options of the same JSON types as the optimizer's.
+    An option the checkpoint lacks keeps the optimizer's value (as PyTorch does for options
+    added by a later version)."""
+    saved = _json_metadata(path, metadata, "param_groups", list)
+    current = optimizer.param_groups
+    sizes = [len(group["params"]) for group in current]
+    if not all(isinstance(g, dict) and _is_int_list(g.get("params")) for g in saved):
+        raise UserError(f"{path}: metadata 'param_groups' must be a list of objects, each with "
+                        "a list of parameter indices 'params'")
+    if [len(group["params"]) for group in saved] != sizes:
+        raise UserError(f"{path}: metadata 'param_groups' has groups of "
+                        f"{[len(g['params']) for g in saved]} parameters, the optimizer "
+                        f"{sizes}: another model")
+    if [i for group in saved for i in group["params"]] != list(range(sum(sizes))):
+        raise UserError(f"{path}: metadata 'param_groups' must number the parameters 0 to "
+                        f"{sum(sizes) - 1} in order")
+    checked = []
+    for number, (group, ours) in enumerate(zip(saved, current)):
+        for option, value in group.items():
+            if option in ours and option != "params" and not _same_kind(value, ours[option]):
+                raise UserError(f"{path}: metadata 'param_groups[{number}].{option}' is "
+                                f"{value!r:.40}, the optimizer's is {ours[option]!r:.40}")
+        checked.append({**{k: v for k, v in ours.items() if k != "params"}, **group})
+    return checked
+
+
+def _is_int_list(value: Any) -> bool:
+    return isinstance(value, list) and all(type(i) is int and i >= 0 for i in value)
+
+
+def _same_kind(saved: Any, ours: Any) -> bool:
+    """Whether a saved option has the JSON type of the optimizer's own (tuples became lists).
+    PyTorch's three-way flags (`fused`, `foreach`: None, False or True) may differ between the
+    machine that saved and the one that resumes."""
+    if isinstance(ours, (list, tuple)):
+        return (isinstance(saved, list) and len(saved) == len(ours)
+                and all(map(_same_kind, saved, ours)))
+    if type(ours) not in _JSON_TYPES:
+        return True  # not a JSON value (a tensor learning rate): nothing to compare with
+    kinds = {_json_type(saved), _json_type(ours)}
+    return len(kinds) == 1 or kinds == {"null", "boolean"}
+
+
+def _check_rng(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """The random number generators' states must be what this PyTorch's generators hold."""
+    expected = {"rng/torch": torch.get_rng_state}
+    if torch.cuda.is_available():
+        expected["rng/cuda"] = torch.cuda.get_rng_state
+    for key, current in expected.items():
+        if key in tensors:
+            like, found = current(), tensors[key]
+            if found.dtype != like.dtype or found.shape != like.shape:
+                raise UserError(f"{path}: '{key}' is not a random generator state "
+                                f"({found.dtype}, {tuple(found.shape)}; this PyTorch's is "
+                                f"{like.dtype}, {tuple(like.shape)})")
+
+
+STEP_NAME = re.compile(r"step-([0-9]+)\.safetensors")  # ASCII digits: str.isdigit takes "²" too
 
 
 def training_checkpoints(run_dir: Path) -> list[Path]:
-    """The run's step checkpoints, oldest first."""
-    found = [p for p in (run_dir / CHECKPOINT_DIR).glob("step-*.safetensors")
-             if p.stem.removeprefix("step-").isdigit()]
-    return sorted(found, key=lambda path: int(path.stem.removeprefix("step-")))  # numeric order
+    """The run's step checkpoints (files named like step_name's), oldest first."""
+    steps = {}
+    for path in (run_dir / CHECKPOINT_DIR).glob("step-*.safetensors"):
+        match = STEP_NAME.fullmatch(path.name)
+        if match is not None and path.is_file():
+            steps[path] = int(match[1])
+    return sorted(steps, key=steps.__getitem__)  # numeric order
 
 
 def prune_checkpoints(run_dir: Path, keep_last: int) -> None:

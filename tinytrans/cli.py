@@ -557,7 +557,7 @@ def evaluate(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per test set on stdout.")] = False,
 ) -> None:
     """BLEU, chrF and TER (sacrebleu, with signatures) of a model on test sets, or of a file."""
-    from tinytrans.evaluate import ScoreOptions, evaluate_test_set, score_files
+    from tinytrans.evaluate import ScoreOptions, check_test_sets, evaluate_test_set, score_files
     from tinytrans.translate import Translator
 
     options = ScoreOptions(lowercase=lowercase, tokenize=tokenize)
@@ -570,6 +570,7 @@ def evaluate(
             raise UserError("give --model RUN with --test PREFIX, or --hyp FILE with --ref FILE")
         cfg = SearchConfig(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
                            batch_tokens=batch_tokens)
+        check_test_sets(test, src, tgt, save_hyp)  # before the model loads or any translation
         _own_the_process(threads)
         translator = Translator(model, checkpoint, device, precision)
         results = [{**evaluate_test_set(translator, prefix, src, tgt, cfg, options, save_hyp),

@@ -19,9 +19,14 @@ dropped. A directory that does not match its manifest (a truncated or replaced f
 other than the one it was encoded with, a source corpus that has changed since) is refused with a
 one-line error before any training, never trained on.
 
-Every file is written to a temporary name and renamed into place (atomic.py); the old manifest is
-removed first and the new one written last, so an interrupted prepare leaves a directory that is
-refused as incomplete rather than one that mixes two corpora.
+A prepare never changes an existing directory until its replacement is complete: the new one is
+built in a hidden directory beside it (same parent, so the same filesystem) and swapped in at the
+end. A prepare that fails (a missing input, invalid UTF-8 half-way, Ctrl-C) leaves the old
+directory exactly as it was. Every input is checked before anything is written, and an input that
+the new directory would replace (a corpus or tokenizer inside it) is refused.
+
+The manifest is read back as untrusted input: its whole shape (every table, type and file name,
+each file confined to the directory) is checked before any field is used (check_manifest).
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ import itertools
 import json
 import multiprocessing
 import os
+import re
+import shutil
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -39,8 +46,8 @@ from typing import Any
 
 import numpy as np
 
-from tinytrans.atomic import atomic_write, atomic_write_text
-from tinytrans.config import DataConfig
+from tinytrans.atomic import _fsync_directory, atomic_write, atomic_write_text, same_file
+from tinytrans.config import RULES, DataConfig
 from tinytrans.data import (ENCODE_CHUNK, EncodedCorpus, FilterConfig, FilterStats, RaggedIds,
                             encode_parallel, id_dtype)
 from tinytrans.errors import UserError
@@ -228,25 +235,41 @@ def prepare(data: DataConfig, output: Path, workers: int | None = None, seed: in
     """Prepare `data.train` (and `data.valid`) into the directory `output`; return the manifest.
 
     The tokenizer is `data.tokenizer` copied, or trained here as `train` would train it (with the
-    sample drawn by `seed`). `workers` processes encode (default: every core).
+    sample drawn by `seed`). `workers` processes encode (default: every core). An existing
+    `output` that a prepare wrote is replaced, whole, once the new directory is complete; until
+    then, and whenever prepare fails, it stays as it was.
     """
     report = report or (lambda event: None)
     workers = _check_workers(workers)
-    output = Path(output)
     if not data.train:
         raise UserError("--train: a training corpus prefix is needed")
-    _make_output_dir(output)
-    (output / MANIFEST).unlink(missing_ok=True)  # from here until the end, no valid manifest
+    output = _followed(Path(output))
+    _check_inputs_outside(_input_files(data), output)
+    _check_output_dir(output)
     sources = {"train": _source_files(data.train, data)}
     if data.valid is not None:
         sources["valid"] = _source_files(data.valid, data)
-    tokenizer_paths = [output / name for name in tokenizer_names(data.joint_vocab)]
+    staging = _staging_dir(output)
+    try:
+        manifest = _write_prepared(data, staging, output, sources, workers, seed, report)
+        _swap_in(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # already gone when it was swapped in
+    return manifest
+
+
+def _write_prepared(data: DataConfig, directory: Path, output: Path,
+                    sources: dict[str, dict[str, Any]], workers: int, seed: int,
+                    report: Report) -> dict[str, Any]:
+    """Write the whole prepared corpus into the new, empty `directory` (to become `output`),
+    the manifest last; return the manifest."""
+    tokenizer_paths = [directory / name for name in tokenizer_names(data.joint_vocab)]
     src_tok, tgt_tok = make_tokenizers(data, tokenizer_paths, seed)
     report({"event": "tokenizer", "vocab_size": tgt_tok.vocab_size,
-            "files": [str(p) for p in tokenizer_paths]})
-    splits = {"train": _prepare_train(data, output, src_tok, tgt_tok, workers, report)}
+            "files": [str(output / p.name) for p in tokenizer_paths]})
+    splits = {"train": _prepare_train(data, directory, src_tok, tgt_tok, workers, report)}
     if data.valid is not None:
-        splits["valid"] = _prepare_valid(data, output, src_tok, tgt_tok, report)
+        splits["valid"] = _prepare_valid(data, directory, src_tok, tgt_tok, report)
     manifest = {
         "format": FORMAT, "version": FORMAT_VERSION,
         "data": {"src": data.src, "tgt": data.tgt, "train": data.train, "valid": data.valid,
@@ -258,8 +281,7 @@ def prepare(data: DataConfig, output: Path, workers: int | None = None, seed: in
         "sources": sources,
         "splits": splits,
     }
-    _remove_leftovers(output, manifest)
-    atomic_write_text(output / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    atomic_write_text(directory / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     return manifest
 
 
@@ -367,15 +389,8 @@ def _sha256(path: Path) -> str:
         raise UserError(f"{path}: cannot be read ({error.strerror})") from None
 
 
-def _written_names(manifest: dict[str, Any]) -> set[str]:
-    names = {MANIFEST, *manifest["tokenizer"]["files"]}
-    names |= {Path(name).with_suffix(".vocab").name for name in manifest["tokenizer"]["files"]}
-    for split in manifest["splits"].values():
-        for entry in split["files"].values():
-            names |= {entry["file"]} if "file" in entry else {entry["ids"]["file"],
-                                                               entry["offsets"]["file"]}
-    return names
-
+# ---------------------------------------------------------------------------------------------
+# The output directory: checked before anything is written, replaced in one step at the end
 
 def _known_names() -> set[str]:
     """Every name a prepare may write: a directory holding only these is ours to replace."""
@@ -389,26 +404,107 @@ def _known_names() -> set[str]:
     return names
 
 
-def _make_output_dir(output: Path) -> None:
+# what a killed writer of an earlier version left in the directory itself (see atomic.py)
+_LEFTOVER = re.compile(r"\.(?P<name>.+)\.(tmp|stream)-[0-9]+")
+
+
+def _is_ours(path: Path) -> bool:
+    """A file that a prepare wrote (or left, killed): one that may be replaced with the rest."""
+    match = _LEFTOVER.fullmatch(path.name)
+    name = match["name"] if match else path.name
+    return name in _known_names() and (path.is_symlink() or not path.is_dir())
+
+
+def _followed(output: Path) -> Path:
+    """`output`, or where it links to (the directory is replaced, never the link to it); "." and
+    ".." by their names, which the hidden directories beside them are named after."""
+    if output.is_symlink() or output.name in ("", ".", ".."):
+        return Path(os.path.realpath(output))
+    return output
+
+
+def _check_output_dir(output: Path) -> None:
+    """`output` must be new, or a directory holding only what a prepare writes: it is replaced
+    whole, so anything else in it (a file of the user's, hidden or not, a folder) would be lost."""
     if output.exists() and not output.is_dir():
         raise UserError(f"{output}: exists and is not a directory")
-    if output.is_dir():
-        foreign = sorted(p.name for p in output.iterdir()
-                         if p.name not in _known_names() and not p.name.startswith("."))
-        if foreign:
-            raise UserError(f"{output}: exists and holds files prepare did not write "
-                            f"({', '.join(foreign[:3])}); choose an empty or new directory")
+    if not output.is_dir():
+        return
     try:
-        output.mkdir(parents=True, exist_ok=True)
+        foreign = sorted(p.name for p in output.iterdir() if not _is_ours(p))
+    except OSError as error:
+        raise UserError(f"{output}: cannot be read ({error.strerror})") from None
+    if foreign:
+        raise UserError(f"{output}: exists and holds files prepare did not write "
+                        f"({', '.join(foreign[:3])}); choose an empty or new directory")
+
+
+def _input_files(data: DataConfig) -> list[Path]:
+    """Every file prepare reads (each side of each corpus, the tokenizer), checked to be there
+    before anything is written, so that a typo in a flag costs nothing."""
+    inputs = [corpus_file(prefix, lang) for prefix in (data.train, data.valid)
+              if prefix is not None for lang in (data.src, data.tgt)]
+    if data.tokenizer is not None:
+        Tokenizer.load(data.tokenizer)  # a UserError if it is missing or not a tokenizer
+        inputs.append(Path(data.tokenizer))
+    return inputs
+
+
+def _check_inputs_outside(inputs: list[Path], output: Path) -> None:
+    """Refuse an input that preparing into `output` would destroy: one inside the directory
+    (which is replaced whole), or one that is the same file as a name there (a hard link)."""
+    if not output.is_dir():
+        return
+    real_output = output.resolve()
+    for path in inputs:
+        # the link itself, and where it leads: both go when the directory is replaced
+        places = (path.parent.resolve() / path.name, path.resolve())
+        if any(place.is_relative_to(real_output) for place in places):
+            raise UserError(f"{path}: an input of prepare lies inside its output directory "
+                            f"{output}, which prepare replaces; choose another --output")
+        for name in _known_names():
+            if same_file(path, output / name):
+                raise UserError(f"{path}: an input of prepare is the same file as "
+                                f"{output / name}, which prepare replaces; choose another --output")
+
+
+def _staging_dir(output: Path) -> Path:
+    """A new hidden directory beside `output` (on its filesystem, so that it can be renamed
+    into place), where the new prepared corpus is built."""
+    staging = output.with_name(f".{output.name}.prepare-{os.getpid()}")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)  # left by a killed prepare with this pid
+        staging.mkdir()
     except OSError as error:
         raise UserError(f"{output}: cannot be created ({error.strerror})") from None
+    return staging
 
 
-def _remove_leftovers(output: Path, manifest: dict[str, Any]) -> None:
-    """Files of an earlier prepare that this one did not write (a validation set no longer
-    given, the other tokenizer layout): gone, so the directory holds one corpus only."""
-    for name in _known_names() - _written_names(manifest):
-        (output / name).unlink(missing_ok=True)
+def _swap_in(staging: Path, output: Path) -> None:
+    """Make the complete directory `staging` appear at `output`, then remove the old one.
+
+    The old directory is renamed aside first: between the two renames `output` is missing for
+    an instant, and a crash exactly then leaves the old corpus whole under its hidden name
+    (an atomic exchange, Linux's renameat2, is not in Python's standard library)."""
+    old = output.with_name(f".{output.name}.old-{os.getpid()}")
+    shutil.rmtree(old, ignore_errors=True)  # left by a killed prepare with this pid
+    try:
+        if output.is_dir():
+            os.rename(output, old)
+        try:
+            os.rename(staging, output)
+        except OSError:
+            if old.is_dir():
+                os.rename(old, output)  # put the old one back
+            raise
+    except OSError as error:
+        raise UserError(f"{output}: cannot be replaced ({error.strerror})") from None
+    shutil.rmtree(old, ignore_errors=True)
+    try:
+        _fsync_directory(output.parent)  # persist the renames, so a power cut cannot undo them
+    except OSError as error:
+        raise UserError(f"{output}: written but not synced to disk ({error.strerror})") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -455,23 +551,21 @@ class PreparedData:
 def open_prepared(directory: Path, verify: bool = True) -> PreparedData:
     """Read and check a prepared directory; its id arrays are memory-mapped, not loaded.
 
-    Every check is a one-line UserError: missing or unreadable manifest, another format version,
-    a file missing, truncated or (with `verify`) changed since prepare, a changed source corpus.
+    Every check is a one-line UserError: missing, unreadable or malformed manifest (check_manifest),
+    another format version, a file missing, truncated, outside the directory or (with `verify`)
+    changed since prepare or holding ids outside the vocabulary, a changed source corpus.
     """
     directory = Path(directory)
     manifest = _read_manifest(directory)
-    try:
-        _check_tokenizer_files(directory, manifest, verify)
-        _check_sources(directory, manifest)
-        splits = manifest["splits"]
-        train = _open_split(directory, splits["train"], verify)
-        valid = None
-        if "valid" in splits:
-            corpus = _open_split(directory, splits["valid"], verify)
-            valid = ValidationSet(corpus, _read_references(directory, splits["valid"], verify))
-    except (KeyError, TypeError, ValueError) as error:
-        raise UserError(f"{directory / MANIFEST}: malformed manifest ({type(error).__name__}: "
-                        f"{error})") from None
+    _check_tokenizer_files(directory, manifest, verify)
+    _check_sources(directory, manifest)
+    vocab = (manifest["tokenizer"]["vocab_size"], manifest["tokenizer"]["target_vocab_size"])
+    splits = manifest["splits"]
+    train = _open_split(directory, splits["train"], vocab, verify)
+    valid = None
+    if "valid" in splits:
+        corpus = _open_split(directory, splits["valid"], vocab, verify)
+        valid = ValidationSet(corpus, _read_references(directory, splits["valid"], verify))
     return PreparedData(directory, manifest, train, valid)
 
 
@@ -480,28 +574,195 @@ def _read_manifest(directory: Path) -> dict[str, Any]:
     if not directory.is_dir():
         raise UserError(f"{directory}: no such directory (make one with 'tinytrans prepare')")
     if not path.is_file():
-        raise UserError(f"{directory}: not a prepared corpus (no {MANIFEST}; an interrupted "
-                        "'tinytrans prepare' leaves none: run it again)")
+        raise UserError(f"{directory}: not a prepared corpus (no {MANIFEST}; make one with "
+                        "'tinytrans prepare')")
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError
         raise UserError(f"{path}: unreadable manifest ({error})") from None
+    return check_manifest(path, manifest)
+
+
+# ---------------------------------------------------------------------------------------------
+# The manifest's shape. The manifest is a file like any other a user hands in (edited, cut off,
+# made by something else), so its whole shape is checked before any field is used: a missing
+# table, a wrong type or a file outside the directory is one line naming the field, never a
+# KeyError three functions later, and never a file read from elsewhere.
+
+Check = Callable[[Any], "str | None"]  # what is wrong with a value, or None when it is fine
+
+
+@dataclass(frozen=True)
+class _Each:
+    """A table of any keys, each value of `shape`."""
+
+    shape: Any
+
+
+@dataclass(frozen=True)
+class _Optional:
+    """A key of a table that may be absent."""
+
+    shape: Any
+
+
+def _integer(low: int) -> Check:
+    def check(value: Any) -> str | None:
+        # type() rather than isinstance(): true and false are ints to Python, not to JSON
+        return None if type(value) is int and value >= low else f"must be an integer >= {low}"
+    return check
+
+
+def _number(value: Any) -> str | None:
+    return None if type(value) in (int, float) else "must be a number"
+
+
+def _boolean(value: Any) -> str | None:
+    return None if type(value) is bool else "must be true or false"
+
+
+def _text(value: Any) -> str | None:
+    fine = isinstance(value, str) and value != "" and "\0" not in value
+    return None if fine else "must be a non-empty text"
+
+
+def _or_null(check: Check) -> Check:
+    def check_or_null(value: Any) -> str | None:
+        what = None if value is None else check(value)
+        return None if what is None else f"{what} or null"
+    return check_or_null
+
+
+def _one_of(*choices: str) -> Check:
+    return lambda value: None if value in choices else f"must be one of {', '.join(choices)}"
+
+
+def _checksum(value: Any) -> str | None:
+    fine = isinstance(value, str) and re.fullmatch(r"[0-9a-f]{64}", value)
+    return None if fine else "must be a SHA-256 checksum (64 hexadecimal digits)"
+
+
+_FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")  # every name prepare writes fits
+
+
+def _file_name(value: Any) -> str | None:
+    """A file of the directory itself: a plain name, never a path that could lead out of it."""
+    fine = isinstance(value, str) and _FILE_NAME.fullmatch(value)
+    return None if fine else f"must be a plain file name in the directory, not {value!r:.60}"
+
+
+def _data_rule(key: str, check: Check) -> Check:
+    """`check`, then the range that config.py allows for the data key (one home for each rule)."""
+    rule = RULES["data"][key]
+    return lambda value: check(value) or (None if rule.admits(value) else f"must be {rule}")
+
+
+_ID_DTYPES = sorted({id_dtype(size).name for size in (1, 2**31 - 1)})  # what id_dtype chooses
+_ARRAY = {"file": _file_name, "count": _integer(0), "sha256": _checksum}
+_RAGGED = {"ids": {**_ARRAY, "dtype": _one_of(*_ID_DTYPES)},
+           "offsets": {**_ARRAY, "dtype": _one_of(OFFSET_DTYPE.name)}}
+_PAIRS = {"read": _integer(0), "kept": _integer(1)}
+_MANIFEST_SHAPE = {
+    "data": {"src": _data_rule("src", _text), "tgt": _data_rule("tgt", _text), "train": _text,
+             "valid": _or_null(_text), "model_type": _data_rule("model_type", _text),
+             "joint_vocab": _boolean, "max_length": _data_rule("max_length", _integer(1)),
+             "max_ratio": _data_rule("max_ratio", _number),
+             "utf8_errors": _data_rule("utf8_errors", _text)},
+    "tokenizer": {"vocab_size": _integer(1), "target_vocab_size": _integer(1),
+                  "files": _Each(_checksum)},
+    "sources": _Each(_Each({"path": _text, "bytes": _integer(0), "sha256": _checksum})),
+    "splits": {
+        "train": {**_PAIRS, "empty": _integer(0), "too_long": _integer(0),
+                  "bad_ratio": _integer(0), "utf8_replaced": _integer(0),
+                  "files": {"src": _RAGGED, "tgt": _RAGGED}},
+        "valid": _Optional({**_PAIRS, "files": {
+            "src": _RAGGED, "tgt": _RAGGED,
+            "references": {"file": _file_name, "count": _integer(1), "sha256": _checksum}}}),
+    },
+}
+
+
+def check_manifest(path: Path, manifest: Any) -> dict[str, Any]:
+    """`manifest` (read from `path`) if it has the shape prepare writes, else a UserError naming
+    the first field that does not: `manifest.json: 'splits.train.kept' must be an integer >= 1`."""
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UserError(f"{path}: not a tinytrans prepared-corpus manifest")
     if manifest.get("version") != FORMAT_VERSION:
-        raise UserError(f"{path}: format version {manifest.get('version')!r}, this tinytrans reads "
-                        f"version {FORMAT_VERSION}: prepare the corpus again")
+        raise UserError(f"{path}: format version {manifest.get('version')!r:.20}, this tinytrans "
+                        f"reads version {FORMAT_VERSION}: prepare the corpus again")
+    problem = _shape_problem(manifest, _MANIFEST_SHAPE, "")
+    if problem is not None:
+        field, what = problem
+        raise UserError(f"{path}: '{field}' {what}")
+    expected = tokenizer_names(manifest["data"]["joint_vocab"])
+    if sorted(manifest["tokenizer"]["files"]) != sorted(expected):
+        raise UserError(f"{path}: 'tokenizer.files' must list {' and '.join(expected)} (the "
+                        f"files of 'data.joint_vocab' = {manifest['data']['joint_vocab']})")
     return manifest
 
 
+def _shape_problem(value: Any, shape: Any, field: str) -> tuple[str, str] | None:
+    """The first field of `value` (named from `field` down) that does not have `shape`, and what
+    is wrong with it; None when all is well. A shape is a Check, a dict of the keys of a table
+    (some of them _Optional) or _Each."""
+    if callable(shape):
+        what = shape(value)
+        return None if what is None else (field, what)
+    if not isinstance(value, dict):
+        return field, "must be a table (a JSON object)"
+    if isinstance(shape, _Each):
+        shape = {key: shape.shape for key in value}
+    for key, inner in shape.items():
+        name = f"{field}.{key}" if field else key
+        name = name if name.isprintable() else repr(name)[1:-1]  # one line, whatever the key
+        if key not in value:
+            if isinstance(inner, _Optional):
+                continue
+            return name, "is missing"
+        inner = inner.shape if isinstance(inner, _Optional) else inner
+        problem = _shape_problem(value[key], inner, name)
+        if problem is not None:
+            return problem
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The files a checked manifest names
+
+def _member(directory: Path, name: str) -> Path:
+    """The file `name` of the prepared directory, which must be a regular file there; a link
+    leading out of the directory is refused (the manifest vouches for what is inside only)."""
+    path = directory / name
+    try:
+        regular = path.is_file()  # through links: a dangling one, a folder or a pipe is not
+        outside = (regular and path.is_symlink()
+                   and not path.resolve().is_relative_to(directory.resolve()))
+    except OSError as error:
+        raise UserError(f"{path}: cannot be read ({error.strerror})") from None
+    if not regular:
+        raise UserError(f"{path}: missing from the prepared corpus; prepare it again")
+    if outside:
+        raise UserError(f"{path}: links to {path.resolve()}, outside the prepared corpus; "
+                        "prepare it again")
+    return path
+
+
 def _check_tokenizer_files(directory: Path, manifest: dict[str, Any], verify: bool) -> None:
-    for name, checksum in manifest["tokenizer"]["files"].items():
-        path = directory / name
-        if not path.is_file():
-            raise UserError(f"{path}: missing from the prepared corpus; prepare it again")
-        if verify and _sha256(path) != checksum:
+    """The tokenizer(s) must be there, be the ones encoded with (`verify`) and have the sizes
+    the manifest gives (the bound of every id in the arrays)."""
+    info = manifest["tokenizer"]
+    sizes = []
+    for name in tokenizer_names(manifest["data"]["joint_vocab"]):
+        path = _member(directory, name)
+        if verify and _sha256(path) != info["files"][name]:
             raise UserError(f"{path}: is not the tokenizer this corpus was encoded with "
                             "(its checksum differs); prepare it again")
+        sizes.append(Tokenizer.load(path).vocab_size)
+    if [sizes[0], sizes[-1]] != [info["vocab_size"], info["target_vocab_size"]]:  # joint: one
+        raise UserError(f"{directory / MANIFEST}: 'tokenizer.vocab_size' and "
+                        f"'tokenizer.target_vocab_size' are {info['vocab_size']} and "
+                        f"{info['target_vocab_size']}, the tokenizer files have {sizes[0]} and "
+                        f"{sizes[-1]} pieces; prepare it again")
 
 
 def _check_sources(directory: Path, manifest: dict[str, Any]) -> None:
@@ -509,17 +770,26 @@ def _check_sources(directory: Path, manifest: dict[str, Any]) -> None:
     (A data directory copied to another machine, without its sources, is fine.)"""
     for split in manifest["sources"].values():
         for source in split.values():
-            path = Path(source["path"])
-            if path.is_file() and path.stat().st_size != source["bytes"]:
-                raise UserError(f"{directory}: stale: {path} had {source['bytes']:,} bytes when "
-                                f"it was prepared and has {path.stat().st_size:,} now; prepare it "
+            size = _size_now(source["path"])
+            if size is not None and size != source["bytes"]:
+                raise UserError(f"{directory}: stale: {source['path']} had {source['bytes']:,} "
+                                f"bytes when it was prepared and has {size:,} now; prepare it "
                                 "again")
 
 
-def _open_split(directory: Path, split: dict[str, Any], verify: bool) -> EncodedCorpus:
+def _size_now(path: str) -> int | None:
+    """The size of the file at `path`, or None where no file can be found there."""
+    try:
+        return os.stat(path).st_size if os.path.isfile(path) else None
+    except (OSError, ValueError):  # a name too long, or not encodable: no such file here
+        return None
+
+
+def _open_split(directory: Path, split: dict[str, Any], vocab: tuple[int, int],
+                verify: bool) -> EncodedCorpus:
     files = split["files"]
-    corpus = EncodedCorpus(_open_ragged(directory, files["src"], verify),
-                           _open_ragged(directory, files["tgt"], verify))
+    corpus = EncodedCorpus(_open_ragged(directory, files["src"], vocab[0], verify),
+                           _open_ragged(directory, files["tgt"], vocab[1], verify))
     if len(corpus.src) != split["kept"] or len(corpus.tgt) != split["kept"]:
         raise UserError(f"{directory}: the manifest counts {split['kept']} pairs but the files "
                         f"hold {len(corpus.src)} and {len(corpus.tgt)}; prepare it again")
@@ -528,21 +798,25 @@ def _open_split(directory: Path, split: dict[str, Any], verify: bool) -> Encoded
     return corpus
 
 
-def _open_ragged(directory: Path, entry: dict[str, Any], verify: bool) -> RaggedIds:
+def _open_ragged(directory: Path, entry: dict[str, Any], vocab_size: int,
+                 verify: bool) -> RaggedIds:
     ids = _map_array(directory, entry["ids"], verify)
     offsets = _map_array(directory, entry["offsets"], verify)
     consistent = len(offsets) >= 1 and offsets[0] == 0 and offsets[-1] == len(ids)
     if not consistent or np.any(np.diff(offsets) < 0):
         raise UserError(f"{directory / entry['offsets']['file']}: offsets do not describe "
                         f"{entry['ids']['file']}; prepare the corpus again")
+    # An id beyond the vocabulary would index past the embedding table in training. The
+    # checksum says only that the file is the one the manifest names, not that its ids fit.
+    if verify and len(ids) and (ids.min() < 0 or ids.max() >= vocab_size):
+        raise UserError(f"{directory / entry['ids']['file']}: holds piece ids outside the "
+                        f"tokenizer's {vocab_size}; prepare the corpus again")
     return RaggedIds(ids, offsets)
 
 
 def _map_array(directory: Path, entry: dict[str, Any], verify: bool) -> np.ndarray:
-    path = directory / entry["file"]
-    dtype, count = np.dtype(entry["dtype"]), int(entry["count"])
-    if not path.is_file():
-        raise UserError(f"{path}: missing from the prepared corpus; prepare it again")
+    path = _member(directory, entry["file"])
+    dtype, count = np.dtype(entry["dtype"]), entry["count"]
     size = path.stat().st_size
     if size != count * dtype.itemsize:
         state = "truncated" if size < count * dtype.itemsize else "longer than its manifest says"
@@ -553,20 +827,28 @@ def _map_array(directory: Path, entry: dict[str, Any], verify: bool) -> np.ndarr
                         "prepare the corpus again")
     if count == 0:
         return np.zeros(0, dtype)  # an empty file cannot be mapped
-    return np.memmap(path, dtype=dtype, mode="r", shape=(count,))
+    try:
+        return np.memmap(path, dtype=dtype, mode="r", shape=(count,))
+    except OSError as error:
+        raise UserError(f"{path}: cannot be read ({error.strerror})") from None
 
 
 def _read_references(directory: Path, split: dict[str, Any], verify: bool) -> list[str]:
     entry = split["files"]["references"]
-    path = directory / entry["file"]
+    path = _member(directory, entry["file"])
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing from the prepared corpus; prepare it again") from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot be read ({error.strerror})") from None
     if verify and hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise UserError(f"{path}: changed since it was prepared (checksum differs); "
                         "prepare the corpus again")
-    lines = data.decode("utf-8").split("\n")[:-1]
+    try:
+        lines = data.decode("utf-8").split("\n")[:-1]
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: invalid UTF-8 at byte {error.start}; prepare the corpus "
+                        "again") from None
     if len(lines) != entry["count"]:
         raise UserError(f"{path}: {len(lines)} references, the manifest says {entry['count']}")
     return lines
+

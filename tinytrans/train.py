@@ -29,7 +29,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,31 @@ class TrainState:
     # (batch, batches per update) from which this epoch's batches were shared among processes:
     # see distributed.epoch_plan; empty until training starts
     regrouped: list[list[int]] = field(default_factory=list)
+
+    @classmethod
+    def from_saved(cls, values: dict[str, Any], path: Path) -> TrainState:
+        """The state a checkpoint's metadata holds, every field checked: the file is untrusted
+        (a forged or damaged one must not resume a run at step -5 or crash it later)."""
+        known = {f.name for f in fields(cls)}
+        for key, value in values.items():
+            if key not in known:
+                raise UserError(f"{path}: unknown training state field '{key}'")
+            if not _valid_state_value(key, value):
+                raise UserError(f"{path}: training state field '{key}' = {value!r} is not valid")
+        return cls(**{k: float(v) if k in ("elapsed", "best_bleu") else v for k, v in values.items()})
+
+
+def _valid_state_value(key: str, value: Any) -> bool:
+    def count(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+    if key == "regrouped":
+        return isinstance(value, list) and all(
+            isinstance(pair, list) and len(pair) == 2 and all(count(x) for x in pair) and pair[1] >= 1
+            for pair in value)
+    if key in ("elapsed", "best_bleu"):
+        return isinstance(value, (int, float)) and not isinstance(value, bool) \
+            and math.isfinite(value) and value >= (0 if key == "elapsed" else -1)
+    return count(value)
 
 
 @dataclass
@@ -449,10 +474,10 @@ def recover_best(state: TrainState, best_path: Path) -> TrainState:
     """
     if not best_path.is_file():
         return state
-    saved = read_state(best_path)
-    if saved.get("best_step", 0) <= state.step:
+    saved = TrainState.from_saved(read_state(best_path), best_path)
+    if saved.best_step <= state.step:
         return state  # the checkpoint was written after this best, and knows it
-    return replace(state, best_bleu=saved["best_bleu"], best_step=saved["best_step"], stale=0)
+    return replace(state, best_bleu=saved.best_bleu, best_step=saved.best_step, stale=0)
 
 
 def _step_of(line: str) -> int:
@@ -535,7 +560,8 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
     state = TrainState()
     checkpoints = training_checkpoints(run_dir)
     if checkpoints:
-        state = TrainState(**load_training_state(checkpoints[-1], model, optimizer))
+        state = TrainState.from_saved(load_training_state(checkpoints[-1], model, optimizer),
+                                      checkpoints[-1])
         report({"event": "resume", "step": state.step, "checkpoint": str(checkpoints[-1])})
     _check_same_start(state, run_dir, ranks, device)
     cfg = _keep_effective_batch(cfg, state, ranks)
