@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+import torch
 
 from tinytrans.hardware import CACHE_ENV
 from tinytrans.tokenizer import Tokenizer, train_tokenizer
@@ -22,6 +23,13 @@ SMALL_VOCAB = 500
 
 Line = str | bytes
 ParallelCorpus = Callable[..., Path]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread() -> None:
+    """Toy models run fastest on one thread (two threads' start-up costs more than their work),
+    and the tests own their process: `tinytrans train` would set it from its config the same way."""
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -28,6 +28,7 @@ from tinytrans.config import DataConfig
 from tinytrans.distributed import (Ranks, epoch_plan, even_batches, my_share,
                                    ranks_from_environment, seed_dropout)
 from tinytrans.errors import UserError
+from tinytrans.hardware import set_threads
 from tinytrans.prepared import prepare
 from tinytrans.train import train
 from toyrun import toy_config, write_corpus
@@ -164,6 +165,9 @@ def start_processes(world_size: int, cfg, run_dir: Path, errors: Path) -> list:
 
 def _train_as(env: dict[str, str], cfg, run_dir: Path, error_file: Path) -> None:
     os.environ.update(env)
+    # as `tinytrans train` sets it for its process (the library leaves the thread count alone);
+    # a forked child that used the parent's OpenMP pool could also hang in it
+    set_threads(cfg.train.threads)
     try:
         train(cfg, run_dir)
     except UserError as error:

@@ -26,7 +26,8 @@ def toy_config(train: Path, valid: Path | None, **train_overrides) -> RunConfig:
                  "tgt": "de", "vocab_size": 300},
         "train": {"batch_tokens": 600, "lr": 3e-3, "warmup_steps": 10, "max_steps": 20,
                   "validate_every": 10, "checkpoint_every": 10, "log_every": 1, "threads": 1,
-                  **train_overrides},
+                  # fp32 whatever the CPU: a test's numbers must not depend on the machine's probe
+                  "precision": "fp32", **train_overrides},
     }, "toy")
 
 
@@ -38,5 +39,6 @@ def varied_config(train: Path, max_steps: int, origin: str) -> RunConfig:
                   "n_decoder_layers": 1, "dropout": 0.0},
         "data": {"train": str(train), "src": "en", "tgt": "de", "vocab_size": 300},
         "train": {"batch_tokens": 1500, "lr": 5e-3, "warmup_steps": 50, "max_steps": max_steps,
-                  "validate_every": 1000, "checkpoint_every": max_steps, "threads": 1},
+                  "validate_every": 1000, "checkpoint_every": max_steps, "threads": 1,
+                  "precision": "fp32"},
     }, origin)
