@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tinytrans.config import ModelConfig
+from tinytrans.config import ModelConfig, parameter_count
 from tinytrans.errors import UserError
-from tinytrans.hardware import (BF16_MIN_SPEEDUP, CACHE_ENV, PrecisionChoice, cache_dir,
-                                pick_precision, probe_shapes, time_bf16_speedup)
+from tinytrans.hardware import (BF16_MIN_SPEEDUP, CACHE_ENV, PROBE_FLOP, PROBE_SEQUENCE,
+                                PrecisionChoice, cache_dir, pick_precision, probe_rows,
+                                time_bf16_speedup)
 
 CPU = torch.device("cpu")
 MODEL = ModelConfig(src_vocab_size=1000, tgt_vocab_size=1000, d_model=64, n_heads=2, d_ff=128)
@@ -23,8 +24,8 @@ class FakeProbe:
     def __init__(self, speedup: float):
         self.speedup, self.calls = speedup, []
 
-    def __call__(self, shapes, backward: bool) -> float:
-        self.calls.append((shapes, backward))
+    def __call__(self, model, rows: int, backward: bool) -> float:
+        self.calls.append((model, rows, backward))
         return self.speedup
 
 
@@ -63,20 +64,26 @@ def test_training_probes_forward_and_backward_translation_forward_only(cache):
     probe = FakeProbe(1.0)
     pick_precision("auto", CPU, MODEL, probe=probe)
     pick_precision("auto", CPU, MODEL, inference=True, probe=probe)
-    assert [backward for _, backward in probe.calls] == [True, False]
+    assert [backward for _, _, backward in probe.calls] == [True, False]
 
 
-def test_the_probe_times_the_models_own_products():
-    shapes = probe_shapes(MODEL, rows=64)
-    assert shapes == ((64, 64, 64), (64, 64, 128), (64, 128, 64), (64, 64, 1000))
-    # a large model gets fewer rows, so the probe stays short
-    big = ModelConfig(src_vocab_size=32000, tgt_vocab_size=32000, d_model=512, n_heads=8, d_ff=2048)
-    assert probe_shapes(big, rows=25000)[0][0] < 100
+def test_the_probe_batch_shrinks_with_the_model_so_it_stays_short():
+    assert probe_rows(MODEL, rows=64) == 64
+    small = ModelConfig(src_vocab_size=8000, tgt_vocab_size=8000, d_model=128, n_heads=4, d_ff=512,
+                        n_encoder_layers=4, n_decoder_layers=4)
+    assert probe_rows(small, rows=3000) == int(PROBE_FLOP / (6 * parameter_count(small))) < 3000
+    big = ModelConfig(src_vocab_size=32000, tgt_vocab_size=32000, d_model=512, n_heads=8, d_ff=2048,
+                      n_encoder_layers=6, n_decoder_layers=6)
+    assert probe_rows(big, rows=25000) == PROBE_SEQUENCE  # one sentence at least
 
 
-def test_the_real_probe_measures_a_ratio():
-    speedup = time_bf16_speedup(probe_shapes(MODEL, rows=32), backward=True)
+def test_the_real_probe_measures_a_ratio_and_leaves_the_random_numbers_alone():
+    torch.manual_seed(7)
+    expected = torch.rand(3)
+    torch.manual_seed(7)
+    speedup = time_bf16_speedup(MODEL, rows=64, backward=True)
     assert 0.01 < speedup < 100
+    assert torch.equal(torch.rand(3), expected)
 
 
 # ---------------------------------------------------------------------------------------------

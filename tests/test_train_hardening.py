@@ -235,7 +235,7 @@ def test_max_epochs_1_with_3_batches_per_epoch_makes_3_updates(tmp_path):
 
 
 def test_the_start_of_training_says_which_precision_and_why(corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr("tinytrans.hardware.time_bf16_speedup", lambda shapes, backward: 0.6)
+    monkeypatch.setattr("tinytrans.hardware.time_bf16_speedup", lambda model, rows, backward: 0.6)
     monkeypatch.setenv("TINYTRANS_CACHE_DIR", str(tmp_path / "cache"))
     train(toy_config(corpus[0], None, max_steps=1, precision="auto"), tmp_path / "run")
     start = next(r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text()

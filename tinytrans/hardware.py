@@ -2,8 +2,9 @@
 
 The precision `auto` picks on a CPU is measured, not guessed from /proc/cpuinfo: whether bf16
 pays off depends on more than a flag (an AVX-512 BF16 Xeon without AMX runs bf16 products at
-half the fp32 rate, bench/RESULTS.md), so a short probe times the model's own matrix products
-both ways, and the verdict is cached per CPU model, torch version and thread count.
+half the fp32 rate; an AMD EPYC with AVX-512 BF16 runs them 4.5x faster, yet trains a narrow
+model no faster: bench/RESULTS.md), so a short probe times the model itself both ways, and the
+verdict is cached per CPU model, torch version, thread count and model shape.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ from pathlib import Path
 import torch
 
 from tinytrans.atomic import atomic_write_text
-from tinytrans.config import DEVICES, INFERENCE_PRECISIONS, PRECISIONS, ModelConfig
+from tinytrans.config import (DEVICES, INFERENCE_PRECISIONS, PRECISIONS, SIZE_KEYS, ModelConfig,
+                              parameter_count)
 from tinytrans.errors import UserError
+from tinytrans.model import Transformer
 
 BF16_MIN_SPEEDUP = 1.2  # bf16 must be clearly faster: its rounding is not free
 CACHE_ENV = "TINYTRANS_CACHE_DIR"  # where the measured verdicts are kept (default: XDG cache)
-PROBE_FLOP = 1e9  # the probe's fp32 work: ~10 ms at 100 GFLOP/s, ~0.2 s where bf16 is emulated
+PROBE_FLOP = 5e9  # the probe's fp32 work per pass: ~0.1 s (a second or two where bf16 is emulated)
+PROBE_SEQUENCE = 32  # tokens per sentence of the probe's batch
 
 
 def pick_device(name: str) -> torch.device:
@@ -54,8 +58,7 @@ class PrecisionChoice:
         return f"{self.precision} ({self.reason})"
 
 
-Shapes = tuple[tuple[int, int, int], ...]  # (rows, inner, columns) of each matrix product
-Probe = Callable[[Shapes, bool], float]  # (shapes, with backward) -> bf16 speed as a multiple of fp32
+Probe = Callable[[ModelConfig, int, bool], float]  # (model, tokens, backward) -> bf16 speed / fp32's
 
 
 def pick_precision(name: str, device: torch.device, model: ModelConfig | None = None,
@@ -64,8 +67,8 @@ def pick_precision(name: str, device: torch.device, model: ModelConfig | None = 
     """The precision to train (or, with `inference`, to translate) in.
 
     An explicit name is taken as it is. `auto` means bf16 on a GPU that supports it; on a CPU,
-    bf16 only where the probe measures the model's matrix products (`rows` rows; forward and
-    backward when training) at least BF16_MIN_SPEEDUP times as fast as in fp32.
+    bf16 only where the probe measures the model itself (a batch of about `rows` target tokens;
+    forward and backward when training) at least BF16_MIN_SPEEDUP times as fast as in fp32.
     """
     allowed = INFERENCE_PRECISIONS if inference else PRECISIONS
     if name not in allowed:
@@ -78,38 +81,45 @@ def pick_precision(name: str, device: torch.device, model: ModelConfig | None = 
         if torch.cuda.is_bf16_supported():
             return PrecisionChoice("bf16", "this GPU computes bf16 natively")
         return PrecisionChoice("fp32", "this GPU has no bf16")
-    shapes = probe_shapes(model or ModelConfig(src_vocab_size=8000, tgt_vocab_size=8000), rows)
-    speedup = measured_bf16_speedup(shapes, backward=not inference, probe=probe or time_bf16_speedup)
+    model = model or ModelConfig(src_vocab_size=8000, tgt_vocab_size=8000)
+    rows = probe_rows(model, rows)
+    speedup = measured_bf16_speedup(model, rows, backward=not inference,
+                                    probe=probe or time_bf16_speedup)
     verdict = f"bf16 measured {speedup:.2g}x fp32 on this CPU"
     return PrecisionChoice("bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32", verdict)
 
 
-def probe_shapes(model: ModelConfig, rows: int) -> Shapes:
-    """The model's matrix products for `rows` target positions: the attention projections, the
-    two feed-forward products and the output layer. Rows are cut so the fp32 work stays about
-    PROBE_FLOP, keeping the probe well under a second even where bf16 is emulated."""
-    d, vocab = model.d_model, max(model.tgt_vocab_size, 8)
-    products = ((d, d), (d, model.d_ff), (model.d_ff, d), (d, vocab))
-    flop_per_row = sum(2 * 3 * inner * columns for inner, columns in products)  # forward + backward
-    rows = max(16, min(rows, int(PROBE_FLOP / flop_per_row)))
-    return tuple((rows, inner, columns) for inner, columns in products)
+def probe_rows(model: ModelConfig, rows: int) -> int:
+    """The probe's batch in target tokens: `rows`, cut so its fp32 work (about 6 x parameters
+    per token, forward and backward) stays about PROBE_FLOP, a fraction of a second."""
+    flop_per_token = 6 * parameter_count(model, vocab_size=8000)
+    return max(PROBE_SEQUENCE, min(rows, int(PROBE_FLOP / flop_per_token)))
 
 
-def time_bf16_speedup(shapes: Shapes, backward: bool) -> float:
-    """fp32 time / bf16-autocast time of the products in `shapes` (forward, and backward when
-    `backward`), each the best of a few repetitions after a warm-up (first calls pick kernels)."""
-    generator = torch.Generator().manual_seed(0)
-    inputs = [torch.randn(m, k, generator=generator, requires_grad=backward) for m, k, _ in shapes]
-    weights = [torch.randn(k, n, generator=generator, requires_grad=backward) for _, k, n in shapes]
+def time_bf16_speedup(model_cfg: ModelConfig, rows: int, backward: bool) -> float:
+    """fp32 time / bf16-autocast time of the model itself on a random batch of about `rows`
+    target tokens: forward (and backward with `backward`), each the best of a few repetitions
+    after a warm-up. Timing the whole model, not its products alone, counts what bf16 also costs:
+    casts, and the element-wise work that does not get faster (on an AVX-512 BF16 CPU the products
+    alone measured 2.9x, the training step 0.95-1.11x; bench/RESULTS.md)."""
+    with torch.random.fork_rng(devices=[]):  # the caller's random numbers stay as they were
+        torch.manual_seed(0)
+        return _time_bf16_speedup(model_cfg, rows, backward)
+
+
+def _time_bf16_speedup(model_cfg: ModelConfig, rows: int, backward: bool) -> float:
+    model = Transformer(model_cfg)
+    batch, length = max(1, rows // PROBE_SEQUENCE), PROBE_SEQUENCE
+    src = torch.randint(4, model_cfg.src_vocab_size or 8000, (batch, length))  # (B, S)
+    tgt = torch.randint(4, model_cfg.tgt_vocab_size or 8000, (batch, length))  # (B, T)
 
     def run(precision: str) -> None:
         with torch.set_grad_enabled(backward), autocast(torch.device("cpu"), precision):
-            outputs = [x @ w for x, w in zip(inputs, weights)]
+            logits = model(src, tgt)  # (B, T, V)
         if backward:
-            torch.autograd.backward(outputs, [torch.ones_like(o) for o in outputs])
+            torch.log_softmax(logits.float(), dim=-1).mean().backward()  # the loss is fp32 too
 
     def best_time(precision: str, repeats: int) -> float:
-        run(precision)  # warm-up
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
@@ -117,24 +127,27 @@ def time_bf16_speedup(shapes: Shapes, backward: bool) -> float:
             times.append(time.perf_counter() - start)
         return min(times)
 
-    fp32 = best_time("fp32", 3)
-    one = best_time("bf16", 1)
-    # where bf16 is emulated one repetition is enough to know, and more would cost seconds
-    bf16 = one if one > 2 * fp32 else min(one, best_time("bf16", 2))
-    return fp32 / bf16
+    model.train(backward)
+    run("fp32")  # warm-up: kernels picked, memory allocated
+    fp32 = best_time("fp32", 2)
+    first = best_time("bf16", 1)  # its own warm-up
+    if first > 3 * fp32:
+        return fp32 / first  # bf16 emulated: more repetitions would only cost seconds
+    return fp32 / best_time("bf16", 2)
 
 
-def measured_bf16_speedup(shapes: Shapes, backward: bool, probe: Probe) -> float:
-    """The probe's verdict for this CPU, torch version, thread count and shapes: from the cache
+def measured_bf16_speedup(model: ModelConfig, rows: int, backward: bool, probe: Probe) -> float:
+    """The probe's verdict for this CPU, torch version, thread count and model: from the cache
     when it has one, else measured now and cached. The cache never causes an error: a corrupt
     or unwritable one is ignored."""
+    shape = ", ".join(f"{key} {getattr(model, key)}" for key in SIZE_KEYS + ("n_heads",))
     key = " | ".join([cpu_model(), f"torch {torch.__version__}", f"{torch.get_num_threads()} threads",
-                      "train" if backward else "inference", repr(shapes)])
+                      "train" if backward else "inference", f"{shape}, {rows} tokens"])
     path = cache_dir() / "precision.json"
     verdicts = _read_verdicts(path)
     if key in verdicts:
         return verdicts[key]
-    speedup = probe(shapes, backward)
+    speedup = probe(model, rows, backward)
     _write_verdicts(path, {**verdicts, key: speedup})
     return speedup
 
