@@ -26,7 +26,9 @@ from tinytrans.hardware import keep_freed_memory  # noqa: E402
 from tinytrans.model import Transformer  # noqa: E402
 from tinytrans.textio import read_parallel  # noqa: E402
 from tinytrans.tokenizer import train_tokenizer  # noqa: E402
-from tinytrans.train import TeacherForcing, Timings, make_optimizer, train_step  # noqa: E402
+from tinytrans.objective import TeacherForcing  # noqa: E402
+from tinytrans.schedule import make_optimizer  # noqa: E402
+from tinytrans.train import Timings, train_step  # noqa: E402
 
 VOCAB = 4000
 SHAPE = {"d_model": 128, "n_heads": 4, "d_ff": 512, "n_encoder_layers": 4, "n_decoder_layers": 4,

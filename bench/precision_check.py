@@ -30,7 +30,8 @@ from tinytrans.hardware import autocast, keep_freed_memory, pick_precision, prob
 from tinytrans.model import Transformer  # noqa: E402
 from tinytrans.textio import read_parallel  # noqa: E402
 from tinytrans.tokenizer import Tokenizer, train_tokenizer  # noqa: E402
-from tinytrans.train import Timings, make_optimizer, train_step  # noqa: E402
+from tinytrans.schedule import make_optimizer  # noqa: E402
+from tinytrans.train import Timings, train_step  # noqa: E402
 
 ROUNDS = 2
 UPDATES = {"tiny": 30, "small": 30, "base": 8}

@@ -34,7 +34,8 @@ from tinytrans.config import build_config  # noqa: E402
 from tinytrans.data import length_sorted_batches, make_batch  # noqa: E402
 from tinytrans.hardware import keep_freed_memory  # noqa: E402
 from tinytrans.model import Transformer  # noqa: E402
-from tinytrans.train import Timings, make_optimizer, train_step  # noqa: E402
+from tinytrans.schedule import make_optimizer  # noqa: E402
+from tinytrans.train import Timings, train_step  # noqa: E402
 
 MODELS = {  # name: (model keys, batch tokens)
     "3+3 x d256, full dropout (train_speed.py)": (

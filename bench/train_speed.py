@@ -35,7 +35,8 @@ from tinytrans.hardware import keep_freed_memory  # noqa: E402
 from tinytrans.model import Dropout, Transformer, sinusoidal_encoding  # noqa: E402
 from tinytrans.textio import read_parallel  # noqa: E402
 from tinytrans.tokenizer import PAD_ID, train_tokenizer  # noqa: E402
-from tinytrans.train import Timings, make_optimizer, train_step  # noqa: E402
+from tinytrans.schedule import make_optimizer  # noqa: E402
+from tinytrans.train import Timings, train_step  # noqa: E402
 
 VOCAB = 8000
 

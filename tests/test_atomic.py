@@ -13,7 +13,8 @@ import torch
 from safetensors.torch import save_file
 
 from tinytrans import atomic, prepared
-from tinytrans.atomic import atomic_text_output, atomic_write, atomic_write_text, temporary_name
+from tinytrans.atomic import (atomic_text_output, atomic_write, atomic_write_text, remove_leftovers,
+                              temporary_name)
 from tinytrans.errors import UserError
 
 OLD = b"the previous contents\n"
@@ -220,3 +221,16 @@ def test_a_symlink_at_the_target_is_replaced_not_written_through(directory, vict
     write_text(target, "new\n")
     assert victim.read_bytes() == b"not yours\n"
     assert not target.is_symlink() and target.read_text() == "new\n"
+
+
+def test_remove_leftovers_deletes_only_what_a_killed_writer_of_those_names_left(tmp_path):
+    ours = temporary_name(tmp_path / "config.toml")
+    other = temporary_name(tmp_path / "notes.txt")
+    lookalike = tmp_path / ".config.toml.tmp-abc"  # not a name temporary_name makes
+    for path in (ours, other, lookalike, tmp_path / "config.toml"):
+        path.write_text("x")
+    remove_leftovers(tmp_path, ["config.toml"])
+    assert not ours.exists() and other.exists() and lookalike.exists()
+    assert (tmp_path / "config.toml").exists()
+    remove_leftovers(tmp_path)
+    assert not other.exists() and lookalike.exists()

@@ -28,7 +28,8 @@ from tinytrans.model import Transformer, padding_mask
 from tinytrans.prepared import open_prepared, prepare
 from tinytrans.rundir import load_run_config
 from tinytrans.search import beam_search, greedy_search
-from tinytrans.train import make_optimizer, to_device, train
+from tinytrans.schedule import make_optimizer
+from tinytrans.train import to_device, train
 from toyrun import toy_config, write_corpus
 
 NEEDS_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -24,7 +24,8 @@ from tinytrans.prepared import MANIFEST, encoded_chunks, open_prepared, prepare
 from tinytrans.rundir import load_run_config
 from tinytrans.textio import read_parallel
 from tinytrans.tokenizer import Tokenizer, train_tokenizer
-from tinytrans.train import load_validation_data, train
+from tinytrans.train import train
+from tinytrans.validation import load_validation_data
 from toyrun import toy_config, write_corpus
 
 # Pairs that the training filters drop, each for one reason, mixed into the bundled pairs.

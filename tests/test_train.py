@@ -21,7 +21,8 @@ from tinytrans.config import build_config
 from tinytrans.errors import UserError
 from tinytrans.model import Transformer
 from tinytrans.rundir import load_run_config
-from tinytrans.train import learning_rate, train
+from tinytrans.schedule import learning_rate
+from tinytrans.train import train
 from toyrun import toy_config, write_corpus
 
 

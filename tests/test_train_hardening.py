@@ -14,14 +14,15 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 import tinytrans
+import tinytrans.schedule
 import tinytrans.train
 from tinytrans.cli import app
 from tinytrans.errors import UserError
 from tinytrans.checkpoint import BEST, read_checkpoint, read_state, training_checkpoints
 from tinytrans.model import Transformer
 from tinytrans.tokenizer import Tokenizer, train_tokenizer
-from tinytrans.train import (greedy_translations, learning_curves, load_validation_data, train,
-                             validate)
+from tinytrans.train import learning_curves, train
+from tinytrans.validation import greedy_translations, load_validation_data, validate
 from toyrun import toy_config, write_corpus
 
 
@@ -273,7 +274,7 @@ def test_fused_adam_falls_back_where_this_torch_lacks_it(corpus, monkeypatch):
     monkeypatch.setattr(torch.optim, "Adam", without_fused)
     cfg = toy_config(corpus[0], None)
     model = Transformer(replace(cfg.model, src_vocab_size=50, tgt_vocab_size=50))
-    optimizer = tinytrans.train.make_optimizer(model, cfg, torch.device("cpu"))
+    optimizer = tinytrans.schedule.make_optimizer(model, cfg, torch.device("cpu"))
     assert optimizer.defaults["foreach"] is True and not optimizer.defaults.get("fused")
 
 

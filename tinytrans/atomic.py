@@ -11,14 +11,17 @@ symlink to someone else's file, in a shared directory such as /tmp) is ever writ
 from __future__ import annotations
 
 import os
+import re
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
 
 from tinytrans.errors import UserError
 
+# What temporary_name makes (and a killed writer leaves): `.NAME.tmp-DIGITS`
+LEFTOVER = re.compile(r"\.(?P<name>.+)\.tmp-[0-9]+")
 # Names found taken in a row before giving up (with 64 random bits, one clash is already rare).
 TEMPORARY_ATTEMPTS = 100
 _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)  # not on Windows, where links need privileges anyway
@@ -111,6 +114,17 @@ def temporary_name(path: Path) -> Path:
     advance; a killed writer leaves only a file of this form, which prepared.py recognises.
     """
     return path.with_name(f".{path.name}.tmp-{secrets.randbits(64)}")
+
+
+def remove_leftovers(directory: Path, names: Iterable[str] | None = None) -> None:
+    """Delete the temporary files that writers killed mid-write (a power cut, SIGKILL) left beside
+    any of `names` (None: any name) in `directory`. Only for a directory no one else is writing
+    in: a run's own files, when the run resumes."""
+    wanted = None if names is None else set(names)
+    for path in Path(directory).glob(".*.tmp-*"):
+        match = LEFTOVER.fullmatch(path.name)
+        if match and (wanted is None or match["name"] in wanted) and not path.is_dir():
+            path.unlink(missing_ok=True)
 
 
 def check_writable(path: Path) -> None:

@@ -52,7 +52,8 @@ from tinytrans.data import (ENCODE_CHUNK, EncodedCorpus, FilterConfig, FilterSta
                             encode_parallel, id_dtype)
 from tinytrans.errors import UserError
 from tinytrans.textio import LineCounter, ParallelCounter, corpus_file, read_parallel
-from tinytrans.tokenizer import Tokenizer, train_tokenizer
+from tinytrans.tokenizer import Tokenizer, make_tokenizers, tokenizer_names
+from tinytrans.validation import ValidationSet, encode_validation
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -61,43 +62,7 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 REFERENCES = "valid.ref"
 OFFSET_DTYPE = np.dtype(np.int64)
-TOKENIZER_SAMPLE = 2_000_000  # lines: enough for a good vocabulary, bounded memory on huge corpora
 IN_FLIGHT_PER_WORKER = 2  # chunks queued per worker: keeps every core busy, bounds memory
-
-
-# ---------------------------------------------------------------------------------------------
-# Tokenizers
-
-def tokenizer_names(joint: bool) -> list[str]:
-    """File names of the tokenizer model(s), the same in a data directory and a run directory."""
-    return ["tokenizer.model"] if joint else ["tokenizer.src.model", "tokenizer.tgt.model"]
-
-
-def make_tokenizers(data: DataConfig, paths: list[Path], seed: int) -> tuple[Tokenizer, Tokenizer]:
-    """Copy `data.tokenizer` to `paths`, or train the tokenizer(s) there: (source, target).
-
-    `paths` holds one file for a joint vocabulary, else the source's and the target's.
-    """
-    if data.tokenizer is not None:
-        if not data.joint_vocab:
-            raise UserError("data.tokenizer names one joint model; with data.joint_vocab = false "
-                            "tinytrans trains one tokenizer per language itself")
-        loaded = [Tokenizer.load(data.tokenizer)]
-        loaded[0].save(paths[0])
-    else:
-        # Check the corpus as a parallel one first, so that its errors (unequal line counts,
-        # invalid UTF-8) are reported as such rather than as a tokenizer training failure.
-        for _ in read_parallel(data.train, data.src, data.tgt, data.utf8_errors):
-            pass
-        sides = [[corpus_file(data.train, data.src), corpus_file(data.train, data.tgt)]]
-        if not data.joint_vocab:
-            sides = [[sides[0][0]], [sides[0][1]]]
-        loaded = [
-            train_tokenizer(inputs, path.with_suffix(""), data.vocab_size, data.model_type,
-                            max_sentences=TOKENIZER_SAMPLE, seed=seed, utf8=data.utf8_errors)
-            for inputs, path in zip(sides, paths)
-        ]
-    return (loaded[0], loaded[0]) if data.joint_vocab else (loaded[0], loaded[1])
 
 
 class _SingleThreaded(Tokenizer):
@@ -322,30 +287,6 @@ def _prepare_train(data: DataConfig, output: Path, src_tok: Tokenizer, tgt_tok: 
     return {**asdict(summary), "files": files}
 
 
-@dataclass
-class ValidationSet:
-    """Validation pairs with pieces on both sides, and their references, in one order."""
-
-    corpus: EncodedCorpus
-    references: list[str]
-
-
-def encode_validation(pairs: list[tuple[str, str]], src_tok: Tokenizer,
-                      tgt_tok: Tokenizer) -> ValidationSet:
-    """The pairs with pieces on both sides, encoded, and their target lines as references.
-
-    A pair is dropped when either side encodes to no pieces (an empty or blank line, or only
-    characters the tokenizer's normalisation removes, such as a zero-width space): a loss or a
-    translation of nothing means nothing. Pairs and references are taken from the same kept list,
-    so hypothesis i is always scored against reference i.
-    """
-    src_ids = src_tok.encode([s for s, _ in pairs])
-    tgt_ids = tgt_tok.encode([t for _, t in pairs])
-    kept = [pair for pair, s, t in zip(pairs, src_ids, tgt_ids) if s and t]
-    corpus = encode_parallel(iter(kept), src_tok, tgt_tok)  # no filters: one entry per kept pair
-    return ValidationSet(corpus, [t for _, t in kept])
-
-
 def _prepare_valid(data: DataConfig, output: Path, src_tok: Tokenizer, tgt_tok: Tokenizer,
                    report: Report) -> dict[str, Any]:
     """The validation split, encoded as training reads it (see encode_validation); it is small,
@@ -534,10 +475,6 @@ class PreparedData:
                        model_type=made["model_type"], joint_vocab=made["joint_vocab"],
                        max_length=made["max_length"], max_ratio=made["max_ratio"],
                        utf8_errors=made["utf8_errors"])
-
-    def tokenizers(self) -> tuple[Tokenizer, Tokenizer]:
-        loaded = [Tokenizer.load(path) for path in self.tokenizer_paths]
-        return (loaded[0], loaded[0]) if len(loaded) == 1 else (loaded[0], loaded[1])
 
     def check_tokenizers(self, paths: list[Path], where: str) -> None:
         """Refuse tokenizer files (a run's) other than the ones this corpus was encoded with."""

@@ -14,9 +14,9 @@ from pathlib import Path
 import sentencepiece as spm
 
 from tinytrans.atomic import atomic_write_bytes, atomic_write_text
-from tinytrans.config import MIN_VOCAB_SIZE, MODEL_TYPES
+from tinytrans.config import MIN_VOCAB_SIZE, MODEL_TYPES, DataConfig
 from tinytrans.errors import UserError
-from tinytrans.textio import read_lines
+from tinytrans.textio import corpus_file, read_lines, read_parallel
 
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
@@ -203,3 +203,46 @@ class _BytesWriter:
 
     def write(self, data: bytes) -> None:
         self.data += data
+
+
+# ---------------------------------------------------------------------------------------------
+# The tokenizers of a run or a prepared corpus
+
+TOKENIZER_SAMPLE = 2_000_000  # lines: enough for a good vocabulary, bounded memory on huge corpora
+
+
+def tokenizer_names(joint: bool) -> list[str]:
+    """File names of the tokenizer model(s), the same in a data directory and a run directory."""
+    return ["tokenizer.model"] if joint else ["tokenizer.src.model", "tokenizer.tgt.model"]
+
+
+def make_tokenizers(data: DataConfig, paths: list[Path], seed: int) -> tuple[Tokenizer, Tokenizer]:
+    """Copy `data.tokenizer` to `paths`, or train the tokenizer(s) there: (source, target).
+
+    `paths` holds one file for a joint vocabulary, else the source's and the target's.
+    """
+    if data.tokenizer is not None:
+        if not data.joint_vocab:
+            raise UserError("data.tokenizer names one joint model; with data.joint_vocab = false "
+                            "tinytrans trains one tokenizer per language itself")
+        loaded = [Tokenizer.load(data.tokenizer)]
+        loaded[0].save(paths[0])
+    else:
+        # Check the corpus as a parallel one first, so that its errors (unequal line counts,
+        # invalid UTF-8) are reported as such rather than as a tokenizer training failure.
+        for _ in read_parallel(data.train, data.src, data.tgt, data.utf8_errors):
+            pass
+        sides = [[corpus_file(data.train, data.src), corpus_file(data.train, data.tgt)]]
+        if not data.joint_vocab:
+            sides = [[sides[0][0]], [sides[0][1]]]
+        loaded = [
+            train_tokenizer(inputs, path.with_suffix(""), data.vocab_size, data.model_type,
+                            max_sentences=TOKENIZER_SAMPLE, seed=seed, utf8=data.utf8_errors)
+            for inputs, path in zip(sides, paths)
+        ]
+    return as_pair(loaded)
+
+
+def as_pair(loaded: list[Tokenizer]) -> tuple[Tokenizer, Tokenizer]:
+    """(source, target) from one joint tokenizer (the same object twice) or one per side."""
+    return (loaded[0], loaded[0]) if len(loaded) == 1 else (loaded[0], loaded[1])

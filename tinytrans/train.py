@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
@@ -33,11 +32,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import sacrebleu
 import torch
 
-from tinytrans.atomic import atomic_write, atomic_write_text
+from tinytrans.atomic import atomic_write, atomic_write_text, remove_leftovers
 from tinytrans.average import average_last
 from tinytrans.checkpoint import (BEST, CHECKPOINT_DIR, load_model_weights, load_training_state,
                                   prune_checkpoints, read_state, save_checkpoint, step_name,
@@ -50,15 +47,15 @@ from tinytrans.distributed import (ONE_PROCESS, Ranks, any_rank, barrier, epoch_
                                    my_share, process_device, process_group, ranks_from_environment,
                                    seed_dropout, sum_over_ranks, talking_to_others, wrap)
 from tinytrans.errors import UserError
-from tinytrans.hardware import PrecisionChoice, autocast, pick_precision
-from tinytrans.loss import label_smoothed_nll
-from tinytrans.model import Transformer, count_parameters, padding_mask
-from tinytrans.prepared import (PreparedData, ValidationSet, encode_validation, make_tokenizers,
-                                open_prepared)
-from tinytrans.rundir import CONFIG_FILE, load_run_config, load_tokenizers, tokenizer_files
-from tinytrans.search import SearchConfig, greedy_search
+from tinytrans.hardware import PrecisionChoice, pick_precision
+from tinytrans.model import Transformer, count_parameters
+from tinytrans.objective import TeacherForcing
+from tinytrans.prepared import PreparedData, open_prepared
+from tinytrans.schedule import budget_progress, check_schedule, learning_rate, make_optimizer
+from tinytrans.validation import ValidationSet, load_validation_data, validate
+from tinytrans.rundir import CONFIG_FILE, load_tokenizers, run_tokenizers, start_or_resume
 from tinytrans.textio import LineCounter, ParallelCounter, read_parallel
-from tinytrans.tokenizer import PAD_ID, Tokenizer
+from tinytrans.tokenizer import Tokenizer
 
 Report = Callable[[dict[str, Any]], None]
 METRICS_FILE = "metrics.jsonl"
@@ -130,51 +127,6 @@ class TrainResult:
 
 
 # ---------------------------------------------------------------------------------------------
-# The run directory
-
-def prepare_run_dir(run_dir: Path, config: RunConfig, overwrite: bool) -> RunConfig | None:
-    """Make `run_dir` ready; return the saved config when an existing run will be resumed."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"{run_dir}: exists and is not a directory")
-    is_run = (run_dir / CONFIG_FILE).is_file()
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not is_run:
-        raise UserError(f"{run_dir}: exists, is not empty and is not a tinytrans run directory")
-    if overwrite and is_run:
-        shutil.rmtree(run_dir)
-        is_run = False
-    if not is_run:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        return None
-    saved = load_run_config(run_dir)
-    if config.model.src_vocab_size == 0:  # not known yet: it comes from the run's tokenizer
-        config = replace(config, model=replace(config.model, src_vocab_size=saved.model.src_vocab_size,
-                                               tgt_vocab_size=saved.model.tgt_vocab_size))
-    changed = differences(saved, config)
-    if changed:
-        raise UserError(f"{run_dir}: holds a run with a different config ({'; '.join(changed)}); "
-                        "use another --output, or --overwrite to start over")
-    return saved
-
-
-def prepare_tokenizers(run_dir: Path, cfg: RunConfig,
-                       prepared: PreparedData | None = None) -> tuple[Tokenizer, Tokenizer]:
-    """The run's tokenizers: already in the run directory, copied from the prepared data or
-    data.tokenizer, or trained."""
-    data = cfg.data
-    paths = tokenizer_files(run_dir, data.joint_vocab)
-    if prepared is not None:
-        # a resumed run must still see the tokenizer its data was encoded with
-        prepared.check_tokenizers(paths, str(run_dir))
-        for source, path in zip(prepared.tokenizer_paths, paths):
-            if not path.is_file():
-                Tokenizer.load(source).save(path)
-    if all(p.is_file() for p in paths):
-        loaded = [Tokenizer.load(p) for p in paths]
-        return (loaded[0], loaded[0]) if data.joint_vocab else (loaded[0], loaded[1])
-    return make_tokenizers(data, paths, cfg.train.seed)
-
-
-# ---------------------------------------------------------------------------------------------
 # Data
 
 
@@ -202,26 +154,6 @@ def load_training_data(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer,
     return corpus, lambda epoch: corpus
 
 
-def load_validation_data(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer,
-                         report: Report) -> ValidationSet | None:
-    """The validation pairs with pieces on both sides, and their references, in one order.
-
-    A pair is dropped when either side encodes to no pieces (an empty or blank line, or only
-    characters the tokenizer's normalisation removes, such as a zero-width space): a loss or a
-    translation of nothing means nothing. Pairs and references are taken from the same kept list,
-    so hypothesis i is always scored against reference i.
-    """
-    data = cfg.data
-    if data.valid is None:
-        return None
-    pairs = list(read_parallel(data.valid, data.src, data.tgt, data.utf8_errors))
-    valid = encode_validation(pairs, src_tok, tgt_tok)
-    if not valid.references:
-        raise UserError(f"{data.valid}: the validation set has no non-empty pairs")
-    report({"event": "valid_data", "read": len(pairs), "kept": len(valid.references)})
-    return valid
-
-
 def prepared_data_events(prepared: PreparedData, report: Report) -> None:
     """The same events as when the text is encoded at the start, from the manifest."""
     train = prepared.manifest["splits"]["train"]
@@ -234,94 +166,7 @@ def prepared_data_events(prepared: PreparedData, report: Report) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Optimisation
-
-def make_optimizer(model: Transformer, cfg: RunConfig, device: torch.device) -> torch.optim.Optimizer:
-    """Adam, fused (one kernel updates every parameter) where this PyTorch has it for `device`:
-    on GPUs, and on CPUs from torch 2.4; elsewhere the multi-tensor one, the same maths."""
-    t = cfg.train
-    settings = dict(lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps,
-                    weight_decay=t.weight_decay)
-    try:
-        return torch.optim.Adam(model.parameters(), fused=True, **settings)
-    except RuntimeError:  # "fused=True requires ... tensors of supported devices"
-        return torch.optim.Adam(model.parameters(), foreach=True, **settings)
-
-
-def learning_rate(step: int, peak: float, warmup: int, schedule: str = "inverse_sqrt",
-                  progress: float = 0.0) -> float:
-    """The learning rate of update number `step` (counted from 1).
-
-    Both schedules warm up linearly to `peak` over `warmup` updates (Vaswani et al. §5.3, with
-    the peak given directly instead of through d_model^-0.5), then
-    - inverse_sqrt: decay with 1/sqrt(step), as in the paper;
-    - linear: decay along a straight line from the peak to zero at the end of the budget.
-      `progress` is the fraction of the budget (steps or time) used before this update; it is
-      below 1 for every update that is made, so the rate only reaches zero when training stops.
-    """
-    step, warmup = max(step, 1), max(warmup, 1)
-    if step <= warmup:
-        return peak * step / warmup
-    if schedule == "inverse_sqrt":
-        return peak * math.sqrt(warmup / step)
-    if schedule != "linear":
-        raise ValueError(f"unknown learning rate schedule {schedule!r}")
-    if progress >= 1.0:
-        return 0.0
-    # The line starts where warmup ended, at progress * warmup / done of the budget: exact for
-    # a step budget, and for a time budget while updates take equally long.
-    done = step - 1  # the updates `progress` measures
-    return peak * (1.0 - progress) / (1.0 - progress * warmup / done)
-
-
-def budget_progress(cfg: RunConfig, state: TrainState) -> float:
-    """Fraction of the training budget used: steps or time, whichever is further along."""
-    t = cfg.train
-    by_steps = state.step / t.max_steps if t.max_steps else 0.0
-    by_time = state.elapsed / (t.max_time * 60) if t.max_time else 0.0
-    return max(by_steps, by_time)
-
-
-def check_schedule(cfg: RunConfig) -> None:
-    """The linear schedule needs a budget to decay to; refuse before any work without one."""
-    t = cfg.train
-    if t.lr_schedule not in ("inverse_sqrt", "linear"):
-        raise UserError(f"train.lr_schedule = {t.lr_schedule!r}: choose 'inverse_sqrt' or 'linear'")
-    if t.lr_schedule == "linear" and not t.max_steps and not t.max_time:
-        raise UserError("train.lr_schedule = 'linear' decays to zero at the end of the budget: "
-                        "set train.max_steps or train.max_time (--max-steps, --max-time)")
-
-
-def batch_loss(model: Transformer, batch: Batch, label_smoothing: float, device: torch.device,
-               precision: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher-forced summed smoothed loss and summed NLL of one batch."""
-    with autocast(device, precision):
-        src_mask = padding_mask(batch.src)
-        states = model.decode(batch.tgt_in, model.encode(batch.src, src_mask), src_mask)  # (B, T, D)
-        keep = batch.tgt_out != PAD_ID
-        # Only real tokens get an output projection: padding would waste the largest matmul.
-        logits = model.logits(states[keep])  # (tokens, V)
-    return label_smoothed_nll(logits, batch.tgt_out[keep], label_smoothing)
-
-
-class TeacherForcing(torch.nn.Module):
-    """The training objective as a module: forward(batch tensors) -> (summed smoothed loss,
-    summed NLL), by batch_loss.
-
-    DistributedDataParallel synchronises the gradients of what runs inside the forward of the
-    module it wraps, so training wraps this, the whole loss, rather than the Transformer (whose
-    encode and decode are called separately). It holds no weights of its own.
-    """
-
-    def __init__(self, model: Transformer):
-        super().__init__()
-        self.model = model
-
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, tgt_out: torch.Tensor,
-                label_smoothing: float, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = Batch(src, tgt_in, tgt_out, np.zeros(0, np.int64))
-        return batch_loss(self.model, batch, label_smoothing, src.device, precision)
-
+# One update
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
     """The batch's tensors on `device`. To a GPU they go from pinned (page-locked) host memory
@@ -379,47 +224,6 @@ def train_step(model: torch.nn.Module, batches: list[Batch], optimizer: torch.op
 
 def _tensors(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return batch.src, batch.tgt_in, batch.tgt_out
-
-
-# ---------------------------------------------------------------------------------------------
-# Validation
-
-@torch.inference_mode()
-def validation_loss(model: Transformer, corpus: EncodedCorpus, batch_tokens: int,
-                    device: torch.device, precision: str) -> float:
-    """Mean NLL per target token with teacher forcing (no label smoothing)."""
-    total = tokens = 0.0
-    for indices in length_sorted_batches(corpus.src.lengths, corpus.tgt.lengths, batch_tokens, 0, 0):
-        batch = make_batch(corpus, indices)
-        _, nll = batch_loss(model, batch.to(device), 0.0, device, precision)
-        total, tokens = total + float(nll), tokens + batch.n_tgt_tokens
-    return total / tokens
-
-
-@torch.inference_mode()
-def greedy_translations(model: Transformer, corpus: EncodedCorpus, tokenizer: Tokenizer,
-                        batch_tokens: int, device: torch.device, precision: str) -> list[str]:
-    """Greedy translations of the corpus' source side, in corpus order."""
-    outputs: list[str] = [""] * len(corpus)
-    for indices in length_sorted_batches(corpus.src.lengths, corpus.tgt.lengths, batch_tokens, 0, 0):
-        src = make_batch(corpus, indices).src.to(device)
-        with autocast(device, precision):
-            hyps = greedy_search(model, src, SearchConfig(beam=1))
-        for index, text in zip(indices, tokenizer.decode([h.tokens for h in hyps])):
-            outputs[index] = text
-    return outputs
-
-
-def validate(model: Transformer, valid: ValidationSet, tgt_tok: Tokenizer, cfg: RunConfig,
-             device: torch.device, precision: str) -> dict[str, Any]:
-    model.eval()
-    loss = validation_loss(model, valid.corpus, cfg.train.batch_tokens, device, precision)
-    hyps = greedy_translations(model, valid.corpus, tgt_tok, cfg.train.batch_tokens, device, precision)
-    model.train()
-    bleu = sacrebleu.BLEU()
-    score = bleu.corpus_score(hyps, [valid.references])
-    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "bleu": score.score,
-            "bleu_signature": str(bleu.get_signature()), "sample": hyps[0]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -539,7 +343,7 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
         cfg = replace(cfg, data=prepared.data_config(cfg.data))
     allow_tf32(device)
     if ranks.main:
-        cfg = _prepare_run(cfg, run_dir, overwrite, prepared)
+        cfg = _set_up_run_dir(cfg, run_dir, overwrite, prepared)
     barrier(ranks)  # the others read what process 0 has prepared
     src_tok, tgt_tok = load_tokenizers(run_dir, cfg)
     cfg = replace(cfg, model=replace(cfg.model, src_vocab_size=src_tok.vocab_size,
@@ -585,12 +389,15 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
     return run, state
 
 
-def _prepare_run(cfg: RunConfig, run_dir: Path, overwrite: bool,
+def _set_up_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool,
                  prepared: PreparedData | None) -> RunConfig:
     """Process 0's part: the run directory, its tokenizers and config.toml. Returns `cfg` with
     the vocabulary sizes."""
-    saved = prepare_run_dir(run_dir, cfg, overwrite)
-    src_tok, tgt_tok = prepare_tokenizers(run_dir, cfg, prepared)
+    saved = start_or_resume(run_dir, cfg, overwrite)
+    if saved is not None:  # an attempt killed while writing leaves its temporary file behind
+        remove_leftovers(run_dir / CHECKPOINT_DIR)
+        remove_leftovers(run_dir, [CONFIG_FILE, METRICS_FILE, "curves.png"])
+    src_tok, tgt_tok = run_tokenizers(run_dir, cfg, prepared)
     cfg = replace(cfg, model=replace(cfg.model, src_vocab_size=src_tok.vocab_size,
                                      tgt_vocab_size=tgt_tok.vocab_size))
     if saved is not None and differences(saved, cfg):
@@ -724,7 +531,7 @@ def _loop(run: Run, state: TrainState, stop_requested: Callable[[], bool]) -> Tr
         timings.data += time.perf_counter() - fetch
         seed_dropout(t.seed, ranks, state.step)
         lr = learning_rate(state.step + 1, t.lr, t.warmup_steps, t.lr_schedule,
-                           budget_progress(cfg, state))
+                           budget_progress(cfg.train, state.step, state.elapsed))
         loss, nll, n_tokens = train_step(run.objective, batches, run.optimizer, cfg, lr, run.device,
                                          run.precision, timings, ranks)
         state.step += 1

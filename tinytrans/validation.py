@@ -1,0 +1,113 @@
+"""The validation set, and what training measures on it: loss, greedy translations, BLEU.
+
+Validation pairs are encoded once, with the pairs that have no pieces on a side dropped together
+with their references, so hypothesis i is always scored against reference i. Training validates
+with greedy search (fast, and it moves with beam search); BLEU comes from sacrebleu with its
+signature.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import sacrebleu
+import torch
+
+from tinytrans.config import RunConfig
+from tinytrans.data import EncodedCorpus, encode_parallel, length_sorted_batches, make_batch
+from tinytrans.errors import UserError
+from tinytrans.hardware import autocast
+from tinytrans.model import Transformer
+from tinytrans.objective import batch_loss
+from tinytrans.search import SearchConfig, greedy_search
+from tinytrans.textio import read_parallel
+from tinytrans.tokenizer import Tokenizer
+
+Report = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class ValidationSet:
+    """Validation pairs with pieces on both sides, and their references, in one order."""
+
+    corpus: EncodedCorpus
+    references: list[str]
+
+
+def encode_validation(pairs: list[tuple[str, str]], src_tok: Tokenizer,
+                      tgt_tok: Tokenizer) -> ValidationSet:
+    """The pairs with pieces on both sides, encoded, and their target lines as references.
+
+    A pair is dropped when either side encodes to no pieces (an empty or blank line, or only
+    characters the tokenizer's normalisation removes, such as a zero-width space): a loss or a
+    translation of nothing means nothing. Pairs and references are taken from the same kept list,
+    so hypothesis i is always scored against reference i.
+    """
+    src_ids = src_tok.encode([s for s, _ in pairs])
+    tgt_ids = tgt_tok.encode([t for _, t in pairs])
+    kept = [pair for pair, s, t in zip(pairs, src_ids, tgt_ids) if s and t]
+    corpus = encode_parallel(iter(kept), src_tok, tgt_tok)  # no filters: one entry per kept pair
+    return ValidationSet(corpus, [t for _, t in kept])
+
+
+
+
+def load_validation_data(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer,
+                         report: Report) -> ValidationSet | None:
+    """The validation pairs with pieces on both sides, and their references, in one order.
+
+    A pair is dropped when either side encodes to no pieces (an empty or blank line, or only
+    characters the tokenizer's normalisation removes, such as a zero-width space): a loss or a
+    translation of nothing means nothing. Pairs and references are taken from the same kept list,
+    so hypothesis i is always scored against reference i.
+    """
+    data = cfg.data
+    if data.valid is None:
+        return None
+    pairs = list(read_parallel(data.valid, data.src, data.tgt, data.utf8_errors))
+    valid = encode_validation(pairs, src_tok, tgt_tok)
+    if not valid.references:
+        raise UserError(f"{data.valid}: the validation set has no non-empty pairs")
+    report({"event": "valid_data", "read": len(pairs), "kept": len(valid.references)})
+    return valid
+
+
+@torch.inference_mode()
+def validation_loss(model: Transformer, corpus: EncodedCorpus, batch_tokens: int,
+                    device: torch.device, precision: str) -> float:
+    """Mean NLL per target token with teacher forcing (no label smoothing)."""
+    total = tokens = 0.0
+    for indices in length_sorted_batches(corpus.src.lengths, corpus.tgt.lengths, batch_tokens, 0, 0):
+        batch = make_batch(corpus, indices)
+        _, nll = batch_loss(model, batch.to(device), 0.0, device, precision)
+        total, tokens = total + float(nll), tokens + batch.n_tgt_tokens
+    return total / tokens
+
+
+@torch.inference_mode()
+def greedy_translations(model: Transformer, corpus: EncodedCorpus, tokenizer: Tokenizer,
+                        batch_tokens: int, device: torch.device, precision: str) -> list[str]:
+    """Greedy translations of the corpus' source side, in corpus order."""
+    outputs: list[str] = [""] * len(corpus)
+    for indices in length_sorted_batches(corpus.src.lengths, corpus.tgt.lengths, batch_tokens, 0, 0):
+        src = make_batch(corpus, indices).src.to(device)
+        with autocast(device, precision):
+            hyps = greedy_search(model, src, SearchConfig(beam=1))
+        for index, text in zip(indices, tokenizer.decode([h.tokens for h in hyps])):
+            outputs[index] = text
+    return outputs
+
+
+def validate(model: Transformer, valid: ValidationSet, tgt_tok: Tokenizer, cfg: RunConfig,
+             device: torch.device, precision: str) -> dict[str, Any]:
+    model.eval()
+    loss = validation_loss(model, valid.corpus, cfg.train.batch_tokens, device, precision)
+    hyps = greedy_translations(model, valid.corpus, tgt_tok, cfg.train.batch_tokens, device, precision)
+    model.train()
+    bleu = sacrebleu.BLEU()
+    score = bleu.corpus_score(hyps, [valid.references])
+    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "bleu": score.score,
+            "bleu_signature": str(bleu.get_signature()), "sample": hyps[0]}
