@@ -21,7 +21,8 @@ from tinytrans.errors import UserError
 from tinytrans.checkpoint import BEST, read_checkpoint, read_state, training_checkpoints
 from tinytrans.model import Transformer
 from tinytrans.tokenizer import Tokenizer, train_tokenizer
-from tinytrans.train import learning_curves, train
+from tinytrans.rundir import learning_curves
+from tinytrans.train import train
 from tinytrans.validation import greedy_translations, load_validation_data, validate
 from toyrun import toy_config, write_corpus
 

@@ -3,6 +3,8 @@
     RUN/config.toml        the resolved RunConfig; rebuilding the model needs nothing else
     RUN/tokenizer.model    the joint SentencePiece model (or tokenizer.src.model + tokenizer.tgt.model)
     RUN/checkpoints/       see checkpoint.py
+    RUN/metrics.jsonl      one JSON object per log line, validation and start of training
+    RUN/curves.png         learning curves (with the 'plot' extra)
 
 Training starts here (start_or_resume, run_tokenizers); translation reads the config and the
 tokenizers back (load_run_config, load_tokenizers).
@@ -10,16 +12,25 @@ tokenizers back (load_run_config, load_tokenizers).
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
+import torch
+
+from tinytrans.atomic import atomic_write, atomic_write_text
+from tinytrans.checkpoint import BEST, CHECKPOINT_DIR, prune_checkpoints, save_checkpoint, step_name
 from tinytrans.config import RunConfig, build_config, differences, read_toml
 from tinytrans.errors import UserError
+from tinytrans.model import Transformer
 from tinytrans.prepared import PreparedData
 from tinytrans.tokenizer import Tokenizer, as_pair, make_tokenizers, tokenizer_names
 
 CONFIG_FILE = "config.toml"
+METRICS_FILE = "metrics.jsonl"
+CURVES_FILE = "curves.png"
 
 
 def load_run_config(run_dir: Path) -> RunConfig:
@@ -81,3 +92,95 @@ def run_tokenizers(run_dir: Path, cfg: RunConfig,
     if all(p.is_file() for p in paths):
         return as_pair([Tokenizer.load(p) for p in paths])
     return make_tokenizers(data, paths, cfg.train.seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# What training writes there
+
+class RunFiles:
+    """Writes a training run's files: metrics.jsonl, checkpoints, curves.png.
+
+    metrics.jsonl is appended to, a line per record (an append of one line cannot garble the
+    lines before it; a torn last line from a kill is dropped on resume: truncate_metrics). Every
+    other file is written atomically."""
+
+    def __init__(self, run_dir: Path, cfg: RunConfig):
+        self.run_dir, self.cfg = run_dir, cfg
+        self.metrics = run_dir / METRICS_FILE
+
+    def log(self, record: dict[str, Any]) -> None:
+        with open(self.metrics, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+    def truncate_metrics(self, step: int) -> None:
+        """Forget what a killed attempt logged after `step`, its last checkpoint (0 when it wrote
+        none): those updates are about to be made, and logged, again."""
+        if self.metrics.is_file():
+            lines = self.metrics.read_text(encoding="utf-8").splitlines()
+            kept = [line for line in lines if _step_of(line) <= step]
+            atomic_write_text(self.metrics, "".join(line + "\n" for line in kept))
+
+    def checkpoint(self, model: Transformer, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
+        path = self.run_dir / CHECKPOINT_DIR / step_name(state["step"])
+        save_checkpoint(path, model, optimizer, state)
+        prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
+        return path
+
+    @property
+    def best_path(self) -> Path:
+        return self.run_dir / CHECKPOINT_DIR / BEST
+
+    def best(self, model: Transformer, state: dict[str, Any]) -> None:
+        save_checkpoint(self.best_path, model, None, state)
+
+    def plot_curves(self) -> Path | None:
+        return plot_curves(self)
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 10**12  # a torn last line from a kill: drop it
+
+
+Series = tuple[list[int], list[float]]  # (updates, values)
+
+
+def learning_curves(records: list[dict[str, Any]]) -> dict[str, Series]:
+    """The curves of curves.png from metrics.jsonl records.
+
+    Training and validation are both the plain NLL per target token: the label-smoothed training
+    loss adds epsilon x the cross-entropy against a uniform distribution, a large term that made
+    validation look several times better than training. Training batches still run with dropout.
+    """
+    logs = [r for r in records if r["event"] == "log"]
+    vals = [r for r in records if r["event"] == "valid"]
+    return {"train_nll": ([r["step"] for r in logs], [r["nll"] for r in logs]),
+            "valid_nll": ([r["step"] for r in vals], [r["loss"] for r in vals]),
+            "valid_bleu": ([r["step"] for r in vals], [r["bleu"] for r in vals])}
+
+
+def plot_curves(files: RunFiles) -> Path | None:
+    """Training and validation NLL, and validation BLEU, against updates, as RUN/curves.png."""
+    try:
+        # the figure alone, without pyplot: no backend is chosen for the process that imports us
+        from matplotlib.figure import Figure
+    except ImportError:
+        return None  # the 'plot' extra is not installed; metrics.jsonl has the same numbers
+    records = [json.loads(line) for line in files.metrics.read_text().splitlines() if line.strip()] \
+        if files.metrics.is_file() else []
+    curves = learning_curves(records)
+    fig = Figure(figsize=(10, 4))
+    ax_loss, ax_bleu = fig.subplots(1, 2)
+    ax_loss.plot(*curves["train_nll"], label="training batches (dropout on)")
+    ax_loss.plot(*curves["valid_nll"], "o-", label="validation set (dropout off)")
+    ax_loss.set(xlabel="update", ylabel="NLL per target token (no label smoothing)",
+                title="Negative log-likelihood")
+    ax_loss.legend()
+    ax_bleu.plot(*curves["valid_bleu"], "o-", color="tab:green")
+    ax_bleu.set(xlabel="update", ylabel="BLEU (sacrebleu, greedy search)", title="Validation BLEU")
+    fig.tight_layout()
+    path = files.run_dir / CURVES_FILE
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    return path

@@ -1,29 +1,22 @@
 """Training: from a config and parallel text to a run directory with checkpoints.
 
-The loop is plain PyTorch: batches of similar-length pairs, teacher-forced decoding,
-label-smoothed cross-entropy, Adam with warmup then inverse-square-root or linear decay, gradient
-clipping and accumulation. It reports through a callback (the CLI draws progress from it) and writes:
-
-    RUN/config.toml                  the resolved config; loading a model needs nothing else
-    RUN/tokenizer.model              the joint SentencePiece model (or tokenizer.src/.tgt.model)
-    RUN/checkpoints/step-N.safetensors   weights + optimizer + RNG + training state (last K)
-    RUN/checkpoints/best.safetensors     weights with the best validation BLEU
-    RUN/metrics.jsonl                one JSON object per log line or validation
-    RUN/curves.png                   learning curves (when matplotlib is installed)
-
-Every file is written atomically, so a kill at any moment leaves the last checkpoint loadable,
-and running the same command again resumes where the last checkpoint left off.
+This file is the update and the loop, and when to stop. Each update: the batches of one step
+(distributed.my_share of the epoch's length-sorted plan), the teacher-forced label-smoothed loss
+(objective.py), backward, gradient clipping, Adam at the step's learning rate (schedule.py). Every
+`validate_every` updates process 0 validates (validation.py) and keeps the best checkpoint; every
+`checkpoint_every` it writes one (rundir.RunFiles). It reports through a callback (the CLI draws
+progress from it). The run directory (rundir.py) holds config.toml, the tokenizers, checkpoints,
+metrics.jsonl and curves.png: a kill at any moment leaves the last checkpoint loadable, and
+running the same command again resumes where it left off, on the same curve.
 
 The training data is parallel text, encoded at the start, or a directory made by `tinytrans
 prepare` (data.prepared), memory-mapped. Under torchrun, several processes train one model
 (distributed.py): each trains on its share of every update's batches, and process 0 alone
 validates, writes the run directory and reports.
 """
-
 from __future__ import annotations
 
 import copy
-import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -34,11 +27,10 @@ from typing import Any
 
 import torch
 
-from tinytrans.atomic import atomic_write, atomic_write_text, remove_leftovers
+from tinytrans.atomic import atomic_write_text, remove_leftovers
 from tinytrans.average import average_last
-from tinytrans.checkpoint import (BEST, CHECKPOINT_DIR, load_model_weights, load_training_state,
-                                  prune_checkpoints, read_state, save_checkpoint, step_name,
-                                  training_checkpoints)
+from tinytrans.checkpoint import (CHECKPOINT_DIR, load_model_weights, load_training_state,
+                                  read_state, training_checkpoints)
 from tinytrans.config import (TRAINING_BYTES_PER_PARAMETER, RunConfig, check_fits_in_memory,
                               differences, to_toml)
 from tinytrans.data import (Batch, EncodedCorpus, FilterConfig, ResampledCorpus, encode_parallel,
@@ -53,12 +45,12 @@ from tinytrans.objective import TeacherForcing
 from tinytrans.prepared import PreparedData, open_prepared
 from tinytrans.schedule import budget_progress, check_schedule, learning_rate, make_optimizer
 from tinytrans.validation import ValidationSet, load_validation_data, validate
-from tinytrans.rundir import CONFIG_FILE, load_tokenizers, run_tokenizers, start_or_resume
+from tinytrans.rundir import (CONFIG_FILE, METRICS_FILE, RunFiles, load_tokenizers, run_tokenizers,
+                              start_or_resume)
 from tinytrans.textio import LineCounter, ParallelCounter, read_parallel
 from tinytrans.tokenizer import Tokenizer
 
 Report = Callable[[dict[str, Any]], None]
-METRICS_FILE = "metrics.jsonl"
 INTERRUPTED = "interrupted; run the same command again to resume"
 STOPPED_BY_MAIN = "stopped with process 0 (its report says why)"
 
@@ -229,39 +221,6 @@ def _tensors(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 # ---------------------------------------------------------------------------------------------
 # The loop
 
-class RunFiles:
-    """Writes the run's metrics and checkpoints."""
-
-    def __init__(self, run_dir: Path, cfg: RunConfig):
-        self.run_dir, self.cfg = run_dir, cfg
-        self.metrics = run_dir / METRICS_FILE
-
-    def log(self, record: dict[str, Any]) -> None:
-        with open(self.metrics, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
-
-    def truncate_metrics(self, step: int) -> None:
-        """Forget what a killed attempt logged after `step`, its last checkpoint (0 when it wrote
-        none): those updates are about to be made, and logged, again."""
-        if self.metrics.is_file():
-            lines = self.metrics.read_text(encoding="utf-8").splitlines()
-            kept = [line for line in lines if _step_of(line) <= step]
-            atomic_write_text(self.metrics, "".join(line + "\n" for line in kept))
-
-    def checkpoint(self, model: Transformer, optimizer: torch.optim.Optimizer, state: TrainState) -> Path:
-        path = self.run_dir / CHECKPOINT_DIR / step_name(state.step)
-        save_checkpoint(path, model, optimizer, asdict(state))
-        prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
-        return path
-
-    @property
-    def best_path(self) -> Path:
-        return self.run_dir / CHECKPOINT_DIR / BEST
-
-    def best(self, model: Transformer, state: TrainState) -> None:
-        save_checkpoint(self.best_path, model, None, asdict(state))
-
-
 def recover_best(state: TrainState, best_path: Path) -> TrainState:
     """`state` (from the step checkpoint resumed from, or fresh) with the best score of
     best.safetensors when that best was found after the checkpoint.
@@ -282,13 +241,6 @@ def recover_best(state: TrainState, best_path: Path) -> TrainState:
     if saved.best_step <= state.step:
         return state  # the checkpoint was written after this best, and knows it
     return replace(state, best_bleu=saved.best_bleu, best_step=saved.best_step, stale=0)
-
-
-def _step_of(line: str) -> int:
-    try:
-        return int(json.loads(line).get("step", 0))
-    except (ValueError, AttributeError):
-        return 10**12  # a torn last line from a kill: drop it
 
 
 def train(cfg: RunConfig, run_dir: Path, overwrite: bool = False,
@@ -559,7 +511,7 @@ def _loop(run: Run, state: TrainState, stop_requested: Callable[[], bool]) -> Tr
             reason = reason or _agreed_stop(run, state, interrupted=False)  # patience
         if state.step % t.checkpoint_every == 0 or reason is not None:
             if ranks.main:
-                path = files.checkpoint(run.model, run.optimizer, state)
+                path = files.checkpoint(run.model, run.optimizer, asdict(state))
                 report({"event": "checkpoint", "step": state.step, "path": str(path)})
         else:
             report({"event": "step", "step": state.step, "epoch": state.epoch, "loss": loss,
@@ -571,7 +523,7 @@ def _loop(run: Run, state: TrainState, stop_requested: Callable[[], bool]) -> Tr
         if t.average_last is not None and reason != INTERRUPTED:
             _average_and_validate(run.model, run.valid, run.tgt_tok, cfg, run.device, run.precision,
                                   state, files, report)
-        _plot_curves(files)
+        files.plot_curves()
     report({"event": "end", "result": result})
     return result
 
@@ -607,7 +559,7 @@ def _validate_and_keep_best(model, valid, tgt_tok, cfg, device, precision, state
     timings.validation += time.perf_counter() - start
     if scores["bleu"] > state.best_bleu:
         state.best_bleu, state.best_step, state.stale = scores["bleu"], state.step, 0
-        files.best(model, state)
+        files.best(model, asdict(state))
     elif state.step > state.best_step:
         state.stale += 1
     # else: a validation re-run after a resume, at or before the step of a best found by the
@@ -617,45 +569,3 @@ def _validate_and_keep_best(model, valid, tgt_tok, cfg, device, precision, state
     files.log(record)
     report(record)
     return record
-
-
-Series = tuple[list[int], list[float]]  # (updates, values)
-
-
-def learning_curves(records: list[dict[str, Any]]) -> dict[str, Series]:
-    """The curves of curves.png from metrics.jsonl records.
-
-    Training and validation are both the plain NLL per target token: the label-smoothed training
-    loss adds epsilon x the cross-entropy against a uniform distribution, a large term that made
-    validation look several times better than training. Training batches still run with dropout.
-    """
-    logs = [r for r in records if r["event"] == "log"]
-    vals = [r for r in records if r["event"] == "valid"]
-    return {"train_nll": ([r["step"] for r in logs], [r["nll"] for r in logs]),
-            "valid_nll": ([r["step"] for r in vals], [r["loss"] for r in vals]),
-            "valid_bleu": ([r["step"] for r in vals], [r["bleu"] for r in vals])}
-
-
-def _plot_curves(files: RunFiles) -> Path | None:
-    """Training and validation NLL, and validation BLEU, against updates, as RUN/curves.png."""
-    try:
-        # the figure alone, without pyplot: no backend is chosen for the process that imports us
-        from matplotlib.figure import Figure
-    except ImportError:
-        return None  # the 'plot' extra is not installed; metrics.jsonl has the same numbers
-    records = [json.loads(line) for line in files.metrics.read_text().splitlines() if line.strip()] \
-        if files.metrics.is_file() else []
-    curves = learning_curves(records)
-    fig = Figure(figsize=(10, 4))
-    ax_loss, ax_bleu = fig.subplots(1, 2)
-    ax_loss.plot(*curves["train_nll"], label="training batches (dropout on)")
-    ax_loss.plot(*curves["valid_nll"], "o-", label="validation set (dropout off)")
-    ax_loss.set(xlabel="update", ylabel="NLL per target token (no label smoothing)",
-                title="Negative log-likelihood")
-    ax_loss.legend()
-    ax_bleu.plot(*curves["valid_bleu"], "o-", color="tab:green")
-    ax_bleu.set(xlabel="update", ylabel="BLEU (sacrebleu, greedy search)", title="Validation BLEU")
-    fig.tight_layout()
-    path = files.run_dir / "curves.png"
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    return path
