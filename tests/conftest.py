@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tinytrans.cli import DEBUG_ENV
 from tinytrans.hardware import CACHE_ENV
 from tinytrans.tokenizer import Tokenizer, train_tokenizer
 
@@ -23,6 +24,13 @@ SMALL_VOCAB = 500
 
 Line = str | bytes
 ParallelCorpus = Callable[..., Path]
+
+
+@pytest.fixture(autouse=True)
+def no_debug_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--debug writes TINYTRANS_DEBUG into os.environ; keep every test independent of that."""
+    monkeypatch.setenv(DEBUG_ENV, "")  # recorded first, so that undoing removes the variable
+    monkeypatch.delenv(DEBUG_ENV)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -12,36 +12,16 @@ from pathlib import Path
 
 import pytest
 from conftest import corrupt_gzip, head, write_lines
-from typer.testing import CliRunner, Result
+from helpers_cli import assert_one_line_error, invoke
+from typer.testing import Result
 
 from tinytrans import __version__
-from tinytrans.cli import DEBUG_ENV, app
 from tinytrans.errors import UserError
-
-runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def no_debug_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """--debug writes TINYTRANS_DEBUG into os.environ; keep every test independent of that."""
-    monkeypatch.setenv(DEBUG_ENV, "")  # recorded first, so that undoing removes the variable
-    monkeypatch.delenv(DEBUG_ENV)
-
-
-def invoke(*args: str | Path, input: str | bytes | None = None) -> Result:
-    return runner.invoke(app, [str(a) for a in args], input=input)
-
 
 def assert_user_error(result: Result, *causes: str) -> None:
     """Exit code 2, nothing on stdout, one line on stderr naming every cause, no traceback."""
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output
+    assert_one_line_error(result, 2, *causes)
     assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    for cause in causes:
-        assert cause in lines[0]
 
 
 def test_version() -> None:

@@ -16,37 +16,13 @@ import warnings
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
 
 from tinytrans import atomic, cli
-from tinytrans.cli import DEBUG_ENV, app
+from tinytrans.cli import app
 from tinytrans.train import train
 from tinytrans.translate import Translator
+from helpers_cli import assert_one_line_error, invoke
 from toyrun import toy_config, write_corpus
-
-runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def no_debug_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(DEBUG_ENV, "")
-    monkeypatch.delenv(DEBUG_ENV)
-
-
-def invoke(*args: str | Path, input: str | bytes | None = None) -> Result:
-    return runner.invoke(app, [str(a) for a in args], input=input)
-
-
-def assert_one_line_error(result: Result, code: int, *causes: str) -> str:
-    assert result.exit_code == code, (result.exit_code, result.output, result.exception)
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    for cause in causes:
-        assert cause in lines[0], lines[0]
-    return lines[0]
-
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
@@ -212,7 +188,7 @@ def test_an_unexpected_exception_is_an_internal_error_line(monkeypatch: pytest.M
     line = assert_one_line_error(invoke("evaluate", "--hyp", hyp, "--ref", hyp), 3,
                                  "internal error", "something impossible", "--debug")
     assert "ValueError" in line
-    debug = runner.invoke(app, ["--debug", "evaluate", "--hyp", str(hyp), "--ref", str(hyp)])
+    debug = invoke("--debug", "evaluate", "--hyp", hyp, "--ref", hyp)
     assert isinstance(debug.exception, ValueError)  # --debug lets the traceback through
 
 

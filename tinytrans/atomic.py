@@ -2,8 +2,9 @@
 
 Write to a temporary file in the same directory, fsync it, then rename over the target; rename
 within one filesystem is atomic on POSIX. fairseq's checkpoints use the same recipe. Every file
-tinytrans writes goes through here (but metrics.jsonl, which training appends to line by line), so a failed or interrupted command never leaves a half file
-where a user's file was, and errors from the operating system name the file the user asked for.
+tinytrans writes goes through here (but metrics.jsonl, which training appends to line by line),
+so a failed or interrupted command never leaves a half file where a user's file was, and errors
+from the operating system name the file the user asked for.
 The temporary file is created new under a random name, so nothing planted beside the target (a
 symlink to someone else's file, in a shared directory such as /tmp) is ever written through.
 """

@@ -34,9 +34,9 @@ except ImportError:  # older typer runs on click itself
     from click import exceptions as click_errors
 
 from tinytrans import __version__
-from tinytrans.config import (ATTENTION_KINDS, DEVICES, EXPORT_FORMATS, INFERENCE_PRECISIONS,
-                              LR_SCHEDULES, MODEL_TYPES, PRECISIONS, PRESETS, QUANTIZATIONS,
-                              UTF8_POLICIES, SearchConfig)
+from tinytrans.config import (ATTENTION_KINDS, BLEU_TOKENIZE, DEVICES, EXPORT_FORMATS,
+                              INFERENCE_PRECISIONS, LR_SCHEDULES, MODEL_TYPES, PRECISIONS, PRESETS,
+                              QUANTIZATIONS, UTF8_POLICIES, DataConfig, SearchConfig)
 from tinytrans.errors import UserError
 
 # Choices are listed in --help and checked by the CLI itself.
@@ -174,12 +174,12 @@ def main_options(
 def tokenizer_train(
     input: Annotated[list[Path], typer.Option("--input", "-i", help="Text file (plain or .gz); repeat for more.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Prefix: writes PREFIX.model and PREFIX.vocab.")],
-    vocab_size: Annotated[int, typer.Option(help="Number of pieces, reserved ids included.")] = 8000,
+    vocab_size: Annotated[int, typer.Option(help="Number of pieces, reserved ids included.")] = DataConfig.vocab_size,
     model_type: Annotated[ModelType, typer.Option(help="SentencePiece's algorithm.")] = "bpe",
     character_coverage: Annotated[float, typer.Option(help="Share of characters covered (1.0 for alphabetic scripts).")] = 1.0,
     max_sentences: Annotated[Optional[int], typer.Option(help="Train on a random sample of this many lines.")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 1,
-    utf8_errors: Annotated[Utf8Policy, typer.Option(help="strict: invalid UTF-8 is an error; replace: replace it.")] = "strict",
+    utf8_errors: Annotated[Utf8Policy, typer.Option(help="strict: invalid UTF-8 is an error; replace: replace it.")] = DataConfig.utf8_errors,
 ) -> None:
     """Train a SentencePiece model (one joint vocabulary when given both languages' files)."""
     from tinytrans.tokenizer import train_tokenizer
@@ -202,7 +202,7 @@ def tokenizer_encode(
     """Segment stdin into pieces (or ids), one line out per line in."""
     from tinytrans.tokenizer import Tokenizer
     tok = Tokenizer.load(model)
-    with _quiet_broken_pipe():
+    with _QuietBrokenPipe():
         for line in _stdin_lines():
             out = tok.encode([line])[0] if ids else tok.encode_pieces([line])[0]
             print(" ".join(map(str, out)), flush=sys.stdout.isatty())
@@ -217,7 +217,7 @@ def tokenizer_decode(
     """Join pieces (or ids) from stdin back into text."""
     from tinytrans.tokenizer import Tokenizer
     tok = Tokenizer.load(model)
-    with _quiet_broken_pipe():
+    with _QuietBrokenPipe():
         for number, line in enumerate(_stdin_lines(), 1):
             fields = line.split()
             if ids:
@@ -241,8 +241,8 @@ def corpus_check(
     prefix: Annotated[str, typer.Argument(help="Corpus prefix: reads PREFIX.SRC and PREFIX.TGT (or .gz).")],
     src: Annotated[str, typer.Option(help="Source language suffix.")] = "en",
     tgt: Annotated[str, typer.Option(help="Target language suffix.")] = "de",
-    max_length: Annotated[int, typer.Option(help="Longest side in words counted as usable.")] = 128,
-    max_ratio: Annotated[float, typer.Option(help="Largest word-length ratio counted as usable.")] = 3.0,
+    max_length: Annotated[int, typer.Option(help="Longest side in words counted as usable.")] = DataConfig.max_length,
+    max_ratio: Annotated[float, typer.Option(help="Largest word-length ratio counted as usable.")] = DataConfig.max_ratio,
     utf8_errors: Annotated[Utf8Policy, typer.Option(help="strict: invalid UTF-8 is an error; replace: count it.")] = "replace",
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object with every count and line number.")] = False,
 ) -> None:
@@ -425,7 +425,7 @@ def prepare(
 # ---------------------------------------------------------------------------------------------
 # translate
 
-class _quiet_broken_pipe:
+class _QuietBrokenPipe:
     """`tinytrans translate ... | head` closes the pipe early: end quietly, like other tools."""
 
     def __enter__(self):
@@ -439,7 +439,15 @@ class _quiet_broken_pipe:
         return False
 
 
+# The search options, declared once for translate, evaluate and attention; their defaults and
+# ranges are SearchConfig's (config.py), which checks them.
 DEFAULT_SEARCH = SearchConfig()
+Beam = Annotated[int, typer.Option(help="Beam size (1 = greedy).")]
+NBest = Annotated[int, typer.Option(help="Hypotheses per line: index<TAB>score<TAB>text.")]
+LenPen = Annotated[float, typer.Option(help="Length penalty alpha (score / length^alpha).")]
+MaxLenA = Annotated[float, typer.Option(help="Output length limit a * source + b (a <= 10).")]
+MaxLenB = Annotated[int, typer.Option(help="Output length limit a * source + b (b <= 1024).")]
+SearchBatchTokens = Annotated[int, typer.Option(help="Source tokens x beam per batch.")]
 
 
 @app.command()
@@ -447,12 +455,12 @@ DEFAULT_SEARCH = SearchConfig()
 def translate(
     model: Annotated[Path, typer.Option("--model", "-m", help="Run directory of a trained model.")],
     checkpoint: Annotated[str, typer.Option(help="best, last, average or a checkpoint path.")] = "best",
-    beam: Annotated[int, typer.Option(help="Beam size (1 = greedy).")] = DEFAULT_SEARCH.beam,
-    nbest: Annotated[int, typer.Option(help="Hypotheses per line: index<TAB>score<TAB>text.")] = DEFAULT_SEARCH.nbest,
-    lenpen: Annotated[float, typer.Option(help="Length penalty alpha (score / length^alpha).")] = DEFAULT_SEARCH.lenpen,
-    max_len_a: Annotated[float, typer.Option(help="Output length limit a * source + b.")] = DEFAULT_SEARCH.max_len_a,
-    max_len_b: Annotated[int, typer.Option(help="Output length limit a * source + b.")] = DEFAULT_SEARCH.max_len_b,
-    batch_tokens: Annotated[int, typer.Option(help="Source tokens x beam per batch.")] = DEFAULT_SEARCH.batch_tokens,
+    beam: Beam = DEFAULT_SEARCH.beam,
+    nbest: NBest = DEFAULT_SEARCH.nbest,
+    lenpen: LenPen = DEFAULT_SEARCH.lenpen,
+    max_len_a: MaxLenA = DEFAULT_SEARCH.max_len_a,
+    max_len_b: MaxLenB = DEFAULT_SEARCH.max_len_b,
+    batch_tokens: SearchBatchTokens = DEFAULT_SEARCH.batch_tokens,
     device: Annotated[Device, typer.Option(help="auto: a CUDA GPU when there is one.")] = "auto",
     precision: Annotated[InferencePrecision, typer.Option(help="int8: quantised, CPU only; auto: bf16 where native, else fp32.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
@@ -476,7 +484,7 @@ def translate(
     warn = lambda message: say(message, "warning: ", "yellow")  # noqa: E731
     interactive = input is None and sys.stdin.isatty()
     progress = _LineCounter(enabled=stderr.is_terminal and not interactive)
-    with ExitStack() as files, _quiet_broken_pipe(), progress:
+    with ExitStack() as files, _QuietBrokenPipe(), progress:
         source = files.enter_context(open_binary(input)) if input else sys.stdin.buffer
         sink = files.enter_context(atomic_text_output(output)) if output else sys.stdout
         lines = decode_input(source, str(input or "<stdin>"), warn)
@@ -543,16 +551,16 @@ def evaluate(
     hyp: Annotated[Optional[Path], typer.Option("--hyp", help="Score this translation file instead.")] = None,
     ref: Annotated[Optional[list[Path]], typer.Option("--ref", help="Reference file(s) for --hyp.")] = None,
     checkpoint: Annotated[str, typer.Option(help="best, last, average or a checkpoint path.")] = "best",
-    beam: Annotated[int, typer.Option(help="Beam size (1 = greedy).")] = DEFAULT_SEARCH.beam,
-    lenpen: Annotated[float, typer.Option(help="Length penalty alpha.")] = DEFAULT_SEARCH.lenpen,
-    max_len_a: Annotated[float, typer.Option(help="Output length limit a * source + b.")] = DEFAULT_SEARCH.max_len_a,
-    max_len_b: Annotated[int, typer.Option(help="Output length limit a * source + b.")] = DEFAULT_SEARCH.max_len_b,
-    batch_tokens: Annotated[int, typer.Option(help="Source tokens x beam per batch.")] = DEFAULT_SEARCH.batch_tokens,
+    beam: Beam = DEFAULT_SEARCH.beam,
+    lenpen: LenPen = DEFAULT_SEARCH.lenpen,
+    max_len_a: MaxLenA = DEFAULT_SEARCH.max_len_a,
+    max_len_b: MaxLenB = DEFAULT_SEARCH.max_len_b,
+    batch_tokens: SearchBatchTokens = DEFAULT_SEARCH.batch_tokens,
     device: Annotated[Device, typer.Option(help="auto: a CUDA GPU when there is one.")] = "auto",
     precision: Annotated[InferencePrecision, typer.Option(help="int8: quantised, CPU only; auto: bf16 where native, else fp32.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
     lowercase: Annotated[bool, typer.Option("--lowercase", help="Case-insensitive scores.")] = False,
-    tokenize: Annotated[str, typer.Option(help="sacrebleu's BLEU tokenizer (13a, intl, none, char, ...).")] = "13a",
+    tokenize: Annotated[str, typer.Option(help="sacrebleu's BLEU tokenizer (13a, intl, none, char, ...).")] = BLEU_TOKENIZE,
     save_hyp: Annotated[Optional[Path], typer.Option(help="Keep translations in this directory.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per test set on stdout.")] = False,
 ) -> None:
@@ -596,7 +604,7 @@ def attention(
     head: Annotated[str, typer.Option(help="Head index, mean, or all (a grid of layers x heads; --png only).")] = "mean",
     png: Annotated[Optional[Path], typer.Option("--png", help="Write a labelled picture here (needs the plot extra).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per sentence: pieces and every weight matrix.")] = False,
-    beam: Annotated[int, typer.Option(help="Beam size of the translation whose attention is shown.")] = DEFAULT_SEARCH.beam,
+    beam: Beam = DEFAULT_SEARCH.beam,
     device: Annotated[Device, typer.Option(help="auto: a CUDA GPU when there is one.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
 ) -> None:

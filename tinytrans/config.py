@@ -30,6 +30,7 @@ INFERENCE_PRECISIONS = PRECISIONS + ("int8",)  # int8: dynamic quantisation, CPU
 ATTENTION_KINDS = ("cross", "encoder", "decoder")  # tinytrans attention --kind
 EXPORT_FORMATS = ("ctranslate2",)
 QUANTIZATIONS = ("int8", "int8_float32", "float16", "bfloat16")  # CTranslate2's names
+BLEU_TOKENIZE = "13a"  # sacrebleu's default BLEU tokenizer, evaluate's default
 MIN_VOCAB_SIZE = 8  # 4 reserved ids (pad, unk, bos, eos) and a few pieces
 FLAGS = "command line"  # the origin of values given as flags
 

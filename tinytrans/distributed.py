@@ -97,7 +97,7 @@ def process_group(ranks: Ranks, device: torch.device) -> Iterator[None]:
         yield
         return
     backend = "nccl" if device.type == "cuda" else "gloo"
-    with talking_to_others(ranks):
+    with backend_errors_as_user_errors(ranks):
         dist.init_process_group(backend, rank=ranks.rank, world_size=ranks.world_size,
                                 timeout=TIMEOUT,
                                 device_id=device if device.type == "cuda" else None)
@@ -108,7 +108,7 @@ def process_group(ranks: Ranks, device: torch.device) -> Iterator[None]:
 
 
 @contextmanager
-def talking_to_others(ranks: Ranks) -> Iterator[None]:
+def backend_errors_as_user_errors(ranks: Ranks) -> Iterator[None]:
     """Errors of the process group (another process died, a timeout) as one line: the last
     checkpoint is intact, and the command can be run again."""
     try:
@@ -135,7 +135,7 @@ def wrap(module: nn.Module, ranks: Ranks, device: torch.device) -> nn.Module:
     """
     if not ranks.distributed:
         return module
-    with talking_to_others(ranks):  # DDP starts by copying process 0's weights to all
+    with backend_errors_as_user_errors(ranks):  # DDP starts by copying process 0's weights to all
         return DistributedDataParallel(
             module, device_ids=[device.index] if device.type == "cuda" else None)
 
@@ -148,7 +148,7 @@ def sum_over_ranks(values: Sequence[float | torch.Tensor], ranks: Ranks,
     # float64: token counts of millions stay exact; NCCL needs the tensor on this process's GPU
     tensor = torch.stack([torch.as_tensor(v, dtype=torch.float64, device=device).detach()
                           for v in values])
-    with talking_to_others(ranks):
+    with backend_errors_as_user_errors(ranks):
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor.tolist()
 
@@ -158,7 +158,7 @@ def any_rank(flag: bool, ranks: Ranks, device: torch.device) -> bool:
     return sum_over_ranks([float(flag)], ranks, device)[0] > 0
 
 
-def main_says(flag: bool, ranks: Ranks, device: torch.device) -> bool:
+def process_0_says(flag: bool, ranks: Ranks, device: torch.device) -> bool:
     """Process 0's `flag`, on every process (what only process 0 knows: time, patience)."""
     return sum_over_ranks([float(flag and ranks.main)], ranks, device)[0] > 0
 
@@ -166,7 +166,7 @@ def main_says(flag: bool, ranks: Ranks, device: torch.device) -> bool:
 def barrier(ranks: Ranks) -> None:
     """Wait until every process gets here (process 0 has prepared the run directory)."""
     if ranks.distributed:
-        with talking_to_others(ranks):
+        with backend_errors_as_user_errors(ranks):
             dist.barrier()
 
 

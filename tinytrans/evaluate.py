@@ -15,7 +15,7 @@ from sacrebleu.metrics import BLEU, CHRF, TER
 from sacrebleu.metrics.base import Metric
 
 from tinytrans.atomic import atomic_write_text, check_writable
-from tinytrans.config import SearchConfig
+from tinytrans.config import BLEU_TOKENIZE, SearchConfig
 from tinytrans.errors import UserError
 from tinytrans.textio import corpus_file, read_lines, read_parallel
 
@@ -26,7 +26,7 @@ TOKENIZERS = tuple(BLEU.TOKENIZERS)
 @dataclass(frozen=True)
 class ScoreOptions:
     lowercase: bool = False
-    tokenize: str = "13a"  # BLEU's tokenizer, passed through to sacrebleu
+    tokenize: str = BLEU_TOKENIZE  # BLEU's tokenizer, passed through to sacrebleu
 
     def __post_init__(self) -> None:
         """Checked where the options are built, before a model is loaded or a line translated:

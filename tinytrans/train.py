@@ -35,9 +35,9 @@ from tinytrans.config import (TRAINING_BYTES_PER_PARAMETER, RunConfig, check_fit
                               differences, to_toml)
 from tinytrans.data import (Batch, EncodedCorpus, FilterConfig, ResampledCorpus, encode_parallel,
                             length_sorted_batches, make_batch)
-from tinytrans.distributed import (ONE_PROCESS, Ranks, any_rank, barrier, epoch_plan, main_says,
+from tinytrans.distributed import (ONE_PROCESS, Ranks, any_rank, barrier, epoch_plan, process_0_says,
                                    my_share, process_device, process_group, ranks_from_environment,
-                                   seed_dropout, sum_over_ranks, talking_to_others, wrap)
+                                   seed_dropout, sum_over_ranks, backend_errors_as_user_errors, wrap)
 from tinytrans.errors import UserError
 from tinytrans.hardware import PrecisionChoice, pick_precision
 from tinytrans.model import Transformer, count_parameters
@@ -193,7 +193,7 @@ def train_step(model: torch.nn.Module, batches: list[Batch], optimizer: torch.op
         last = i == len(batches) - 1
         # gradients of all but the last batch stay local; the last backward sums them all at once
         accumulate = objective.no_sync() if ranks.distributed and not last else nullcontext()
-        with accumulate, talking_to_others(ranks):
+        with accumulate, backend_errors_as_user_errors(ranks):
             start = time.perf_counter()
             loss, nll = objective(*_tensors(to_device(batch, device)), cfg.train.label_smoothing,
                                   precision)
@@ -363,7 +363,7 @@ def _agreed_precision(cfg: RunConfig, device: torch.device, ranks: Ranks) -> Pre
     measured it (each process's probe could come out on either side of the threshold)."""
     choice = pick_precision(cfg.train.precision, device, cfg.model, rows=cfg.train.batch_tokens)
     if ranks.distributed and cfg.train.precision == "auto":
-        bf16 = main_says(choice.precision == "bf16", ranks, device)
+        bf16 = process_0_says(choice.precision == "bf16", ranks, device)
         if bf16 != (choice.precision == "bf16"):
             choice = PrecisionChoice("bf16" if bf16 else "fp32", "as process 0 measured")
     return choice
@@ -420,7 +420,7 @@ def _agreed_stop(run: Run, state: TrainState, interrupted: bool) -> str | None:
     reason = _stop_reason(run.cfg, state, state.elapsed) if run.ranks.main else None
     if run.ranks.distributed:
         interrupted = any_rank(interrupted, run.ranks, run.device)
-        if main_says(reason is not None, run.ranks, run.device):
+        if process_0_says(reason is not None, run.ranks, run.device):
             reason = reason or STOPPED_BY_MAIN
     return INTERRUPTED if interrupted else reason
 
