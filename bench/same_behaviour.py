@@ -1,0 +1,87 @@
+"""Does a change of structure keep behaviour? Train and translate with two commits, side by side.
+
+    python bench/same_behaviour.py BEFORE [AFTER]     # AFTER defaults to the working tree
+
+Each commit is checked out into bench/work/ (a git worktree) and runs the same commands as
+separate processes, alternating (before, after, before, after) so a change in the machine's load
+falls on both: `tinytrans train` (tiny preset, 200 updates, fp32, 2 threads, bundled corpus) and
+`tinytrans translate` of the bundled test set (beam 5, fp32). Reported: whether the training
+losses, the final weights and the translations are identical (md5), and target tokens/s.
+Both sides do exactly the same work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import BUNDLED, ROOT, WORK, record  # noqa: E402
+
+STEPS, ROUNDS = 200, 2
+
+
+def checkout(revision: str) -> Path:
+    """The source tree of `revision`: a worktree under bench/work, or the working tree itself."""
+    if revision == "HEAD+":
+        return ROOT
+    tree = WORK / f"tree-{revision}"
+    if not tree.exists():
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], cwd=ROOT,
+                       check=True, capture_output=True)
+    return tree
+
+
+def run(tree: Path, out: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    tinytrans = [sys.executable, "-m", "tinytrans"]
+    subprocess.run(["rm", "-rf", str(out)], check=True)
+    subprocess.run(tinytrans + ["train", "--preset", "tiny", "--train", str(BUNDLED / "train"),
+                                "--valid", str(BUNDLED / "valid"), "--src", "en", "--tgt", "de",
+                                "--output", str(out), "--max-steps", str(STEPS), "--precision",
+                                "fp32", "--threads", "2", "--validate-every", "1000",
+                                "--checkpoint-every", str(STEPS), "--quiet"],
+                   cwd=tree, env=env, check=True)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logs = [r for r in records if r["event"] == "log"]
+    translation = subprocess.run(tinytrans + ["translate", "--model", str(out), "--checkpoint",
+                                              "last", "--precision", "fp32", "--threads", "2",
+                                              "--input", str(BUNDLED / "test.en")],
+                                 cwd=tree, env=env, check=True, capture_output=True).stdout
+    weights = hashlib.md5()
+    for path in sorted((out / "checkpoints").glob("step-*.safetensors")):
+        with __import__("safetensors").safe_open(str(path), "pt") as handle:
+            for key in sorted(k for k in handle.keys() if k.startswith("model/")):
+                weights.update(handle.get_tensor(key).numpy().tobytes())
+    return {"losses": [r["loss"] for r in logs], "tokens_per_second": max(r["tokens_per_second"] for r in logs),
+            "weights": weights.hexdigest(), "translations": hashlib.md5(translation).hexdigest()}
+
+
+def main() -> None:
+    before = sys.argv[1]
+    after = sys.argv[2] if len(sys.argv) > 2 else "HEAD+"
+    trees = {name: checkout(name) for name in (before, after)}
+    results: dict[str, list[dict]] = {before: [], after: []}
+    for _ in range(ROUNDS):
+        for name, tree in trees.items():
+            results[name].append(run(tree, WORK / f"same-{name}"))
+    a, b = results[before][0], results[after][0]
+    rows = ["| | " + before + " | " + after + " |", "|---|---|---|",
+            f"| training losses ({len(a['losses'])} logs) | {a['losses'][-1]:.6f} | {b['losses'][-1]:.6f} |",
+            f"| final weights md5 | {a['weights'][:12]} | {b['weights'][:12]} |",
+            f"| translations md5 (bundled test, beam 5) | {a['translations'][:12]} | {b['translations'][:12]} |",
+            "| target tokens/s, each round | " + ", ".join(f"{r['tokens_per_second']:,.0f}" for r in results[before])
+            + " | " + ", ".join(f"{r['tokens_per_second']:,.0f}" for r in results[after]) + " |",
+            "", f"- identical: losses {a['losses'] == b['losses']}, weights {a['weights'] == b['weights']}, "
+            f"translations {a['translations'] == b['translations']}; repeatable within each side: "
+            f"{all(r['weights'] == results[n][0]['weights'] for n in results for r in results[n])}",
+            f"- tiny preset, {STEPS} updates, fp32, 2 threads; HEAD+ = the working tree"]
+    record(f"Same behaviour before and after a restructuring: {before} against {after}", rows)
+
+
+if __name__ == "__main__":
+    main()
