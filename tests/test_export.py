@@ -92,7 +92,7 @@ def test_the_model_directory(ctranslate2, small_tokenizer, tmp_path):
     config = json.loads((out / "config.json").read_text())
     assert config["add_source_eos"] and not config["add_source_bos"]
     assert config["decoder_start_token"] == "<s>" and config["eos_token"] == "</s>"
-    assert not list(tmp_path.glob(".ct2.tmp-*"))  # written aside, then renamed into place
+    assert not list(tmp_path.glob(".ct2.*"))  # built aside, then renamed into place
 
 
 def test_int8_export_is_smaller_and_translates(ctranslate2, small_tokenizer, tmp_path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import shutil
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -115,6 +116,66 @@ def temporary_name(path: Path) -> Path:
     advance; a killed writer leaves only a file of this form, which prepared.py recognises.
     """
     return path.with_name(f".{path.name}.tmp-{secrets.randbits(64)}")
+
+
+@contextmanager
+def atomic_directory(output: Path) -> Iterator[Path]:
+    """Yield a new, empty directory beside `output` to fill; when the block ends without an
+    exception it replaces `output` (an existing directory is replaced whole); on any exception it
+    is removed and `output` stays exactly as it was.
+
+    The old directory is renamed aside first: between the two renames `output` is missing for an
+    instant, and a crash exactly then leaves the old one whole under its hidden name (an atomic
+    exchange, Linux's renameat2, is not in Python's standard library)."""
+    output = Path(output)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UserError(f"{output}: cannot be created ({error.strerror})") from None
+    staging = _new_directory_beside(output, "build")
+    try:
+        yield staging
+        _swap_in(staging, output)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # already gone when it was swapped in
+
+
+def _new_directory_beside(path: Path, tag: str) -> Path:
+    """A new hidden directory `.NAME.TAG-DIGITS` beside `path`, under a name no one could plant
+    anything at in advance; mkdir creates it exclusively (and with the umask, as any mkdir)."""
+    for _ in range(TEMPORARY_ATTEMPTS):
+        candidate = path.with_name(f".{path.name}.{tag}-{secrets.randbits(64)}")
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise UserError(f"{path}: cannot be created ({error.strerror})") from None
+    raise UserError(f"{path}: cannot be created (no free temporary name in {path.parent})")
+
+
+def _swap_in(staging: Path, output: Path) -> None:
+    """Make the complete directory `staging` appear at `output`, then remove the old one."""
+    old = _new_directory_beside(output, "old") if output.is_dir() else None
+    try:
+        if old is not None:
+            os.rename(output, old)  # onto the empty directory just made for it
+        try:
+            os.rename(staging, output)
+        except OSError:
+            if old is not None:
+                os.rename(old, output)  # put the old one back
+            raise
+    except OSError as error:
+        raise UserError(f"{output}: cannot be replaced ({error.strerror})") from None
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    try:
+        _fsync_directory(output.parent)  # persist the renames, so a power cut cannot undo them
+    except OSError as error:
+        raise UserError(f"{output}: written but not synced to disk ({error.strerror})") from None
 
 
 def remove_leftovers(directory: Path, names: Iterable[str] | None = None) -> None:

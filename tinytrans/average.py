@@ -11,14 +11,13 @@ the checkpoints that went into it.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
 
 from tinytrans.atomic import atomic_write
-from tinytrans.checkpoint import (CHECKPOINT_DIR, FORMAT, FORMAT_VERSION, check_layout,
+from tinytrans.checkpoint import (CHECKPOINT_DIR, check_layout, checkpoint_metadata,
                                   read_checkpoint, resolve_checkpoint, training_checkpoints)
 from tinytrans.errors import UserError
 from tinytrans.rundir import load_run_config
@@ -66,7 +65,7 @@ def average_checkpoints(paths: list[Path], output: Path) -> Path:
     mean = {MODEL_PREFIX + name: (t / len(paths)).to(first[name].dtype).contiguous()
             for name, t in total.items()}
     state = {"averaged": [Path(p).name for p in paths]}
-    metadata = {"format": FORMAT, "version": FORMAT_VERSION, "state": json.dumps(state)}
+    metadata = checkpoint_metadata(state)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(output, lambda tmp: save_file(mean, str(tmp), metadata=metadata))

@@ -36,11 +36,16 @@ def step_name(step: int) -> str:
     return f"step-{step:07d}.safetensors"
 
 
+def checkpoint_metadata(state: dict[str, Any]) -> dict[str, str]:
+    """The safetensors header metadata that makes a file a tinytrans checkpoint, with `state`."""
+    return {"format": FORMAT, "version": FORMAT_VERSION, "state": json.dumps(state)}
+
+
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
                     state: dict[str, Any]) -> None:
     """Write model (and optimizer, RNG) tensors with `state` as metadata, atomically."""
     tensors = {f"model/{name}": t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
-    metadata = {"format": FORMAT, "version": FORMAT_VERSION, "state": json.dumps(state)}
+    metadata = checkpoint_metadata(state)
     if optimizer is not None:
         optim = optimizer.state_dict()
         for index, slots in optim["state"].items():

@@ -10,6 +10,7 @@ batch holds pairs of similar length and little padding; the batch order is shuff
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -130,7 +131,7 @@ def encode_parallel(
     stats = FilterStats()
     src_out = _RaggedBuilder(id_dtype(src_tokenizer.vocab_size))
     tgt_out = _RaggedBuilder(id_dtype(tgt_tokenizer.vocab_size))
-    for chunk in _chunks(pairs, ENCODE_CHUNK):
+    for chunk in chunks_of(pairs, ENCODE_CHUNK):
         src_ids = src_tokenizer.encode([s for s, _ in chunk], sampling_alpha)
         tgt_ids = tgt_tokenizer.encode([t for _, t in chunk], sampling_alpha)
         stats.read += len(chunk)
@@ -180,14 +181,10 @@ def _keep_trainable(
     return kept_src, kept_tgt
 
 
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
-    chunk = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
+def chunks_of(items: Iterable, size: int) -> Iterator[list]:
+    """`items` in lists of `size` (the last may be shorter), read lazily."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
         yield chunk
 
 

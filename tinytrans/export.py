@@ -22,14 +22,13 @@ What must agree for CTranslate2 to compute what tinytrans computes:
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from tinytrans.atomic import atomic_directory
 from tinytrans.average import resolve_with_average
 from tinytrans.checkpoint import load_model_weights
 from tinytrans.config import EXPORT_FORMATS as FORMATS
@@ -166,15 +165,7 @@ def pieces(tokenizer: Tokenizer) -> list[str]:
 
 
 def write_directory(output: Path, save) -> None:
-    """Let `save(dir)` fill a temporary sibling directory, then rename it to `output`: a reader
-    (or a run stopped half way) never sees a half-written model."""
-    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    """Let `save(dir)` fill a new directory beside `output`, renamed to `output` when complete:
+    a reader (or a run stopped half way) never sees a half-written model."""
+    with atomic_directory(output) as tmp:
         save(str(tmp))
-        if output.is_dir():
-            output.rmdir()  # empty (checked above); a rename cannot replace it
-        os.replace(tmp, output)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

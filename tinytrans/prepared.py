@@ -37,7 +37,6 @@ import json
 import multiprocessing
 import os
 import re
-import shutil
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -46,9 +45,9 @@ from typing import Any
 
 import numpy as np
 
-from tinytrans.atomic import _fsync_directory, atomic_write, atomic_write_text, same_file
+from tinytrans.atomic import atomic_directory, atomic_write, atomic_write_text, same_file
 from tinytrans.config import RULES, DataConfig
-from tinytrans.data import (ENCODE_CHUNK, EncodedCorpus, FilterConfig, FilterStats, RaggedIds,
+from tinytrans.data import (ENCODE_CHUNK, chunks_of, EncodedCorpus, FilterConfig, FilterStats, RaggedIds,
                             encode_parallel, id_dtype)
 from tinytrans.errors import UserError
 from tinytrans.textio import LineCounter, ParallelCounter, corpus_file, read_parallel
@@ -101,7 +100,7 @@ def encoded_chunks(pairs: Iterable[tuple[str, str]], src_tok: Tokenizer, tgt_tok
     The pool is fed by hand, never more than IN_FLIGHT_PER_WORKER chunks per worker ahead of the
     writer: Pool.imap would read the whole corpus into its queue as fast as it can.
     """
-    chunks = _chunks(pairs, ENCODE_CHUNK)
+    chunks = chunks_of(pairs, ENCODE_CHUNK)
     if workers == 1:
         src_one, tgt_one = (_SingleThreaded(tok.model_proto) for tok in (src_tok, tgt_tok))
         for chunk in chunks:
@@ -119,12 +118,6 @@ def encoded_chunks(pairs: Iterable[tuple[str, str]], src_tok: Tokenizer, tgt_tok
                 yield pending.popleft().get()
         while pending:
             yield pending.popleft().get()
-
-
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
 
 
 # ---------------------------------------------------------------------------------------------
@@ -214,13 +207,8 @@ def prepare(data: DataConfig, output: Path, workers: int | None = None, seed: in
     sources = {"train": _source_files(data.train, data)}
     if data.valid is not None:
         sources["valid"] = _source_files(data.valid, data)
-    staging = _staging_dir(output)
-    try:
-        manifest = _write_prepared(data, staging, output, sources, workers, seed, report)
-        _swap_in(staging, output)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)  # already gone when it was swapped in
-    return manifest
+    with atomic_directory(output) as staging:
+        return _write_prepared(data, staging, output, sources, workers, seed, report)
 
 
 def _write_prepared(data: DataConfig, directory: Path, output: Path,
@@ -407,45 +395,6 @@ def _check_inputs_outside(inputs: list[Path], output: Path) -> None:
             if same_file(path, output / name):
                 raise UserError(f"{path}: an input of prepare is the same file as "
                                 f"{output / name}, which prepare replaces; choose another --output")
-
-
-def _staging_dir(output: Path) -> Path:
-    """A new hidden directory beside `output` (on its filesystem, so that it can be renamed
-    into place), where the new prepared corpus is built."""
-    staging = output.with_name(f".{output.name}.prepare-{os.getpid()}")
-    try:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(staging, ignore_errors=True)  # left by a killed prepare with this pid
-        staging.mkdir()
-    except OSError as error:
-        raise UserError(f"{output}: cannot be created ({error.strerror})") from None
-    return staging
-
-
-def _swap_in(staging: Path, output: Path) -> None:
-    """Make the complete directory `staging` appear at `output`, then remove the old one.
-
-    The old directory is renamed aside first: between the two renames `output` is missing for
-    an instant, and a crash exactly then leaves the old corpus whole under its hidden name
-    (an atomic exchange, Linux's renameat2, is not in Python's standard library)."""
-    old = output.with_name(f".{output.name}.old-{os.getpid()}")
-    shutil.rmtree(old, ignore_errors=True)  # left by a killed prepare with this pid
-    try:
-        if output.is_dir():
-            os.rename(output, old)
-        try:
-            os.rename(staging, output)
-        except OSError:
-            if old.is_dir():
-                os.rename(old, output)  # put the old one back
-            raise
-    except OSError as error:
-        raise UserError(f"{output}: cannot be replaced ({error.strerror})") from None
-    shutil.rmtree(old, ignore_errors=True)
-    try:
-        _fsync_directory(output.parent)  # persist the renames, so a power cut cannot undo them
-    except OSError as error:
-        raise UserError(f"{output}: written but not synced to disk ({error.strerror})") from None
 
 
 # ---------------------------------------------------------------------------------------------
