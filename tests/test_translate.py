@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 from dataclasses import replace
@@ -18,7 +19,7 @@ from tinytrans.errors import UserError
 from tinytrans.search import SearchConfig
 from tinytrans.tokenizer import EOS_ID
 from tinytrans.train import train
-from tinytrans.translate import Translator, forced_log_probs
+from tinytrans.translate import Translator, forced_log_probs, length_batches
 from toyrun import BUNDLED, toy_config, write_corpus
 
 
@@ -149,3 +150,33 @@ def test_score_pairs_sources_with_targets(run_dir):
     assert all(x <= 0.0 for row in scores for x in row)
     with pytest.raises(UserError, match="2 sources but 1 targets"):
         translator.score(["a", "b"], ["c"])
+
+
+def _greedy_length_batches(indices, lengths, batch_tokens, beam):
+    """The reference: sentences shortest first, a batch grows while sentences x beam x (longest
+    + 1) stays within the budget; a sentence too long for it alone gets a batch of its own."""
+    batch, longest = [], 0
+    for i in sorted(range(len(indices)), key=lambda i: lengths[i]):
+        widest = max(longest, lengths[i] + 1)
+        if batch and (len(batch) + 1) * widest * beam > batch_tokens:
+            yield [indices[j] for j in batch]
+            batch, widest = [], lengths[i] + 1
+        batch.append(i)
+        longest = widest
+    if batch:
+        yield [indices[j] for j in batch]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_translation_batches_are_the_greedy_ones_within_the_budget(seed):
+    rng = random.Random(seed)
+    n = rng.randint(0, 60)
+    lengths = [rng.randint(1, 80) for _ in range(n)]
+    indices = rng.sample(range(10_000), n)
+    budget, beam = rng.randint(1, 4000), rng.randint(1, 8)
+    batches = list(length_batches(indices, lengths, budget, beam))
+    assert batches == list(_greedy_length_batches(indices, lengths, budget, beam))
+    assert sorted(i for b in batches for i in b) == sorted(indices)
+    width = dict(zip(indices, lengths))
+    for batch in batches:
+        assert len(batch) == 1 or len(batch) * beam * (max(width[i] for i in batch) + 1) <= budget

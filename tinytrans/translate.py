@@ -17,7 +17,7 @@ import torch
 
 from tinytrans.average import resolve_with_average
 from tinytrans.checkpoint import load_model_weights
-from tinytrans.data import pad_sentences
+from tinytrans.data import batch_ends, pad_sentences
 from tinytrans.errors import UserError
 from tinytrans.hardware import autocast, pick_device, pick_precision, set_threads
 from tinytrans.model import AttentionWeights, Transformer, padding_mask
@@ -155,19 +155,15 @@ def forced_log_probs(model: Transformer, src: torch.Tensor, targets: list[np.nda
 
 def length_batches(indices: list[int], lengths: list[int], batch_tokens: int,
                    beam: int) -> Iterator[list[int]]:
-    """Group indices of similar length so that sentences x beam x longest length <= batch_tokens."""
-    order = sorted(range(len(indices)), key=lambda i: lengths[i])
-    batch: list[int] = []
-    longest = 0
-    for i in order:
-        new_longest = max(longest, lengths[i] + 1)
-        if batch and (len(batch) + 1) * new_longest * beam > batch_tokens:
-            yield [indices[j] for j in batch]
-            batch, new_longest = [], lengths[i] + 1
-        batch.append(i)
-        longest = new_longest
-    if batch:
-        yield [indices[j] for j in batch]
+    """Group indices of similar length so that sentences x beam x (longest length + 1) <=
+    batch_tokens: data.batch_ends, training's batcher, over the lengths sorted, with the beam's
+    share of the budget (each sentence is searched `beam` times)."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    order = np.argsort(lengths, kind="stable")  # shortest first; equal lengths in input order
+    start = 0
+    for end in batch_ends(lengths[order], lengths[order], batch_tokens // beam):
+        yield [indices[j] for j in order[start:end]]
+        start = end
 
 
 def decode_input(raw_lines: Iterable[bytes], name: str, warn: Warn) -> Iterator[str]:
