@@ -276,5 +276,8 @@ def test_average_last_is_skipped_when_interrupted(corpus, tmp_path):
     train_prefix, valid_prefix = corpus
     cfg = toy_config(train_prefix, valid_prefix, max_steps=20, checkpoint_every=5, keep_last=4,
                      average_last=3)
-    train(cfg, tmp_path / "run", stop_requested=lambda: True)
+    polls = iter(range(1, 10**6))  # stop_requested is asked once after every update
+    result = train(cfg, tmp_path / "run", stop_requested=lambda: next(polls) >= 11)
+    # three step checkpoints (5, 10 and the interrupted 11): enough that a finished run averages
+    assert result.state.step == 11 and len(training_checkpoints(tmp_path / "run")) == 3
     assert not (tmp_path / "run" / "checkpoints" / "average.safetensors").exists()
