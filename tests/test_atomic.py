@@ -13,8 +13,8 @@ import torch
 from safetensors.torch import save_file
 
 from tinytrans import atomic, prepared
-from tinytrans.atomic import (atomic_text_output, atomic_write, atomic_write_text, remove_leftovers,
-                              temporary_name)
+from tinytrans.atomic import (atomic_directory, atomic_text_output, atomic_write, atomic_write_text,
+                              remove_leftovers, temporary_name)
 from tinytrans.errors import UserError
 
 OLD = b"the previous contents\n"
@@ -234,3 +234,25 @@ def test_remove_leftovers_deletes_only_what_a_killed_writer_of_those_names_left(
     assert (tmp_path / "config.toml").exists()
     remove_leftovers(tmp_path)
     assert not other.exists() and lookalike.exists()
+
+
+@pytest.mark.parametrize("failure", [OSError(28, "No space left on device"), KeyboardInterrupt()])
+def test_a_directory_swap_that_fails_half_way_keeps_the_old_directory(tmp_path, monkeypatch, failure):
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "kept").write_text("old")
+    real_rename = os.rename
+    calls = []
+
+    def rename(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:  # the new directory into place: after the old one was moved aside
+            raise failure
+        real_rename(src, dst)
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises((UserError, KeyboardInterrupt)):
+        with atomic_directory(output) as staging:
+            (staging / "new").write_text("new")
+    monkeypatch.undo()
+    assert [p.name for p in output.iterdir()] == ["kept"] and (output / "kept").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing left beside it

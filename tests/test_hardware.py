@@ -107,7 +107,7 @@ def test_another_model_shape_is_a_cache_miss(cache):
 
 
 @pytest.mark.parametrize("content", [b"{not json", b"[1, 2]", b'{"a": "fast"}', b"\xff\xfe",
-                                     b'{"x": -1}', b'{"x": NaN}'])
+                                     b'{"x": -1}', b'{"x": NaN}', b'{"x": 1' + b"0" * 400 + b"}"])
 def test_a_corrupt_cache_is_ignored_and_replaced(cache, content):
     cache.parent.mkdir(parents=True)
     cache.write_bytes(content)

@@ -280,6 +280,8 @@ CORRUPT_MANIFESTS = {
                         MANIFEST, "'splits.train.kept' must be an integer"),
     "count-as-float": (src_ids(count=1.5), MANIFEST,
                        "'splits.train.files.src.ids.count' must be an integer"),
+    "valid-split-missing": (manifest_edit(lambda m: m["splits"].pop("valid")), MANIFEST,
+                            "'splits.valid' must be there exactly when 'data.valid'"),
     "split-as-list": (manifest_edit(lambda m: m["splits"].update(train=[])), MANIFEST,
                       "'splits.train' must be a table"),
     "files-as-list": (manifest_edit(lambda m: m["tokenizer"].update(files=["tokenizer.model"])),

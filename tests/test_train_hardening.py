@@ -251,6 +251,7 @@ def test_a_model_too_big_for_the_machine_is_refused_before_it_is_built(corpus, t
     huge = replace(huge, model=replace(huge.model, n_encoder_layers=1_000_000))
     with pytest.raises(UserError, match=r"model.n_encoder_layers = 1000000 makes a model of .* GiB"):
         train(huge, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # refused before the run directory is made
 
 
 def test_a_run_config_with_an_absurd_size_is_one_line_naming_the_file_and_key(corpus, tmp_path):
@@ -297,7 +298,8 @@ def test_training_and_loading_change_nothing_process_wide(corpus, tmp_path):
 
 
 @pytest.mark.parametrize("forged", [{"step": -5}, {"step": "3"}, {"surprise": 1},
-                                    {"regrouped": [[0]]}, {"elapsed": float("nan")}])
+                                    {"regrouped": [[0]]}, {"elapsed": float("nan")},
+                                    {"elapsed": 10**400}])
 def test_a_forged_training_state_is_refused_in_one_line(corpus, tmp_path, forged):
     run_dir = tmp_path / "run"
     cfg = toy_config(corpus[0], None, max_steps=2, checkpoint_every=2)

@@ -113,7 +113,7 @@ def temporary_name(path: Path) -> Path:
     """A hidden, unguessable name beside `path` (`.NAME.tmp-DIGITS`); nothing is created.
 
     The digits are random, not the process id, so another user cannot plant a symlink there in
-    advance; a killed writer leaves only a file of this form, which prepared.py recognises.
+    advance; a killed writer leaves only a file of this form, which remove_leftovers recognises.
     """
     return path.with_name(f".{path.name}.tmp-{secrets.randbits(64)}")
 
@@ -156,22 +156,29 @@ def _new_directory_beside(path: Path, tag: str) -> Path:
 
 
 def _swap_in(staging: Path, output: Path) -> None:
-    """Make the complete directory `staging` appear at `output`, then remove the old one."""
+    """Make the complete directory `staging` appear at `output`, then remove the old one. The old
+    one is removed only once the new one is in place: if anything fails in between (Ctrl-C
+    included), it is put back, or, should even that fail, left whole under its hidden name."""
     old = _new_directory_beside(output, "old") if output.is_dir() else None
+    swapped = False
     try:
         if old is not None:
             os.rename(output, old)  # onto the empty directory just made for it
-        try:
-            os.rename(staging, output)
-        except OSError:
-            if old is not None:
-                os.rename(old, output)  # put the old one back
-            raise
+        os.rename(staging, output)
+        swapped = True
     except OSError as error:
         raise UserError(f"{output}: cannot be replaced ({error.strerror})") from None
     finally:
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        if old is not None and not swapped:
+            try:
+                if not output.exists():
+                    os.rename(old, output)  # put the old one back
+                else:
+                    old.rmdir()  # the rename aside never happened: only the empty placeholder
+            except OSError:
+                pass  # the old directory stays whole under its hidden name
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     try:
         _fsync_directory(output.parent)  # persist the renames, so a power cut cannot undo them
     except OSError as error:

@@ -113,7 +113,7 @@ class TrainConfig:
     seed: int = 1
     precision: str = "auto"  # fp32, bf16 or auto
     device: str = "auto"  # cpu, cuda or auto
-    threads: int | None = None
+    threads: int | None = None  # set by `tinytrans train`, which owns its process; train() leaves it
 
 
 MAX_LEN_A, MAX_LEN_B = 10, 1024  # the output length limit a x source + b may not exceed these

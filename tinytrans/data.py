@@ -285,3 +285,27 @@ def padding_ratio(corpus: EncodedCorpus, batches: list[np.ndarray]) -> float:
         real += int(src_len[indices].sum() + tgt_len[indices].sum())
         padded += len(indices) * int(src_len[indices].max() + tgt_len[indices].max())
     return 1.0 - real / padded if padded else 0.0
+
+
+@dataclass
+class ValidationSet:
+    """Validation pairs with pieces on both sides, and their references, in one order."""
+
+    corpus: EncodedCorpus
+    references: list[str]
+
+
+def encode_validation(pairs: list[tuple[str, str]], src_tok: Tokenizer,
+                      tgt_tok: Tokenizer) -> ValidationSet:
+    """The pairs with pieces on both sides, encoded, and their target lines as references.
+
+    A pair is dropped when either side encodes to no pieces (an empty or blank line, or only
+    characters the tokenizer's normalisation removes, such as a zero-width space): a loss or a
+    translation of nothing means nothing. Pairs and references are taken from the same kept list,
+    so hypothesis i is always scored against reference i.
+    """
+    src_ids = src_tok.encode([s for s, _ in pairs])
+    tgt_ids = tgt_tok.encode([t for _, t in pairs])
+    kept = [pair for pair, s, t in zip(pairs, src_ids, tgt_ids) if s and t]
+    corpus = encode_parallel(iter(kept), src_tok, tgt_tok)  # no filters: one entry per kept pair
+    return ValidationSet(corpus, [t for _, t in kept])

@@ -179,9 +179,19 @@ def _read_verdicts(path: Path) -> dict[str, float]:
         return {}
     if not isinstance(loaded, dict):
         return {}
-    return {key: float(value) for key, value in loaded.items()
-            if isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value) and value > 0}
+    return {key: value for key, value in ((k, _speedup(v)) for k, v in loaded.items())
+            if value is not None}
+
+
+def _speedup(value: object) -> float | None:
+    """A cached verdict as a float, or None if it is not a positive finite number."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)  # a JSON integer of 400 digits overflows
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) and number > 0 else None
 
 
 def _write_verdicts(path: Path, verdicts: dict[str, float]) -> None:

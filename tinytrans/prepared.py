@@ -47,12 +47,11 @@ import numpy as np
 
 from tinytrans.atomic import atomic_directory, atomic_write, atomic_write_text, same_file
 from tinytrans.config import RULES, DataConfig
-from tinytrans.data import (ENCODE_CHUNK, chunks_of, EncodedCorpus, FilterConfig, FilterStats, RaggedIds,
-                            encode_parallel, id_dtype)
+from tinytrans.data import (ENCODE_CHUNK, EncodedCorpus, FilterConfig, FilterStats, RaggedIds,
+                            ValidationSet, chunks_of, encode_parallel, encode_validation, id_dtype)
 from tinytrans.errors import UserError
 from tinytrans.textio import LineCounter, ParallelCounter, corpus_file, read_parallel
 from tinytrans.tokenizer import Tokenizer, make_tokenizers, tokenizer_names
-from tinytrans.validation import ValidationSet, encode_validation
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -584,6 +583,9 @@ def check_manifest(path: Path, manifest: Any) -> dict[str, Any]:
     if sorted(manifest["tokenizer"]["files"]) != sorted(expected):
         raise UserError(f"{path}: 'tokenizer.files' must list {' and '.join(expected)} (the "
                         f"files of 'data.joint_vocab' = {manifest['data']['joint_vocab']})")
+    if (manifest["data"]["valid"] is None) != ("valid" not in manifest["splits"]):
+        raise UserError(f"{path}: 'splits.valid' must be there exactly when 'data.valid' names a "
+                        "validation corpus")
     return manifest
 
 

@@ -45,10 +45,10 @@ from tinytrans.objective import TeacherForcing
 from tinytrans.prepared import PreparedData, open_prepared
 from tinytrans.schedule import budget_progress, check_schedule, learning_rate, make_optimizer
 from tinytrans.validation import ValidationSet, load_validation_data, validate
-from tinytrans.rundir import (CONFIG_FILE, METRICS_FILE, RunFiles, load_tokenizers, run_tokenizers,
+from tinytrans.rundir import (CONFIG_FILE, CURVES_FILE, METRICS_FILE, RunFiles, load_tokenizers, run_tokenizers,
                               start_or_resume)
 from tinytrans.textio import LineCounter, ParallelCounter, read_parallel
-from tinytrans.tokenizer import Tokenizer
+from tinytrans.tokenizer import Tokenizer, tokenizer_names
 
 Report = Callable[[dict[str, Any]], None]
 INTERRUPTED = "interrupted; run the same command again to resume"
@@ -91,8 +91,12 @@ def _valid_state_value(key: str, value: Any) -> bool:
             isinstance(pair, list) and len(pair) == 2 and all(count(x) for x in pair) and pair[1] >= 1
             for pair in value)
     if key in ("elapsed", "best_bleu"):
-        return isinstance(value, (int, float)) and not isinstance(value, bool) \
-            and math.isfinite(value) and value >= (0 if key == "elapsed" else -1)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return False
+        try:  # a JSON integer of 400 digits is no float
+            return math.isfinite(float(value)) and value >= (0 if key == "elapsed" else -1)
+        except OverflowError:
+            return False
     return count(value)
 
 
@@ -257,6 +261,8 @@ def train(cfg: RunConfig, run_dir: Path, overwrite: bool = False,
     report = report if report is not None and ranks.main else _silent
     stop_requested = stop_requested or (lambda: False)
     check_schedule(cfg)
+    # before the run directory is made: the exact check, with the tokenizer's vocabulary, follows
+    check_fits_in_memory(cfg.model, TRAINING_BYTES_PER_PARAMETER, cfg.data.vocab_size)
     device = process_device(cfg.train.device, ranks)
     with process_group(ranks, device):
         run, state = _set_up(cfg, Path(run_dir), overwrite, report, ranks, device)
@@ -316,6 +322,8 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
     state = TrainState()
     checkpoints = training_checkpoints(run_dir)
     if checkpoints:
+        # the state is checked before anything is restored from the checkpoint
+        TrainState.from_saved(read_state(checkpoints[-1]), checkpoints[-1])
         state = TrainState.from_saved(load_training_state(checkpoints[-1], model, optimizer),
                                       checkpoints[-1])
         report({"event": "resume", "step": state.step, "checkpoint": str(checkpoints[-1])})
@@ -348,7 +356,9 @@ def _set_up_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool,
     saved = start_or_resume(run_dir, cfg, overwrite)
     if saved is not None:  # an attempt killed while writing leaves its temporary file behind
         remove_leftovers(run_dir / CHECKPOINT_DIR)
-        remove_leftovers(run_dir, [CONFIG_FILE, METRICS_FILE, "curves.png"])
+        tokenizers = tokenizer_names(cfg.data.joint_vocab)
+        remove_leftovers(run_dir, [CONFIG_FILE, METRICS_FILE, CURVES_FILE, *tokenizers,
+                                   *(Path(name).with_suffix(".vocab").name for name in tokenizers)])
     src_tok, tgt_tok = run_tokenizers(run_dir, cfg, prepared)
     cfg = replace(cfg, model=replace(cfg.model, src_vocab_size=src_tok.vocab_size,
                                      tgt_vocab_size=tgt_tok.vocab_size))
@@ -359,14 +369,15 @@ def _set_up_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool,
 
 
 def _agreed_precision(cfg: RunConfig, device: torch.device, ranks: Ranks) -> PrecisionChoice:
-    """The precision to train in, the same on every process: process 0's choice, where `auto`
-    measured it (each process's probe could come out on either side of the threshold)."""
-    choice = pick_precision(cfg.train.precision, device, cfg.model, rows=cfg.train.batch_tokens)
-    if ranks.distributed and cfg.train.precision == "auto":
-        bf16 = process_0_says(choice.precision == "bf16", ranks, device)
-        if bf16 != (choice.precision == "bf16"):
-            choice = PrecisionChoice("bf16" if bf16 else "fp32", "as process 0 measured")
-    return choice
+    """The precision to train in, the same on every process. Where `auto` measures, process 0
+    alone runs the probe (the others would time it on the same cores at the same moment, and
+    could come out on the other side of the threshold) and tells the others."""
+    if not (ranks.distributed and cfg.train.precision == "auto"):
+        return pick_precision(cfg.train.precision, device, cfg.model, rows=cfg.train.batch_tokens)
+    choice = pick_precision("auto", device, cfg.model, rows=cfg.train.batch_tokens) \
+        if ranks.main else None
+    bf16 = process_0_says(choice is not None and choice.precision == "bf16", ranks, device)
+    return choice or PrecisionChoice("bf16" if bf16 else "fp32", "as process 0 measured")
 
 
 def allow_tf32(device: torch.device) -> None:
@@ -381,7 +392,7 @@ def _keep_effective_batch(cfg: RunConfig, state: TrainState, ranks: Ranks) -> Ru
     update_freq: the effective batch its learning rate was tuned for). update_freq becomes what
     keeps it, or, where these processes cannot share it evenly, the resume is refused."""
     if not state.regrouped:
-        return cfg  # a new run
+        return cfg  # a new run (or a checkpoint of an older tinytrans, which did not record it)
     per_update = state.regrouped[-1][1]
     if ranks.world_size * cfg.train.update_freq == per_update:
         return cfg
@@ -437,8 +448,9 @@ def _updates(epoch_corpus: Callable[[int], EncodedCorpus], cfg: RunConfig, state
     t = cfg.train
     per_update = ranks.world_size * t.update_freq
     if not state.regrouped or state.regrouped[-1][1] != per_update:
-        # a new run, or one resumed with another number of processes: the rest of this epoch is
-        # shared out among these (an old checkpoint has no `regrouped`: its epoch so far stays)
+        # a new run, or a checkpoint of an older tinytrans, which has no `regrouped` (its epoch
+        # so far stays). A resume with another number of processes keeps batches per update
+        # (_keep_effective_batch), so the plan of a later checkpoint never changes here.
         state.regrouped = [*state.regrouped, [state.batch, per_update]] if state.batch \
             else [[0, per_update]]
     while True:

@@ -29,7 +29,8 @@ from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from tinytrans.rundir import load_run_config, load_tokenizers
 
 Warn = Callable[[str], None]
-# Rows of the matrix products `--precision auto` times: a search step's sentences x beams
+# Target tokens of the batch `--precision auto` times (teacher-forced forward passes over
+# sentences of 32 tokens): about the rows of a search step's sentences x beams
 INFERENCE_PROBE_ROWS = 256
 
 

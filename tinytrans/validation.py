@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import sacrebleu
 import torch
 
 from tinytrans.config import RunConfig
-from tinytrans.data import EncodedCorpus, encode_parallel, length_sorted_batches, make_batch
+from tinytrans.data import (EncodedCorpus, ValidationSet, encode_validation, length_sorted_batches,
+                            make_batch)
 from tinytrans.errors import UserError
 from tinytrans.hardware import autocast
 from tinytrans.model import Transformer
@@ -27,32 +27,6 @@ from tinytrans.textio import read_parallel
 from tinytrans.tokenizer import Tokenizer
 
 Report = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class ValidationSet:
-    """Validation pairs with pieces on both sides, and their references, in one order."""
-
-    corpus: EncodedCorpus
-    references: list[str]
-
-
-def encode_validation(pairs: list[tuple[str, str]], src_tok: Tokenizer,
-                      tgt_tok: Tokenizer) -> ValidationSet:
-    """The pairs with pieces on both sides, encoded, and their target lines as references.
-
-    A pair is dropped when either side encodes to no pieces (an empty or blank line, or only
-    characters the tokenizer's normalisation removes, such as a zero-width space): a loss or a
-    translation of nothing means nothing. Pairs and references are taken from the same kept list,
-    so hypothesis i is always scored against reference i.
-    """
-    src_ids = src_tok.encode([s for s, _ in pairs])
-    tgt_ids = tgt_tok.encode([t for _, t in pairs])
-    kept = [pair for pair, s, t in zip(pairs, src_ids, tgt_ids) if s and t]
-    corpus = encode_parallel(iter(kept), src_tok, tgt_tok)  # no filters: one entry per kept pair
-    return ValidationSet(corpus, [t for _, t in kept])
-
-
 
 
 def load_validation_data(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer,
