@@ -1,7 +1,8 @@
 """The validation set, and what training measures on it: loss, greedy translations, BLEU.
 
-Validation pairs are encoded once, with the pairs that have no pieces on a side dropped together
-with their references, so hypothesis i is always scored against reference i. Training validates
+Validation pairs are encoded once (data.encode_validation), with the pairs that have no pieces on
+a side dropped together with their references, so hypothesis i is always scored against
+reference i. Training validates
 with greedy search (fast, and it moves with beam search); BLEU comes from sacrebleu with its
 signature.
 """
