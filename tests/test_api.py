@@ -36,6 +36,7 @@ def model(run_dir) -> tinytrans.TranslationModel:
     return tinytrans.load(run_dir, precision="fp32")
 
 
+@pytest.mark.slow
 def test_translations_are_the_clis(run_dir, model):
     lines = ["", LINES[0], "   ", *LINES[1:6]]
     ours = model.translate(lines, beam=4)

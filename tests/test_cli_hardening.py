@@ -316,6 +316,7 @@ def test_tokenizer_train_takes_utf8_errors(invalid_utf8_corpus: Path, tmp_path: 
     assert replaced.exit_code == 0, replaced.output
 
 
+@pytest.mark.slow
 def test_train_with_utf8_errors_replace_trains(invalid_utf8_corpus: Path, tmp_path: Path) -> None:
     common = ["train", "--train", invalid_utf8_corpus, "--valid", invalid_utf8_corpus,
               "--output", tmp_path / "run", "--quiet", "--max-steps", "2", "--vocab-size", "200",

@@ -241,6 +241,7 @@ TOY_TOML = ('[model]\nd_model = 32\nn_heads = 2\nd_ff = 64\nn_encoder_layers = 1
             'checkpoint_every = 100000\nvalidate_every = 100000\nthreads = 1\n')
 
 
+@pytest.mark.slow
 def test_ctrl_c_under_torchrun_stops_every_process_at_one_step_then_one_process_resumes(
         prepared, tmp_path):
     run_dir, config = tmp_path / "run", tmp_path / "toy.toml"

@@ -139,6 +139,7 @@ def trained_run(tmp_path_factory) -> Path:
     return root / "run"
 
 
+@pytest.mark.slow
 def test_ctranslate2_beam_search_finds_the_same_translations(ctranslate2, trained_run, tmp_path):
     lines = (BUNDLED / "test.en").read_text(encoding="utf-8").splitlines()[:TEST_LINES]
     refs = (BUNDLED / "test.de").read_text(encoding="utf-8").splitlines()[:TEST_LINES]

@@ -221,6 +221,7 @@ def test_cli_train_reports_user_errors_in_one_line(tmp_path):
     assert "missing.en: no such file" in result.output and "Traceback" not in result.output
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_at_an_update_boundary_with_a_checkpoint(corpus, tmp_path):
     run = tmp_path / "run"
     config = tmp_path / "toy.toml"
