@@ -50,6 +50,17 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def varied_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run trained for about half a minute (4,000 bundled pairs, 500 updates): it translates
+    badly, but every sentence differently. Shared by the API and export tests."""
+    from tinytrans.train import train
+    from toyrun import varied_config, write_corpus
+    root = tmp_path_factory.mktemp("varied")
+    train(varied_config(write_corpus(root / "train", 4000), 500, "varied run"), root / "run")
+    return root / "run"
+
+
+@pytest.fixture(scope="session")
 def bundled() -> Path:
     """The bundled synthetic English-German corpus: {train,valid,test}.{en,de}."""
     return BUNDLED

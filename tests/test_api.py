@@ -15,20 +15,16 @@ import tinytrans
 from tinytrans.cli import app
 from tinytrans.errors import UserError
 from tinytrans.search import SearchConfig
-from tinytrans.train import train
 from tinytrans.translate import Translator
-from toyrun import BUNDLED, varied_config, write_corpus
+from toyrun import BUNDLED
 
 LINES = (BUNDLED / "test.en").read_text(encoding="utf-8").splitlines()[:16]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    """Trained just enough that every sentence gets its own translation."""
-    root = tmp_path_factory.mktemp("api")
-    cfg = varied_config(write_corpus(root / "train", 2000), 200, "api test")
-    train(cfg, root / "run")
-    return root / "run"
+def run_dir(varied_run) -> Path:
+    """Trained just enough that every sentence gets its own translation (conftest.varied_run)."""
+    return varied_run
 
 
 @pytest.fixture(scope="module")

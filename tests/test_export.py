@@ -19,9 +19,8 @@ from tinytrans.model import Transformer
 from tinytrans.rundir import CONFIG_FILE, tokenizer_files
 from tinytrans.search import SearchConfig
 from tinytrans.tokenizer import Tokenizer
-from tinytrans.train import train
 from tinytrans.translate import Translator
-from toyrun import BUNDLED, varied_config, write_corpus
+from toyrun import BUNDLED
 
 TEST_LINES = 300  # of the bundled test set: enough to measure agreement, fast to translate
 
@@ -131,12 +130,9 @@ def test_without_ctranslate2_export_says_what_to_install(small_tokenizer, tmp_pa
 
 
 @pytest.fixture(scope="module")
-def trained_run(tmp_path_factory) -> Path:
+def trained_run(varied_run) -> Path:
     """Trained for about half a minute: it translates badly, but every sentence differently."""
-    root = tmp_path_factory.mktemp("export")
-    cfg = varied_config(write_corpus(root / "train", 4000), 500, "export test")
-    train(cfg, root / "run")
-    return root / "run"
+    return varied_run
 
 
 @pytest.mark.slow
