@@ -14,6 +14,8 @@ import torch
 from tinytrans.cli import DEBUG_ENV
 from tinytrans.hardware import CACHE_ENV
 from tinytrans.tokenizer import Tokenizer, train_tokenizer
+from tinytrans.train import train
+from toyrun import varied_config, write_corpus
 
 TESTS = Path(__file__).resolve().parent
 BUNDLED = TESTS.parent / "corpora" / "en-de"
@@ -50,11 +52,17 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The training tests' corpus: 400 bundled training pairs and 30 validation pairs, as
+    (train prefix, valid prefix). A test file may define its own `corpus` instead."""
+    root = tmp_path_factory.mktemp("corpus")
+    return write_corpus(root / "train", 400), write_corpus(root / "valid", 30, "valid")
+
+
+@pytest.fixture(scope="session")
 def varied_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A run trained for about half a minute (4,000 bundled pairs, 500 updates): it translates
     badly, but every sentence differently. Shared by the API and export tests."""
-    from tinytrans.train import train
-    from toyrun import varied_config, write_corpus
     root = tmp_path_factory.mktemp("varied")
     train(varied_config(write_corpus(root / "train", 4000), 500, "varied run"), root / "run")
     return root / "run"

@@ -23,13 +23,7 @@ from tinytrans.model import Transformer
 from tinytrans.rundir import load_run_config
 from tinytrans.schedule import learning_rate
 from tinytrans.train import train
-from toyrun import toy_config, write_corpus
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("corpus")
-    return write_corpus(root / "train", 400), write_corpus(root / "valid", 30, "valid")
+from toyrun import toy_config
 
 
 def losses(run_dir: Path) -> dict[int, float]:

@@ -28,12 +28,6 @@ from toyrun import toy_config, write_corpus
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("corpus")
-    return write_corpus(root / "train", 400), write_corpus(root / "valid", 30, "valid")
-
-
-@pytest.fixture(scope="module")
 def tokenizer_model(corpus) -> Path:
     train = corpus[0]
     train_tokenizer([Path(f"{train}.en"), Path(f"{train}.de")], train.parent / "spm", 300)
