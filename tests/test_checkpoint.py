@@ -82,17 +82,23 @@ def test_weights_round_trip_gives_identical_outputs(tmp_path: Path, overrides: d
     no_stray_files(path.parent, {"best.safetensors"})
 
 
-def test_checkpoint_layout(tmp_path: Path):
+def training_checkpoint(tmp_path: Path) -> Path:
+    """A real training checkpoint of a toy model after one update, with state {"step": 1}."""
     model = toy_model(1)
     optimizer = make_optimizer(model, fused=False)
     train_steps(model, optimizer, 1)
     path = tmp_path / step_name(1)
     save_checkpoint(path, model, optimizer, {"step": 1})
+    return path
+
+
+def test_checkpoint_layout(tmp_path: Path):
+    path = training_checkpoint(tmp_path)
     tensors, metadata = read_checkpoint(path)
     assert metadata["format"] == "tinytrans" and metadata["version"] == "1"
     assert json.loads(metadata["state"]) == {"step": 1}
     weights = {k.removeprefix("model/") for k in tensors if k.startswith("model/")}
-    assert weights == set(model.state_dict())
+    assert weights == set(toy_model(1).state_dict())
     assert "rng/torch" in tensors and any(k.startswith("optim/") for k in tensors)
     assert json.loads(metadata["param_groups"])[0]["lr"] == 1e-3
     assert step_name(1) == "step-0000001.safetensors"
@@ -271,11 +277,7 @@ def forged(tmp_path: Path, metadata: dict[str, str | None] | None = None,
            tensors: dict[str, torch.Tensor | None] | None = None) -> Path:
     """A real training checkpoint, rewritten with some metadata entries and tensors replaced
     (None: removed)."""
-    model = toy_model(1)
-    optimizer = make_optimizer(model, fused=False)
-    train_steps(model, optimizer, 1)
-    path = tmp_path / step_name(1)
-    save_checkpoint(path, model, optimizer, {"step": 1})
+    path = training_checkpoint(tmp_path)
     found_tensors, found_metadata = read_checkpoint(path)
     new_metadata = {**found_metadata, **(metadata or {})}
     new_tensors = {**found_tensors, **(tensors or {})}

@@ -323,9 +323,8 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
     checkpoints = training_checkpoints(run_dir)
     if checkpoints:
         # the state is checked before anything is restored from the checkpoint
-        TrainState.from_saved(read_state(checkpoints[-1]), checkpoints[-1])
-        state = TrainState.from_saved(load_training_state(checkpoints[-1], model, optimizer),
-                                      checkpoints[-1])
+        state = TrainState.from_saved(read_state(checkpoints[-1]), checkpoints[-1])
+        load_training_state(checkpoints[-1], model, optimizer)
         report({"event": "resume", "step": state.step, "checkpoint": str(checkpoints[-1])})
     _check_same_start(state, run_dir, ranks, device)
     cfg = _keep_effective_batch(cfg, state, ranks)
