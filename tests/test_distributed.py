@@ -124,7 +124,7 @@ def test_processes_other_than_0_drop_their_own_units_repeatably():
 
 
 # ---------------------------------------------------------------------------------------------
-# Processes: forked here, joined with gloo through torchrun's environment variables
+# Processes: started here, joined with gloo through torchrun's environment variables
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
@@ -150,9 +150,11 @@ def free_port() -> int:
 
 
 def start_processes(world_size: int, cfg, run_dir: Path, errors: Path) -> list:
-    """`world_size` forked processes running train(cfg, run_dir), as torchrun would start them;
+    """`world_size` processes running train(cfg, run_dir), as torchrun would start them;
     each writes its UserError, if any, to errors/RANK."""
-    port, context = free_port(), multiprocessing.get_context("fork")
+    # forkserver: each process forks from a fresh server, not from this test process, whose
+    # threads (OpenMP, earlier tests') can leave a forked child hung on a lock held at the fork
+    port, context = free_port(), multiprocessing.get_context("forkserver")
     processes = []
     for rank in range(world_size):
         env = {"WORLD_SIZE": str(world_size), "RANK": str(rank), "LOCAL_RANK": str(rank),
@@ -165,8 +167,7 @@ def start_processes(world_size: int, cfg, run_dir: Path, errors: Path) -> list:
 
 def _train_as(env: dict[str, str], cfg, run_dir: Path, error_file: Path) -> None:
     os.environ.update(env)
-    # as `tinytrans train` sets it for its process (the library leaves the thread count alone);
-    # a forked child that used the parent's OpenMP pool could also hang in it
+    # as `tinytrans train` sets it for its process (the library leaves the thread count alone)
     set_threads(cfg.train.threads)
     try:
         train(cfg, run_dir)
