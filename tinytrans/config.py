@@ -117,6 +117,7 @@ class TrainConfig:
 
 
 MAX_LEN_A, MAX_LEN_B = 10, 1024  # the output length limit a x source + b may not exceed these
+MAX_SAMPLES = 100  # --nbest with --sample: samples per sentence
 
 
 @dataclass(frozen=True)
@@ -129,12 +130,27 @@ class SearchConfig:
     max_len_a: float = 1.5  # at most a * source length + b target pieces
     max_len_b: int = 10
     batch_tokens: int = 12000  # source tokens x beam per batch
+    # Sampling instead of search (for back-translation and diverse outputs): each token drawn
+    # from the `sample` most probable ones (0: from all), their probabilities sharpened or
+    # flattened by `temperature` (0: the most probable, as greedy) and cut to the smallest set
+    # holding `top_p` of the mass. `nbest` samples per sentence; `seed` makes them reproducible.
+    sample: int | None = None  # None: beam search
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
 
     def __post_init__(self) -> None:
         if self.beam < 1:
             raise UserError(f"--beam: {self.beam} must be at least 1")
-        if not 1 <= self.nbest <= self.beam:
-            raise UserError(f"--nbest: {self.nbest} must lie between 1 and --beam ({self.beam})")
+        if self.sample is None:
+            if not 1 <= self.nbest <= self.beam:
+                raise UserError(f"--nbest: {self.nbest} must lie between 1 and --beam ({self.beam})")
+            for flag, value in (("--temperature", self.temperature), ("--top-p", self.top_p)):
+                if value != 1.0:
+                    raise UserError(f"{flag}: {value} applies to sampling only; add --sample K "
+                                    "(or --sample all)")
+        else:
+            self._check_sampling()
         if not (math.isfinite(self.lenpen) and self.lenpen >= 0):
             raise UserError(f"--lenpen: {self.lenpen} must be a number >= 0")
         # a model trained on pairs whose lengths differ at most max_ratio (3) times never learned
@@ -146,6 +162,25 @@ class SearchConfig:
             raise UserError(f"--max-len-b: {self.max_len_b} must lie between 1 and {MAX_LEN_B}")
         if self.batch_tokens < 1:
             raise UserError(f"--batch-tokens: {self.batch_tokens} must be at least 1")
+
+    def _check_sampling(self) -> None:
+        if self.sample < 0:
+            raise UserError(f"--sample: {self.sample} must be a number of tokens >= 1, or all")
+        if not 1 <= self.nbest <= MAX_SAMPLES:
+            raise UserError(f"--nbest: {self.nbest} samples; must lie between 1 and {MAX_SAMPLES}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise UserError(f"--temperature: {self.temperature} must be a number >= 0")
+        if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
+            raise UserError(f"--top-p: {self.top_p} must be a number in (0, 1]")
+
+    @property
+    def sampling(self) -> bool:
+        return self.sample is not None
+
+    @property
+    def rows_per_sentence(self) -> int:
+        """Decoder rows one sentence takes in a batch: its beams, or its samples."""
+        return self.nbest if self.sampling else self.beam
 
 
 @dataclass(frozen=True)
