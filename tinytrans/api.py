@@ -6,6 +6,10 @@
     model.translate(["A man rides a bike."], nbest=3)   # [[(score, translation), ...]]
     model.score(["A man rides a bike."], ["Ein Mann fährt Fahrrad."])  # [log P(target | source)]
     model.attention("A man rides a bike.").to_json()    # pieces and attention weights
+    model.translate(["A man rides a bike."], constraints=[["Fahrrad"]])  # phrases that must appear
+    model.translate(["A dog."], glossary={"dog": "Hund"})                # terms, wherever they occur
+    model.translate(["A man."], alignment=True)          # [(translation, [(src, tgt) word pairs])]
+    model.translate(["A man."], sample="all", nbest=4, seed=1)  # four sampled translations
 
 Everything goes through translate.Translator, the code behind the CLI's translate and evaluate, so
 a sentence gets the same translation either way. Lists in, lists out: one result per input, in
@@ -16,6 +20,7 @@ the caller wrote it (`beam: 0 must be at least 1`, `sentences[2]: 42 (int) must 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import warnings
@@ -28,8 +33,9 @@ import torch
 from tinytrans.attention import SentenceAttention, sentence_attention
 from tinytrans.config import DEVICES, INFERENCE_PRECISIONS, SearchConfig
 from tinytrans.errors import UserError
+from tinytrans.terminology import Glossary, check_phrases
 from tinytrans.tokenizer import EOS_ID
-from tinytrans.translate import Translator
+from tinytrans.translate import LineOptions, Translator
 
 NBest = list[tuple[float, str]]  # (score, text) pairs, best first
 
@@ -58,16 +64,37 @@ class TranslationModel:
     def translate(self, sentences: Iterable[str], beam: int = SearchConfig.beam,
                   nbest: int | None = None, lenpen: float = SearchConfig.lenpen,
                   max_len_a: float = SearchConfig.max_len_a,
-                  max_len_b: int = SearchConfig.max_len_b) -> list[str] | list[NBest]:
+                  max_len_b: int = SearchConfig.max_len_b,
+                  constraints: Iterable[Iterable[str]] | None = None,
+                  glossary: dict[str, str] | None = None, alignment: bool = False,
+                  split_sentences: bool | None = None, sample: int | str | None = None,
+                  temperature: float = SearchConfig.temperature,
+                  top_p: float = SearchConfig.top_p, seed: int = SearchConfig.seed) -> list:
         """The best translation of each sentence (a list of str).
 
         With `nbest`, each sentence gets instead a list of up to `nbest` (score, text) pairs, best
         first; the score is the log-probability divided by length^lenpen (length counts EOS).
+        constraints: per sentence, target phrases its translation must contain; glossary:
+        {source term: target term}, applied wherever a source term occurs. alignment=True: each
+        result becomes (text, [(source word, target word), ...]), or (score, text, pairs) in an
+        n-best list. split_sentences: None splits only sentences too long for the model, True
+        every one, False never (too long: cut, with a warning). sample: K or "all" draws
+        translations (nbest of them) instead of searching, with temperature, top_p and seed.
         """
-        cfg = _search_config(beam, lenpen, max_len_a, max_len_b, 1 if nbest is None else nbest)
-        results = self.translator.translate(_sentences("sentences", sentences), cfg, warn=_warn)
+        cfg = _search_config(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
+                             nbest=1 if nbest is None else nbest, sample=_sample(sample),
+                             temperature=temperature, top_p=top_p, seed=seed)
+        sentences = _sentences("sentences", sentences)
+        options = LineOptions(_optional_bool("split_sentences", split_sentences),
+                              _bool("alignment", alignment), _glossary(glossary))
+        phrases = None if constraints is None else _constraints(constraints, len(sentences))
+        results = self.translator.translate(sentences, cfg, warn=_warn, options=options,
+                                            constraints=phrases)
         if nbest is None:
-            return [t.text for t in results]
+            return [(t.text, t.alignments[0]) if alignment else t.text for t in results]
+        if alignment:
+            return [[(score, text, pairs) for (score, text), pairs in zip(t.nbest, t.alignments)]
+                    for t in results]
         return [t.nbest for t in results]
 
     def score(self, sources: Iterable[str], targets: Iterable[str]) -> list[float]:
@@ -94,7 +121,7 @@ class TranslationModel:
         """Translate one sentence; the attention weights that produced its best translation."""
         if not isinstance(source, str):
             raise UserError(f"source: {_shown(source)} must be one sentence (a str)")
-        cfg = _search_config(beam, lenpen, max_len_a, max_len_b)
+        cfg = _search_config(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b)
         return sentence_attention(self.translator, source, cfg, warn=_warn)
 
     def _score(self, sources: list[str], targets: list[str]) -> list[list[float]]:
@@ -128,21 +155,78 @@ def _pairs(sources: Iterable[str], targets: Iterable[str]) -> tuple[list[str], l
     return sources, targets
 
 
-def _search_config(beam: int, lenpen: float, max_len_a: float, max_len_b: int,
-                   nbest: int = 1) -> SearchConfig:
+def _search_config(**fields: object) -> SearchConfig:
     """SearchConfig checks the ranges, in the CLI's words (`--beam: 0 must be at least 1`); an
     API caller wrote `beam=0`, so its flags are reworded into argument names. The types are
-    checked here: SearchConfig would fail on beam="5" with a TypeError about '<'."""
-    _integer("beam", beam)
-    _integer("nbest", nbest)
-    _integer("max_len_b", max_len_b)
-    _number("lenpen", lenpen)
-    _number("max_len_a", max_len_a)
+    checked here, from SearchConfig's own field types: it would fail on beam="5" with a
+    TypeError about '<'."""
+    types = {f.name: f.type for f in dataclasses.fields(SearchConfig)}
+    values = {}
+    for name, value in fields.items():
+        kind = types[name]
+        if kind == "int | None" and value is None:
+            values[name] = None
+        elif kind in ("int", "int | None"):
+            _integer(name, value)
+            values[name] = int(value)  # type: ignore[arg-type]
+        else:
+            _number(name, value)
+            values[name] = float(value)  # type: ignore[arg-type]
     try:
-        return SearchConfig(beam=int(beam), nbest=int(nbest), lenpen=float(lenpen),
-                            max_len_a=float(max_len_a), max_len_b=int(max_len_b))
+        return SearchConfig(**values)
     except UserError as error:
         raise UserError(_argument_names(str(error))) from None
+
+
+def _sample(value: object) -> object:
+    """sample="all" (every token) is SearchConfig's 0; a K stays K (checked there)."""
+    if value == "all":
+        return 0
+    if value == 0 and not isinstance(value, bool):
+        raise UserError("sample: 0 tokens; give K >= 1 or 'all'")
+    return value
+
+
+def _bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise UserError(f"{name}: {_shown(value)} must be True or False")
+    return value
+
+
+def _optional_bool(name: str, value: object) -> bool | None:
+    return None if value is None else _bool(name, value)
+
+
+def _glossary(glossary: object) -> Glossary | None:
+    """{source term: target term} -> a Glossary, each term a non-empty str."""
+    if glossary is None:
+        return None
+    if not isinstance(glossary, dict):
+        raise UserError(f"glossary: {_shown(glossary)} must be a dict of source term: target term")
+    pairs = {}
+    for source, target in glossary.items():
+        if not isinstance(source, str) or not " ".join(source.split()):
+            raise UserError(f"glossary: key {_shown(source)} must be a source term (a str)")
+        check_phrases([target], f"glossary[{source!r}]")
+        pairs[" ".join(source.split())] = " ".join(target.split())
+    return Glossary.from_pairs(pairs)
+
+
+def _constraints(constraints: object, count: int) -> list[list[str]]:
+    """One list of phrases (str) per sentence."""
+    if isinstance(constraints, (str, bytes)) or not isinstance(constraints, Iterable):
+        raise UserError(f"constraints: {_shown(constraints)} must be a list with one list of "
+                        "phrases per sentence")
+    result = []
+    for i, phrases in enumerate(constraints):
+        if isinstance(phrases, (str, bytes)) or not isinstance(phrases, Iterable):
+            raise UserError(f"constraints[{i}]: {_shown(phrases)} must be a list of phrases "
+                            "(wrap one phrase in a list)")
+        result.append(check_phrases(list(phrases), f"constraints[{i}]"))
+    if len(result) != count:
+        raise UserError(f"constraints has {len(result)} lists but sentences has {count}: one "
+                        "list of phrases (maybe empty) per sentence")
+    return result
 
 
 def _argument_names(message: str) -> str:

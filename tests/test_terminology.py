@@ -1,0 +1,92 @@
+"""Constraints files and glossaries: parsed, matched, and every mistake one line naming the place."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest import write_lines
+from tinytrans.errors import UserError
+from tinytrans.terminology import (MAX_PHRASES, Glossary, check_phrases, count_lines,
+                                   read_constraints, read_glossary)
+
+
+def glossary(**pairs: str) -> Glossary:
+    return Glossary.from_pairs({k.replace("_", " "): v for k, v in pairs.items()})
+
+
+def test_constraints_file_gives_each_lines_phrases(tmp_path: Path):
+    path = write_lines(tmp_path / "c.tsv", ["Hund\troten Ball", "", "  Katze  ", "a  b\t\t"])
+    assert list(read_constraints(path)) == [["Hund", "roten Ball"], [], ["Katze"], ["a b"]]
+    assert count_lines(path) == 4
+
+
+def test_constraints_file_that_is_not_utf8_names_the_line(tmp_path: Path):
+    path = write_lines(tmp_path / "c.tsv", [b"ok", b"\xff\xfe"])
+    with pytest.raises(UserError, match=r"c.tsv:2: not valid UTF-8"):
+        list(read_constraints(path))
+
+
+def test_too_many_or_too_long_phrases_are_refused():
+    with pytest.raises(UserError, match=f"at most {MAX_PHRASES} per line"):
+        check_phrases(["x"] * (MAX_PHRASES + 1), "here")
+    with pytest.raises(UserError, match="here: a constraint of 501 characters"):
+        check_phrases(["x" * 501], "here")
+    with pytest.raises(UserError, match="here: an empty constraint"):
+        check_phrases(["  "], "here")
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("A dog runs.", ["Hund"]),
+    ("Dog runs.", ["Hund"]),  # the first letter in either case
+    ("The dogs run.", []),  # whole words only
+    ("A hotdog.", []),
+    ("A DOG runs.", []),  # the rest as written
+    ("A dog and a dog.", ["Hund"]),  # once per line
+    ("The cat, the dog.", ["Katze", "Hund"]),  # in order of appearance
+    ("An ice cream.", ["Eiscreme"]),  # the longest term wins
+    ("An ice  cream.", ["Eiscreme"]),  # spaces flexible
+    ("Some ice.", ["Eis"]),
+    ("", []),
+])
+def test_glossary_matches_whole_terms(line: str, expected: list[str]):
+    terms = glossary(dog="Hund", cat="Katze", ice="Eis", ice_cream="Eiscreme")
+    assert terms.constraints_for(line) == expected
+
+
+def test_glossary_terms_with_regex_characters_match_literally():
+    terms = glossary(**{"C++": "C++", "a.b": "x"})
+    assert terms.constraints_for("I write C++ daily") == ["C++"]
+    assert terms.constraints_for("axb") == []
+
+
+def test_glossary_file_is_read(tmp_path: Path):
+    path = write_lines(tmp_path / "g.tsv", ["dog\tHund", "", "ice cream\tEis creme"])
+    terms = read_glossary(path)
+    assert terms.terms == {"dog": "Hund", "ice cream": "Eis creme"}
+
+
+@pytest.mark.parametrize("lines, message", [
+    (["dog Hund"], r"g.tsv:1: expected 'source term<TAB>target term', found 1"),
+    (["dog\tHund\tx"], r"g.tsv:1: expected .* found 3"),
+    (["dog\tHund", "\tKatze"], r"g.tsv:2: an empty source term"),
+    (["dog\t "], r"g.tsv:1: an empty target term"),
+    (["dog\tHund", "dog\tRüde"], r"g.tsv:2: 'dog' is already 'Hund' \(line 1\), here 'Rüde'"),
+    (["", "  "], r"g.tsv: the glossary has no terms"),
+    ([b"dog\t\xff"], r"g.tsv:1: not valid UTF-8"),
+])
+def test_glossary_mistakes_name_the_line(tmp_path: Path, lines, message: str):
+    path = write_lines(tmp_path / "g.tsv", lines)
+    with pytest.raises(UserError, match=message):
+        read_glossary(path)
+
+
+def test_the_same_pair_twice_is_fine(tmp_path: Path):
+    path = write_lines(tmp_path / "g.tsv", ["dog\tHund", "dog\tHund"])
+    assert read_glossary(path).terms == {"dog": "Hund"}
+
+
+def test_a_missing_glossary_is_a_user_error(tmp_path: Path):
+    with pytest.raises(UserError, match="no such file"):
+        read_glossary(tmp_path / "missing.tsv")

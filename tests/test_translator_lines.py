@@ -1,0 +1,178 @@
+"""What the translator does with a line besides searching it, on a trained toy run: long lines
+split into sentences and joined back, constraints and glossaries, word alignments, sampling.
+Each front end (translate, evaluate, the API) goes through translate.Translator."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from tinytrans.config import SearchConfig
+from tinytrans.errors import UserError
+from tinytrans.sentences import split_sentences
+from tinytrans.terminology import Glossary
+from tinytrans.translate import LineOptions, Translator
+from toyrun import BUNDLED
+
+LINES = (BUNDLED / "test.en").read_text(encoding="utf-8").splitlines()[:12]
+TARGET_WORDS = [w.strip(".,!?") for line in (BUNDLED / "test.de").read_text(encoding="utf-8")
+                .splitlines()[:40] for w in line.split()]
+ALIGNMENT = re.compile(r"^(\d+-\d+)( \d+-\d+)*$")
+
+
+@pytest.fixture(scope="module")
+def translator(varied_run: Path) -> Translator:
+    return Translator(varied_run, precision="fp32", device="cpu")
+
+
+def texts(translator: Translator, lines: list[str], cfg: SearchConfig = SearchConfig(beam=3),
+          **kwargs) -> list[str]:
+    return [t.text for t in translator.translate(lines, cfg, **kwargs)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Documents: long lines
+
+
+def long_document(sentences: int) -> str:
+    """A line of `sentences` distinct sentences from the test set (about 10 words each)."""
+    return " ".join(LINES[i % len(LINES)].rstrip(".?!") + f" {i}." for i in range(sentences))
+
+
+def test_a_line_too_long_for_the_model_comes_back_whole_in_one_line(translator):
+    line = long_document(240)  # about 2,000 words
+    assert len(line.split()) > 2000
+    assert len(translator.src_tok.encode([line])[0]) > translator.max_source_pieces
+    warnings = []
+    [result] = translator.translate([line], SearchConfig(beam=1), warn=warnings.append)
+    assert "\n" not in result.text and not warnings
+    parts = [s for s in split_sentences(line)]
+    assert len(parts) == 240
+    alone = texts(translator, parts, SearchConfig(beam=1))
+    # in order, nothing dropped: the line's translation is its sentences' translations, joined
+    assert result.text == " ".join(t for t in alone if t)
+
+
+def test_splitting_can_be_turned_off_and_then_the_line_is_cut(translator):
+    line = long_document(240)
+    warnings = []
+    translator.translate([line], SearchConfig(beam=1), warn=warnings.append,
+                         options=LineOptions(split_sentences=False)).__next__()
+    assert any("truncated" in w for w in warnings)
+
+
+def test_split_always_translates_sentence_by_sentence(translator):
+    line = f"{LINES[0]} {LINES[1]}"
+    split = texts(translator, [line], options=LineOptions(split_sentences=True))[0]
+    assert split == " ".join(texts(translator, LINES[:2]))
+
+
+def test_lines_that_fit_are_not_split_by_default(translator):
+    line = f"{LINES[0]} {LINES[1]}"
+    whole = texts(translator, [line])[0]
+    assert whole == texts(translator, [line], options=LineOptions(split_sentences=False))[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Constraints
+
+
+def test_no_constraints_change_nothing(translator):
+    plain = texts(translator, LINES)
+    assert texts(translator, LINES, constraints=[[] for _ in LINES]) == plain
+    assert texts(translator, LINES, options=LineOptions(glossary=Glossary.from_pairs({}))) == plain
+
+
+@pytest.mark.parametrize("beam", [1, 4])
+def test_every_constraint_appears_in_the_translation(translator, beam: int):
+    import random
+    chooser = random.Random(beam)
+    phrases = [chooser.sample(TARGET_WORDS, k=chooser.randint(1, 2)) for _ in LINES]
+    phrases[3] = ["Fahrradhelm"]  # a word SentencePiece cuts into several pieces
+    results = texts(translator, LINES, SearchConfig(beam=beam), constraints=phrases)
+    for text, wanted in zip(results, phrases):
+        for phrase in wanted:
+            assert phrase in text, (phrase, text)
+
+
+def test_constrained_batch_equals_lines_alone(translator):
+    phrases = [["Haus"], [], ["Katze", "rot"], ["Mann"]]
+    together = texts(translator, LINES[:4], constraints=phrases)
+    alone = [texts(translator, [line], constraints=[p])[0] for line, p in zip(LINES, phrases)]
+    assert together == alone
+
+
+def test_glossary_terms_become_constraints(translator):
+    glossary = Glossary.from_pairs({"man": "Fahrrad", "woman": "Apfel"})
+    lines = ["A man is here.", "The woman sings.", "A dog runs."]
+    results = texts(translator, lines, options=LineOptions(glossary=glossary))
+    assert "Fahrrad" in results[0] and "Apfel" in results[1]
+    assert results[2] == texts(translator, lines[2:])[0]
+
+
+def test_constraints_must_pair_with_the_lines(translator):
+    with pytest.raises(UserError, match="none for input line 3"):
+        list(translator.translate(LINES[:3], SearchConfig(), constraints=[["a"], []]))
+    with pytest.raises(UserError, match="more lines than the 2 input lines"):
+        list(translator.translate(LINES[:2], SearchConfig(), constraints=[["a"], [], []]))
+
+
+def test_sampling_refuses_constraints(translator):
+    with pytest.raises(UserError, match="--sample: constraints need beam search"):
+        list(translator.translate(LINES[:2], SearchConfig(sample=0), constraints=[[], []]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Alignments
+
+
+def test_alignment_pairs_every_target_word_once_with_words_in_range(translator):
+    lines = LINES + ["", f"{LINES[0]} {LINES[1]}"]
+    results = list(translator.translate(lines, SearchConfig(beam=3, nbest=2),
+                                        options=LineOptions(alignment=True)))
+    for line, result in zip(lines, results):
+        assert len(result.alignments) == max(len(result.nbest), 1)
+        for (_, text), pairs in zip(result.nbest, result.alignments):
+            assert [t for _, t in pairs] == list(range(len(text.split())))
+            assert all(0 <= s < len(line.split()) for s, _ in pairs)
+            formatted = " ".join(f"{s}-{t}" for s, t in pairs)
+            assert formatted == "" or ALIGNMENT.match(formatted)
+
+
+def test_alignment_of_a_split_line_counts_words_across_its_sentences(translator):
+    line = f"{LINES[0]} {LINES[1]}"
+    [joined] = translator.translate([line], SearchConfig(beam=2),
+                                    options=LineOptions(split_sentences=True, alignment=True))
+    first, second = translator.translate(LINES[:2], SearchConfig(beam=2),
+                                         options=LineOptions(alignment=True))
+    src_words, tgt_words = len(LINES[0].split()), len(first.text.split())
+    expected = first.alignments[0] + [(s + src_words, t + tgt_words)
+                                      for s, t in second.alignments[0]]
+    assert joined.alignments[0] == expected
+
+
+def test_alignment_leaves_the_translation_unchanged(translator):
+    aligned = list(translator.translate(LINES, SearchConfig(beam=3),
+                                        options=LineOptions(alignment=True)))
+    assert [t.text for t in aligned] == texts(translator, LINES)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling
+
+
+def test_samples_are_reproducible_and_differ_across_seeds(translator):
+    def samples(seed: int) -> list[list[str]]:
+        cfg = SearchConfig(sample=0, nbest=3, seed=seed)
+        return [[text for _, text in t.nbest] for t in translator.translate(LINES, cfg)]
+    assert samples(1) == samples(1)
+    assert samples(1) != samples(2)
+    assert all(len(s) == 3 for s in samples(1))
+
+
+def test_sampling_at_temperature_zero_is_greedy(translator):
+    greedy = texts(translator, LINES, SearchConfig(beam=1))
+    assert texts(translator, LINES, SearchConfig(sample=0, temperature=0.0)) == greedy
+    assert texts(translator, LINES, SearchConfig(sample=1)) == greedy

@@ -1,0 +1,135 @@
+"""Terminology as text: the phrases each line's translation must contain, from a file of
+constraints or a glossary. constraints.py makes the search honour them.
+
+    --constraints FILE   one line per input line: that line's target phrases, tab-separated
+                         (an empty line: none)
+    --glossary FILE.tsv  `source term<TAB>target term` per line: where a source term occurs in
+                         an input line, its target term becomes one of that line's phrases
+
+A glossary term matches as whole words (not "cat" in "category"), case-sensitively except for
+its first letter (so "dog" also matches a sentence-initial "Dog"); where terms overlap ("ice" and
+"ice cream"), the longest wins. A target term is a constraint once per line however often its
+source term occurs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tinytrans.errors import UserError
+from tinytrans.textio import open_binary
+
+MAX_PHRASES = 50  # per line: more is a misuse (each one widens the search)
+MAX_PHRASE_CHARS = 500
+
+
+def read_constraints(path: Path) -> Iterator[list[str]]:
+    """The phrases of each line of a constraints file, lazily (it pairs with a stream)."""
+    with open_binary(path) as lines:
+        for number, raw in enumerate(lines, start=1):
+            where = f"{path}:{number}"
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                raise UserError(f"{where}: not valid UTF-8") from None
+            yield check_phrases([p for p in text.split("\t") if p.strip()], where)
+
+
+def count_lines(path: Path) -> int:
+    """Lines of a file, as read_constraints and the translator count them."""
+    with open_binary(path) as lines:
+        return sum(1 for _ in lines)
+
+
+def check_phrases(phrases: list[str], where: str) -> list[str]:
+    """Phrases stripped, each checked: not too many, not too long, one line each."""
+    if len(phrases) > MAX_PHRASES:
+        raise UserError(f"{where}: {len(phrases)} constraints; at most {MAX_PHRASES} per line")
+    result = []
+    for phrase in phrases:
+        if not isinstance(phrase, str):
+            raise UserError(f"{where}: {phrase!r} is not a phrase (a str)")
+        phrase = " ".join(phrase.split())
+        if not phrase:
+            raise UserError(f"{where}: an empty constraint")
+        if len(phrase) > MAX_PHRASE_CHARS:
+            raise UserError(f"{where}: a constraint of {len(phrase)} characters; at most "
+                            f"{MAX_PHRASE_CHARS}")
+        result.append(phrase)
+    return result
+
+
+@dataclass(frozen=True)
+class Glossary:
+    """Source terms and the target term each must become."""
+
+    terms: dict[str, str]
+    pattern: re.Pattern | None  # every source term, longest first, as whole words
+
+    @classmethod
+    def from_pairs(cls, pairs: dict[str, str]) -> Glossary:
+        if not pairs:
+            return cls({}, None)
+        # longest first: the regex takes the first alternative that matches at a position
+        alternatives = [term_pattern(term) for term in sorted(pairs, key=len, reverse=True)]
+        return cls(dict(pairs), re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)"))
+
+    def constraints_for(self, line: str) -> list[str]:
+        """The target terms of the source terms found in `line`, in order of appearance."""
+        if self.pattern is None:
+            return []
+        found: list[str] = []
+        for match in self.pattern.finditer(line):
+            target = self.terms[self.term_of(match.group(0))]
+            if target not in found:
+                found.append(target)
+        return found
+
+    def term_of(self, matched: str) -> str:
+        """The glossary's spelling of a match (which may differ in its first letter's case and
+        in its spaces)."""
+        matched = " ".join(matched.split())
+        if matched in self.terms:
+            return matched
+        return next(term for term in self.terms
+                    if term[1:] == matched[1:] and term[:1].lower() == matched[:1].lower())
+
+
+def term_pattern(term: str) -> str:
+    """A term as a regex: its first letter in either case, the rest as written, spaces flexible."""
+    first, rest = term[0], term[1:]
+    head = f"[{re.escape(first.lower())}{re.escape(first.upper())}]" if first.isalpha() else re.escape(first)
+    return head + r"\s+".join(re.escape(word) for word in rest.split(" "))
+
+
+def read_glossary(path: Path) -> Glossary:
+    """A glossary TSV: `source term<TAB>target term` per line; blank lines are skipped."""
+    pairs: dict[str, str] = {}
+    seen_at: dict[str, int] = {}
+    with open_binary(path) as lines:
+        for number, raw in enumerate(lines, start=1):
+            where = f"{path}:{number}"
+            try:
+                text = raw.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError:
+                raise UserError(f"{where}: not valid UTF-8") from None
+            if not text.strip():
+                continue
+            fields = text.split("\t")
+            if len(fields) != 2:
+                raise UserError(f"{where}: expected 'source term<TAB>target term', found "
+                                f"{len(fields)} tab-separated fields")
+            source, target = (" ".join(f.split()) for f in fields)
+            if not source or not target:
+                raise UserError(f"{where}: an empty {'source' if not source else 'target'} term")
+            check_phrases([target], where)
+            if source in pairs and pairs[source] != target:
+                raise UserError(f"{where}: '{source}' is already '{pairs[source]}' "
+                                f"(line {seen_at[source]}), here '{target}'")
+            pairs[source], seen_at[source] = target, number
+    if not pairs:
+        raise UserError(f"{path}: the glossary has no terms")
+    return Glossary.from_pairs(pairs)
