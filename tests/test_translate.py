@@ -55,9 +55,18 @@ def test_one_output_line_per_input_line_whatever_the_input(run_dir):
     assert len(out) == len(HOSTILE)
     assert out[1] == "" and out[2] == ""
     assert all(out[i] for i in (0, 3, 6))
-    assert "line 5:" in result.stderr and "truncated" in result.stderr
+    assert "truncated" not in result.stderr  # split into pieces that fit, and joined back
+    assert len(out[4].split()) > 20  # about 25 pieces, each translated
     assert "<stdin>:6: invalid UTF-8" in result.stderr
     assert "Traceback" not in result.output
+
+
+def test_with_splitting_off_a_line_too_long_is_cut_with_a_warning(run_dir):
+    result = CliRunner().invoke(app, ["translate", "--model", str(run_dir), "--beam", "2",
+                                      "--no-split-sentences"], input=hostile_bytes())
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.split("\n")[:-1]) == len(HOSTILE)
+    assert "line 5:" in result.stderr and "truncated" in result.stderr
 
 
 def test_input_order_survives_length_sorting_and_chunking(run_dir):

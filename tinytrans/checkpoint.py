@@ -14,6 +14,7 @@ one-line UserError naming the file and the key, and loads nothing half-way.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from pathlib import Path
@@ -166,6 +167,37 @@ def load_training_state(path: Path, model: torch.nn.Module,
     if "rng/cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng/cuda"])
     return state
+
+
+def load_init(path: Path, model: torch.nn.Module,
+              optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
+    """Start a fine-tuned run from another run's checkpoint: `model`'s weights and, with
+    `optimizer`, Adam's step counts and moments; return the checkpoint's JSON state.
+
+    The optimizer keeps its own settings (betas, eps, weight decay: the new run's config), and
+    neither the training state nor the random generators are restored: the new run starts at
+    step 0. Everything is checked before anything is loaded, as for load_training_state."""
+    tensors, metadata = read_checkpoint(path)
+    if optimizer is not None and "param_groups" not in metadata:
+        raise UserError(f"{path}: holds weights only, no optimizer state to start from; take a "
+                        "step checkpoint (--checkpoint last)")
+    weights = _model_weights(path, tensors, model)
+    optimizer_state = _optimizer_state(path, tensors, metadata, optimizer) \
+        if optimizer is not None else None
+    model.load_state_dict(weights)
+    if optimizer is not None:
+        own = [{k: v for k, v in group.items() if k != "params"}
+               for group in optimizer.param_groups]
+        optimizer.load_state_dict(optimizer_state)
+        for group, settings in zip(optimizer.param_groups, own):
+            group.update(settings)  # load_state_dict took the checkpoint's
+    return _state(path, metadata)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, in hex: what identifies the checkpoint a run started from."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -309,13 +309,16 @@ def train(
     precision: Annotated[Optional[Precision], typer.Option(help="auto: bf16 where the hardware has it, else fp32.")] = None,
     device: Annotated[Optional[Device], typer.Option(help="auto: a CUDA GPU when there is one.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
+    init: Annotated[Optional[Path], typer.Option("--init", help="Fine-tune: start from this run's weights, tokenizer and model shape (flags that would change them are refused), its other settings as defaults (its corpora not), with a fresh optimizer and learning rate schedule.")] = None,
+    checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", help="With --init: that run's checkpoint to start from: best, last, average or a file.")] = None,
+    init_optimizer: Annotated[bool, typer.Option("--init-optimizer", help="With --init: take Adam's moments from that checkpoint too (a step checkpoint: --checkpoint last). The learning rate schedule still starts at update 0, warmup included.")] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Delete an existing run and start over.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print nothing but errors.")] = False,
 ) -> None:
-    """Train a Transformer (tokenizer included) or resume an interrupted run."""
-    from tinytrans.config import resolve_train_config
+    """Train a Transformer (tokenizer included), fine-tune a trained one (--init) or resume an
+    interrupted run."""
     from tinytrans.progress import TrainDisplay
-    from tinytrans.rundir import CONFIG_FILE
+    from tinytrans.rundir import resolve_run_config
     from tinytrans.train import train as run_training
 
     data_flags = {"train": train, "valid": valid, "src": src, "tgt": tgt, "tokenizer": tokenizer,
@@ -325,18 +328,19 @@ def train(
         flag = "--" + given[0].replace("_", "-")
         raise UserError(f"{flag}: the corpus in --data {data} was read, filtered and encoded by "
                         f"'tinytrans prepare'; give {flag} to prepare instead")
-    saved = output / CONFIG_FILE
-    resolved = resolve_train_config(
-        {"data": {**data_flags, "prepared": str(data) if data is not None else None,
-                  "sampling_alpha": sampling_alpha},
-         "model": {"dropout": dropout},
-         "train": {"batch_tokens": batch_tokens, "update_freq": update_freq, "lr": lr,
-                   "warmup_steps": warmup_steps, "lr_schedule": lr_schedule,
-                   "max_steps": max_steps, "max_epochs": max_epochs, "max_time": max_time,
-                   "validate_every": validate_every, "checkpoint_every": checkpoint_every,
-                   "keep_last": keep_last, "average_last": average_last, "patience": patience,
-                   "seed": seed, "precision": precision, "device": device, "threads": threads}},
-        preset, config, saved if saved.is_file() and not overwrite else None)
+    resolved = resolve_run_config(output, {
+        "data": {**data_flags, "prepared": str(data) if data is not None else None,
+                 "sampling_alpha": sampling_alpha},
+        "model": {"dropout": dropout},
+        "train": {"batch_tokens": batch_tokens, "update_freq": update_freq, "lr": lr,
+                  "warmup_steps": warmup_steps, "lr_schedule": lr_schedule,
+                  "max_steps": max_steps, "max_epochs": max_epochs, "max_time": max_time,
+                  "validate_every": validate_every, "checkpoint_every": checkpoint_every,
+                  "keep_last": keep_last, "average_last": average_last, "patience": patience,
+                  "seed": seed, "precision": precision, "device": device, "threads": threads,
+                  "init": str(init) if init is not None else None, "init_checkpoint": checkpoint,
+                  "init_optimizer": init_optimizer or None}},
+        preset, config, overwrite)
     _own_the_process(resolved.train.threads)
     display = TrainDisplay(stderr, quiet)
     stop = _StopOnSignal()
@@ -448,6 +452,8 @@ LenPen = Annotated[float, typer.Option(help="Length penalty alpha (score / lengt
 MaxLenA = Annotated[float, typer.Option(help="Output length limit a * source + b (a <= 10).")]
 MaxLenB = Annotated[int, typer.Option(help="Output length limit a * source + b (b <= 1024).")]
 SearchBatchTokens = Annotated[int, typer.Option(help="Source tokens x beam per batch.")]
+SplitSentences = Annotated[Optional[bool], typer.Option("--split-sentences/--no-split-sentences", help="Translate each line sentence by sentence, joined back into one line. Default: only lines too long for the model; with the no form, such lines are cut.", show_default=False)]
+GlossaryFile = Annotated[Optional[Path], typer.Option("--glossary", help="TSV of 'source term<TAB>target term': where a source term occurs, its target term must appear.")]
 
 
 @app.command()
@@ -466,14 +472,35 @@ def translate(
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
     input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Read this file instead of stdin.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", help="Write here instead of stdout (replaced only when complete).")] = None,
+    constraints: Annotated[Optional[Path], typer.Option("--constraints", help="One line per input line: target phrases that must appear, tab-separated (empty line: none).")] = None,
+    glossary: GlossaryFile = None,
+    split_sentences: SplitSentences = None,
+    alignment: Annotated[bool, typer.Option("--alignment", help="Append a tab and the word alignment: pairs of word indices, source-target (0-0 1-2 ...).")] = False,
+    sample: Annotated[Optional[str], typer.Option("--sample", metavar="K|all", help="Sample translations instead of searching: each token from the K most probable, or from all.")] = None,
+    temperature: Annotated[float, typer.Option(help="With --sample: < 1 sharpens, > 1 flattens the distribution; 0 takes the most probable.")] = DEFAULT_SEARCH.temperature,
+    top_p: Annotated[float, typer.Option(help="With --sample: draw from the most probable tokens holding this much probability.")] = DEFAULT_SEARCH.top_p,
+    seed: Annotated[int, typer.Option(help="With --sample: the same seed and input give the same samples.")] = DEFAULT_SEARCH.seed,
 ) -> None:
     """Translate lines from stdin (or --input) to stdout: one output line per input line."""
+    from tinytrans.alignment import format_alignment
     from tinytrans.atomic import atomic_text_output, check_writable, same_file
+    from tinytrans.terminology import count_lines, read_constraints, read_glossary
     from tinytrans.textio import open_binary
-    from tinytrans.translate import Translator, decode_input
+    from tinytrans.translate import LineOptions, Translator, decode_input
 
     cfg = SearchConfig(beam=beam, nbest=nbest, lenpen=lenpen, max_len_a=max_len_a,
-                       max_len_b=max_len_b, batch_tokens=batch_tokens)
+                       max_len_b=max_len_b, batch_tokens=batch_tokens, sample=_sample(sample),
+                       temperature=temperature, top_p=top_p, seed=seed)
+    if cfg.sampling and (constraints is not None or glossary is not None):
+        raise UserError("--sample: constraints need beam search; drop --sample, or "
+                        "--constraints/--glossary")
+    options = LineOptions(split_sentences, alignment,
+                          read_glossary(glossary) if glossary is not None else None)
+    if constraints is not None and input is not None:
+        expected, found = count_lines(input), count_lines(constraints)
+        if expected != found:
+            raise UserError(f"--constraints {constraints}: {found} lines, but --input {input} "
+                            f"has {expected}; give one line (maybe empty) per input line")
     if output is not None:
         # Checked before anything is opened for writing: the output would replace the input.
         if same_file(output, input if input is not None else _stdin_fd()):
@@ -488,16 +515,37 @@ def translate(
         source = files.enter_context(open_binary(input)) if input else sys.stdin.buffer
         sink = files.enter_context(atomic_text_output(output)) if output else sys.stdout
         lines = decode_input(source, str(input or "<stdin>"), warn)
-        for result in translator.translate(lines, cfg, 1 if interactive else 2000, warn):
+        phrases = read_constraints(constraints) if constraints is not None else None
+        for result in translator.translate(lines, cfg, 1 if interactive else 2000, warn,
+                                           options, phrases):
             progress.advance()
-            if nbest == 1:
-                sink.write(result.text + "\n")
+            aligned = ([f"\t{format_alignment(pairs)}" for pairs in result.alignments]
+                       if alignment else None)
+            if cfg.nbest == 1:
+                sink.write(result.text + (aligned[0] if aligned else "") + "\n")
             else:
-                for index, (score, text) in enumerate(result.nbest or [(0.0, "")] * nbest):
-                    sink.write(f"{index}\t{score:.4f}\t{text}\n")
+                entries = result.nbest or [(0.0, "")] * cfg.nbest
+                for index, (score, text) in enumerate(entries):
+                    tail = aligned[min(index, len(aligned) - 1)] if aligned else ""
+                    sink.write(f"{index}\t{score:.4f}\t{text}{tail}\n")
             if interactive:
                 sink.flush()
         sink.flush()
+
+
+def _sample(value: str | None) -> int | None:
+    """--sample K|all -> SearchConfig.sample (0 = all tokens)."""
+    if value is None:
+        return None
+    if value.strip().lower() == "all":
+        return 0
+    try:
+        k = int(value)
+    except ValueError:
+        raise UserError(f"--sample: '{value}' must be a number of tokens (K >= 1) or all") from None
+    if k < 1:
+        raise UserError(f"--sample: {k} must be a number of tokens (K >= 1) or all")
+    return k
 
 
 def _own_the_process(threads: int | None) -> None:

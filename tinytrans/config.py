@@ -114,6 +114,12 @@ class TrainConfig:
     precision: str = "auto"  # fp32, bf16 or auto
     device: str = "auto"  # cpu, cuda or auto
     threads: int | None = None  # set by `tinytrans train`, which owns its process; train() leaves it
+    # Fine-tuning: a run directory whose weights, tokenizer and model shape this run starts from
+    # ("" = from scratch), which of its checkpoints (best, last, average or a file), and whether
+    # Adam's moments come with the weights. The optimizer and the schedule otherwise start anew.
+    init: str = ""
+    init_checkpoint: str = "best"
+    init_optimizer: bool = False
 
 
 MAX_LEN_A, MAX_LEN_B = 10, 1024  # the output length limit a x source + b may not exceed these
@@ -199,6 +205,17 @@ RESUMABLE = {
         "patience", "log_every", "device", "threads", "average_last",
     )
 }
+
+# What a fine-tuned run (train.init) keeps of the run it starts from: the model's shape and the
+# tokenizer, which the weights are made for. Dropouts, data filters and training settings may
+# change.
+KEPT_FROM_INIT = (
+    [("model", f.name) for f in fields(ModelConfig) if not f.name.endswith("dropout")]
+    + [("data", name) for name in ("tokenizer", "vocab_size", "model_type", "joint_vocab")]
+)
+# What it never takes from there: that run's corpora, and where that run itself started.
+NOT_INHERITED = {("data", "train"), ("data", "valid"), ("data", "prepared"),
+                 ("train", "init"), ("train", "init_checkpoint"), ("train", "init_optimizer")}
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     # The bundled corpus in a few minutes on two CPU cores.
@@ -504,14 +521,24 @@ def preset(name: str) -> dict[str, dict[str, Any]]:
 
 
 def resolve_train_config(flags: dict[str, dict[str, Any]], preset_name: str | None = None,
-                         toml: Path | None = None, saved: Path | None = None) -> RunConfig:
+                         toml: Path | None = None, saved: Path | None = None,
+                         init: Path | None = None) -> RunConfig:
     """The config of a `tinytrans train` run, merged in increasing precedence: defaults, the
-    config saved in the run directory being resumed (`saved`), a preset (tiny when nothing else
-    is given), a TOML file, then flags (None = not given). Every value is checked, and errors
-    name the flag or the file and key it came from, before anything is written."""
+    config saved in the run directory being resumed (`saved`) or, for a new run fine-tuned from
+    another, that run's config (`init`, its config.toml) without NOT_INHERITED, a preset (tiny
+    when nothing else is given), a TOML file, then flags (None = not given). Every value is
+    checked, and errors name the flag or the file and key it came from, before anything is
+    written; so is a value that would change what a fine-tuned run keeps (KEPT_FROM_INIT)."""
     layers: list[tuple[str, dict[str, dict[str, Any]]]] = []
+    init_config: RunConfig | None = None  # the config a new fine-tuned run starts from
     if saved is not None:
         layers.append((str(saved), read_toml(saved)))
+    elif init is not None:
+        init_values = read_toml(init)
+        init_config = build_config(init_values, str(init))
+        layers.append((str(init), {section: {k: v for k, v in table.items()
+                                             if (section, k) not in NOT_INHERITED}
+                                   for section, table in init_values.items()}))
     elif preset_name is None and toml is None:
         preset_name = "tiny"
     if preset_name is not None:
@@ -527,10 +554,25 @@ def resolve_train_config(flags: dict[str, dict[str, Any]], preset_name: str | No
         values = merge(values, layer)
         origins.update({(section, key): origin for section, table in layer.items() for key in table})
     config = build_config(values, FLAGS, origins)
+    if init_config is not None:
+        _check_kept_from_init(config, init_config, _Where(FLAGS, origins), str(init))
     if not config.data.train and not config.data.prepared:
         raise UserError("--train: a training corpus prefix is needed for a new run (or --data, a "
                         "prepared corpus)")
     return config
+
+
+def _check_kept_from_init(config: RunConfig, init: RunConfig, where: _Where,
+                          init_file: str) -> None:
+    """A key that a preset, file or flag changed from the fine-tuned run's init is refused,
+    named with both values."""
+    changed = changed_from_init(config, init)
+    if changed:
+        (section, key), new, old = changed[0], config_to_dict(config), config_to_dict(init)
+        raise UserError(f"{where(section, key)} = {new[section][key]!r} disagrees with "
+                        f"{init_file}: '{section}.{key}' = {old[section][key]!r}; a fine-tuned "
+                        "run keeps the model shape and tokenizer of the run it starts from "
+                        "(--init)")
 
 
 def read_toml(path: Path) -> dict[str, dict[str, Any]]:
@@ -580,6 +622,16 @@ def _toml_char(c: str) -> str:
     if ord(c) < 0x20 or ord(c) == 0x7F:
         return f"\\u{ord(c):04x}"
     return c
+
+
+def changed_from_init(config: RunConfig, init: RunConfig) -> list[tuple[str, str]]:
+    """The keys of KEPT_FROM_INIT whose values differ between a fine-tuned run's config and the
+    config of the run it starts from. A vocabulary size of 0 is not known yet (the tokenizer
+    gives it) and differs from nothing."""
+    new, old = config_to_dict(config), config_to_dict(init)
+    return [(section, key) for section, key in KEPT_FROM_INIT
+            if new[section][key] != old[section][key]
+            and not (section == "model" and key.endswith("vocab_size") and new[section][key] == 0)]
 
 
 def differences(old: RunConfig, new: RunConfig) -> list[str]:

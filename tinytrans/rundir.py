@@ -6,8 +6,10 @@
     RUN/metrics.jsonl      one JSON object per log line, validation and start of training
     RUN/curves.png         learning curves (with the 'plot' extra)
 
-Training starts here (start_or_resume, run_tokenizers); translation reads the config and the
-tokenizers back (load_run_config, load_tokenizers).
+Training starts here (resolve_run_config, start_or_resume, run_tokenizers); translation reads
+the config and the tokenizers back (load_run_config, load_tokenizers). A run fine-tuned from
+another (train.init) starts from that run's config and copies its tokenizers: it is a run
+directory like any other, and needs the other no more once it has a checkpoint of its own.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import torch
 
 from tinytrans.atomic import atomic_write, atomic_write_text
 from tinytrans.checkpoint import BEST, CHECKPOINT_DIR, prune_checkpoints, save_checkpoint, step_name
-from tinytrans.config import RunConfig, build_config, differences, read_toml
+from tinytrans.config import RunConfig, build_config, differences, read_toml, resolve_train_config
 from tinytrans.errors import UserError
 from tinytrans.model import Transformer
 from tinytrans.prepared import PreparedData
@@ -49,8 +51,37 @@ def load_tokenizers(run_dir: Path, cfg: RunConfig) -> tuple[Tokenizer, Tokenizer
     return as_pair([Tokenizer.load(path) for path in tokenizer_files(run_dir, cfg.data.joint_vocab)])
 
 
+def init_config_file(init: str | Path) -> Path:
+    """RUN/config.toml of the run a new run is fine-tuned from (train.init, --init)."""
+    if not Path(init).exists():
+        raise UserError(f"--init {init}: no such run directory")
+    if not (Path(init) / CONFIG_FILE).is_file():
+        raise UserError(f"--init {init}: not a tinytrans run directory (no {CONFIG_FILE})")
+    return Path(init) / CONFIG_FILE
+
+
 # ---------------------------------------------------------------------------------------------
 # Setting a run directory up for training
+
+def resolve_run_config(run_dir: Path, flags: dict[str, dict[str, Any]],
+                       preset_name: str | None = None, toml: Path | None = None,
+                       overwrite: bool = False) -> RunConfig:
+    """The config to train in `run_dir` (config.resolve_train_config): the run there, resumed
+    with its saved config, or a new run; a new run fine-tuned from another (the flag train.init)
+    starts from that run's config. The init run and a checkpoint file given as flags are
+    recorded as absolute paths, so that the same flags resume from anywhere."""
+    train = dict(flags.get("train", {}))
+    if train.get("init"):
+        train["init"] = str(Path(train["init"]).resolve())
+    if train.get("init_checkpoint") not in (None, "best", "last", "average"):
+        train["init_checkpoint"] = str(Path(train["init_checkpoint"]).resolve())
+    flags = {**flags, "train": train}
+    saved = Path(run_dir) / CONFIG_FILE
+    if saved.is_file() and not overwrite:
+        return resolve_train_config(flags, preset_name, toml, saved=saved)
+    init = init_config_file(train["init"]) if train.get("init") else None
+    return resolve_train_config(flags, preset_name, toml, init=init)
+
 
 def start_or_resume(run_dir: Path, config: RunConfig, overwrite: bool) -> RunConfig | None:
     """Make `run_dir` ready for training `config`: a new (or, with `overwrite`, emptied) run
@@ -77,18 +108,21 @@ def start_or_resume(run_dir: Path, config: RunConfig, overwrite: bool) -> RunCon
     return saved
 
 
-def run_tokenizers(run_dir: Path, cfg: RunConfig,
-                   prepared: PreparedData | None = None) -> tuple[Tokenizer, Tokenizer]:
-    """The run's tokenizers: already in the run directory, copied from the prepared data or
-    data.tokenizer, or trained."""
+def run_tokenizers(run_dir: Path, cfg: RunConfig, prepared: PreparedData | None = None,
+                   init: Path | None = None) -> tuple[Tokenizer, Tokenizer]:
+    """The run's tokenizers: already in the run directory, copied from the run it is fine-tuned
+    from (`init`), the prepared data or data.tokenizer, or trained."""
     data = cfg.data
     paths = tokenizer_files(run_dir, data.joint_vocab)
     if prepared is not None:
         # a resumed run must still see the tokenizer its data was encoded with
         prepared.check_tokenizers(paths, str(run_dir))
-        for source, path in zip(prepared.tokenizer_paths, paths):
-            if not path.is_file():
-                Tokenizer.load(source).save(path)
+    # a fine-tuned run's weights know its init's pieces (a prepared corpus was checked to match)
+    sources = tokenizer_files(init, data.joint_vocab) if init is not None else \
+        prepared.tokenizer_paths if prepared is not None else []
+    for source, path in zip(sources, paths):
+        if not path.is_file():
+            Tokenizer.load(source).save(path)
     if all(p.is_file() for p in paths):
         return as_pair([Tokenizer.load(p) for p in paths])
     return make_tokenizers(data, paths, cfg.train.seed)

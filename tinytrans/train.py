@@ -9,6 +9,11 @@ progress from it). The run directory (rundir.py) holds config.toml, the tokenize
 metrics.jsonl and curves.png: a kill at any moment leaves the last checkpoint loadable, and
 running the same command again resumes where it left off, on the same curve.
 
+A run may start from another run's weights instead of random ones (fine-tuning, train.init):
+it takes that run's tokenizer and model shape, with a fresh optimizer and schedule (Adam's
+moments too with train.init_optimizer), and validates once before its first update, so its curve
+starts where the other run stands on the new data.
+
 The training data is parallel text, encoded at the start, or a directory made by `tinytrans
 prepare` (data.prepared), memory-mapped. Under torchrun, several processes train one model
 (distributed.py): each trains on its share of every update's batches, and process 0 alone
@@ -28,11 +33,12 @@ from typing import Any
 import torch
 
 from tinytrans.atomic import atomic_write_text, remove_leftovers
-from tinytrans.average import average_last
-from tinytrans.checkpoint import (CHECKPOINT_DIR, load_model_weights, load_training_state,
-                                  read_state, training_checkpoints)
-from tinytrans.config import (TRAINING_BYTES_PER_PARAMETER, RunConfig, check_fits_in_memory,
-                              differences, to_toml)
+from tinytrans.average import average_last, resolve_with_average
+from tinytrans.checkpoint import (CHECKPOINT_DIR, file_sha256, load_init, load_model_weights,
+                                  load_training_state, read_checkpoint, read_state,
+                                  training_checkpoints)
+from tinytrans.config import (TRAINING_BYTES_PER_PARAMETER, RunConfig, changed_from_init,
+                              check_fits_in_memory, config_to_dict, differences, to_toml)
 from tinytrans.data import (Batch, EncodedCorpus, FilterConfig, ResampledCorpus, encode_parallel,
                             length_sorted_batches, make_batch)
 from tinytrans.distributed import (ONE_PROCESS, Ranks, any_rank, barrier, epoch_plan, process_0_says,
@@ -45,8 +51,9 @@ from tinytrans.objective import TeacherForcing
 from tinytrans.prepared import PreparedData, open_prepared
 from tinytrans.schedule import budget_progress, check_schedule, learning_rate, make_optimizer
 from tinytrans.validation import ValidationSet, load_validation_data, validate
-from tinytrans.rundir import (CONFIG_FILE, CURVES_FILE, METRICS_FILE, RunFiles, load_tokenizers, run_tokenizers,
-                              start_or_resume)
+from tinytrans.rundir import (CONFIG_FILE, CURVES_FILE, METRICS_FILE, RunFiles, init_config_file,
+                              load_run_config, load_tokenizers, run_tokenizers, start_or_resume,
+                              tokenizer_files)
 from tinytrans.textio import LineCounter, ParallelCounter, read_parallel
 from tinytrans.tokenizer import Tokenizer, tokenizer_names
 
@@ -162,6 +169,76 @@ def prepared_data_events(prepared: PreparedData, report: Report) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# Fine-tuning: the run a run starts from
+
+@dataclass(frozen=True)
+class InitRun:
+    """The run a fine-tuned run starts from (train.init), and the checkpoint it takes."""
+
+    run_dir: Path
+    config: RunConfig
+    checkpoint: Path
+
+    def record(self, optimizer: bool) -> dict[str, Any]:
+        """Where the run came from, for its metrics.jsonl: the run, the file and its contents."""
+        return {"run": str(self.run_dir.resolve()), "checkpoint": str(self.checkpoint.resolve()),
+                "sha256": file_sha256(self.checkpoint),
+                "step": read_state(self.checkpoint).get("step"), "optimizer": optimizer}
+
+
+def find_init(cfg: RunConfig, run_dir: Path, overwrite: bool = False) -> InitRun | None:
+    """The run that `cfg` is fine-tuned from, when this start of it uses one: every train.init*
+    option is checked here, before any work, and each mistake is a one-line UserError.
+
+    None for a run from scratch, and for a fine-tuned run resumed from a checkpoint of its own
+    (it needs its init run no more)."""
+    t = cfg.train
+    if not t.init:
+        if t.init_optimizer:
+            raise UserError("--init-optimizer: takes Adam's moments from the run given with "
+                            "--init, but there is no --init")
+        if t.init_checkpoint != "best":
+            raise UserError(f"--checkpoint {t.init_checkpoint}: picks a checkpoint of the run "
+                            "given with --init, but there is no --init")
+        return None
+    init_dir = Path(t.init)
+    if init_dir.resolve() == run_dir.resolve():
+        raise UserError(f"--init {t.init}: is the run directory being trained (--output); "
+                        "fine-tune into another directory")
+    if training_checkpoints(run_dir) and not overwrite:
+        return None
+    init_config_file(init_dir)  # a UserError unless it is a run directory
+    init_config = load_run_config(init_dir)
+    # a prepared corpus fixes the data keys itself, and its tokenizer is checked by its checksum
+    changed = [(section, key) for section, key in changed_from_init(cfg, init_config)
+               if not (cfg.data.prepared and section == "data")]
+    if changed:
+        (section, key), ours, theirs = changed[0], config_to_dict(cfg), config_to_dict(init_config)
+        raise UserError(f"{section}.{key} = {ours[section][key]!r}, but --init {t.init} has "
+                        f"{theirs[section][key]!r}: a fine-tuned run keeps the model shape and "
+                        "tokenizer of the run it starts from")
+    try:
+        checkpoint = resolve_with_average(init_dir, t.init_checkpoint)
+        _, metadata = read_checkpoint(checkpoint, tensors=False)
+    except UserError as error:
+        raise UserError(f"--checkpoint {t.init_checkpoint} of --init {t.init}: {error}") from None
+    if t.init_optimizer and "param_groups" not in metadata:
+        raise UserError(f"--init-optimizer: {checkpoint} holds weights only, no optimizer state; "
+                        "take a step checkpoint (--checkpoint last)")
+    return InitRun(init_dir, init_config, checkpoint)
+
+
+def check_prepared_tokenizer(prepared: PreparedData, init: InitRun) -> None:
+    """A prepared corpus is ids: a fine-tuned run can train on it only if it was encoded with the
+    tokenizer the run takes from its init (the manifest holds the tokenizer files' SHA-256)."""
+    files = tokenizer_files(init.run_dir, init.config.data.joint_vocab)
+    if {path.name: file_sha256(path) for path in files} != prepared.manifest["tokenizer"]["files"]:
+        raise UserError(f"{prepared.directory}: was encoded with another tokenizer than --init "
+                        f"{init.run_dir}'s; prepare it again with that run's tokenizer "
+                        f"(--tokenizer {files[0]})")
+
+
+# ---------------------------------------------------------------------------------------------
 # One update
 
 def to_device(batch: Batch, device: torch.device) -> Batch:
@@ -261,11 +338,12 @@ def train(cfg: RunConfig, run_dir: Path, overwrite: bool = False,
     report = report if report is not None and ranks.main else _silent
     stop_requested = stop_requested or (lambda: False)
     check_schedule(cfg)
+    init = find_init(cfg, Path(run_dir), overwrite)
     # before the run directory is made: the exact check, with the tokenizer's vocabulary, follows
     check_fits_in_memory(cfg.model, TRAINING_BYTES_PER_PARAMETER, cfg.data.vocab_size)
     device = process_device(cfg.train.device, ranks)
     with process_group(ranks, device):
-        run, state = _set_up(cfg, Path(run_dir), overwrite, report, ranks, device)
+        run, state = _set_up(cfg, Path(run_dir), overwrite, report, ranks, device, init)
         result = _loop(run, state, stop_requested)
         barrier(ranks)  # all end together, once process 0 has written the last checkpoint
     return result
@@ -295,13 +373,15 @@ class Run:
 
 
 def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, ranks: Ranks,
-            device: torch.device) -> tuple[Run, TrainState]:
+            device: torch.device, init: InitRun | None) -> tuple[Run, TrainState]:
     prepared = open_prepared(Path(cfg.data.prepared)) if cfg.data.prepared else None
     if prepared is not None:
+        if init is not None:
+            check_prepared_tokenizer(prepared, init)
         cfg = replace(cfg, data=prepared.data_config(cfg.data))
     allow_tf32(device)
     if ranks.main:
-        cfg = _set_up_run_dir(cfg, run_dir, overwrite, prepared)
+        cfg = _set_up_run_dir(cfg, run_dir, overwrite, prepared, init)
     barrier(ranks)  # the others read what process 0 has prepared
     src_tok, tgt_tok = load_tokenizers(run_dir, cfg)
     cfg = replace(cfg, model=replace(cfg.model, src_vocab_size=src_tok.vocab_size,
@@ -326,6 +406,8 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
         state = TrainState.from_saved(read_state(checkpoints[-1]), checkpoints[-1])
         load_training_state(checkpoints[-1], model, optimizer)
         report({"event": "resume", "step": state.step, "checkpoint": str(checkpoints[-1])})
+    elif init is not None:
+        load_init(init.checkpoint, model, optimizer if cfg.train.init_optimizer else None)
     _check_same_start(state, run_dir, ranks, device)
     cfg = _keep_effective_batch(cfg, state, ranks)
     if ranks.main:
@@ -338,6 +420,8 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
              "processes": ranks.world_size, "batch_tokens": t.batch_tokens,
              "update_freq": t.update_freq,
              "effective_batch_tokens": ranks.world_size * t.batch_tokens * t.update_freq}
+    if init is not None:
+        start["init"] = init.record(t.init_optimizer)
     if ranks.main:
         files.log(start)
     report({**start, "parameters": count_parameters(model), "pairs": len(corpus),
@@ -348,8 +432,8 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
     return run, state
 
 
-def _set_up_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool,
-                 prepared: PreparedData | None) -> RunConfig:
+def _set_up_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool, prepared: PreparedData | None,
+                    init: InitRun | None) -> RunConfig:
     """Process 0's part: the run directory, its tokenizers and config.toml. Returns `cfg` with
     the vocabulary sizes."""
     saved = start_or_resume(run_dir, cfg, overwrite)
@@ -358,7 +442,7 @@ def _set_up_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool,
         tokenizers = tokenizer_names(cfg.data.joint_vocab)
         remove_leftovers(run_dir, [CONFIG_FILE, METRICS_FILE, CURVES_FILE, *tokenizers,
                                    *(Path(name).with_suffix(".vocab").name for name in tokenizers)])
-    src_tok, tgt_tok = run_tokenizers(run_dir, cfg, prepared)
+    src_tok, tgt_tok = run_tokenizers(run_dir, cfg, prepared, init.run_dir if init else None)
     cfg = replace(cfg, model=replace(cfg.model, src_vocab_size=src_tok.vocab_size,
                                      tgt_vocab_size=tgt_tok.vocab_size))
     if saved is not None and differences(saved, cfg):
@@ -481,10 +565,15 @@ def _loop(run: Run, state: TrainState, stop_requested: Callable[[], bool]) -> Tr
     cfg, t, ranks, files, report = run.cfg, run.cfg.train, run.ranks, run.files, run.report
     timings = Timings()
     started = time.perf_counter() - state.elapsed
-    window_tokens, window_loss, window_nll, window_start = 0, 0.0, 0.0, time.perf_counter()
     run_tokens, run_start = 0, time.perf_counter()
     last_validation: dict[str, Any] = {}
     validating = cfg.data.valid is not None  # known to every process; only process 0 has the set
+    if validating and cfg.train.init and state.step == 0 and ranks.main:
+        # a fine-tuned run's starting point on its new data: its init's score, the curve's origin
+        last_validation = _validate_and_keep_best(
+            run.model, run.valid, run.tgt_tok, cfg, run.device, run.precision, state, files,
+            report, timings)
+    window_tokens, window_loss, window_nll, window_start = 0, 0.0, 0.0, time.perf_counter()
     run.model.train()
     reason = _agreed_stop(run, state, interrupted=False)
     updates = _updates(run.epoch_corpus, cfg, state, ranks)

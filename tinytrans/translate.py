@@ -262,20 +262,6 @@ class Translator:
         return Translation(nbest[0][1], nbest, alignments if alignment else None)
 
 
-def shifted_alignment(parts: list[Segment], texts: list[list[str]],
-                      picked: list[int]) -> Alignment:
-    """The segments' alignments as one line's: each segment's word indices shifted by the words
-    of the segments before it (join_translations joins with single spaces)."""
-    pairs: Alignment = []
-    src_offset = tgt_offset = 0
-    for part, part_texts, k in zip(parts, texts, picked):
-        if part.alignments:
-            pairs += [(s + src_offset, t + tgt_offset) for s, t in part.alignments[k]]
-        src_offset += len(part.text.split())
-        tgt_offset += len(part_texts[k].split())
-    return pairs
-
-
     def score(self, sources: list[str], targets: list[str],
               batch_tokens: int = SearchConfig.batch_tokens,
               warn: Warn | None = None) -> list[list[float]]:
@@ -297,6 +283,20 @@ def shifted_alignment(parts: list[Segment], texts: list[list[str]],
             for index, row in zip(batch, scores):
                 results[index] = row.tolist()
         return results
+
+
+def shifted_alignment(parts: list[Segment], texts: list[list[str]],
+                      picked: list[int]) -> Alignment:
+    """The segments' alignments as one line's: each segment's word indices shifted by the words
+    of the segments before it (join_translations joins with single spaces)."""
+    pairs: Alignment = []
+    src_offset = tgt_offset = 0
+    for part, part_texts, k in zip(parts, texts, picked):
+        if part.alignments:
+            pairs += [(s + src_offset, t + tgt_offset) for s, t in part.alignments[k]]
+        src_offset += len(part.text.split())
+        tgt_offset += len(part_texts[k].split())
+    return pairs
 
 
 @torch.inference_mode()
