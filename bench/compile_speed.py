@@ -46,7 +46,7 @@ def build(mode: str):
     elif mode == "encode and decode":
         model.encode = torch.compile(model.encode, dynamic=True)
         model.decode = torch.compile(model.decode, dynamic=True)
-    return cfg, TeacherForcing(model), make_optimizer(model, cfg, torch.device("cpu"))
+    return cfg, TeacherForcing(model), make_optimizer(model, cfg)
 
 
 def measure(mode: str, corpus, batches, seconds: float) -> tuple[float, float]:

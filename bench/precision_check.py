@@ -74,7 +74,7 @@ def preset_batches(name: str):
 def tokens_per_second(cfg, batches, precision: str) -> float:
     torch.manual_seed(1)
     model = Transformer(cfg.model)
-    optimizer = make_optimizer(model, cfg, torch.device("cpu"))
+    optimizer = make_optimizer(model, cfg)
     timings, cpu = Timings(), torch.device("cpu")
     for batch in batches[:2]:  # warm-up: kernels chosen, memory allocated
         train_step(model, [batch], optimizer, cfg, 1e-4, cpu, precision, timings)

@@ -71,7 +71,7 @@ def profile_model(corpus, keys: dict, batch_tokens: int,
     torch.manual_seed(1)
     cfg = build_config({"model": {"src_vocab_size": VOCAB, "tgt_vocab_size": VOCAB, **keys}})
     model = Transformer(cfg.model)
-    optimizer = make_optimizer(model, cfg, torch.device("cpu"))
+    optimizer = make_optimizer(model, cfg)
 
     def step(indices) -> int:
         batch = make_batch(corpus, indices)

@@ -96,7 +96,7 @@ def measure_tinytrans(corpus, batches, seconds: float, precision: str, dropouts:
             for name, child in list(module.named_children()):
                 if isinstance(child, Dropout):
                     setattr(module, name, torch.nn.Dropout(child.p))
-    optimizer = make_optimizer(model, cfg, torch.device("cpu"))
+    optimizer = make_optimizer(model, cfg)
     timings = Timings()
 
     def step(batch):

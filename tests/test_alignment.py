@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helpers_model import source_batch, toy_model
+from tinytrans.lines import format_alignment
 from tinytrans.alignment import (ALIGNMENT_LAYER_DEFAULT, align_words_to_text, alignment_layer,
-                                 format_alignment, piece_words, word_alignment, word_ids)
+                                 piece_words, word_alignment, word_ids)
 from tinytrans.errors import UserError
 from tinytrans.model import AttentionWeights, Transformer
 from tinytrans.tokenizer import BOS_ID

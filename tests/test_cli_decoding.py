@@ -113,7 +113,7 @@ def test_a_two_thousand_word_line_comes_back_whole_in_one_line(run_dir):
 
 @pytest.mark.parametrize("args, causes", [
     (["--sample", "x"], ["--sample: 'x' must be a number of tokens"]),
-    (["--sample", "0"], ["--sample: 0 must be a number of tokens"]),
+    (["--sample", "0"], ["--sample: '0' must be a number of tokens"]),
     (["--sample", "5", "--top-p", "2"], ["--top-p: 2.0 must be a number in (0, 1]"]),
     (["--sample", "5", "--temperature", "-1"], ["--temperature: -1.0 must be a number >= 0"]),
     (["--top-p", "0.5"], ["--top-p: 0.5 applies to sampling only"]),

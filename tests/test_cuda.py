@@ -133,7 +133,7 @@ def test_bf16_training_on_the_device_with_fused_adam(prepared, tmp_path, device)
     load_model_weights(training_checkpoints(tmp_path / "run")[-1],
                        Transformer(load_run_config(tmp_path / "run").model))
     model = Transformer(load_run_config(tmp_path / "run").model).to(device)
-    assert make_optimizer(model, cfg, device).defaults["fused"] is True
+    assert make_optimizer(model, cfg).defaults["fused"] is True
 
 
 @NEEDS_CUDA

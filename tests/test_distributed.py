@@ -280,4 +280,4 @@ def test_ctrl_c_under_torchrun_stops_every_process_at_one_step_then_one_process_
     assert starts[0]["effective_batch_tokens"] == starts[1]["effective_batch_tokens"]
     state = read_state(training_checkpoints(run_dir)[-1])
     assert state["step"] == steps[-1] + 3
-    assert state["regrouped"][-1][1] == 2  # two batches per update, as before the resume
+    assert state["update_sizes"][-1][1] == 2  # two batches per update, as before the resume

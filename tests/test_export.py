@@ -82,7 +82,7 @@ def test_ctranslate2_scores_every_piece_as_tinytrans_does(ctranslate2, small_tok
 def test_the_model_directory(ctranslate2, small_tokenizer, tmp_path):
     run = handmade_run(tmp_path / "run", small_tokenizer, seed=4)
     out = export_model(run, tmp_path / "ct2", "ctranslate2")
-    assert {p.name for p in out.iterdir()} == {"model.bin", "config.json", "shared_vocabulary.json",
+    assert {p.name for p in out.iterdir()} == {"model.bin", "config.json", "shared_vocabulary.json", "tinytrans.json",
                                                "tokenizer.model"}
     vocabulary = json.loads((out / "shared_vocabulary.json").read_text())
     assert vocabulary[:4] == ["<pad>", "<unk>", "<s>", "</s>"]

@@ -160,7 +160,7 @@ def test_a_kill_after_any_validation_loses_neither_best_nor_patience(
         with pytest.raises(Killed):
             run(cfg, run_dir, scripted, kill)
         resumed = run(cfg, run_dir, scripted)
-        # best_bleu, best_step, stale (the patience count), step, epoch: all but the seconds
+        # best_bleu, best_step, validations_since_best (the patience count), step, epoch: all but the seconds
         assert replace(resumed.state, elapsed=0) == replace(straight.state, elapsed=0), kill
         assert resumed.stop_reason == straight.stop_reason, kill
         assert read_state(run_dir / "checkpoints" / BEST)["best_step"] == straight.state.best_step
@@ -187,7 +187,7 @@ def test_a_resumed_run_validating_at_other_steps_keeps_the_better_best(
 
     result = run(replace(cfg, train=replace(cfg.train, validate_every=5)), run_dir, scripted)
     assert (result.state.best_bleu, result.state.best_step) == (12.0, 4)
-    assert result.state.stale == 2 and result.state.step == 10  # validations at 5 and 10
+    assert result.state.validations_since_best == 2 and result.state.step == 10  # validations at 5 and 10
     assert "early stopping" in result.stop_reason
     assert read_state(run_dir / "checkpoints" / BEST)["best_step"] == 4
     for name, tensor in best_weights(run_dir).items():
@@ -270,7 +270,7 @@ def test_fused_adam_falls_back_where_this_torch_lacks_it(corpus, monkeypatch):
     monkeypatch.setattr(torch.optim, "Adam", without_fused)
     cfg = toy_config(corpus[0], None)
     model = Transformer(replace(cfg.model, src_vocab_size=50, tgt_vocab_size=50))
-    optimizer = tinytrans.schedule.make_optimizer(model, cfg, torch.device("cpu"))
+    optimizer = tinytrans.schedule.make_optimizer(model, cfg)
     assert optimizer.defaults["foreach"] is True and not optimizer.defaults.get("fused")
 
 
@@ -292,7 +292,7 @@ def test_training_and_loading_change_nothing_process_wide(corpus, tmp_path):
 
 
 @pytest.mark.parametrize("forged", [{"step": -5}, {"step": "3"}, {"surprise": 1},
-                                    {"regrouped": [[0]]}, {"elapsed": float("nan")},
+                                    {"update_sizes": [[0]]}, {"elapsed": float("nan")},
                                     {"elapsed": 10**400}])
 def test_a_forged_training_state_is_refused_in_one_line(corpus, tmp_path, forged):
     run_dir = tmp_path / "run"
@@ -317,3 +317,10 @@ def test_a_best_checkpoint_without_its_score_is_refused_in_one_line(corpus, tmp_
     save_file(tensors, str(best), metadata={**metadata, "state": json.dumps({"best_step": "x"})})
     with pytest.raises(UserError, match="best_step"):
         train(replace(cfg, train=replace(cfg.train, max_steps=4)), run_dir)
+
+
+def test_a_checkpoint_with_the_old_state_names_still_resumes(tmp_path):
+    from tinytrans.train import TrainState
+    state = TrainState.from_saved({"step": 7, "stale": 2, "regrouped": [[0, 1], [3, 2]]},
+                                  tmp_path / "old.safetensors")
+    assert (state.step, state.validations_since_best, state.update_sizes) == (7, 2, [[0, 1], [3, 2]])

@@ -18,7 +18,8 @@ SentencePiece's normalisation or its " ⁇ " for an unknown piece changed the nu
 
 Shape legend: L decoder layers, H heads, T target pieces + 1 (</s>), S source pieces + 1 (</s>),
 Wt / Ws target / source words. This module imports no other part of tinytrans but errors, so
-that translate.py, the CLI and the API can all use it.
+that translate.py, the CLI and the API can all use it. Printing pairs as `0-0 1-2` is text, and
+lives with the other line handling (lines.format_alignment).
 """
 
 from __future__ import annotations
@@ -203,8 +204,3 @@ def membership(groups: list[list[int]], n_pieces: int) -> torch.Tensor:
     for word, pieces in enumerate(groups):
         matrix[word, pieces] = 1.0
     return matrix
-
-
-def format_alignment(pairs: list[tuple[int, int]]) -> str:
-    """Pairs as Moses / fast_align print them: [(0, 0), (2, 1)] -> '0-0 2-1' ('' for none)."""
-    return " ".join(f"{source}-{target}" for source, target in pairs)

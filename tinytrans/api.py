@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from tinytrans.attention import SentenceAttention, sentence_attention
-from tinytrans.config import DEVICES, INFERENCE_PRECISIONS, SearchConfig
+from tinytrans.config import DEVICES, INFERENCE_PRECISIONS, SearchConfig, sample_option
 from tinytrans.errors import UserError
 from tinytrans.terminology import Glossary, check_phrases
 from tinytrans.tokenizer import EOS_ID
@@ -82,7 +82,7 @@ class TranslationModel:
         translations (nbest of them) instead of searching, with temperature, top_p and seed.
         """
         cfg = _search_config(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
-                             nbest=1 if nbest is None else nbest, sample=_sample(sample),
+                             nbest=1 if nbest is None else nbest, sample=sample_option(sample, "sample"),
                              temperature=temperature, top_p=top_p, seed=seed)
         sentences = _sentences("sentences", sentences)
         options = LineOptions(_optional_bool("split_sentences", split_sentences),
@@ -176,15 +176,6 @@ def _search_config(**fields: object) -> SearchConfig:
         return SearchConfig(**values)
     except UserError as error:
         raise UserError(_argument_names(str(error))) from None
-
-
-def _sample(value: object) -> object:
-    """sample="all" (every token) is SearchConfig's 0; a K stays K (checked there)."""
-    if value == "all":
-        return 0
-    if value == 0 and not isinstance(value, bool):
-        raise UserError("sample: 0 tokens; give K >= 1 or 'all'")
-    return value
 
 
 def _bool(name: str, value: object) -> bool:

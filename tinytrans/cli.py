@@ -34,9 +34,10 @@ except ImportError:  # older typer runs on click itself
     from click import exceptions as click_errors
 
 from tinytrans import __version__
-from tinytrans.config import (ATTENTION_KINDS, BLEU_TOKENIZE, DEVICES, EXPORT_FORMATS,
+from tinytrans.config import (ATTENTION_KINDS, BLEU_TOKENIZE, DEVICES, ENGINES, EXPORT_FORMATS,
                               INFERENCE_PRECISIONS, LR_SCHEDULES, MODEL_TYPES, PRECISIONS, PRESETS,
-                              QUANTIZATIONS, UTF8_POLICIES, DataConfig, SearchConfig)
+                              QUANTIZATIONS, UTF8_POLICIES, DataConfig, SearchConfig,
+                              ServeConfig, sample_option)
 from tinytrans.errors import UserError
 
 # Choices are listed in --help and checked by the CLI itself.
@@ -50,6 +51,7 @@ AttentionKind = Literal[ATTENTION_KINDS]  # type: ignore[valid-type]
 ExportFormat = Literal[EXPORT_FORMATS]  # type: ignore[valid-type]
 Quantization = Literal[QUANTIZATIONS]  # type: ignore[valid-type]
 ModelType = Literal[MODEL_TYPES]  # type: ignore[valid-type]
+Engine = Literal[ENGINES]  # type: ignore[valid-type]
 
 USER_ERROR, INTERNAL_ERROR, INTERRUPTED = 2, 3, 130
 DEBUG_ENV = "TINYTRANS_DEBUG"
@@ -453,6 +455,7 @@ MaxLenA = Annotated[float, typer.Option(help="Output length limit a * source + b
 MaxLenB = Annotated[int, typer.Option(help="Output length limit a * source + b (b <= 1024).")]
 SearchBatchTokens = Annotated[int, typer.Option(help="Source tokens x beam per batch.")]
 SplitSentences = Annotated[Optional[bool], typer.Option("--split-sentences/--no-split-sentences", help="Translate each line sentence by sentence, joined back into one line. Default: only lines too long for the model; with the no form, such lines are cut.", show_default=False)]
+EngineOption = Annotated[Engine, typer.Option(help="torch: the run directory's PyTorch model; ctranslate2: a directory 'tinytrans export' wrote, in C++ (no constraints, alignments or attention).")]
 GlossaryFile = Annotated[Optional[Path], typer.Option("--glossary", help="TSV of 'source term<TAB>target term': where a source term occurs, its target term must appear.")]
 
 
@@ -480,20 +483,18 @@ def translate(
     temperature: Annotated[float, typer.Option(help="With --sample: < 1 sharpens, > 1 flattens the distribution; 0 takes the most probable.")] = DEFAULT_SEARCH.temperature,
     top_p: Annotated[float, typer.Option(help="With --sample: draw from the most probable tokens holding this much probability.")] = DEFAULT_SEARCH.top_p,
     seed: Annotated[int, typer.Option(help="With --sample: the same seed and input give the same samples.")] = DEFAULT_SEARCH.seed,
+    engine: EngineOption = "torch",
 ) -> None:
     """Translate lines from stdin (or --input) to stdout: one output line per input line."""
-    from tinytrans.alignment import format_alignment
     from tinytrans.atomic import atomic_text_output, check_writable, same_file
+    from tinytrans.lines import LineOptions, check_sampling_alone, decode_input, format_alignment
     from tinytrans.terminology import count_lines, read_constraints, read_glossary
     from tinytrans.textio import open_binary
-    from tinytrans.translate import LineOptions, Translator, decode_input
 
     cfg = SearchConfig(beam=beam, nbest=nbest, lenpen=lenpen, max_len_a=max_len_a,
-                       max_len_b=max_len_b, batch_tokens=batch_tokens, sample=_sample(sample),
+                       max_len_b=max_len_b, batch_tokens=batch_tokens, sample=sample_option(sample),
                        temperature=temperature, top_p=top_p, seed=seed)
-    if cfg.sampling and (constraints is not None or glossary is not None):
-        raise UserError("--sample: constraints need beam search; drop --sample, or "
-                        "--constraints/--glossary")
+    check_sampling_alone(cfg, constraints is not None or glossary is not None)
     options = LineOptions(split_sentences, alignment,
                           read_glossary(glossary) if glossary is not None else None)
     if constraints is not None and input is not None:
@@ -506,8 +507,7 @@ def translate(
         if same_file(output, input if input is not None else _stdin_fd()):
             raise UserError(f"--output {output}: is the input file; write the translation elsewhere")
         check_writable(output)
-    _own_the_process(threads)
-    translator = Translator(model, checkpoint, device, precision)
+    translator = _load_engine(engine, model, checkpoint, device, precision, threads)
     warn = lambda message: say(message, "warning: ", "yellow")  # noqa: E731
     interactive = input is None and sys.stdin.isatty()
     progress = _LineCounter(enabled=stderr.is_terminal and not interactive)
@@ -533,19 +533,22 @@ def translate(
         sink.flush()
 
 
-def _sample(value: str | None) -> int | None:
-    """--sample K|all -> SearchConfig.sample (0 = all tokens)."""
-    if value is None:
-        return None
-    if value.strip().lower() == "all":
-        return 0
-    try:
-        k = int(value)
-    except ValueError:
-        raise UserError(f"--sample: '{value}' must be a number of tokens (K >= 1) or all") from None
-    if k < 1:
-        raise UserError(f"--sample: {k} must be a number of tokens (K >= 1) or all")
-    return k
+def _load_engine(engine: str, model: Path, checkpoint: str, device: str, precision: str,
+                 threads: int | None):
+    """The translator of --engine: PyTorch's (a run directory), or CTranslate2's (a directory
+    `tinytrans export` wrote), which imports no torch: its process does not own PyTorch's
+    threads, CTranslate2 gets them itself."""
+    if engine == "torch":
+        from tinytrans.translate import Translator
+        _own_the_process(threads)
+        return Translator(model, checkpoint, device, precision)
+    from tinytrans.ct2engine import CT2Translator
+    for flag, value, default in (("--checkpoint", checkpoint, "best"),
+                                 ("--precision", precision, "auto")):
+        if value != default:
+            raise UserError(f"{flag}: with --engine ctranslate2 the export decides (tinytrans "
+                            "export --checkpoint ... --quantization ...)")
+    return CT2Translator(model, device, threads)
 
 
 def _own_the_process(threads: int | None) -> None:
@@ -700,6 +703,48 @@ def export(
     from tinytrans.export import export_model
     path = export_model(model, output, format, checkpoint, quantization)
     say(f"wrote {path}")
+
+
+# ---------------------------------------------------------------------------------------------
+# serve
+
+DEFAULT_SERVE = ServeConfig()
+
+@app.command()
+@friendly_errors
+def serve(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Run directory of a trained model.")],
+    checkpoint: Annotated[str, typer.Option(help="best, last, average or a checkpoint path.")] = "best",
+    host: Annotated[str, typer.Option(help="Address to listen on; 127.0.0.1 serves this machine only.")] = DEFAULT_SERVE.host,
+    port: Annotated[int, typer.Option(help="Port to listen on (0: any free port, printed at start).")] = DEFAULT_SERVE.port,
+    beam: Beam = DEFAULT_SEARCH.beam,
+    max_chars: Annotated[int, typer.Option(help="Characters of text per request, at most.")] = DEFAULT_SERVE.max_chars,
+    max_lines: Annotated[int, typer.Option(help="Lines per request, at most.")] = DEFAULT_SERVE.max_lines,
+    max_body: Annotated[int, typer.Option(help="Bytes of a request body, at most (413 beyond).")] = DEFAULT_SERVE.max_body,
+    queue: Annotated[int, typer.Option(help="Requests waiting for the model, at most (429 beyond).")] = DEFAULT_SERVE.queue,
+    timeout: Annotated[float, typer.Option(help="Seconds a request may wait for its translation (503 beyond).")] = DEFAULT_SERVE.timeout,
+    device: Annotated[Device, typer.Option(help="auto: a CUDA GPU when there is one.")] = "auto",
+    precision: Annotated[InferencePrecision, typer.Option(help="int8: quantised, CPU only; auto: bf16 where measured faster, else fp32.")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
+    engine: EngineOption = "torch",
+) -> None:
+    """Serve a model over HTTP: LibreTranslate's API, and a page that shows attention."""
+    try:
+        from tinytrans.serve import serve as run_server
+    except ImportError as missing:
+        raise UserError(f"serve needs the serve extra ({missing.name} is missing): "
+                        "pip install 'tinytrans[serve]'") from None
+
+    cfg = ServeConfig(host=host, port=port, beam=beam, max_chars=max_chars, max_lines=max_lines,
+                      max_body=max_body, queue=queue, timeout=timeout)
+    translator = _load_engine(engine, model, checkpoint, device, precision, threads)
+    # uvicorn handles SIGTERM and Ctrl-C itself (stop accepting, finish what is in flight), then
+    # raises the signal again once it has stopped: by then there is nothing left to interrupt.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)
+    run_server(translator, cfg, announce=say,
+               log_error=lambda error: say(describe_error(error)[0], "error: ", "bold red"))
+    say("stopped")
 
 
 def _print_scores(result: dict[str, Any]) -> None:

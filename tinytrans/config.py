@@ -126,6 +126,22 @@ MAX_LEN_A, MAX_LEN_B = 10, 1024  # the output length limit a x source + b may no
 MAX_SAMPLES = 100  # --nbest with --sample: samples per sentence
 
 
+def sample_option(value: object, name: str = "--sample") -> int | None:
+    """`--sample K|all` (or the API's sample=K|"all") as SearchConfig.sample: None to search,
+    0 for every token, K >= 1 for the K most probable."""
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return 0
+    try:
+        k = int(value) if isinstance(value, str) else value
+    except ValueError:
+        k = None
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise UserError(f"{name}: {value!r} must be a number of tokens (K >= 1) or 'all'")
+    return k
+
+
 @dataclass(frozen=True)
 class SearchConfig:
     """How translations are searched for (translate, evaluate, the Python API)."""
@@ -187,6 +203,39 @@ class SearchConfig:
     def rows_per_sentence(self) -> int:
         """Decoder rows one sentence takes in a batch: its beams, or its samples."""
         return self.nbest if self.sampling else self.beam
+
+
+ENGINES = ("torch", "ctranslate2")  # what runs the search: translate/serve --engine
+MAX_BEAM = 16  # a request to `tinytrans serve` may ask for this beam at most
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """The server's settings; every limit is a flag of `tinytrans serve`."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    beam: int = SearchConfig.beam
+    max_chars: int = 10_000  # characters of text per request, all lines together
+    max_lines: int = 200  # lines per request (each item of q, and each line inside one)
+    max_body: int = 1_000_000  # bytes of a request body
+    queue: int = 256  # requests waiting for the model; more get 429
+    timeout: float = 60.0  # seconds a request may wait for its translation; then 503
+    max_wait: float = 0.005  # seconds the inference thread waits to gather a batch
+
+    def __post_init__(self) -> None:
+        for flag, value, least in (("--port", self.port, 0), ("--beam", self.beam, 1),
+                                   ("--max-chars", self.max_chars, 1),
+                                   ("--max-lines", self.max_lines, 1),
+                                   ("--max-body", self.max_body, 1), ("--queue", self.queue, 1)):
+            if value < least:
+                raise UserError(f"{flag}: {value} must be at least {least}")
+        if self.port > 65535:
+            raise UserError(f"--port: {self.port} must be at most 65535")
+        if self.beam > MAX_BEAM:
+            raise UserError(f"--beam: {self.beam} must be at most {MAX_BEAM}")
+        if not self.timeout > 0:
+            raise UserError(f"--timeout: {self.timeout} must be more than 0 seconds")
 
 
 @dataclass(frozen=True)

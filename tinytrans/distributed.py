@@ -131,7 +131,7 @@ def wrap(module: nn.Module, ranks: Ranks, device: torch.device) -> nn.Module:
     """`module` whose backward passes sum gradients over all processes (DDP), or `module` alone.
 
     Only what runs inside the wrapped module's forward is synchronised, which is why training
-    wraps its whole loss computation (train.TeacherForcing), not the Transformer.
+    wraps its whole loss computation (objective.TeacherForcing), not the Transformer.
     """
     if not ranks.distributed:
         return module

@@ -7,6 +7,7 @@ decoder specs whose variables are filled here) and saved as a model directory:
     OUT/config.json               special tokens: source gets </s> appended, decoding starts at <s>
     OUT/shared_vocabulary.json    the SentencePiece pieces in id order (source_/target_ when untied)
     OUT/tokenizer.model           the run's SentencePiece model(s), to make pieces with
+    OUT/tinytrans.json            the language pair and the maximum source length (ct2engine)
 
 What must agree for CTranslate2 to compute what tinytrans computes:
 - positions: CTranslate2 would build its own sinusoidal table with sines and cosines in two
@@ -22,6 +23,7 @@ What must agree for CTranslate2 to compute what tinytrans computes:
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +35,7 @@ from tinytrans.average import resolve_with_average
 from tinytrans.checkpoint import load_model_weights
 from tinytrans.config import EXPORT_FORMATS as FORMATS
 from tinytrans.config import QUANTIZATIONS
+from tinytrans.ct2engine import EXPORT_INFO
 from tinytrans.errors import UserError
 from tinytrans.model import MultiHeadAttention, Transformer, sinusoidal_encoding
 from tinytrans.rundir import load_run_config, load_tokenizers, tokenizer_files
@@ -72,7 +75,16 @@ def export_ctranslate2(run_dir: Path, output: Path, checkpoint: str = "best",
         spec.register_file(str(path))
     spec.validate()
     spec.optimize(quantization=quantization)
-    write_directory(output, spec.save)
+    info = {"src": config.data.src, "tgt": config.data.tgt, "max_length": config.data.max_length,
+            "joint_vocab": config.data.joint_vocab, "quantization": quantization or "float32",
+            "run": str(run_dir.resolve()), "checkpoint": checkpoint}
+
+    def save(directory: str) -> None:
+        spec.save(directory)
+        # what ct2engine needs besides CTranslate2's files: the pair and the source length limit
+        (Path(directory) / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n",
+                                                  encoding="utf-8")
+    write_directory(output, save)
     return output
 
 

@@ -18,17 +18,19 @@ import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from tinytrans.atomic import atomic_write, atomic_write_text
 from tinytrans.checkpoint import BEST, CHECKPOINT_DIR, prune_checkpoints, save_checkpoint, step_name
 from tinytrans.config import RunConfig, build_config, differences, read_toml, resolve_train_config
 from tinytrans.errors import UserError
-from tinytrans.model import Transformer
-from tinytrans.prepared import PreparedData
 from tinytrans.tokenizer import Tokenizer, as_pair, make_tokenizers, tokenizer_names
+
+if TYPE_CHECKING:  # types only: reading a run back for translation needs neither module
+    import torch
+
+    from tinytrans.model import Transformer
+    from tinytrans.prepared import PreparedData
 
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.jsonl"

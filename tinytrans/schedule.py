@@ -11,11 +11,10 @@ import math
 import torch
 
 from tinytrans.config import RunConfig, TrainConfig
-from tinytrans.errors import UserError
 from tinytrans.model import Transformer
 
 
-def make_optimizer(model: Transformer, cfg: RunConfig, device: torch.device) -> torch.optim.Optimizer:
+def make_optimizer(model: Transformer, cfg: RunConfig) -> torch.optim.Optimizer:
     """Adam, fused (one kernel updates every parameter) where this PyTorch has it for `device`:
     on GPUs, and on CPUs from torch 2.4; elsewhere the multi-tensor one, the same maths."""
     t = cfg.train
@@ -59,13 +58,3 @@ def budget_progress(t: TrainConfig, step: int, elapsed: float) -> float:
     by_steps = step / t.max_steps if t.max_steps else 0.0
     by_time = elapsed / (t.max_time * 60) if t.max_time else 0.0
     return max(by_steps, by_time)
-
-
-def check_schedule(cfg: RunConfig) -> None:
-    """The linear schedule needs a budget to decay to; refuse before any work without one."""
-    t = cfg.train
-    if t.lr_schedule not in ("inverse_sqrt", "linear"):
-        raise UserError(f"train.lr_schedule = {t.lr_schedule!r}: choose 'inverse_sqrt' or 'linear'")
-    if t.lr_schedule == "linear" and not t.max_steps and not t.max_time:
-        raise UserError("train.lr_schedule = 'linear' decays to zero at the end of the budget: "
-                        "set train.max_steps or train.max_time (--max-steps, --max-time)")

@@ -49,7 +49,7 @@ from tinytrans.hardware import PrecisionChoice, pick_precision
 from tinytrans.model import Transformer, count_parameters
 from tinytrans.objective import TeacherForcing
 from tinytrans.prepared import PreparedData, open_prepared
-from tinytrans.schedule import budget_progress, check_schedule, learning_rate, make_optimizer
+from tinytrans.schedule import budget_progress, learning_rate, make_optimizer
 from tinytrans.validation import ValidationSet, load_validation_data, validate
 from tinytrans.rundir import (CONFIG_FILE, CURVES_FILE, METRICS_FILE, RunFiles, init_config_file,
                               load_run_config, load_tokenizers, run_tokenizers, start_or_resume,
@@ -62,6 +62,10 @@ INTERRUPTED = "interrupted; run the same command again to resume"
 STOPPED_BY_MAIN = "stopped with process 0 (its report says why)"
 
 
+# checkpoints written before these fields were renamed still resume
+OLD_STATE_NAMES = {"stale": "validations_since_best", "regrouped": "update_sizes"}
+
+
 @dataclass
 class TrainState:
     """Where training stands; saved in every checkpoint, so a resumed run continues exactly."""
@@ -72,15 +76,16 @@ class TrainState:
     elapsed: float = 0.0  # seconds of training so far, over all resumptions
     best_bleu: float = -1.0
     best_step: int = 0
-    stale: int = 0  # validations since the best one
+    validations_since_best: int = 0  # what --patience counts
     # (batch, batches per update) from which this epoch's batches were shared among processes:
     # see distributed.epoch_plan; empty until training starts
-    regrouped: list[list[int]] = field(default_factory=list)
+    update_sizes: list[list[int]] = field(default_factory=list)
 
     @classmethod
     def from_saved(cls, values: dict[str, Any], path: Path) -> TrainState:
         """The state a checkpoint's metadata holds, every field checked: the file is untrusted
         (a forged or damaged one must not resume a run at step -5 or crash it later)."""
+        values = {OLD_STATE_NAMES.get(key, key): value for key, value in values.items()}
         known = {f.name for f in fields(cls)}
         for key, value in values.items():
             if key not in known:
@@ -93,7 +98,7 @@ class TrainState:
 def _valid_state_value(key: str, value: Any) -> bool:
     def count(x: Any) -> bool:
         return isinstance(x, int) and not isinstance(x, bool) and x >= 0
-    if key == "regrouped":
+    if key == "update_sizes":
         return isinstance(value, list) and all(
             isinstance(pair, list) and len(pair) == 2 and all(count(x) for x in pair) and pair[1] >= 1
             for pair in value)
@@ -321,7 +326,8 @@ def recover_best(state: TrainState, best_path: Path) -> TrainState:
     saved = TrainState.from_saved(read_state(best_path), best_path)
     if saved.best_step <= state.step:
         return state  # the checkpoint was written after this best, and knows it
-    return replace(state, best_bleu=saved.best_bleu, best_step=saved.best_step, stale=0)
+    return replace(state, best_bleu=saved.best_bleu, best_step=saved.best_step,
+                   validations_since_best=0)
 
 
 def train(cfg: RunConfig, run_dir: Path, overwrite: bool = False,
@@ -337,7 +343,6 @@ def train(cfg: RunConfig, run_dir: Path, overwrite: bool = False,
     ranks = ranks_from_environment()
     report = report if report is not None and ranks.main else _silent
     stop_requested = stop_requested or (lambda: False)
-    check_schedule(cfg)
     init = find_init(cfg, Path(run_dir), overwrite)
     # before the run directory is made: the exact check, with the tokenizer's vocabulary, follows
     check_fits_in_memory(cfg.model, TRAINING_BYTES_PER_PARAMETER, cfg.data.vocab_size)
@@ -397,7 +402,7 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
         valid = load_validation_data(cfg, src_tok, tgt_tok, report) if ranks.main else None
     torch.manual_seed(cfg.train.seed)
     model = Transformer(cfg.model).to(device)
-    optimizer = make_optimizer(model, cfg, device)
+    optimizer = make_optimizer(model, cfg)
     files = RunFiles(run_dir, cfg)
     state = TrainState()
     checkpoints = training_checkpoints(run_dir)
@@ -474,9 +479,9 @@ def _keep_effective_batch(cfg: RunConfig, state: TrainState, ranks: Ranks) -> Ru
     """A run resumed with another number of processes keeps its batches per update (processes x
     update_freq: the effective batch its learning rate was tuned for). update_freq becomes what
     keeps it, or, where these processes cannot share it evenly, the resume is refused."""
-    if not state.regrouped:
+    if not state.update_sizes:
         return cfg  # a new run (or a checkpoint of an older tinytrans, which did not record it)
-    per_update = state.regrouped[-1][1]
+    per_update = state.update_sizes[-1][1]
     if ranks.world_size * cfg.train.update_freq == per_update:
         return cfg
     if per_update % ranks.world_size:
@@ -503,7 +508,7 @@ def _stop_reason(cfg: RunConfig, state: TrainState, elapsed: float) -> str | Non
         return f"reached max_epochs {t.max_epochs}"
     if t.max_time is not None and elapsed >= t.max_time * 60:
         return f"reached max_time {t.max_time:g} min"
-    if t.patience is not None and state.stale >= t.patience:
+    if t.patience is not None and state.validations_since_best >= t.patience:
         return f"no better BLEU in {t.patience} validations (early stopping)"
     return None
 
@@ -525,22 +530,22 @@ def _updates(epoch_corpus: Callable[[int], EncodedCorpus], cfg: RunConfig, state
     update is processes x update_freq batches of the epoch's plan, shared out by
     distributed.my_share; the plan is the same on every process.
 
-    Updates `state.epoch`, `state.batch` and `state.regrouped` before yielding each update, so
+    Updates `state.epoch`, `state.batch` and `state.update_sizes` before yielding each update, so
     that after the update the state says where to resume (and which epoch is complete).
     """
     t = cfg.train
     per_update = ranks.world_size * t.update_freq
-    if not state.regrouped or state.regrouped[-1][1] != per_update:
-        # a new run, or a checkpoint of an older tinytrans, which has no `regrouped` (its epoch
+    if not state.update_sizes or state.update_sizes[-1][1] != per_update:
+        # a new run, or a checkpoint of an older tinytrans, which has no `update_sizes` (its epoch
         # so far stays). A resume with another number of processes keeps batches per update
         # (_keep_effective_batch), so the plan of a later checkpoint never changes here.
-        state.regrouped = [*state.regrouped, [state.batch, per_update]] if state.batch \
+        state.update_sizes = [*state.update_sizes, [state.batch, per_update]] if state.batch \
             else [[0, per_update]]
     while True:
         corpus = epoch_corpus(state.epoch)
         batches = epoch_plan(length_sorted_batches(corpus.src.lengths, corpus.tgt.lengths,
                                                    t.batch_tokens, t.seed, state.epoch),
-                             state.regrouped)
+                             state.update_sizes)
         while state.batch < len(batches):
             group = batches[state.batch: state.batch + per_update]
             update = [make_batch(corpus, indices) for indices in my_share(group, ranks)]
@@ -558,7 +563,7 @@ def _updates(epoch_corpus: Callable[[int], EncodedCorpus], cfg: RunConfig, state
 
 
 def _next_epoch(state: TrainState, per_update: int) -> None:
-    state.epoch, state.batch, state.regrouped = state.epoch + 1, 0, [[0, per_update]]
+    state.epoch, state.batch, state.update_sizes = state.epoch + 1, 0, [[0, per_update]]
 
 
 def _loop(run: Run, state: TrainState, stop_requested: Callable[[], bool]) -> TrainResult:
@@ -658,10 +663,10 @@ def _validate_and_keep_best(model, valid, tgt_tok, cfg, device, precision, state
     scores = validate(model, valid, tgt_tok, cfg, device, precision)
     timings.validation += time.perf_counter() - start
     if scores["bleu"] > state.best_bleu:
-        state.best_bleu, state.best_step, state.stale = scores["bleu"], state.step, 0
+        state.best_bleu, state.best_step, state.validations_since_best = scores["bleu"], state.step, 0
         files.best(model, asdict(state))
     elif state.step > state.best_step:
-        state.stale += 1
+        state.validations_since_best += 1
     # else: a validation re-run after a resume, at or before the step of a best found by the
     # killed attempt (see recover_best): it precedes that best, so it is not one "since the best"
     record = {"event": "valid", "step": state.step, "epoch": state.epoch, **scores,

@@ -1,0 +1,126 @@
+"""The inference thread: requests gathered into shared translate calls, grouped by settings,
+each answered with exactly its own lines; a full queue refused; a failure reaches only the
+requests it concerns; closing finishes what waits. A stand-in translator records its calls."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tinytrans.batching import Batcher, Closed, QueueFull, by_settings, Request
+from tinytrans.config import SearchConfig
+from tinytrans.errors import UserError
+from tinytrans.translate import LineOptions, Translation
+
+
+class RecordingTranslator:
+    """Translates a line to its upper case; records each call's lines; can be held or fail."""
+
+    def __init__(self):
+        self.calls: list[list[str]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_on: str | None = None
+
+    def translate(self, lines, cfg, options=LineOptions()):
+        lines = list(lines)
+        self.gate.wait(10)
+        self.calls.append(lines)
+        if self.fail_on is not None and self.fail_on in lines:
+            raise UserError(f"cannot translate {self.fail_on}")
+        return [Translation(line.upper(), [(0.0, line.upper())]) for line in lines]
+
+
+@pytest.fixture
+def translator() -> RecordingTranslator:
+    return RecordingTranslator()
+
+
+def texts(future) -> list[str]:
+    return [t.text for t in future.result(timeout=10).translations]
+
+
+def test_requests_waiting_together_share_one_call(translator):
+    translator.gate.clear()  # hold the thread on its first call while the others queue up
+    batcher = Batcher(translator, max_wait=0.05)
+    first = batcher.submit(["a"], SearchConfig())
+    time.sleep(0.1)
+    others = [batcher.submit([f"line {i}", f"more {i}"], SearchConfig()) for i in range(5)]
+    translator.gate.set()
+    assert texts(first) == ["A"]
+    for i, future in enumerate(others):
+        assert texts(future) == [f"LINE {i}", f"MORE {i}"]
+    assert len(translator.calls) == 2  # the first alone, then the five together
+    batcher.close()
+
+
+def test_requests_with_other_settings_do_not_share_a_call(translator):
+    translator.gate.clear()
+    batcher = Batcher(translator, max_wait=0.05)
+    batcher.submit(["hold"], SearchConfig())
+    time.sleep(0.1)
+    beam2 = batcher.submit(["x"], SearchConfig(beam=2))
+    beam5 = batcher.submit(["y"], SearchConfig(beam=5))
+    aligned = batcher.submit(["z"], SearchConfig(beam=5), LineOptions(alignment=True))
+    translator.gate.set()
+    assert (texts(beam2), texts(beam5), texts(aligned)) == (["X"], ["Y"], ["Z"])
+    assert sorted(translator.calls[1:]) == [["x"], ["y"], ["z"]]
+    batcher.close()
+
+
+def test_by_settings_keeps_arrival_order():
+    a, b, c = (Request([x], SearchConfig(beam=k), LineOptions()) for x, k in
+               (("a", 1), ("b", 2), ("c", 1)))
+    assert by_settings([a, b, c]) == [[a, c], [b]]
+
+
+def test_a_full_queue_is_refused(translator):
+    translator.gate.clear()
+    batcher = Batcher(translator, max_wait=0.0, queue_size=2)
+    batcher.submit(["taken"], SearchConfig())
+    time.sleep(0.1)  # the thread holds the first; two more fill the queue
+    batcher.submit(["1"], SearchConfig())
+    batcher.submit(["2"], SearchConfig())
+    with pytest.raises(QueueFull):
+        batcher.submit(["3"], SearchConfig())
+    translator.gate.set()
+    batcher.close()
+
+
+def test_a_failure_reaches_its_requests_and_the_thread_goes_on(translator):
+    errors = []
+    translator.fail_on = "bad"
+    batcher = Batcher(translator, max_wait=0.0, on_error=errors.append)
+    failed = batcher.submit(["bad"], SearchConfig())
+    with pytest.raises(UserError, match="cannot translate bad"):
+        failed.result(timeout=10)
+    assert texts(batcher.submit(["good"], SearchConfig())) == ["GOOD"]
+    assert len(errors) == 1
+    batcher.close()
+
+
+def test_a_cancelled_request_is_not_translated(translator):
+    translator.gate.clear()
+    batcher = Batcher(translator, max_wait=0.0)
+    batcher.submit(["hold"], SearchConfig())
+    time.sleep(0.1)
+    gone = batcher.submit(["gone"], SearchConfig())
+    assert gone.cancel()  # its client timed out while it waited
+    translator.gate.set()
+    assert texts(batcher.submit(["kept"], SearchConfig())) == ["KEPT"]
+    assert ["gone"] not in translator.calls
+    batcher.close()
+
+
+def test_closing_finishes_what_waits_and_refuses_more(translator):
+    translator.gate.clear()
+    batcher = Batcher(translator, max_wait=0.0)
+    waiting = [batcher.submit([str(i)], SearchConfig()) for i in range(4)]
+    translator.gate.set()
+    batcher.close()
+    assert [texts(f) for f in waiting] == [["0"], ["1"], ["2"], ["3"]]
+    with pytest.raises(Closed):
+        batcher.submit(["late"], SearchConfig())
+    assert not batcher.thread.is_alive()

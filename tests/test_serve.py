@@ -1,0 +1,338 @@
+"""`tinytrans serve`, as clients meet it: a real server process on a free loopback port, real HTTP.
+
+LibreTranslate's requests and answers, tinytrans' extra fields, every bad input as a 4xx with a
+one-line {"error": ...}, many clients at once each getting exactly its own lines, and a SIGTERM
+that lets the request in flight finish before the process exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("starlette", reason="the serve extra (starlette, uvicorn) is not installed")
+pytest.importorskip("uvicorn", reason="the serve extra (starlette, uvicorn) is not installed")
+
+from tinytrans.config import SearchConfig  # noqa: E402
+from tinytrans.translate import LineOptions, Translator  # noqa: E402
+from toyrun import BUNDLED  # noqa: E402
+
+LINES = (BUNDLED / "test.en").read_text(encoding="utf-8").splitlines()[:40]
+START_TIMEOUT = 120  # seconds: importing torch and loading a model on a busy 2-core machine
+
+
+class Server:
+    """`tinytrans serve` in a child process; `url` once it listens."""
+
+    def __init__(self, run_dir: Path, *flags: str):
+        precision = [] if "--engine" in flags else ["--precision", "fp32"]  # CT2: the export's
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tinytrans", "serve", "--model", str(run_dir), "--port", "0",
+             *precision, "--device", "cpu", "--threads", "1", *flags],
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        self.stderr: list[str] = []
+        self.url = self._wait_for_address()
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _wait_for_address(self) -> str:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            line = self.process.stderr.readline()
+            if not line:
+                break
+            self.stderr.append(line)
+            found = re.search(r"http://127\.0\.0\.1:\d+", line)
+            if found:
+                return found[0]
+        self.process.kill()
+        raise RuntimeError("the server did not start: " + "".join(self.stderr))
+
+    def _drain(self) -> None:
+        for line in self.process.stderr:
+            self.stderr.append(line)
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+def request(url: str, body: bytes | None = None, content_type: str = "application/json",
+            method: str | None = None) -> tuple[int, object]:
+    """(status, parsed JSON body) of one HTTP request."""
+    req = urllib.request.Request(url, data=body, method=method)
+    if body is not None:
+        req.add_header("Content-Type", content_type)
+    try:
+        with urllib.request.urlopen(req, timeout=120) as reply:
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def translate(server: Server, **fields) -> tuple[int, dict]:
+    fields.setdefault("source", "en")
+    fields.setdefault("target", "de")
+    return request(server.url + "/translate", json.dumps(fields).encode())
+
+
+@pytest.fixture(scope="module")
+def run_dir(varied_run: Path) -> Path:
+    return varied_run
+
+
+@pytest.fixture(scope="module")
+def server(run_dir: Path):
+    running = Server(run_dir, "--max-chars", "3000", "--max-lines", "50", "--max-body", "20000")
+    yield running
+    assert running.stop() == 0, "".join(running.stderr)
+
+
+@pytest.fixture(scope="module")
+def translator(run_dir: Path) -> Translator:
+    return Translator(run_dir, precision="fp32", device="cpu")
+
+
+def expected(translator: Translator, lines: list[str], **search) -> list[str]:
+    return [t.text for t in translator.translate(lines, SearchConfig(**search))]
+
+
+# ---------------------------------------------------------------------------------------------
+# LibreTranslate's API
+
+
+def test_health_and_languages(server):
+    status, health = request(server.url + "/health")
+    assert status == 200 and health["status"] == "ok"
+    status, languages = request(server.url + "/languages")
+    assert status == 200
+    assert {"code": "en", "name": "English", "targets": ["de"]} in languages
+
+
+def test_a_string_in_a_string_out(server, translator):
+    status, answer = translate(server, q=LINES[0])
+    assert status == 200
+    assert answer == {"translatedText": expected(translator, LINES[:1])[0]}
+
+
+def test_a_list_in_a_list_out_in_order(server, translator):
+    status, answer = translate(server, q=LINES[:8] + [""])
+    assert status == 200
+    assert answer["translatedText"] == expected(translator, LINES[:8]) + [""]
+
+
+def test_lines_inside_a_text_come_back_as_lines(server, translator):
+    status, answer = translate(server, q=f"{LINES[0]}\n\n{LINES[1]}")
+    assert status == 200
+    first, second = expected(translator, LINES[:2])
+    assert answer["translatedText"] == f"{first}\n\n{second}"
+
+
+def test_a_form_request_as_libretranslate_accepts(server, translator):
+    body = urllib.parse.urlencode({"q": LINES[2], "source": "auto", "target": "de",
+                                   "api_key": "ignored"}).encode()
+    status, answer = request(server.url + "/translate", body, "application/x-www-form-urlencoded")
+    assert status == 200
+    assert answer["translatedText"] == expected(translator, LINES[2:3])[0]
+    assert answer["detectedLanguage"] == {"language": "en", "confidence": 100.0}
+
+
+def test_alternatives_are_the_nbest_after_the_best(server, translator):
+    status, answer = translate(server, q=LINES[3], alternatives=2, beam=3)
+    assert status == 200
+    [nbest] = [t.nbest for t in translator.translate(LINES[3:4], SearchConfig(beam=3, nbest=3))]
+    assert answer["translatedText"] == nbest[0][1]
+    assert answer["alternatives"] == [text for _, text in nbest[1:]]
+
+
+def test_alignment_and_attention_extras(server, translator):
+    status, answer = translate(server, q=[LINES[4], LINES[5]], alignment=True, attention=True)
+    assert status == 200
+    aligned = list(translator.translate(LINES[4:6], SearchConfig(), options=LineOptions(alignment=True)))
+    assert answer["alignment"] == [" ".join(f"{s}-{t}" for s, t in a.alignments[0]) for a in aligned]
+    first = answer["attention"][0][0]
+    assert set(first) == {"source", "target", "target_inputs", "translation", "weights"}
+    assert first["translation"] == answer["translatedText"][0]
+    cross = first["weights"]["cross"]  # [layer][head][row][column]
+    assert len(cross[0][0]) == len(first["target"]) and len(cross[0][0][0]) == len(first["source"])
+    assert all(abs(sum(row) - 1) < 1e-3 for row in cross[0][0])
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad requests: a 4xx with one line
+
+
+BAD = [
+    (b'{"q": "a", "source": "en", "target": ', "application/json", 400, "invalid JSON"),
+    (b'["a"]', "application/json", 400, "must be a JSON object"),
+    (b'{"q": 5, "source": "en", "target": "de"}', "application/json", 400, "q: must be a string"),
+    (b'{"q": ["a", 5], "source": "en", "target": "de"}', "application/json", 400, "q: must be"),
+    (b'{"q": "  ", "source": "en", "target": "de"}', "application/json", 400, "q: empty"),
+    (b'{"q": [], "source": "en", "target": "de"}', "application/json", 400, "q: an empty list"),
+    (b'{"source": "en", "target": "de"}', "application/json", 400, "q: missing"),
+    (b'{"q": "a", "target": "de"}', "application/json", 400, "source: missing"),
+    (b'{"q": "a", "source": "fr", "target": "de"}', "application/json", 400, "translates en to de"),
+    (b'{"q": "a", "source": "en", "target": "cs"}', "application/json", 400, "translates en to de"),
+    (b'{"q": "a", "source": "en", "target": "de", "format": "html"}', "application/json", 400,
+     "format"),
+    (b'{"q": "a", "source": "en", "target": "de", "beam": 0}', "application/json", 400, "beam: 0"),
+    (b'{"q": "a", "source": "en", "target": "de", "beam": "x"}', "application/json", 400, "beam"),
+    (b'{"q": "a", "source": "en", "target": "de", "alternatives": 99}', "application/json", 400,
+     "alternatives: 99"),
+    (b'{"q": "a", "source": "en", "target": "de", "alignment": "maybe"}', "application/json", 400,
+     "alignment"),
+    (b'{"q": "\xff\xfe", "source": "en", "target": "de"}', "application/json", 400, "UTF-8"),
+    (json.dumps({"q": "x" * 3001, "source": "en", "target": "de"}).encode(), "application/json",
+     400, "3,001 characters"),
+    (json.dumps({"q": ["x"] * 51, "source": "en", "target": "de"}).encode(), "application/json",
+     400, "51 lines"),
+    (b'{"q": "' + b"x" * 30000 + b'"}', "application/json", 413, "body"),
+]
+
+
+@pytest.mark.parametrize("body, content_type, status, cause", BAD,
+                         ids=[b[3] for b in BAD])
+def test_bad_requests_are_one_line_errors(server, body, content_type, status, cause):
+    got, answer = request(server.url + "/translate", body, content_type)
+    assert got == status
+    assert list(answer) == ["error"] and "\n" not in answer["error"]
+    assert cause in answer["error"]
+
+
+@pytest.mark.parametrize("path, method, status", [("/nope", "GET", 404), ("/translate", "GET", 405),
+                                                  ("/health", "POST", 405)])
+def test_unknown_routes_and_methods(server, path, method, status):
+    got, answer = request(server.url + path, b"" if method == "POST" else None, method=method)
+    assert got == status and list(answer) == ["error"]
+
+
+def test_the_server_survives_every_bad_request(server, translator):
+    for body, content_type, _, _ in BAD:
+        request(server.url + "/translate", body, content_type)
+    status, answer = translate(server, q=LINES[6])
+    assert status == 200 and answer["translatedText"] == expected(translator, LINES[6:7])[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Many clients
+
+
+def test_concurrent_clients_each_get_their_own_lines(server, translator):
+    wanted = dict(zip(LINES, expected(translator, LINES)))
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda line: translate(server, q=line), LINES * 2))
+    for line, (status, answer) in zip(LINES * 2, answers):
+        assert status == 200 and answer["translatedText"] == wanted[line]
+    _, health = request(server.url + "/health")
+    assert health["batches"] < len(LINES) * 2 + 20  # requests shared batches
+
+
+def test_a_full_queue_says_429_and_the_server_goes_on(run_dir, translator):
+    server = Server(run_dir, "--queue", "1")
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            replies = list(pool.map(lambda _: translate(server, q=LINES[:30]), range(12)))
+        statuses = [status for status, _ in replies]
+        assert 429 in statuses and 200 in statuses
+        for status, answer in replies:
+            if status == 429:
+                assert "retry later" in answer["error"]
+            else:
+                assert answer["translatedText"] == expected(translator, LINES[:30])
+    finally:
+        assert server.stop() == 0
+
+
+def test_sigterm_finishes_the_request_in_flight_then_exits_0(run_dir):
+    server = Server(run_dir)
+    result = {}
+    client = threading.Thread(target=lambda: result.update(
+        reply=translate(server, q=LINES * 1, beam=5)))
+    client.start()
+    time.sleep(0.3)  # the request is being translated
+    code = server.stop()
+    client.join(timeout=60)
+    assert code == 0, "".join(server.stderr)
+    status, answer = result["reply"]
+    assert status == 200 and len(answer["translatedText"]) == len(LINES)
+
+
+# ---------------------------------------------------------------------------------------------
+# The page, in a real browser
+
+
+def test_the_page_translates_as_you_type_and_draws_the_attention(server, translator):
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    chromium, driver_path = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+    if not (chromium.exists() and driver_path.exists()):
+        pytest.skip("Chromium and ChromeDriver are not installed (Debian: chromium, chromium-driver)")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(chromium)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    browser = webdriver.Chrome(service=Service(str(driver_path)), options=options)
+    try:
+        browser.get(server.url + "/")
+        WebDriverWait(browser, 30).until(lambda b: b.find_element(By.ID, "pair").text)
+        assert browser.find_element(By.ID, "pair").text == "en \u2192 de"
+        browser.find_element(By.ID, "source").send_keys(LINES[7])
+        wanted = expected(translator, LINES[7:8])[0]
+        WebDriverWait(browser, 30).until(
+            lambda b: b.find_element(By.ID, "translation").text == wanted)
+        _, answer = translate(server, q=LINES[7], attention=True)
+        attention = answer["attention"][0]
+        rows = browser.find_elements(By.CSS_SELECTOR, "#heatmap tbody tr")
+        assert len(rows) == len(attention["target"])
+        cells = rows[0].find_elements(By.CSS_SELECTOR, "td")
+        assert len(cells) == len(attention["source"])
+        Select(browser.find_element(By.ID, "layer")).select_by_value("0")
+        Select(browser.find_element(By.ID, "head")).select_by_value("0")
+        cells = browser.find_elements(By.CSS_SELECTOR, "#heatmap tbody tr:first-child td")
+        shown = [float(c.get_attribute("data-weight")) for c in cells]
+        assert shown == pytest.approx(attention["weights"]["cross"][0][0][0], abs=1e-5)
+        if os.environ.get("TINYTRANS_SCREENSHOT"):  # for the README's picture
+            browser.save_screenshot(os.environ["TINYTRANS_SCREENSHOT"])
+    finally:
+        browser.quit()
+
+
+# ---------------------------------------------------------------------------------------------
+# The CTranslate2 engine behind the same server
+
+
+def test_the_ctranslate2_engine_serves_the_same_api(run_dir, tmp_path_factory):
+    pytest.importorskip("ctranslate2", reason="the export extra (ctranslate2) is not installed")
+    from tinytrans.ct2engine import CT2Translator
+    from tinytrans.export import export_ctranslate2
+
+    exported = export_ctranslate2(run_dir, tmp_path_factory.mktemp("serve-ct2") / "model")
+    server = Server(exported, "--engine", "ctranslate2")
+    try:
+        wanted = [t.text for t in CT2Translator(exported, threads=1).translate(
+            LINES[:6], SearchConfig())]
+        status, answer = translate(server, q=LINES[:6])
+        assert status == 200 and answer["translatedText"] == wanted
+        _, health = request(server.url + "/health")
+        assert health["engine"] == "CT2Translator"
+        status, answer = translate(server, q=LINES[0], attention=True)
+        assert status == 400 and "--engine torch" in answer["error"]
+        status, answer = translate(server, q=LINES[0], alignment=True)
+        assert status == 400 and "no alignments" in answer["error"]
+    finally:
+        assert server.stop() == 0

@@ -1,0 +1,128 @@
+"""Translation with CTranslate2's C++ engine, from a model `tinytrans export` wrote.
+
+The same line handling as the PyTorch engine (lines.LineTranslator: chunks, sentence splitting,
+one Translation per line), with CTranslate2 doing the search: it sorts the segments by length
+into batches of `cfg.batch_tokens` tokens itself. Nothing here imports torch, so a process that
+translates with this engine starts faster and stays smaller.
+
+What it does not do, and says so in one line before any work: constraints and glossaries
+(CTranslate2 has prefixes, not lexical constraints), word alignments, and sampling (CTranslate2
+seeds each of its worker threads once, when it first draws, so a --seed could not reproduce
+its samples). Its output length limit
+is one per batch (a x the batch's longest source + b), where the PyTorch engine limits each
+sentence by its own length: the two can differ on sentences that reach the limit.
+
+The export directory holds, besides CTranslate2's model files, the run's tokenizer(s) and
+EXPORT_INFO: the language pair and maximum source length the run was trained with.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tinytrans.config import SearchConfig
+from tinytrans.errors import UserError
+from tinytrans.lines import LineOptions, LineTranslator, Segment
+from tinytrans.tokenizer import Tokenizer, tokenizer_names
+
+EXPORT_INFO = "tinytrans.json"
+
+
+@dataclass
+class Found:
+    tokens: list[int]  # target piece ids
+    score: float  # CTranslate2's score: the log-probability normalised by length^lenpen
+
+
+def read_export_info(model_dir: Path) -> dict:
+    """The export's EXPORT_INFO, checked field by field (an untrusted file)."""
+    path = model_dir / EXPORT_INFO
+    if not (model_dir / "model.bin").is_file():
+        hint = (f"; export it first: tinytrans export --model {model_dir} --output DIR, then "
+                "--model DIR") if (model_dir / "config.toml").is_file() else ""
+        raise UserError(f"--model {model_dir}: not a CTranslate2 model directory (no model.bin)"
+                        f"{hint}")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing; this export is older than --engine ctranslate2: "
+                        "export the run again") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UserError(f"{path}: unreadable ({error})") from None
+    expected = {"src": str, "tgt": str, "max_length": int, "joint_vocab": bool}
+    if not isinstance(info, dict):
+        raise UserError(f"{path}: expected a JSON object")
+    for key, kind in expected.items():
+        if type(info.get(key)) is not kind:  # exactly: True is no max_length
+            raise UserError(f"{path}: '{key}' must be a {kind.__name__}")
+    if info["max_length"] < 1:
+        raise UserError(f"{path}: 'max_length' must be at least 1")
+    return info
+
+
+class CT2Translator(LineTranslator):
+    """An exported model loaded into CTranslate2 for translation."""
+
+    def __init__(self, model_dir: str | Path, device: str = "cpu", threads: int | None = None):
+        try:
+            import ctranslate2
+        except ImportError:
+            raise UserError("--engine ctranslate2 needs ctranslate2, which is not installed "
+                            "(pip install 'tinytrans[export]')") from None
+        self.ctranslate2 = ctranslate2
+        model_dir = Path(model_dir)
+        info = read_export_info(model_dir)
+        loaded = [Tokenizer.load(model_dir / name) for name in tokenizer_names(info["joint_vocab"])]
+        self.src_tok, self.tgt_tok = (loaded[0], loaded[0]) if len(loaded) == 1 else loaded
+        self.max_source_pieces = info["max_length"]
+        self.source_language, self.target_language = info["src"], info["tgt"]
+        self.precision = "int8" if info.get("quantization") == "int8" else "fp32"
+        device = "cuda" if device == "cuda" else "cpu"  # auto: the CPU, where this engine shines
+        torch = sys.modules.get("torch")  # loaded by someone else: its thread count is theirs
+        torch_threads = torch.get_num_threads() if torch is not None else None
+        try:
+            self.engine = ctranslate2.Translator(str(model_dir), device=device,
+                                                 intra_threads=threads or 0)
+        except (RuntimeError, ValueError) as error:
+            raise UserError(f"--model {model_dir}: CTranslate2 cannot load it "
+                            f"({str(error).splitlines()[0]})") from None
+        finally:
+            # CTranslate2 sets OpenMP's thread count on the calling thread, which is PyTorch's
+            # too; the library changes nothing process-wide, so it is put back
+            if torch_threads is not None:
+                torch.set_num_threads(torch_threads)
+
+    def translate(self, lines, cfg: SearchConfig, chunk_lines: int = 2000, warn=None,
+                  options: LineOptions = LineOptions(), constraints=None):
+        check_supported(cfg, options, constraints)
+        return super().translate(lines, cfg, chunk_lines, warn, options, constraints)
+
+    def search_segments(self, segments: list[Segment], cfg: SearchConfig,
+                        options: LineOptions) -> None:
+        if not segments:
+            return
+        pieces = [self.src_tok.sp.id_to_piece(s.ids.tolist()) for s in segments]
+        longest = max(len(p) for p in pieces)
+        results = self.engine.translate_batch(
+            pieces, max_batch_size=max(1, cfg.batch_tokens // cfg.rows_per_sentence),
+            batch_type="tokens", beam_size=cfg.beam, num_hypotheses=cfg.nbest,
+            length_penalty=cfg.lenpen, return_scores=True,
+            max_decoding_length=int(cfg.max_len_a * longest + cfg.max_len_b) + 1)
+        for segment, result in zip(segments, results):
+            segment.found = [Found(self.tgt_tok.sp.piece_to_id(hyp), score)
+                             for hyp, score in zip(result.hypotheses, result.scores)]
+
+
+def check_supported(cfg: SearchConfig, options: LineOptions, constraints) -> None:
+    if cfg.sampling:
+        raise UserError("--engine ctranslate2: cannot reproduce samples from a --seed; use "
+                        "--engine torch for --sample")
+    if constraints is not None or options.glossary is not None:
+        raise UserError("--engine ctranslate2: has no lexical constraints; use --engine torch "
+                        "for --constraints and --glossary")
+    if options.alignment:
+        raise UserError("--engine ctranslate2: gives no alignments; use --engine torch for "
+                        "--alignment")

@@ -1,0 +1,235 @@
+"""Lines in, lines out: what every engine does around its search.
+
+A stream of lines is read in chunks (one line at a time when a person types them). Each line
+becomes one or more segments: itself, or, when it is too long for the model (or always, when
+asked), its sentences (sentences.py). A glossary's terms and a line's constraints become target
+phrases of its segments (terminology.py). The engine searches the segments however it batches
+them, then each line is assembled again from its segments: one Translation per line, in input
+order, whatever the lines contain.
+
+The engines: translate.Translator (the PyTorch model: search.py, constraints.py, sampling.py)
+and ct2engine.CT2Translator (CTranslate2's C++ engine). This module imports no torch, so that the
+second needs none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from tinytrans.config import SearchConfig
+from tinytrans.errors import UserError
+from tinytrans.sentences import join_translations, split_to_fit
+from tinytrans.terminology import Glossary
+from tinytrans.textio import LineCounter, decode_line
+from tinytrans.tokenizer import UNK_ID, Tokenizer
+
+Warn = Callable[[str], None]
+Phrase = tuple[int, ...]  # target piece ids of one constraint
+
+
+class Found(Protocol):
+    """A hypothesis as an engine returns it (search.Hypothesis is one)."""
+
+    tokens: list[int]  # target piece ids, without BOS and EOS
+    score: float
+
+
+Alignment = list[tuple[int, int]]  # (source word, target word) pairs, by target word
+
+
+@dataclass(frozen=True)
+class Translation:
+    text: str  # the best translation ("" for an empty input line)
+    nbest: list[tuple[float, str]]  # (score, text), best first
+    alignments: list[Alignment] | None = None  # with alignment: one per n-best entry
+
+
+@dataclass(frozen=True)
+class LineOptions:
+    """What happens to each line besides the search."""
+
+    split_sentences: bool | None = None  # None: split only lines too long for the model
+    alignment: bool = False  # align the words of each translation with its source's
+    glossary: Glossary | None = None  # source terms whose target terms become constraints
+
+
+@dataclass
+class Segment:
+    """What one batch row translates: a whole line, or one of its sentences."""
+
+    line: int  # index of its line in the chunk
+    text: str
+    ids: np.ndarray  # source piece ids, without EOS
+    phrases: list[Phrase]  # target piece ids the translation must contain
+    found: list[Found] | None = None  # filled by the engine
+    alignments: list[Alignment] | None = None
+
+
+class LineTranslator:
+    """The line handling every engine shares. An engine sets src_tok, tgt_tok,
+    max_source_pieces, source_language and target_language, and implements search_segments."""
+
+    src_tok: Tokenizer
+    tgt_tok: Tokenizer
+    max_source_pieces: int
+    source_language: str
+    target_language: str
+
+    def search_segments(self, segments: list[Segment], cfg: SearchConfig,
+                        options: LineOptions) -> None:
+        """Fill each non-empty segment's `found` (and `alignments` when options ask)."""
+        raise NotImplementedError
+
+    def translate(self, lines: Iterable[str], cfg: SearchConfig, chunk_lines: int = 2000,
+                  warn: Warn | None = None, options: LineOptions = LineOptions(),
+                  constraints: Iterable[list[str]] | None = None) -> Iterator[Translation]:
+        """Translate a stream of lines; yields one Translation per line, in input order.
+
+        Lines are read `chunk_lines` at a time, and batched by length inside a chunk
+        (`cfg.batch_tokens` source tokens x beam per batch). `constraints`, when given, pairs
+        with `lines`: the target phrases of each line (a list, maybe empty), and must have as
+        many items."""
+        warn = warn or (lambda message: None)
+        check_sampling_alone(cfg, constraints is not None or options.glossary is not None)
+        phrases = iter(constraints) if constraints is not None else None
+        chunk: list[tuple[str, list[str]]] = []
+        first_line = 1
+        for line in lines:
+            chunk.append((line, self._line_phrases(phrases, first_line + len(chunk))))
+            if len(chunk) >= chunk_lines:
+                yield from self._translate_chunk(chunk, first_line, cfg, warn, options)
+                first_line += len(chunk)
+                chunk = []
+        if chunk:
+            yield from self._translate_chunk(chunk, first_line, cfg, warn, options)
+        if phrases is not None and next(phrases, None) is not None:
+            raise UserError(f"constraints: more lines than the {first_line + len(chunk) - 1} "
+                            "input lines")
+
+    @staticmethod
+    def _line_phrases(phrases: Iterator[list[str]] | None, number: int) -> list[str]:
+        if phrases is None:
+            return []
+        found = next(phrases, None)
+        if found is None:
+            raise UserError(f"constraints: none for input line {number}; give one line of "
+                            "constraints (maybe empty) per input line")
+        return found
+
+    def _translate_chunk(self, chunk: list[tuple[str, list[str]]], first_line: int,
+                         cfg: SearchConfig, warn: Warn,
+                         options: LineOptions) -> Iterator[Translation]:
+        segments = [segment for index, (line, phrases) in enumerate(chunk)
+                    for segment in self.segments(index, first_line + index, line, phrases,
+                                                 options, warn)]
+        self.search_segments([s for s in segments if len(s.ids)], cfg, options)
+        by_line: list[list[Segment]] = [[] for _ in chunk]
+        for segment in segments:
+            by_line[segment.line].append(segment)
+        for parts in by_line:
+            yield self.assemble(parts, options.alignment)
+
+    def segments(self, index: int, number: int, line: str, phrases: list[str],
+                 options: LineOptions, warn: Warn) -> list[Segment]:
+        """A line as the segments it is translated in: itself, or its sentences when it is too
+        long for the model (or always, with options.split_sentences)."""
+        line = line.strip()
+        ids = self._encode(line)
+        texts = [line]
+        if options.split_sentences or (options.split_sentences is None
+                                       and len(ids) > self.max_source_pieces):
+            texts = split_to_fit(line, self._fits, self.source_language) or [""]
+        elif len(ids) > self.max_source_pieces:
+            warn(f"line {number}: {len(ids)} pieces, truncated to the model's maximum source "
+                 f"length of {self.max_source_pieces}")
+            ids = ids[: self.max_source_pieces]
+        if len(texts) > 1 and phrases:
+            warn(f"line {number}: split into {len(texts)} sentences; its constraints go with "
+                 "the first")
+        result = []
+        for k, text in enumerate(texts):
+            found = list(phrases if k == 0 else [])
+            if options.glossary is not None:
+                found += [t for t in options.glossary.constraints_for(text) if t not in found]
+            result.append(Segment(index, text, ids if len(texts) == 1 else self._encode(text),
+                                  self.phrase_ids(found, number, warn)))
+        return result
+
+    def _encode(self, text: str) -> np.ndarray:
+        return np.asarray(self.src_tok.encode([text])[0], dtype=np.int64)
+
+    def _fits(self, text: str) -> bool:
+        return len(self.src_tok.encode([text])[0]) <= self.max_source_pieces
+
+    def phrase_ids(self, phrases: list[str], number: int, warn: Warn) -> list[Phrase]:
+        """Target phrases as piece ids; a phrase the target vocabulary cannot spell is kept (it
+        will show as ⁇) with a warning."""
+        result = []
+        for phrase, ids in zip(phrases, self.tgt_tok.encode(phrases)):
+            if not ids:
+                raise UserError(f"line {number}: the constraint '{phrase}' has no pieces")
+            if UNK_ID in ids:
+                warn(f"line {number}: the constraint '{phrase}' has characters the target "
+                     "vocabulary lacks; they will show as ⁇")
+            result.append(tuple(ids))
+        return result
+
+    def assemble(self, parts: list[Segment], alignment: bool) -> Translation:
+        """One line's Translation from its segments: the n-th entry joins each segment's n-th
+        hypothesis (or its last, when it has fewer); scores add up; alignments shift by the
+        words before them."""
+        if all(not p.found for p in parts):
+            return Translation("", [], [[]] if alignment else None)
+        texts = [self.tgt_tok.decode([h.tokens for h in p.found]) if p.found else [""]
+                 for p in parts]
+        n = max(len(t) for t in texts)
+        nbest, alignments = [], []
+        for rank in range(n):
+            picked = [min(rank, len(t) - 1) for t in texts]
+            score = sum(p.found[k].score for p, k in zip(parts, picked) if p.found)
+            nbest.append((score, join_translations([t[k] for t, k in zip(texts, picked)])))
+            if alignment:
+                alignments.append(shifted_alignment(parts, texts, picked))
+        return Translation(nbest[0][1], nbest, alignments if alignment else None)
+
+
+def check_sampling_alone(cfg: SearchConfig, constrained: bool) -> None:
+    """Constraints steer a beam search; sampling has no beams to deal out."""
+    if cfg.sampling and constrained:
+        raise UserError("--sample: constraints need beam search; drop --sample, or "
+                        "--constraints/--glossary")
+
+
+def format_alignment(pairs: Alignment) -> str:
+    """Pairs as Moses / fast_align print them: [(0, 0), (2, 1)] -> '0-0 2-1' ('' for none)."""
+    return " ".join(f"{source}-{target}" for source, target in pairs)
+
+
+def shifted_alignment(parts: list[Segment], texts: list[list[str]],
+                      picked: list[int]) -> Alignment:
+    """The segments' alignments as one line's: each segment's word indices shifted by the words
+    of the segments before it (join_translations joins with single spaces)."""
+    pairs: Alignment = []
+    src_offset = tgt_offset = 0
+    for part, part_texts, k in zip(parts, texts, picked):
+        if part.alignments:
+            pairs += [(s + src_offset, t + tgt_offset) for s, t in part.alignments[k]]
+        src_offset += len(part.text.split())
+        tgt_offset += len(part_texts[k].split())
+    return pairs
+
+
+def decode_input(raw_lines: Iterable[bytes], name: str, warn: Warn) -> Iterator[str]:
+    """Bytes lines -> text lines; invalid UTF-8 is replaced (U+FFFD) with a warning per line."""
+    counter = LineCounter()
+    for raw in raw_lines:
+        counter.lines += 1
+        replaced = counter.replaced
+        text = decode_line(raw, name, counter, "replace")
+        if counter.replaced > replaced:
+            warn(f"{name}:{counter.lines}: invalid UTF-8 replaced by U+FFFD")
+        yield text

@@ -1,0 +1,323 @@
+"""`tinytrans serve`: a trained run behind HTTP, speaking LibreTranslate's API.
+
+Many translation apps and plugins already call LibreTranslate, so the same requests work here:
+
+    POST /translate   {"q": "text" or ["text", ...], "source": "en", "target": "de",
+                       "format": "text", "alternatives": 2}
+                      -> {"translatedText": "..." or [...], "alternatives": [...]}
+    GET  /languages   -> [{"code": "en", "name": "English", "targets": ["de"]}]
+    GET  /health      -> {"status": "ok", ...}
+    GET  /            a page that translates as you type and draws the cross-attention
+
+tinytrans' own optional fields in a /translate request: "beam", "alignment" (Moses-style word
+pairs per line) and "attention" (what `tinytrans attention --json` prints, per line). Every
+mistake is a 4xx with a one-line {"error": "..."}: 400 for a bad request, 413 for a body over
+the limit, 429 when too many requests wait; 503 when a request timed out or the server is
+stopping; 500 only for a bug. The event loop never runs the model: requests go to
+batching.Batcher's inference thread, which translates what many clients sent in one batch.
+
+Starlette (on uvicorn) is the stack: a maintained ASGI toolkit with routing and responses and
+little else, where FastAPI would add pydantic models for a handful of fields checked here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse
+from starlette.routing import Route
+
+from tinytrans.batching import Batcher, Closed, QueueFull
+from tinytrans.config import MAX_BEAM, SearchConfig, ServeConfig
+from tinytrans.errors import UserError
+from tinytrans.lines import LineOptions, LineTranslator, format_alignment
+
+LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "cs": "Czech", "es": "Spanish",
+                  "it": "Italian", "nl": "Dutch", "pt": "Portuguese", "pl": "Polish",
+                  "ru": "Russian", "uk": "Ukrainian", "zh": "Chinese", "ja": "Japanese",
+                  "ar": "Arabic", "tr": "Turkish", "sv": "Swedish", "fi": "Finnish"}
+MAX_ALTERNATIVES = 10
+MAX_ATTENTION_LINES = 20  # attention JSON grows with layers x heads x pieces^2 per line
+
+
+class Problem(Exception):
+    """A request the server refuses: an HTTP status and a one-line message."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a request
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refused with 413 as soon as it passes `limit` bytes (whatever Content-Length
+    claims: a client may lie or stream)."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise Problem(413, f"the body is {int(declared):,} bytes; at most {limit:,}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise Problem(413, f"the body is over {limit:,} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def parse_fields(body: bytes, content_type: str) -> dict[str, Any]:
+    """A JSON object, or a form (application/x-www-form-urlencoded, as LibreTranslate accepts;
+    a repeated q is a list)."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise Problem(400, f"the body is not valid UTF-8 (byte {error.start})") from None
+    if "application/x-www-form-urlencoded" in content_type:
+        form = parse_qs(text, keep_blank_values=True)
+        return {k: (v if k == "q" and len(v) > 1 else v[-1]) for k, v in form.items()}
+    try:
+        fields = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise Problem(400, f"invalid JSON: {error.msg} (line {error.lineno}, column "
+                           f"{error.colno})") from None
+    if not isinstance(fields, dict):
+        raise Problem(400, f"the body must be a JSON object, not {type(fields).__name__}")
+    return fields
+
+
+@dataclass(frozen=True)
+class TranslateRequest:
+    texts: list[str]  # the items of q
+    many: bool  # q was a list: answer with lists
+    source_auto: bool
+    cfg: SearchConfig
+    alternatives: int
+    alignment: bool
+    attention: bool
+
+
+def translate_request(fields: dict[str, Any], pair: tuple[str, str],
+                      serve_cfg: ServeConfig) -> TranslateRequest:
+    """The fields of a /translate request, checked one by one."""
+    texts, many = query_texts(fields.get("q"))
+    source, target = language_field(fields, "source"), language_field(fields, "target")
+    if (source not in (pair[0], "auto")) or target != pair[1]:
+        raise Problem(400, f"this server translates {pair[0]} to {pair[1]}, not {source} to "
+                           f"{target}")
+    if fields.get("format", "text") != "text":
+        raise Problem(400, f"format: {fields.get('format')!r} is not supported; only 'text'")
+    alternatives = int_field(fields, "alternatives", 0, 0, MAX_ALTERNATIVES)
+    beam = max(int_field(fields, "beam", serve_cfg.beam, 1, MAX_BEAM), alternatives + 1)
+    attention = bool_field(fields, "attention")
+    lines = [line for text in texts for line in text.split("\n")]
+    chars = sum(map(len, texts))
+    if chars > serve_cfg.max_chars:
+        raise Problem(400, f"q: {chars:,} characters; at most {serve_cfg.max_chars:,} per request")
+    if len(lines) > serve_cfg.max_lines:
+        raise Problem(400, f"q: {len(lines):,} lines; at most {serve_cfg.max_lines:,} per request")
+    if attention and len(lines) > MAX_ATTENTION_LINES:
+        raise Problem(400, f"attention: {len(lines)} lines; at most {MAX_ATTENTION_LINES} with "
+                           "attention")
+    return TranslateRequest(texts, many, source == "auto",
+                            SearchConfig(beam=beam, nbest=alternatives + 1), alternatives,
+                            bool_field(fields, "alignment"), attention)
+
+
+def query_texts(q: Any) -> tuple[list[str], bool]:
+    if q is None:
+        raise Problem(400, "q: missing; the text to translate")
+    if isinstance(q, str):
+        if not q.strip():
+            raise Problem(400, "q: empty; the text to translate")
+        return [q], False
+    if isinstance(q, list) and q and all(isinstance(item, str) for item in q):
+        return q, True
+    if isinstance(q, list) and not q:
+        raise Problem(400, "q: an empty list; give at least one text")
+    raise Problem(400, f"q: must be a string or a list of strings, not {type(q).__name__}")
+
+
+def language_field(fields: dict[str, Any], name: str) -> str:
+    value = fields.get(name)
+    if not isinstance(value, str) or not value:
+        raise Problem(400, f"{name}: missing; a language code such as 'en'")
+    return value
+
+
+def int_field(fields: dict[str, Any], name: str, default: int, least: int, most: int) -> int:
+    value = fields.get(name, default)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():  # forms send text
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise Problem(400, f"{name}: {value!r} must be a whole number")
+    if not least <= value <= most:
+        raise Problem(400, f"{name}: {value} must lie between {least} and {most}")
+    return value
+
+
+def bool_field(fields: dict[str, Any], name: str) -> bool:
+    value = fields.get(name, False)
+    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):  # forms
+        value = value.lower() in ("true", "1")
+    if not isinstance(value, bool):
+        raise Problem(400, f"{name}: {value!r} must be true or false")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Answering
+
+
+def translate_answer(request: TranslateRequest, result, pair: tuple[str, str]) -> dict[str, Any]:
+    """LibreTranslate's response: per item of q, its lines' translations joined by newlines."""
+    per_item, alternatives, alignments, attention = [], [], [], []
+    results = iter(zip(result.translations, result.attention or [None] * len(result.translations)))
+    for text in request.texts:
+        mine = [next(results) for _ in text.split("\n")]
+        per_item.append("\n".join(t.text for t, _ in mine))
+        alternatives.append(["\n".join(t.nbest[k][1] if k < len(t.nbest) else t.text
+                                       for t, _ in mine)
+                             for k in range(1, request.alternatives + 1)])
+        alignments.append("\n".join(format_alignment(t.alignments[0]) for t, _ in mine)
+                          if request.alignment else None)
+        attention.append([a for _, a in mine])
+
+    def shaped(values: list) -> Any:
+        return values if request.many else values[0]
+
+    answer: dict[str, Any] = {"translatedText": shaped(per_item)}
+    if request.alternatives:
+        answer["alternatives"] = shaped(alternatives)
+    if request.source_auto:  # no detection happens: the model has one source language
+        answer["detectedLanguage"] = shaped([{"language": pair[0], "confidence": 100.0}]
+                                            * len(per_item))
+    if request.alignment:
+        answer["alignment"] = shaped(alignments)
+    if request.attention:
+        answer["attention"] = shaped(attention)
+    return answer
+
+
+def create_app(translator: LineTranslator, batcher: Batcher, cfg: ServeConfig) -> Starlette:
+    """The ASGI application: routes, and errors as one-line JSON."""
+    pair = (translator.source_language, translator.target_language)
+    page = resources.files("tinytrans").joinpath("page.html").read_text(encoding="utf-8")
+
+    async def translate(request: Request) -> JSONResponse:
+        try:
+            fields = parse_fields(await read_body(request, cfg.max_body),
+                                  request.headers.get("content-type", ""))
+            wanted = translate_request(fields, pair, cfg)
+            result = await decoded(wanted)
+        except Problem as problem:
+            return error_response(problem.status, str(problem))
+        return JSONResponse(translate_answer(wanted, result, pair))
+
+    async def decoded(wanted: TranslateRequest):
+        lines = [line for text in wanted.texts for line in text.split("\n")]
+        try:
+            future = batcher.submit(lines, wanted.cfg, LineOptions(alignment=wanted.alignment),
+                                    wanted.attention)
+        except QueueFull as full:
+            raise Problem(429, f"too many requests waiting ({full}); retry later") from None
+        except Closed:
+            raise Problem(503, "the server is shutting down") from None
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(future), cfg.timeout)
+        except asyncio.TimeoutError:
+            future.cancel()
+            raise Problem(503, f"timed out after {cfg.timeout:g} s; the server is busy") from None
+        except UserError as error:
+            raise Problem(400, str(error)) from None
+
+    async def languages(request: Request) -> JSONResponse:
+        return JSONResponse([{"code": pair[0], "name": LANGUAGE_NAMES.get(pair[0], pair[0]),
+                              "targets": [pair[1]]},
+                             {"code": pair[1], "name": LANGUAGE_NAMES.get(pair[1], pair[1]),
+                              "targets": []}])
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok", "source": pair[0], "target": pair[1],
+                             "waiting": batcher.waiting.qsize(), "batches": batcher.batches,
+                             "engine": type(translator).__name__,
+                             **attention_shape(translator)})
+
+    async def index(request: Request) -> HTMLResponse:
+        return HTMLResponse(page)
+
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        return error_response(error.status_code,
+                              f"{request.method} {request.url.path}: {error.detail}")
+
+    async def internal_error(request: Request, error: Exception) -> JSONResponse:
+        return error_response(500, f"internal error ({type(error).__name__}); please report it")
+
+    return Starlette(routes=[Route("/translate", translate, methods=["POST"]),
+                             Route("/languages", languages, methods=["GET"]),
+                             Route("/health", health, methods=["GET"]),
+                             Route("/", index, methods=["GET"])],
+                     exception_handlers={HTTPException: http_error, Exception: internal_error})
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening socket, or a one-line error (the port is taken, the host unknown)."""
+    try:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as error:
+        raise UserError(f"--host {host} --port {port}: cannot listen there "
+                        f"({error.strerror or error})") from None
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def attention_shape(translator: LineTranslator) -> dict[str, int]:
+    """Decoder layers and heads, for the page's pickers (0 where the engine shows no attention)."""
+    config = getattr(translator, "config", None)
+    if config is None:
+        return {"layers": 0, "heads": 0}
+    return {"layers": config.model.n_decoder_layers, "heads": config.model.n_heads}
+
+
+def serve(translator: LineTranslator, cfg: ServeConfig, announce: Callable[[str], None],
+          log_error: Callable[[BaseException], None] | None = None) -> None:
+    """Serve until SIGTERM or Ctrl-C; then stop accepting, finish the requests in flight, and
+    return. `announce` gets one line with the address (the port, when 0 was asked for)."""
+    import uvicorn
+
+    batcher = Batcher(translator, cfg.max_wait, queue_size=cfg.queue, on_error=log_error)
+    sock = listen(cfg.host, cfg.port)
+    host, port = sock.getsockname()[:2]
+    server = uvicorn.Server(uvicorn.Config(
+        create_app(translator, batcher, cfg), log_level="warning", lifespan="off",
+        timeout_graceful_shutdown=cfg.timeout))
+    pair = f"{translator.source_language}->{translator.target_language}"
+    announce(f"serving {pair} on http://{host}:{port} (Ctrl-C stops)")
+    try:
+        server.run(sockets=[sock])
+    finally:
+        batcher.close()
+        sock.close()
