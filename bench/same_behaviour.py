@@ -6,7 +6,8 @@ Each commit is checked out into bench/work/ (a git worktree) and runs the same c
 separate processes, alternating (before, after, before, after) so a change in the machine's load
 falls on both: `tinytrans train` (tiny preset, 200 updates, fp32, 2 threads, bundled corpus) and
 `tinytrans translate` of the bundled test set (beam 5, fp32). Reported: whether the training
-losses, the final weights and the translations are identical (md5), and target tokens/s.
+losses, the final weights and the translations are identical (md5), target tokens/s, and the
+seconds of the translate process (start-up and model load included).
 Both sides do exactly the same work.
 """
 
@@ -17,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -48,17 +50,20 @@ def run(tree: Path, out: Path) -> dict:
                    cwd=tree, env=env, check=True)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     logs = [r for r in records if r["event"] == "log"]
+    start = time.perf_counter()
     translation = subprocess.run(tinytrans + ["translate", "--model", str(out), "--checkpoint",
                                               "last", "--precision", "fp32", "--threads", "2",
                                               "--input", str(BUNDLED / "test.en")],
                                  cwd=tree, env=env, check=True, capture_output=True).stdout
+    translate_seconds = time.perf_counter() - start
     weights = hashlib.md5()
     for path in sorted((out / "checkpoints").glob("step-*.safetensors")):
         with __import__("safetensors").safe_open(str(path), "pt") as handle:
             for key in sorted(k for k in handle.keys() if k.startswith("model/")):
                 weights.update(handle.get_tensor(key).numpy().tobytes())
     return {"losses": [r["loss"] for r in logs], "tokens_per_second": max(r["tokens_per_second"] for r in logs),
-            "weights": weights.hexdigest(), "translations": hashlib.md5(translation).hexdigest()}
+            "weights": weights.hexdigest(), "translations": hashlib.md5(translation).hexdigest(),
+            "translate_seconds": translate_seconds}
 
 
 def main() -> None:
@@ -76,6 +81,9 @@ def main() -> None:
             f"| translations md5 (bundled test, beam 5) | {a['translations'][:12]} | {b['translations'][:12]} |",
             "| target tokens/s, each round | " + ", ".join(f"{r['tokens_per_second']:,.0f}" for r in results[before])
             + " | " + ", ".join(f"{r['tokens_per_second']:,.0f}" for r in results[after]) + " |",
+            "| translate seconds (whole process, bundled test, beam 5), each round | "
+            + ", ".join(f"{r['translate_seconds']:.2f}" for r in results[before]) + " | "
+            + ", ".join(f"{r['translate_seconds']:.2f}" for r in results[after]) + " |",
             "", f"- identical: losses {a['losses'] == b['losses']}, weights {a['weights'] == b['weights']}, "
             f"translations {a['translations'] == b['translations']}; repeatable within each side: "
             f"{all(r['weights'] == results[n][0]['weights'] for n in results for r in results[n])}",
