@@ -116,12 +116,13 @@ def main() -> None:
 
     origin = metrics(tuned, "start")[0]["init"]
     logs = metrics(tuned, "log")
+    updates = max((r["step"] for r in logs + metrics(tuned, "valid")), default=0)
     curve = ", ".join(f"{v['step']}: {v['bleu']:.2f}" for v in metrics(tuned, "valid"))
     rows += ["",
              (f"- base: {base} ({'trained by this command' if trained_now else 'reused'}; "
               f"checkpoint {Path(origin['checkpoint']).name}, step {origin['step']}, sha256 "
               f"{origin['sha256'][:12]}); fine-tuned run: {tuned}"),
-             (f"- fine-tuning: {logs[-1]['step'] if logs else 0} updates in {args.minutes:g} "
+             (f"- fine-tuning: {updates} updates in {args.minutes:g} "
               f"minutes ({wall:.0f} s wall with data encoding and validations); train flags: "
               f"{' '.join(extra) or '(the base run recipe)'}"),
              (f"- {DOMAIN_NAMES[new]} validation BLEU (greedy) by step, 0 = the base before any "

@@ -1,6 +1,6 @@
 """The inference thread: requests gathered into shared translate calls, grouped by settings,
 each answered with exactly its own lines; a full queue refused; a failure reaches only the
-requests it concerns; closing finishes what waits. A stand-in translator records its calls."""
+request that caused it; closing finishes what waits. A stand-in translator records its calls."""
 
 from __future__ import annotations
 
@@ -89,15 +89,34 @@ def test_a_full_queue_is_refused(translator):
     batcher.close()
 
 
-def test_a_failure_reaches_its_requests_and_the_thread_goes_on(translator):
+def test_a_failure_reaches_only_its_request_and_the_thread_goes_on(translator):
     errors = []
     translator.fail_on = "bad"
-    batcher = Batcher(translator, max_wait=0.0, on_error=errors.append)
+    translator.gate.clear()
+    batcher = Batcher(translator, max_wait=0.05, on_error=errors.append)
+    batcher.submit(["hold"], SearchConfig())
+    time.sleep(0.1)  # the next three wait together, and share a call that fails
+    before = batcher.submit(["good", "fine"], SearchConfig())
     failed = batcher.submit(["bad"], SearchConfig())
+    after = batcher.submit(["also good"], SearchConfig())
+    translator.gate.set()
     with pytest.raises(UserError, match="cannot translate bad"):
         failed.result(timeout=10)
-    assert texts(batcher.submit(["good"], SearchConfig())) == ["GOOD"]
+    assert texts(before) == ["GOOD", "FINE"] and texts(after) == ["ALSO GOOD"]
+    assert ["good", "fine", "bad", "also good"] in translator.calls  # they were batched
+    assert texts(batcher.submit(["later"], SearchConfig())) == ["LATER"]
     assert len(errors) == 1
+    batcher.close()
+
+
+def test_a_failing_error_logger_does_not_stop_the_thread(translator):
+    def broken_logger(error):
+        raise RuntimeError("the log is full")
+    translator.fail_on = "bad"
+    batcher = Batcher(translator, max_wait=0.0, on_error=broken_logger)
+    with pytest.raises(UserError):
+        batcher.submit(["bad"], SearchConfig()).result(timeout=10)
+    assert texts(batcher.submit(["good"], SearchConfig())) == ["GOOD"]
     batcher.close()
 
 
@@ -110,7 +129,7 @@ def test_a_cancelled_request_is_not_translated(translator):
     assert gone.cancel()  # its client timed out while it waited
     translator.gate.set()
     assert texts(batcher.submit(["kept"], SearchConfig())) == ["KEPT"]
-    assert ["gone"] not in translator.calls
+    assert not any("gone" in call for call in translator.calls)
     batcher.close()
 
 
@@ -124,3 +143,4 @@ def test_closing_finishes_what_waits_and_refuses_more(translator):
     with pytest.raises(Closed):
         batcher.submit(["late"], SearchConfig())
     assert not batcher.thread.is_alive()
+    batcher.close()  # twice is fine

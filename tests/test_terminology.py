@@ -90,3 +90,9 @@ def test_the_same_pair_twice_is_fine(tmp_path: Path):
 def test_a_missing_glossary_is_a_user_error(tmp_path: Path):
     with pytest.raises(UserError, match="no such file"):
         read_glossary(tmp_path / "missing.tsv")
+
+
+def test_a_term_whose_first_letter_changes_length_in_lower_case_matches():
+    terms = glossary(**{"İzmir": "Smyrna", "Straße": "street"})  # "İ".lower() is two characters
+    assert terms.constraints_for("izmir and İzmir") == ["Smyrna"]
+    assert terms.constraints_for("straße") == ["street"]

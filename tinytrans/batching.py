@@ -8,9 +8,11 @@ Translator, which sorts them by length into batches. Throughput then grows with 
 clients; a lone client waits at most `max_wait` longer.
 
 Requests that must be searched differently (another beam, n-best, alignments) cannot share a
-batch: a gathered group is split by its settings, each part translated in one call. Attention
-requests are translated one sentence at a time (attention.sentence_attention), in the same
-thread, since the model is never run from two threads at once.
+batch: a gathered group is split by its settings, each part translated in one call. Should a
+call fail, each of its requests is translated again alone, so that only the request that caused
+the failure gets it. A request for attention is translated in the batch, then each of its lines
+once more alone while the weights are recorded (attention.sentence_attention), in the same
+thread: the model is never run from two threads at once.
 
 Results go back through concurrent.futures.Future, which an asyncio server awaits with
 asyncio.wrap_future. A request whose future was cancelled (its client timed out) is skipped.
@@ -25,13 +27,11 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from tinytrans.config import SearchConfig
+from tinytrans.config import SearchConfig, ServeConfig
 from tinytrans.errors import UserError
 from tinytrans.lines import LineOptions, LineTranslator, Translation
 
-DEFAULT_MAX_WAIT = 0.005  # seconds the thread waits for more requests after the first
 DEFAULT_BATCH_WORDS = 2000  # whitespace words gathered into one call, at most
-DEFAULT_QUEUE = 256  # requests waiting, at most; beyond that, the server says 429
 
 
 class QueueFull(Exception):
@@ -70,33 +70,39 @@ class Result:
 class Batcher:
     """The queue and the one thread that runs the model."""
 
-    def __init__(self, translator: LineTranslator, max_wait: float = DEFAULT_MAX_WAIT,
-                 batch_words: int = DEFAULT_BATCH_WORDS, queue_size: int = DEFAULT_QUEUE,
+    def __init__(self, translator: LineTranslator, max_wait: float = ServeConfig.max_wait,
+                 batch_words: int = DEFAULT_BATCH_WORDS, queue_size: int = ServeConfig.queue,
                  on_error: Callable[[BaseException], None] | None = None):
         self.translator = translator
         self.max_wait, self.batch_words = max_wait, batch_words
         self.waiting: queue.Queue[Request | None] = queue.Queue(maxsize=queue_size)
         self.on_error = on_error or (lambda error: None)
         self.closed = False
+        self.lock = threading.Lock()  # submit and close: nothing is queued after the end mark
         self.batches = 0  # calls of the translator so far: how much batching happened
+        self.translating = 0  # requests being translated now
         self.thread = threading.Thread(target=self._run, name="tinytrans-inference", daemon=True)
         self.thread.start()
 
     def submit(self, lines: list[str], cfg: SearchConfig, options: LineOptions = LineOptions(),
                attention: bool = False) -> Future:
         """Queue the lines; the future's result is a Result. Raises QueueFull or Closed."""
-        if self.closed:
-            raise Closed("the server is shutting down")
         request = Request(lines, cfg, options, attention)
-        try:
-            self.waiting.put_nowait(request)
-        except queue.Full:
-            raise QueueFull(f"{self.waiting.maxsize} requests are waiting") from None
+        with self.lock:
+            if self.closed:
+                raise Closed("the server is shutting down")
+            try:
+                self.waiting.put_nowait(request)
+            except queue.Full:
+                raise QueueFull(f"{self.waiting.maxsize} requests are waiting") from None
         return request.future
 
     def close(self) -> None:
-        """Take no more requests, finish those waiting, and stop the thread."""
-        self.closed = True
+        """Take no more requests, finish those waiting, and stop the thread. Idempotent."""
+        with self.lock:
+            if self.closed:
+                return
+            self.closed = True
         self.waiting.put(None)  # blocks only while the queue is full: it is being drained
         self.thread.join()
 
@@ -133,25 +139,54 @@ class Batcher:
 
     def _translate(self, group: list[Request]) -> None:
         live = [r for r in group if r.future.set_running_or_notify_cancel()]
+        self.translating = len(live)
+        try:
+            self._answer(live)
+        finally:
+            self.translating = 0
+
+    def _answer(self, live: list[Request]) -> None:
         if not live:
             return
+        if len(live) == 1:
+            self._translate_alone(live[0])
+            return
         try:
-            lines = [line for r in live for line in r.lines]
-            head = live[0]
-            translations = list(self.translator.translate(lines, head.cfg, options=head.options))
-            self.batches += 1
-            start = 0
-            for request in live:
-                mine = translations[start: start + len(request.lines)]
-                start += len(request.lines)
-                attention = [self._attention(line, request.cfg) for line in request.lines] \
-                    if request.attention else None
-                request.future.set_result(Result(mine, attention))
-        except BaseException as error:  # noqa: BLE001 (the thread must survive any request)
+            answers = self._answers(live)
+        except BaseException:  # noqa: BLE001 (the thread must survive any request)
+            for request in live:  # find who caused it: each alone, the others get theirs
+                self._translate_alone(request)
+            return
+        for request, answer in zip(live, answers):
+            request.future.set_result(answer)
+
+    def _translate_alone(self, request: Request) -> None:
+        try:
+            request.future.set_result(self._answers([request])[0])
+        except BaseException as error:  # noqa: BLE001
+            request.future.set_exception(error)
+            self._report(error)
+
+    def _answers(self, requests: list[Request]) -> list[Result]:
+        """One translate call for all the requests' lines; each request's share of it."""
+        lines = [line for r in requests for line in r.lines]
+        head = requests[0]
+        translations = list(self.translator.translate(lines, head.cfg, options=head.options))
+        self.batches += 1
+        answers, start = [], 0
+        for request in requests:
+            mine = translations[start: start + len(request.lines)]
+            start += len(request.lines)
+            attention = [self._attention(line, request.cfg) for line in request.lines] \
+                if request.attention else None
+            answers.append(Result(mine, attention))
+        return answers
+
+    def _report(self, error: BaseException) -> None:
+        try:
             self.on_error(error)
-            for request in live:
-                if not request.future.done():
-                    request.future.set_exception(error)
+        except Exception:  # noqa: BLE001 (a failing logger must not stop the inference thread)
+            pass
 
     def _attention(self, line: str, cfg: SearchConfig) -> dict | None:
         if not hasattr(self.translator, "model"):

@@ -497,11 +497,17 @@ def translate(
     check_sampling_alone(cfg, constraints is not None or glossary is not None)
     options = LineOptions(split_sentences, alignment,
                           read_glossary(glossary) if glossary is not None else None)
-    if constraints is not None and input is not None:
-        expected, found = count_lines(input), count_lines(constraints)
-        if expected != found:
-            raise UserError(f"--constraints {constraints}: {found} lines, but --input {input} "
-                            f"has {expected}; give one line (maybe empty) per input line")
+    phrases = None
+    if constraints is not None and constraints.is_file():
+        # a file is read and checked whole before any work (it is small: phrases per line);
+        # a pipe can only be read as it streams, beside the input
+        phrases = list(read_constraints(constraints))
+        if input is not None and input.is_file() and count_lines(input) != len(phrases):
+            raise UserError(f"--constraints {constraints}: {len(phrases)} lines, but --input "
+                            f"{input} has {count_lines(input)}; give one line (maybe empty) per "
+                            "input line")
+    elif constraints is not None:
+        phrases = read_constraints(constraints)
     if output is not None:
         # Checked before anything is opened for writing: the output would replace the input.
         if same_file(output, input if input is not None else _stdin_fd()):
@@ -515,7 +521,6 @@ def translate(
         source = files.enter_context(open_binary(input)) if input else sys.stdin.buffer
         sink = files.enter_context(atomic_text_output(output)) if output else sys.stdout
         lines = decode_input(source, str(input or "<stdin>"), warn)
-        phrases = read_constraints(constraints) if constraints is not None else None
         for result in translator.translate(lines, cfg, 1 if interactive else 2000, warn,
                                            options, phrases):
             progress.advance()

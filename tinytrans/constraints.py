@@ -13,8 +13,11 @@ step would make every beam carry it early and badly. Dynamic beam allocation (Po
      out by ones that merely score better, and free slots go to whichever bank has candidates;
   4. a hypothesis may end (EOS) only when every phrase is in it.
 
-With no constraints there is one bank, and the step is exactly search.beam_search's: the 2K best
-candidates, those among the first K that end are finished, the K best others go on.
+With no constraints there is one bank, and the step is search.beam_search's: the 2K best
+candidates, those among the first K that end are finished, the K best others go on (the scores
+are added in Python's double precision here, so an exact tie may break the other way; the
+translator sends a batch without any phrase to beam_search itself). With a beam of 1 the one
+slot goes to the most advanced bank: the phrases come first. Use a beam of 4 or more.
 Each sentence gets room for its phrases: its length limit grows by their length.
 
 Shapes (N = sentences still searching, K = beam size, V = vocabulary, t = step):

@@ -5,6 +5,9 @@ one Translation per line), with CTranslate2 doing the search: it sorts the segme
 into batches of `cfg.batch_tokens` tokens itself. Nothing here imports torch, so a process that
 translates with this engine starts faster and stays smaller.
 
+The segments are sorted by length and cut into batches here, as the PyTorch engine does, so that
+each batch's output length limit follows its own longest source.
+
 What it does not do, and says so in one line before any work: constraints and glossaries
 (CTranslate2 has prefixes, not lexical constraints), word alignments, and sampling (CTranslate2
 seeds each of its worker threads once, when it first draws, so a --seed could not reproduce
@@ -102,16 +105,27 @@ class CT2Translator(LineTranslator):
 
     def search_segments(self, segments: list[Segment], cfg: SearchConfig,
                         options: LineOptions) -> None:
-        if not segments:
-            return
-        pieces = [self.src_tok.sp.id_to_piece(s.ids.tolist()) for s in segments]
+        """Segments sorted by length and cut into batches of about cfg.batch_tokens, each
+        searched by CTranslate2 with the length limit of its longest source."""
+        order = sorted(range(len(segments)), key=lambda i: len(segments[i].ids))
+        budget = max(1, cfg.batch_tokens // cfg.rows_per_sentence)
+        batch: list[Segment] = []
+        for i in order:
+            if batch and (len(batch) + 1) * (len(segments[i].ids) + 1) > budget:
+                self._search(batch, cfg)
+                batch = []
+            batch.append(segments[i])
+        if batch:
+            self._search(batch, cfg)
+
+    def _search(self, batch: list[Segment], cfg: SearchConfig) -> None:
+        pieces = [self.src_tok.sp.id_to_piece(s.ids.tolist()) for s in batch]
         longest = max(len(p) for p in pieces)
         results = self.engine.translate_batch(
-            pieces, max_batch_size=max(1, cfg.batch_tokens // cfg.rows_per_sentence),
-            batch_type="tokens", beam_size=cfg.beam, num_hypotheses=cfg.nbest,
-            length_penalty=cfg.lenpen, return_scores=True,
+            pieces, beam_size=cfg.beam, num_hypotheses=cfg.nbest, length_penalty=cfg.lenpen,
+            return_scores=True,
             max_decoding_length=int(cfg.max_len_a * longest + cfg.max_len_b) + 1)
-        for segment, result in zip(segments, results):
+        for segment, result in zip(batch, results):
             segment.found = [Found(self.tgt_tok.sp.piece_to_id(hyp), score)
                              for hyp, score in zip(result.hypotheses, result.scores)]
 

@@ -90,7 +90,7 @@ class LineTranslator:
         """Translate a stream of lines; yields one Translation per line, in input order.
 
         Lines are read `chunk_lines` at a time, and batched by length inside a chunk
-        (`cfg.batch_tokens` source tokens x beam per batch). `constraints`, when given, pairs
+        (`cfg.batch_tokens` source tokens x beams, or x samples, per batch). `constraints`, when given, pairs
         with `lines`: the target phrases of each line (a list, maybe empty), and must have as
         many items."""
         warn = warn or (lambda message: None)
@@ -123,22 +123,25 @@ class LineTranslator:
     def _translate_chunk(self, chunk: list[tuple[str, list[str]]], first_line: int,
                          cfg: SearchConfig, warn: Warn,
                          options: LineOptions) -> Iterator[Translation]:
-        segments = [segment for index, (line, phrases) in enumerate(chunk)
-                    for segment in self.segments(index, first_line + index, line, phrases,
+        texts = [line.strip() for line, _ in chunk]
+        encoded = self.src_tok.encode(texts)  # one call for the chunk: lines that fit are done
+        segments = [segment for index, (text, ids, (_, phrases))
+                    in enumerate(zip(texts, encoded, chunk))
+                    for segment in self.segments(index, first_line + index, text,
+                                                 np.asarray(ids, dtype=np.int64), phrases,
                                                  options, warn)]
         self.search_segments([s for s in segments if len(s.ids)], cfg, options)
         by_line: list[list[Segment]] = [[] for _ in chunk]
         for segment in segments:
             by_line[segment.line].append(segment)
-        for parts in by_line:
-            yield self.assemble(parts, options.alignment)
+        for line, parts in zip(texts, by_line):
+            yield self.assemble(parts, options.alignment, len(line.split()))
 
-    def segments(self, index: int, number: int, line: str, phrases: list[str],
+    def segments(self, index: int, number: int, line: str, ids: np.ndarray, phrases: list[str],
                  options: LineOptions, warn: Warn) -> list[Segment]:
-        """A line as the segments it is translated in: itself, or its sentences when it is too
-        long for the model (or always, with options.split_sentences)."""
-        line = line.strip()
-        ids = self._encode(line)
+        """A line (stripped, and its source ids) as the segments it is translated in: itself,
+        or its sentences when it is too long for the model (or always, with
+        options.split_sentences)."""
         texts = [line]
         if options.split_sentences or (options.split_sentences is None
                                        and len(ids) > self.max_source_pieces):
@@ -156,7 +159,7 @@ class LineTranslator:
             if options.glossary is not None:
                 found += [t for t in options.glossary.constraints_for(text) if t not in found]
             result.append(Segment(index, text, ids if len(texts) == 1 else self._encode(text),
-                                  self.phrase_ids(found, number, warn)))
+                                  self.phrase_ids(found, number, warn) if found else []))
         return result
 
     def _encode(self, text: str) -> np.ndarray:
@@ -178,10 +181,10 @@ class LineTranslator:
             result.append(tuple(ids))
         return result
 
-    def assemble(self, parts: list[Segment], alignment: bool) -> Translation:
+    def assemble(self, parts: list[Segment], alignment: bool, line_words: int = 0) -> Translation:
         """One line's Translation from its segments: the n-th entry joins each segment's n-th
         hypothesis (or its last, when it has fewer); scores add up; alignments shift by the
-        words before them."""
+        words before them (`line_words`: the line's whitespace words, which they stay within)."""
         if all(not p.found for p in parts):
             return Translation("", [], [[]] if alignment else None)
         texts = [self.tgt_tok.decode([h.tokens for h in p.found]) if p.found else [""]
@@ -193,7 +196,7 @@ class LineTranslator:
             score = sum(p.found[k].score for p, k in zip(parts, picked) if p.found)
             nbest.append((score, join_translations([t[k] for t, k in zip(texts, picked)])))
             if alignment:
-                alignments.append(shifted_alignment(parts, texts, picked))
+                alignments.append(shifted_alignment(parts, texts, picked, line_words))
         return Translation(nbest[0][1], nbest, alignments if alignment else None)
 
 
@@ -209,15 +212,19 @@ def format_alignment(pairs: Alignment) -> str:
     return " ".join(f"{source}-{target}" for source, target in pairs)
 
 
-def shifted_alignment(parts: list[Segment], texts: list[list[str]],
-                      picked: list[int]) -> Alignment:
+def shifted_alignment(parts: list[Segment], texts: list[list[str]], picked: list[int],
+                      line_words: int) -> Alignment:
     """The segments' alignments as one line's: each segment's word indices shifted by the words
-    of the segments before it (join_translations joins with single spaces)."""
+    of the segments before it (join_translations joins with single spaces). A line cut where
+    there is no space (after 。, or inside an over-long word) has fewer words than its segments
+    together: source indices stop at its last word."""
     pairs: Alignment = []
     src_offset = tgt_offset = 0
+    last_word = max(line_words - 1, 0)
     for part, part_texts, k in zip(parts, texts, picked):
         if part.alignments:
-            pairs += [(s + src_offset, t + tgt_offset) for s, t in part.alignments[k]]
+            pairs += [(min(s + src_offset, last_word), t + tgt_offset)
+                      for s, t in part.alignments[k]]
         src_offset += len(part.text.split())
         tgt_offset += len(part_texts[k].split())
     return pairs

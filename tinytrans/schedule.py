@@ -15,8 +15,9 @@ from tinytrans.model import Transformer
 
 
 def make_optimizer(model: Transformer, cfg: RunConfig) -> torch.optim.Optimizer:
-    """Adam, fused (one kernel updates every parameter) where this PyTorch has it for `device`:
-    on GPUs, and on CPUs from torch 2.4; elsewhere the multi-tensor one, the same maths."""
+    """Adam, fused (one kernel updates every parameter) where this PyTorch has it for the
+    model's device (GPUs, and CPUs from torch 2.4); elsewhere the multi-tensor one, the same
+    maths."""
     t = cfg.train
     settings = dict(lr=t.lr, betas=(t.adam_beta1, t.adam_beta2), eps=t.adam_eps,
                     weight_decay=t.weight_decay)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,8 @@ from urllib.parse import parse_qs
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from tinytrans.batching import Batcher, Closed, QueueFull
@@ -96,6 +98,9 @@ def parse_fields(body: bytes, content_type: str) -> dict[str, Any]:
     except json.JSONDecodeError as error:
         raise Problem(400, f"invalid JSON: {error.msg} (line {error.lineno}, column "
                            f"{error.colno})") from None
+    except (ValueError, RecursionError) as error:  # a 5,000-digit number, 100,000 brackets
+        raise Problem(400, f"invalid JSON: {type(error).__name__}: "
+                           f"{str(error).splitlines()[0][:80]}") from None
     if not isinstance(fields, dict):
         raise Problem(400, f"the body must be a JSON object, not {type(fields).__name__}")
     return fields
@@ -112,19 +117,21 @@ class TranslateRequest:
     attention: bool
 
 
-def translate_request(fields: dict[str, Any], pair: tuple[str, str],
-                      serve_cfg: ServeConfig) -> TranslateRequest:
+def translate_request(fields: dict[str, Any], pair: tuple[str, str], serve_cfg: ServeConfig,
+                      shows_attention: bool = True) -> TranslateRequest:
     """The fields of a /translate request, checked one by one."""
     texts, many = query_texts(fields.get("q"))
     source, target = language_field(fields, "source"), language_field(fields, "target")
     if (source not in (pair[0], "auto")) or target != pair[1]:
-        raise Problem(400, f"this server translates {pair[0]} to {pair[1]}, not {source} to "
-                           f"{target}")
+        raise Problem(400, f"this server translates {pair[0]} to {pair[1]}, not {shown(source)} "
+                           f"to {shown(target)}")
     if fields.get("format", "text") != "text":
-        raise Problem(400, f"format: {fields.get('format')!r} is not supported; only 'text'")
+        raise Problem(400, f"format: {shown(fields.get('format'))} is not supported; only 'text'")
     alternatives = int_field(fields, "alternatives", 0, 0, MAX_ALTERNATIVES)
     beam = max(int_field(fields, "beam", serve_cfg.beam, 1, MAX_BEAM), alternatives + 1)
     attention = bool_field(fields, "attention")
+    if attention and not shows_attention:
+        raise Problem(400, "attention: this engine shows no attention; serve with --engine torch")
     lines = [line for text in texts for line in text.split("\n")]
     chars = sum(map(len, texts))
     if chars > serve_cfg.max_chars:
@@ -145,9 +152,9 @@ def query_texts(q: Any) -> tuple[list[str], bool]:
     if isinstance(q, str):
         if not q.strip():
             raise Problem(400, "q: empty; the text to translate")
-        return [q], False
+        return [checked_text(q, "q")], False
     if isinstance(q, list) and q and all(isinstance(item, str) for item in q):
-        return q, True
+        return [checked_text(item, f"q[{i}]") for i, item in enumerate(q)], True
     if isinstance(q, list) and not q:
         raise Problem(400, "q: an empty list; give at least one text")
     raise Problem(400, f"q: must be a string or a list of strings, not {type(q).__name__}")
@@ -157,18 +164,36 @@ def language_field(fields: dict[str, Any], name: str) -> str:
     value = fields.get(name)
     if not isinstance(value, str) or not value:
         raise Problem(400, f"{name}: missing; a language code such as 'en'")
-    return value
+    return checked_text(value, name)
 
 
 def int_field(fields: dict[str, Any], name: str, default: int, least: int, most: int) -> int:
     value = fields.get(name, default)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():  # forms send text
+    if isinstance(value, str) and re.fullmatch(r"-?[0-9]{1,9}", value.strip()):  # forms send text
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise Problem(400, f"{name}: {value!r} must be a whole number")
+        raise Problem(400, f"{name}: {shown(value)} must be a whole number")
     if not least <= value <= most:
-        raise Problem(400, f"{name}: {value} must lie between {least} and {most}")
+        raise Problem(400, f"{name}: {shown(value)} must lie between {least} and {most}")
     return value
+
+
+def shown(value: Any) -> str:
+    """A client's value in a message: its repr, short, and ASCII (a lone surrogate in a str
+    could not even be encoded into the answer)."""
+    text = ascii(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def checked_text(text: str, name: str) -> str:
+    """Text that can be encoded: JSON may carry lone surrogates (\\udc80), which no tokenizer
+    and no UTF-8 answer takes."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise Problem(400, f"{name}: not valid Unicode text (a lone surrogate at character "
+                           f"{error.start})") from None
+    return text
 
 
 def bool_field(fields: dict[str, Any], name: str) -> bool:
@@ -176,7 +201,7 @@ def bool_field(fields: dict[str, Any], name: str) -> bool:
     if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):  # forms
         value = value.lower() in ("true", "1")
     if not isinstance(value, bool):
-        raise Problem(400, f"{name}: {value!r} must be true or false")
+        raise Problem(400, f"{name}: {shown(value)} must be true or false")
     return value
 
 
@@ -223,11 +248,15 @@ def create_app(translator: LineTranslator, batcher: Batcher, cfg: ServeConfig) -
         try:
             fields = parse_fields(await read_body(request, cfg.max_body),
                                   request.headers.get("content-type", ""))
-            wanted = translate_request(fields, pair, cfg)
+            wanted = translate_request(fields, pair, cfg, attention_shape(translator)["layers"] > 0)
             result = await decoded(wanted)
         except Problem as problem:
             return error_response(problem.status, str(problem))
-        return JSONResponse(translate_answer(wanted, result, pair))
+        answer = translate_answer(wanted, result, pair)
+        if wanted.attention:  # megabytes of weights: encoded in a worker thread, not the loop
+            body = await run_in_threadpool(json.dumps, answer, ensure_ascii=False)
+            return Response(body, media_type="application/json")
+        return JSONResponse(answer)
 
     async def decoded(wanted: TranslateRequest):
         lines = [line for text in wanted.texts for line in text.split("\n")]
@@ -255,6 +284,7 @@ def create_app(translator: LineTranslator, batcher: Batcher, cfg: ServeConfig) -
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "source": pair[0], "target": pair[1],
                              "waiting": batcher.waiting.qsize(), "batches": batcher.batches,
+                             "translating": batcher.translating,
                              "engine": type(translator).__name__,
                              **attention_shape(translator)})
 
@@ -281,12 +311,12 @@ def create_app(translator: LineTranslator, batcher: Batcher, cfg: ServeConfig) -
 
 def listen(host: str, port: int) -> socket.socket:
     """A listening socket, or a one-line error (the port is taken, the host unknown)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
     except OSError as error:
+        sock.close()
         raise UserError(f"--host {host} --port {port}: cannot listen there "
                         f"({error.strerror or error})") from None
     sock.listen(2048)

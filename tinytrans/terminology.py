@@ -67,15 +67,18 @@ class Glossary:
     """Source terms and the target term each must become."""
 
     terms: dict[str, str]
-    pattern: re.Pattern | None  # every source term, longest first, as whole words
+    pattern: re.Pattern | None  # every source term as whole words, longest first; group tN
+    order: tuple[str, ...] = ()  # the source term of group tN
 
     @classmethod
     def from_pairs(cls, pairs: dict[str, str]) -> Glossary:
         if not pairs:
             return cls({}, None)
         # longest first: the regex takes the first alternative that matches at a position
-        alternatives = [term_pattern(term) for term in sorted(pairs, key=len, reverse=True)]
-        return cls(dict(pairs), re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)"))
+        order = tuple(sorted(pairs, key=len, reverse=True))
+        alternatives = [f"(?P<t{i}>{term_pattern(term)})" for i, term in enumerate(order)]
+        return cls(dict(pairs), re.compile(r"(?<!\w)(?:" + "|".join(alternatives) + r")(?!\w)"),
+                   order)
 
     def constraints_for(self, line: str) -> list[str]:
         """The target terms of the source terms found in `line`, in order of appearance."""
@@ -83,19 +86,10 @@ class Glossary:
             return []
         found: list[str] = []
         for match in self.pattern.finditer(line):
-            target = self.terms[self.term_of(match.group(0))]
+            target = self.terms[self.order[int(match.lastgroup[1:])]]
             if target not in found:
                 found.append(target)
         return found
-
-    def term_of(self, matched: str) -> str:
-        """The glossary's spelling of a match (which may differ in its first letter's case and
-        in its spaces)."""
-        matched = " ".join(matched.split())
-        if matched in self.terms:
-            return matched
-        return next(term for term in self.terms
-                    if term[1:] == matched[1:] and term[:1].lower() == matched[:1].lower())
 
 
 def term_pattern(term: str) -> str:

@@ -9,7 +9,9 @@ come from the cross-attention along each hypothesis (alignment.py).
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +67,7 @@ class Translator(LineTranslator):
         src = pad_sentences(ids, [], [EOS_ID]).to(self.device)
         with autocast(self.device, self.precision):
             if cfg.sampling:
-                return sample(self.model, src, cfg)
+                return sample(self.model, src, replace(cfg, seed=batch_seed(cfg.seed, ids)))
             if phrases is not None and any(phrases):
                 return constrained_beam_search(self.model, src, cfg, phrases)
             return search(self.model, src, cfg)
@@ -137,6 +139,14 @@ class Translator(LineTranslator):
             for index, row in zip(batch, scores):
                 results[index] = row.tolist()
         return results
+
+
+def batch_seed(seed: int, ids: list[np.ndarray]) -> int:
+    """The sampling seed of one batch: the user's seed mixed with the batch's source ids, so
+    that every batch draws its own numbers (one seed for all would give the first row of every
+    batch the same draws), and the same input with the same seed draws the same again."""
+    checksum = zlib.crc32(b"".join(np.asarray(x, dtype=np.int64).tobytes() + b"|" for x in ids))
+    return (seed * 2_654_435_761 + checksum) % 2**63
 
 
 @torch.inference_mode()
