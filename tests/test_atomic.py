@@ -256,3 +256,14 @@ def test_a_directory_swap_that_fails_half_way_keeps_the_old_directory(tmp_path, 
     monkeypatch.undo()
     assert [p.name for p in output.iterdir()] == ["kept"] and (output / "kept").read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # nothing left beside it
+
+
+def test_remove_leftovers_of_any_name_includes_what_safetensors_left(tmp_path):
+    safetensors_leftover = tmp_path / ".tmpWIiJ7L"  # save_file's own temporary file, killed
+    not_one = tmp_path / ".tmpseven77"  # seven characters: not the crate's pattern
+    for path in (safetensors_leftover, not_one):
+        path.write_text("x")
+    remove_leftovers(tmp_path, ["config.toml"])  # named: only tinytrans' own leftovers go
+    assert safetensors_leftover.exists()
+    remove_leftovers(tmp_path)
+    assert not safetensors_leftover.exists() and not_one.exists()

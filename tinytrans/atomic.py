@@ -24,6 +24,9 @@ from tinytrans.errors import UserError
 
 # What temporary_name makes (and a killed writer leaves): `.NAME.tmp-DIGITS`
 LEFTOVER = re.compile(r"\.(?P<name>.+)\.tmp-[0-9]+")
+# safetensors' save_file writes through a temporary file of its own (Rust's tempfile crate:
+# `.tmp` and six random characters) beside the one it was asked to write
+FOREIGN_LEFTOVER = re.compile(r"\.tmp[A-Za-z0-9]{6}")
 # Names found taken in a row before giving up (with 64 random bits, one clash is already rare).
 TEMPORARY_ATTEMPTS = 100
 _NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0)  # not on Windows, where links need privileges anyway
@@ -190,9 +193,11 @@ def remove_leftovers(directory: Path, names: Iterable[str] | None = None) -> Non
     any of `names` (None: any name) in `directory`. Only for a directory no one else is writing
     in: a run's own files, when the run resumes."""
     wanted = None if names is None else set(names)
-    for path in Path(directory).glob(".*.tmp-*"):
+    for path in Path(directory).glob(".*"):
         match = LEFTOVER.fullmatch(path.name)
-        if match and (wanted is None or match["name"] in wanted) and not path.is_dir():
+        ours = match is not None and (wanted is None or match["name"] in wanted)
+        theirs = wanted is None and FOREIGN_LEFTOVER.fullmatch(path.name) is not None
+        if (ours or theirs) and not path.is_dir():
             path.unlink(missing_ok=True)
 
 
