@@ -82,6 +82,20 @@ def test_a_broken_phrase_can_restart_at_once():
     assert state.advance(6).all_met
 
 
+def test_a_broken_phrase_whose_tail_begins_it_again_goes_on_from_there():
+    state = ConstraintState(((5, 5, 6),))
+    for token in (5, 5, 5):  # the third 5 breaks "5 5 6", but "5 5" is still its beginning
+        state = state.advance(token)
+    assert (state.current, state.position, state.count) == (0, 2, 2)
+    assert state.advance(6).all_met
+
+
+def test_the_longest_beginning_is_followed():
+    state = ConstraintState(((7, 8), (5, 7, 9))).advance(5).advance(7)
+    assert (state.current, state.position) == (1, 2)  # "5 7" of the second, not "7" of the first
+    assert state.advance(9).met == 0b10
+
+
 def test_tokens_outside_any_phrase_change_nothing():
     state = ConstraintState(((5,),))
     assert state.advance(11) == state

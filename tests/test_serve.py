@@ -170,6 +170,14 @@ def test_alignment_and_attention_extras(server, translator):
     assert all(abs(sum(row) - 1) < 1e-3 for row in cross[0][0])
 
 
+def test_attention_of_a_line_too_long_for_the_model_is_refused(server):
+    long_line = " ".join(["house"] * 200)  # translated in pieces: no one set of weights
+    status, answer = translate(server, q=long_line, attention=True)
+    assert status == 400 and "longer than the model's" in answer["error"]
+    status, answer = translate(server, q=long_line)
+    assert status == 200 and answer["translatedText"]
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad requests: a 4xx with one line
 

@@ -169,9 +169,11 @@ def _search_config(**fields: object) -> SearchConfig:
         elif kind in ("int", "int | None"):
             _integer(name, value)
             values[name] = int(value)  # type: ignore[arg-type]
-        else:
+        elif kind == "float":
             _number(name, value)
             values[name] = float(value)  # type: ignore[arg-type]
+        else:  # a new kind of field in SearchConfig: say how the API checks it, here
+            raise TypeError(f"SearchConfig.{name}: no API check for a field of type {kind}")
     try:
         return SearchConfig(**values)
     except UserError as error:

@@ -195,6 +195,10 @@ class Batcher:
 
         if not line.strip():
             return None
+        pieces = len(self.translator.src_tok.encode([line.strip()])[0])
+        if pieces > self.translator.max_source_pieces:  # it was translated in sentences
+            raise UserError(f"attention: a line of {pieces} pieces is longer than the model's "
+                            f"{self.translator.max_source_pieces}; send its sentences one by one")
         return sentence_attention(self.translator, line, cfg).to_json()
 
 

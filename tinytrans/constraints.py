@@ -47,8 +47,9 @@ class ConstraintState:
     """Where one hypothesis stands with its sentence's phrases.
 
     A phrase is met once all its tokens were produced in a row. A phrase begun but left half-way
-    (another token came) counts for nothing: its tokens stay in the text but do not spell it.
-    When several unmet phrases begin with the same token, the first of them is the one begun.
+    (another token came) counts for nothing, except where its last tokens begin it (or another
+    unmet phrase) again. When several unmet phrases could go on, the one with the longest
+    beginning produced is followed (the first of them, on a tie).
     """
 
     phrases: tuple[Phrase, ...]
@@ -77,12 +78,22 @@ class ConstraintState:
         """The state after `token` is appended to the hypothesis."""
         if self.current >= 0 and self.phrases[self.current][self.position] == token:
             return self._progress(self.current, self.position + 1)
-        for i, phrase in enumerate(self.phrases):  # begin an unmet phrase (or none)
-            if not self.met >> i & 1 and phrase[0] == token:
-                return self._progress(i, 1)
-        if self.current < 0:
-            return self
-        return ConstraintState(self.phrases, self.met)  # the phrase in progress is abandoned
+        # the phrase in progress (if any) breaks here; its last tokens and this one may still
+        # begin an unmet phrase: `a a` then `a` is on its way to `a a b` (as a string search
+        # falls back on the longest prefix that is also a suffix of what it matched)
+        tail = (*self.phrases[self.current][: self.position], token) if self.current >= 0 \
+            else (token,)
+        best, best_length = -1, 0
+        for i, phrase in enumerate(self.phrases):
+            if self.met >> i & 1:
+                continue
+            for length in range(min(len(tail), len(phrase)), best_length, -1):
+                if tail[-length:] == phrase[:length]:
+                    best, best_length = i, length
+                    break
+        if best < 0:
+            return ConstraintState(self.phrases, self.met)  # nothing in progress
+        return self._progress(best, best_length)
 
     def _progress(self, phrase: int, position: int) -> ConstraintState:
         if position == len(self.phrases[phrase]):
