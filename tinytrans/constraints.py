@@ -29,6 +29,7 @@ Shapes (N = sentences still searching, K = beam size, V = vocabulary, t = step):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 
@@ -57,7 +58,7 @@ class ConstraintState:
     current: int = -1  # the phrase being produced, -1 if none
     position: int = 0  # its tokens produced so far
 
-    @property
+    @cached_property  # asked for every candidate, many times: the state never changes
     def count(self) -> int:
         """Constraint tokens produced: the bank this hypothesis belongs to."""
         done = sum(len(p) for i, p in enumerate(self.phrases) if self.met >> i & 1)
@@ -78,11 +79,15 @@ class ConstraintState:
         """The state after `token` is appended to the hypothesis."""
         if self.current >= 0 and self.phrases[self.current][self.position] == token:
             return self._progress(self.current, self.position + 1)
-        # the phrase in progress (if any) breaks here; its last tokens and this one may still
-        # begin an unmet phrase: `a a` then `a` is on its way to `a a b` (as a string search
-        # falls back on the longest prefix that is also a suffix of what it matched)
-        tail = (*self.phrases[self.current][: self.position], token) if self.current >= 0 \
-            else (token,)
+        if self.current < 0:  # the common case: only a phrase's first token changes anything
+            for i, phrase in enumerate(self.phrases):
+                if not self.met >> i & 1 and phrase[0] == token:
+                    return self._progress(i, 1)
+            return self
+        # the phrase in progress breaks here; its last tokens and this one may still begin an
+        # unmet phrase: `a a` then `a` is on its way to `a a b` (as a string search falls back
+        # on the longest prefix that is also a suffix of what it matched)
+        tail = (*self.phrases[self.current][: self.position], token)
         best, best_length = -1, 0
         for i, phrase in enumerate(self.phrases):
             if self.met >> i & 1:
@@ -178,30 +183,35 @@ def step_candidates(log_probs: torch.Tensor, scores: list[list[float]],
     sentence in `may_end` (at its limit with no such beam: it must end with something)."""
     C = min(2 * K, log_probs.size(-1))
     best_lp, best_token = (t.tolist() for t in log_probs.topk(C, dim=-1))  # (N*K, C)
-    wanted = [(r, token) for r, state in enumerate(s for beams in states for s in beams)
-              for token in state.next_tokens()]
+    flat = [state for beams in states for state in beams]
+    nexts = [state.next_tokens() for state in flat]  # per row: the tokens that advance a phrase
+    wanted = [(r, token) for r, tokens in enumerate(nexts) for token in tokens]
+    proposals = [list(zip(t, lp)) for t, lp in zip(best_token, best_lp)]
     if wanted:
         index = torch.tensor(wanted, dtype=torch.long, device=log_probs.device)
-        wanted_lp = log_probs[index[:, 0], index[:, 1]].tolist()
-    proposals: list[list[tuple[int, float]]] = [list(zip(t, lp)) for t, lp in zip(best_token, best_lp)]
-    for (r, token), lp in zip(wanted, wanted_lp if wanted else []):
-        proposals[r].append((token, lp))
+        for (r, token), lp in zip(wanted, log_probs[index[:, 0], index[:, 1]].tolist()):
+            proposals[r].append((token, lp))
     result = []
     for i, beam_scores in enumerate(scores):
-        seen, sentence = set(), []
+        sentence = []
         for k, score in enumerate(beam_scores):
             if score == NEG_INF:
                 continue
-            state = states[i][k]
+            state, seen = flat[i * K + k], set()
+            # a token that neither continues nor begins a phrase leaves the state as it is
+            moving = state.current >= 0
+            relevant = set(nexts[i * K + k])
             for token, lp in proposals[i * K + k]:
-                if lp == NEG_INF or (k, token) in seen:
+                if lp == NEG_INF or token in seen:
                     continue
-                seen.add((k, token))
+                seen.add(token)
                 if token == EOS_ID:
                     if state.all_met or may_end[i]:
                         sentence.append(Candidate(score + lp, k, token, state))
-                else:
+                elif moving or token in relevant:
                     sentence.append(Candidate(score + lp, k, token, state.advance(token)))
+                else:
+                    sentence.append(Candidate(score + lp, k, token, state))
         result.append(sentence)
     return result
 
@@ -228,8 +238,8 @@ def set_aside(first: list[Candidate], tokens: torch.Tensor, i: int, K: int,
     for c in first:
         if c.token == EOS_ID and len(finished) < K:
             ids = tokens[i * K + c.beam, 1:].tolist()  # without BOS
-            finished.append((c.state, Hypothesis(ids, c.score,
-                                                 length_penalty(c.score, len(ids) + 1, cfg.lenpen))))
+            score = length_penalty(c.score, len(ids) + 1, cfg.lenpen)
+            finished.append((c.state, Hypothesis(ids, c.score, score)))
 
 
 def best_first(finished: list[tuple[ConstraintState, Hypothesis]]) -> list[Hypothesis]:
