@@ -259,6 +259,7 @@ def test_concurrent_clients_each_get_their_own_lines(server, translator):
     assert after["batches"] - before["batches"] < len(LINES) * 2  # some requests shared a batch
 
 
+@pytest.mark.slow  # a server (or a browser) of its own
 def test_a_full_queue_says_429_and_the_server_goes_on(run_dir, translator):
     server = Server(run_dir, "--queue", "1")
     try:
@@ -275,6 +276,7 @@ def test_a_full_queue_says_429_and_the_server_goes_on(run_dir, translator):
         assert server.stop() == 0
 
 
+@pytest.mark.slow  # a server (or a browser) of its own
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(run_dir):
     server = Server(run_dir)
     result = {}
@@ -296,6 +298,7 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(run_dir):
 # The page, in a real browser
 
 
+@pytest.mark.slow  # a server (or a browser) of its own
 def test_the_page_translates_as_you_type_and_draws_the_attention(server, translator):
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
     chromium, driver_path = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -339,6 +342,7 @@ def test_the_page_translates_as_you_type_and_draws_the_attention(server, transla
 # The CTranslate2 engine behind the same server
 
 
+@pytest.mark.slow  # a server (or a browser) of its own
 def test_the_ctranslate2_engine_serves_the_same_api(run_dir, tmp_path_factory):
     pytest.importorskip("ctranslate2", reason="the export extra (ctranslate2) is not installed")
     from tinytrans.ct2engine import CT2Translator
