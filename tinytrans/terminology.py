@@ -28,14 +28,18 @@ MAX_PHRASE_CHARS = 500
 
 def read_constraints(path: Path) -> Iterator[list[str]]:
     """The phrases of each line of a constraints file, lazily (it pairs with a stream)."""
+    for where, text in numbered_lines(path):
+        yield check_phrases([p for p in text.split("\t") if p.strip()], where)
+
+
+def numbered_lines(path: Path) -> Iterator[tuple[str, str]]:
+    """(`FILE:LINE`, the line's text without its end) for each line of a UTF-8 file."""
     with open_binary(path) as lines:
         for number, raw in enumerate(lines, start=1):
-            where = f"{path}:{number}"
             try:
-                text = raw.decode("utf-8").rstrip("\r\n")
+                yield f"{path}:{number}", raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError:
-                raise UserError(f"{where}: not valid UTF-8") from None
-            yield check_phrases([p for p in text.split("\t") if p.strip()], where)
+                raise UserError(f"{path}:{number}: not valid UTF-8") from None
 
 
 def count_lines(path: Path) -> int:
@@ -102,28 +106,22 @@ def term_pattern(term: str) -> str:
 def read_glossary(path: Path) -> Glossary:
     """A glossary TSV: `source term<TAB>target term` per line; blank lines are skipped."""
     pairs: dict[str, str] = {}
-    seen_at: dict[str, int] = {}
-    with open_binary(path) as lines:
-        for number, raw in enumerate(lines, start=1):
-            where = f"{path}:{number}"
-            try:
-                text = raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                raise UserError(f"{where}: not valid UTF-8") from None
-            if not text.strip():
-                continue
-            fields = text.split("\t")
-            if len(fields) != 2:
-                raise UserError(f"{where}: expected 'source term<TAB>target term', found "
-                                f"{len(fields)} tab-separated fields")
-            source, target = (" ".join(f.split()) for f in fields)
-            if not source or not target:
-                raise UserError(f"{where}: an empty {'source' if not source else 'target'} term")
-            check_phrases([target], where)
-            if source in pairs and pairs[source] != target:
-                raise UserError(f"{where}: '{source}' is already '{pairs[source]}' "
-                                f"(line {seen_at[source]}), here '{target}'")
-            pairs[source], seen_at[source] = target, number
+    seen_at: dict[str, str] = {}
+    for where, text in numbered_lines(path):
+        if not text.strip():
+            continue
+        fields = text.split("\t")
+        if len(fields) != 2:
+            raise UserError(f"{where}: expected 'source term<TAB>target term', found "
+                            f"{len(fields)} tab-separated fields")
+        source, target = (" ".join(f.split()) for f in fields)
+        if not source or not target:
+            raise UserError(f"{where}: an empty {'source' if not source else 'target'} term")
+        check_phrases([target], where)
+        if source in pairs and pairs[source] != target:
+            raise UserError(f"{where}: '{source}' is already '{pairs[source]}' "
+                            f"(line {seen_at[source]}), here '{target}'")
+        pairs[source], seen_at[source] = target, where.rsplit(":", 1)[1]
     if not pairs:
         raise UserError(f"{path}: the glossary has no terms")
     return Glossary.from_pairs(pairs)
