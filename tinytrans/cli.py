@@ -487,8 +487,8 @@ def translate(
 ) -> None:
     """Translate lines from stdin (or --input) to stdout: one output line per input line."""
     from tinytrans.atomic import atomic_text_output, check_writable, same_file
-    from tinytrans.lines import LineOptions, check_sampling_alone, decode_input, format_alignment
-    from tinytrans.terminology import count_lines, read_constraints, read_glossary
+    from tinytrans.lines import LineOptions, check_sampling_alone, decode_input
+    from tinytrans.terminology import constraints_for, read_glossary
     from tinytrans.textio import open_binary
 
     cfg = SearchConfig(beam=beam, nbest=nbest, lenpen=lenpen, max_len_a=max_len_a,
@@ -497,17 +497,7 @@ def translate(
     check_sampling_alone(cfg, constraints is not None or glossary is not None)
     options = LineOptions(split_sentences, alignment,
                           read_glossary(glossary) if glossary is not None else None)
-    phrases = None
-    if constraints is not None and constraints.is_file():
-        # a file is read and checked whole before any work (it is small: phrases per line);
-        # a pipe can only be read as it streams, beside the input
-        phrases = list(read_constraints(constraints))
-        if input is not None and input.is_file() and count_lines(input) != len(phrases):
-            raise UserError(f"--constraints {constraints}: {len(phrases)} lines, but --input "
-                            f"{input} has {count_lines(input)}; give one line (maybe empty) per "
-                            "input line")
-    elif constraints is not None:
-        phrases = read_constraints(constraints)
+    phrases = constraints_for(constraints, input) if constraints is not None else None
     if output is not None:
         # Checked before anything is opened for writing: the output would replace the input.
         if same_file(output, input if input is not None else _stdin_fd()):
@@ -524,18 +514,24 @@ def translate(
         for result in translator.translate(lines, cfg, 1 if interactive else 2000, warn,
                                            options, phrases):
             progress.advance()
-            aligned = ([f"\t{format_alignment(pairs)}" for pairs in result.alignments]
-                       if alignment else None)
-            if cfg.nbest == 1:
-                sink.write(result.text + (aligned[0] if aligned else "") + "\n")
-            else:
-                entries = result.nbest or [(0.0, "")] * cfg.nbest
-                for index, (score, text) in enumerate(entries):
-                    tail = aligned[min(index, len(aligned) - 1)] if aligned else ""
-                    sink.write(f"{index}\t{score:.4f}\t{text}{tail}\n")
+            sink.write(_output_lines(result, cfg.nbest, alignment))
             if interactive:
                 sink.flush()
         sink.flush()
+
+
+def _output_lines(result, nbest: int, alignment: bool) -> str:
+    """What `translate` prints for one input line: the translation, or `nbest` lines of
+    index<TAB>score<TAB>translation; each followed by <TAB>alignment when asked."""
+    from tinytrans.lines import format_alignment
+
+    aligned = [f"\t{format_alignment(pairs)}" for pairs in result.alignments] if alignment else None
+    if nbest == 1:
+        return result.text + (aligned[0] if aligned else "") + "\n"
+    entries = result.nbest or [(0.0, "")] * nbest
+    return "".join(f"{index}\t{score:.4f}\t{text}"
+                   f"{aligned[min(index, len(aligned) - 1)] if aligned else ''}\n"
+                   for index, (score, text) in enumerate(entries))
 
 
 def _load_engine(engine: str, model: Path, checkpoint: str, device: str, precision: str,

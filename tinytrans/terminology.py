@@ -15,7 +15,7 @@ source term occurs.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +40,19 @@ def numbered_lines(path: Path) -> Iterator[tuple[str, str]]:
                 yield f"{path}:{number}", raw.decode("utf-8").rstrip("\r\n")
             except UnicodeDecodeError:
                 raise UserError(f"{path}:{number}: not valid UTF-8") from None
+
+
+def constraints_for(path: Path, input: Path | None) -> Iterable[list[str]]:
+    """The phrases of `--constraints PATH`, one list per input line. A file is read and checked
+    whole before any work (it is small), and must have as many lines as an --input file; a pipe
+    can only be read as it streams, beside the input (the translator checks the pairing)."""
+    if not path.is_file():
+        return read_constraints(path)
+    phrases = list(read_constraints(path))
+    if input is not None and input.is_file() and count_lines(input) != len(phrases):
+        raise UserError(f"--constraints {path}: {len(phrases)} lines, but --input {input} has "
+                        f"{count_lines(input)}; give one line (maybe empty) per input line")
+    return phrases
 
 
 def count_lines(path: Path) -> int:
@@ -99,7 +112,9 @@ class Glossary:
 def term_pattern(term: str) -> str:
     """A term as a regex: its first letter in either case, the rest as written, spaces flexible."""
     first, rest = term[0], term[1:]
-    head = f"[{re.escape(first.lower())}{re.escape(first.upper())}]" if first.isalpha() else re.escape(first)
+    head = re.escape(first)
+    if first.isalpha():
+        head = f"[{re.escape(first.lower())}{re.escape(first.upper())}]"
     return head + r"\s+".join(re.escape(word) for word in rest.split(" "))
 
 
