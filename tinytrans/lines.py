@@ -89,10 +89,10 @@ class LineTranslator:
                   constraints: Iterable[list[str]] | None = None) -> Iterator[Translation]:
         """Translate a stream of lines; yields one Translation per line, in input order.
 
-        Lines are read `chunk_lines` at a time, and batched by length inside a chunk
-        (`cfg.batch_tokens` source tokens x beams, or x samples, per batch). `constraints`, when given, pairs
-        with `lines`: the target phrases of each line (a list, maybe empty), and must have as
-        many items."""
+        Lines are read `chunk_lines` at a time; the engine batches a chunk's segments
+        (`cfg.batch_tokens` source tokens x beams, or x samples, per batch). `constraints`, when
+        given, pairs with `lines`: the target phrases of each line (a list, maybe empty), and
+        must have as many items."""
         warn = warn or (lambda message: None)
         check_sampling_alone(cfg, constraints is not None or options.glossary is not None)
         phrases = iter(constraints) if constraints is not None else None
