@@ -7,7 +7,7 @@
     model.score(["A man rides a bike."], ["Ein Mann fährt Fahrrad."])  # [log P(target | source)]
     model.attention("A man rides a bike.").to_json()    # pieces and attention weights
     model.translate(["A man rides a bike."], constraints=[["Fahrrad"]])  # phrases that must appear
-    model.translate(["A dog."], glossary={"dog": "Hund"})                # terms, wherever they occur
+    model.translate(["A dog."], glossary={"dog": "Hund"})         # terms, wherever they occur
     model.translate(["A man."], alignment=True)          # [(translation, [(src, tgt) word pairs])]
     model.translate(["A man."], sample="all", nbest=4, seed=1)  # four sampled translations
 
@@ -82,7 +82,8 @@ class TranslationModel:
         translations (nbest of them) instead of searching, with temperature, top_p and seed.
         """
         cfg = _search_config(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
-                             nbest=1 if nbest is None else nbest, sample=sample_option(sample, "sample"),
+                             nbest=1 if nbest is None else nbest,
+                             sample=sample_option(sample, "sample"),
                              temperature=temperature, top_p=top_p, seed=seed)
         sentences = _sentences("sentences", sentences)
         options = LineOptions(_optional_bool("split_sentences", split_sentences),
