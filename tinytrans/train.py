@@ -379,6 +379,8 @@ class Run:
 
 def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, ranks: Ranks,
             device: torch.device, init: InitRun | None) -> tuple[Run, TrainState]:
+    """Everything the loop needs, in the order it is made: the run directory and tokenizers,
+    the data, the model and optimizer, the state to start from, and the start record."""
     prepared = open_prepared(Path(cfg.data.prepared)) if cfg.data.prepared else None
     if prepared is not None:
         if init is not None:
@@ -393,32 +395,60 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
                                      tgt_vocab_size=tgt_tok.vocab_size))
     check_fits_in_memory(cfg.model, TRAINING_BYTES_PER_PARAMETER)
     precision = _agreed_precision(cfg, device, ranks)
-    if prepared is not None:
-        corpus, valid = prepared.train, prepared.valid
-        epoch_corpus = lambda epoch: corpus
-        prepared_data_events(prepared, report)
-    else:
-        corpus, epoch_corpus = load_training_data(cfg, src_tok, tgt_tok, report)
-        valid = load_validation_data(cfg, src_tok, tgt_tok, report) if ranks.main else None
+    corpus, epoch_corpus, valid = _training_data(cfg, prepared, src_tok, tgt_tok, report, ranks)
     torch.manual_seed(cfg.train.seed)
     model = Transformer(cfg.model).to(device)
     optimizer = make_optimizer(model, cfg)
     files = RunFiles(run_dir, cfg)
-    state = TrainState()
+    state = _starting_state(cfg, run_dir, model, optimizer, init, report)
+    _check_same_start(state, run_dir, ranks, device)
+    cfg = _keep_effective_batch(cfg, state, ranks)
+    if ranks.main:
+        files.truncate_metrics(state.step)
+        state = recover_best(state, files.best_path)
+    start = _start_record(cfg, state, device, precision, ranks, init)
+    if ranks.main:
+        files.log(start)
+    report({**start, "parameters": count_parameters(model), "pairs": len(corpus),
+            "state": asdict(state), "config": cfg})
+    run = Run(cfg, model, wrap(TeacherForcing(model), ranks, device), optimizer, corpus,
+              epoch_corpus, valid, tgt_tok, files, device, precision.precision, ranks, report)
+    return run, state
+
+
+def _training_data(cfg: RunConfig, prepared: PreparedData | None, src_tok: Tokenizer,
+                   tgt_tok: Tokenizer, report: Report, ranks: Ranks):
+    """(the corpus, the corpus of epoch e, process 0's validation set): prepared ids, or
+    the text encoded now."""
+    if prepared is not None:
+        prepared_data_events(prepared, report)
+        return prepared.train, (lambda epoch: prepared.train), \
+            prepared.valid if ranks.main else None
+    corpus, epoch_corpus = load_training_data(cfg, src_tok, tgt_tok, report)
+    valid = load_validation_data(cfg, src_tok, tgt_tok, report) if ranks.main else None
+    return corpus, epoch_corpus, valid
+
+
+def _starting_state(cfg: RunConfig, run_dir: Path, model: Transformer,
+                    optimizer: torch.optim.Optimizer, init: InitRun | None,
+                    report: Report) -> TrainState:
+    """Where training starts: the run's last checkpoint (resumed), else the init run's weights
+    (fine-tuning), else nothing (a new run)."""
     checkpoints = training_checkpoints(run_dir)
     if checkpoints:
         # the state is checked before anything is restored from the checkpoint
         state = TrainState.from_saved(read_state(checkpoints[-1]), checkpoints[-1])
         load_training_state(checkpoints[-1], model, optimizer)
         report({"event": "resume", "step": state.step, "checkpoint": str(checkpoints[-1])})
-    elif init is not None:
+        return state
+    if init is not None:
         load_init(init.checkpoint, model, optimizer if cfg.train.init_optimizer else None)
-    _check_same_start(state, run_dir, ranks, device)
-    cfg = _keep_effective_batch(cfg, state, ranks)
-    if ranks.main:
-        files.truncate_metrics(state.step)
-        state = recover_best(state, files.best_path)
-    objective = wrap(TeacherForcing(model), ranks, device)
+    return TrainState()
+
+
+def _start_record(cfg: RunConfig, state: TrainState, device: torch.device,
+                  precision: PrecisionChoice, ranks: Ranks, init: InitRun | None) -> dict[str, Any]:
+    """The `start` record of metrics.jsonl: how this attempt trains."""
     t = cfg.train
     start = {"event": "start", "step": state.step, "device": str(device),
              "precision": precision.precision, "precision_reason": precision.reason,
@@ -427,14 +457,7 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
              "effective_batch_tokens": ranks.world_size * t.batch_tokens * t.update_freq}
     if init is not None:
         start["init"] = init.record(t.init_optimizer)
-    if ranks.main:
-        files.log(start)
-    report({**start, "parameters": count_parameters(model), "pairs": len(corpus),
-            "state": asdict(state), "config": cfg})
-    run = Run(cfg, model, objective, optimizer, corpus, epoch_corpus,
-              valid if ranks.main else None, tgt_tok, files, device, precision.precision, ranks,
-              report)
-    return run, state
+    return start
 
 
 def _set_up_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool, prepared: PreparedData | None,
