@@ -30,6 +30,13 @@ def require_multi30k() -> Path:
     return MULTI30K
 
 
+def multi30k_test_set() -> tuple[list[str], list[str]]:
+    """test_2016_flickr: (English sources, German references), 1,000 lines each."""
+    from tinytrans.textio import read_lines
+    test = require_multi30k() / "test_2016_flickr"
+    return list(read_lines(Path(f"{test}.en.gz"))), list(read_lines(Path(f"{test}.de.gz")))
+
+
 def machine() -> str:
     cpu = "unknown CPU"
     try:

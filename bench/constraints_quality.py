@@ -23,10 +23,9 @@ from pathlib import Path
 import sacrebleu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import WORK, record, require_multi30k  # noqa: E402
+from common import WORK, multi30k_test_set, record  # noqa: E402
 
 from tinytrans.config import SearchConfig  # noqa: E402
-from tinytrans.textio import read_lines  # noqa: E402
 from tinytrans.translate import Translator  # noqa: E402
 
 MIN_LETTERS = 4
@@ -66,8 +65,7 @@ def hit_rate(outputs: list[str], constraints: list[list[str]],
 
 def main() -> None:
     run_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else WORK / "quality-multi30k"
-    source = list(read_lines(require_multi30k() / "test_2016_flickr.en.gz"))
-    reference = list(read_lines(require_multi30k() / "test_2016_flickr.de.gz"))
+    source, reference = multi30k_test_set()
     translator = Translator(run_dir, "best", "cpu", "fp32")
     cfg = SearchConfig(beam=5)
     list(translator.translate(source[:50], cfg))  # warm-up

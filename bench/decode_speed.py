@@ -24,10 +24,9 @@ import sacrebleu
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import WORK, peak_rss_mb, record, require_multi30k  # noqa: E402
+from common import WORK, multi30k_test_set, peak_rss_mb, record  # noqa: E402
 
 from tinytrans.search import SearchConfig  # noqa: E402
-from tinytrans.textio import read_lines  # noqa: E402
 from tinytrans.translate import Translator  # noqa: E402
 
 
@@ -96,8 +95,7 @@ def whole_processes(run_dir: Path, source: list[str], reference: list[str]) -> l
 
 def main() -> None:
     run_dir = Path(sys.argv[1]) if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else WORK / "quality-multi30k"
-    source = list(read_lines(require_multi30k() / "test_2016_flickr.en.gz"))
-    reference = list(read_lines(require_multi30k() / "test_2016_flickr.de.gz"))
+    source, reference = multi30k_test_set()
     record("Decoding speed against CTranslate2 on the same weights, Multi30k test_2016_flickr",
            whole_processes(run_dir, source, reference))
     if "--processes-only" in sys.argv:

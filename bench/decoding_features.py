@@ -19,11 +19,10 @@ from pathlib import Path
 import sacrebleu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import WORK, record, require_multi30k  # noqa: E402
+from common import WORK, multi30k_test_set, record  # noqa: E402
 
 from tinytrans.config import SearchConfig  # noqa: E402
 from tinytrans.lines import LineOptions  # noqa: E402
-from tinytrans.textio import read_lines  # noqa: E402
 from tinytrans.translate import Translator  # noqa: E402
 
 DOCUMENT = 10  # sentences per line in the documents run
@@ -41,8 +40,7 @@ def best_of_two(translator: Translator, lines: list[str], cfg: SearchConfig,
 
 def main() -> None:
     run_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else WORK / "quality-multi30k"
-    source = list(read_lines(require_multi30k() / "test_2016_flickr.en.gz"))
-    reference = list(read_lines(require_multi30k() / "test_2016_flickr.de.gz"))
+    source, reference = multi30k_test_set()
     translator = Translator(run_dir, "best", "cpu", "fp32")
     list(translator.translate(source[:50], SearchConfig()))  # warm-up
     bleu = sacrebleu.BLEU()

@@ -29,9 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import WORK, record, require_multi30k  # noqa: E402
+from common import WORK, multi30k_test_set, record  # noqa: E402
 
-from tinytrans.textio import read_lines  # noqa: E402
 
 CLIENTS = (1, 4, 16, 64)
 
@@ -145,7 +144,7 @@ def main() -> None:
     parser.add_argument("--engines", default="torch,ctranslate2")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    sentences = list(read_lines(require_multi30k() / "test_2016_flickr.en.gz"))[: args.requests]
+    sentences = multi30k_test_set()[0][: args.requests]
     rows = ["| engine | clients | sentences/s | p50 ms | p95 ms | p99 ms | errors | own translations |",
             "|---|---|---|---|---|---|---|---|"]
     for engine in args.engines.split(","):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future
 
 import pytest
 
@@ -38,15 +39,23 @@ def translator() -> RecordingTranslator:
     return RecordingTranslator()
 
 
+def held(translator: RecordingTranslator, first: str = "hold",
+         **settings) -> tuple[Batcher, Future]:
+    """A batcher whose thread is busy with a first request (`first`, whose future comes too),
+    held until translator.gate is set: what is submitted next waits in the queue together."""
+    translator.gate.clear()
+    batcher = Batcher(translator, **settings)
+    future = batcher.submit([first], SearchConfig())
+    time.sleep(0.1)  # the thread has taken it, and waits at the gate
+    return batcher, future
+
+
 def texts(future) -> list[str]:
     return [t.text for t in future.result(timeout=10).translations]
 
 
 def test_requests_waiting_together_share_one_call(translator):
-    translator.gate.clear()  # hold the thread on its first call while the others queue up
-    batcher = Batcher(translator, max_wait=0.05)
-    first = batcher.submit(["a"], SearchConfig())
-    time.sleep(0.1)
+    batcher, first = held(translator, "a", max_wait=0.05)
     others = [batcher.submit([f"line {i}", f"more {i}"], SearchConfig()) for i in range(5)]
     translator.gate.set()
     assert texts(first) == ["A"]
@@ -57,10 +66,7 @@ def test_requests_waiting_together_share_one_call(translator):
 
 
 def test_requests_with_other_settings_do_not_share_a_call(translator):
-    translator.gate.clear()
-    batcher = Batcher(translator, max_wait=0.05)
-    batcher.submit(["hold"], SearchConfig())
-    time.sleep(0.1)
+    batcher, _ = held(translator, max_wait=0.05)
     beam2 = batcher.submit(["x"], SearchConfig(beam=2))
     beam5 = batcher.submit(["y"], SearchConfig(beam=5))
     aligned = batcher.submit(["z"], SearchConfig(beam=5), LineOptions(alignment=True))
@@ -77,10 +83,7 @@ def test_by_settings_keeps_arrival_order():
 
 
 def test_a_full_queue_is_refused(translator):
-    translator.gate.clear()
-    batcher = Batcher(translator, max_wait=0.0, queue_size=2)
-    batcher.submit(["taken"], SearchConfig())
-    time.sleep(0.1)  # the thread holds the first; two more fill the queue
+    batcher, _ = held(translator, max_wait=0.0, queue_size=2)  # two more fill the queue
     batcher.submit(["1"], SearchConfig())
     batcher.submit(["2"], SearchConfig())
     with pytest.raises(QueueFull):
@@ -92,10 +95,8 @@ def test_a_full_queue_is_refused(translator):
 def test_a_failure_reaches_only_its_request_and_the_thread_goes_on(translator):
     errors = []
     translator.fail_on = "bad"
-    translator.gate.clear()
-    batcher = Batcher(translator, max_wait=0.05, on_error=errors.append)
-    batcher.submit(["hold"], SearchConfig())
-    time.sleep(0.1)  # the next three wait together, and share a call that fails
+    batcher, _ = held(translator, max_wait=0.05, on_error=errors.append)
+    # the next three wait together, and share a call that fails
     before = batcher.submit(["good", "fine"], SearchConfig())
     failed = batcher.submit(["bad"], SearchConfig())
     after = batcher.submit(["also good"], SearchConfig())
@@ -121,10 +122,7 @@ def test_a_failing_error_logger_does_not_stop_the_thread(translator):
 
 
 def test_a_cancelled_request_is_not_translated(translator):
-    translator.gate.clear()
-    batcher = Batcher(translator, max_wait=0.0)
-    batcher.submit(["hold"], SearchConfig())
-    time.sleep(0.1)
+    batcher, _ = held(translator, max_wait=0.0)
     gone = batcher.submit(["gone"], SearchConfig())
     assert gone.cancel()  # its client timed out while it waited
     translator.gate.set()
