@@ -6,32 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from tinytrans.cli import DEBUG_ENV, app
+from helpers_cli import assert_one_line_error, invoke
 from tinytrans.train import train
 from toyrun import toy_config, write_corpus
 
-runner = CliRunner()
 SENTENCE = "The man buys a red car."
-
-
-@pytest.fixture(autouse=True)
-def no_debug_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(DEBUG_ENV, "")
-    monkeypatch.delenv(DEBUG_ENV)
-
-
-def invoke(*args: str | Path, input: str | None = None) -> Result:
-    return runner.invoke(app, [str(a) for a in args], input=input)
-
-
-def assert_one_line_error(result: Result, *causes: str) -> None:
-    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for cause in causes:
-        assert cause in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +56,12 @@ def test_attention_png(run_dir: Path, tmp_path: Path) -> None:
     (["--kind", "both"], "--kind"),
 ])
 def test_attention_bad_options(run_dir: Path, args: list[str], cause: str) -> None:
-    assert_one_line_error(invoke("attention", "--model", run_dir, SENTENCE, *args), cause)
+    assert_one_line_error(invoke("attention", "--model", run_dir, SENTENCE, *args), 2, cause)
 
 
 def test_attention_png_takes_one_sentence(run_dir: Path, tmp_path: Path) -> None:
     assert_one_line_error(invoke("attention", "--model", run_dir, "a", "b", "--png", tmp_path / "x.png"),
-                          "--png")
+                          2, "--png")
 
 
 def test_average_then_translate_with_it(run_dir: Path) -> None:
@@ -96,7 +76,7 @@ def test_average_then_translate_with_it(run_dir: Path) -> None:
 
 @pytest.mark.parametrize("last, cause", [("0", "at least 1"), ("9", "holds 3")])
 def test_average_refuses_impossible_counts(run_dir: Path, last: str, cause: str) -> None:
-    assert_one_line_error(invoke("average", "--model", run_dir, "--last", last), cause)
+    assert_one_line_error(invoke("average", "--model", run_dir, "--last", last), 2, cause)
 
 
 def test_export_writes_a_ctranslate2_directory_once(run_dir: Path, tmp_path: Path) -> None:
@@ -105,9 +85,9 @@ def test_export_writes_a_ctranslate2_directory_once(run_dir: Path, tmp_path: Pat
     result = invoke("export", "--model", run_dir, "--output", out, "--quantization", "int8")
     assert result.exit_code == 0, result.output
     assert (out / "model.bin").is_file()
-    assert_one_line_error(invoke("export", "--model", run_dir, "--output", out), str(out), "already exists")
+    assert_one_line_error(invoke("export", "--model", run_dir, "--output", out), 2, str(out), "already exists")
 
 
 def test_export_bad_quantization_is_a_choice_error(run_dir: Path, tmp_path: Path) -> None:
     result = invoke("export", "--model", run_dir, "--output", tmp_path / "x", "--quantization", "int4")
-    assert_one_line_error(result, "--quantization")
+    assert_one_line_error(result, 2, "--quantization")

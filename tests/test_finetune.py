@@ -140,7 +140,7 @@ def test_a_config_built_by_hand_with_another_model_shape_is_refused_before_any_w
                                                                                     tmp_path):
     cfg = toy_config(*new, init=str(base))
     cfg = replace(cfg, model=replace(cfg.model, d_ff=128))
-    with pytest.raises(UserError, match=r"model.d_ff = 128, but --init .* has 64"):
+    with pytest.raises(UserError, match=r"model.d_ff = 128 disagrees with --init .*: .model.d_ff. = 64"):
         train(cfg, tmp_path / "run")
     assert not (tmp_path / "run").exists()
 

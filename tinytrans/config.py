@@ -14,7 +14,7 @@ import tomllib
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +53,9 @@ class ModelConfig:
     tie_embeddings: bool = True  # one matrix for source, target and output embeddings
 
     def __post_init__(self) -> None:
-        # build_config checks every key with its origin first; this guards direct construction.
-        if self.n_heads < 1 or self.d_model % self.n_heads:
-            raise UserError(f"model.d_model {self.d_model} is not divisible by model.n_heads {self.n_heads}")
-        if self.tie_embeddings and self.src_vocab_size != self.tgt_vocab_size:
-            raise UserError("model.tie_embeddings needs one joint vocabulary (data.joint_vocab = true)")
+        # build_config checks the same rules first, naming where each key came from; this guards
+        # a ModelConfig made directly (tests, the API's callers)
+        _check_model_shape(dataclasses.asdict(self), lambda section, key: f"{section}.{key}")
 
 
 @dataclass(frozen=True)
@@ -310,6 +308,11 @@ SIZE_KEYS = ("d_model", "d_ff", "n_encoder_layers", "n_decoder_layers", "src_voc
              "tgt_vocab_size")
 
 
+def with_vocab_sizes(cfg: RunConfig, src_size: int, tgt_size: int) -> RunConfig:
+    """`cfg` with its tokenizers' vocabulary sizes: the model's shape is known only once they are."""
+    return replace(cfg, model=replace(cfg.model, src_vocab_size=src_size, tgt_vocab_size=tgt_size))
+
+
 def parameter_count(m: ModelConfig | types.SimpleNamespace, vocab_size: int = 0) -> int:
     """The number of parameters model.Transformer(m) has, from the config alone (`vocab_size`
     stands in for vocabulary sizes not known yet, 0 in the config)."""
@@ -522,16 +525,10 @@ def _freeze(cls: type, values: dict[str, Any]) -> Any:
 def _check_together(values: dict[str, dict[str, Any]], where: _Where) -> None:
     """Rules that tie two keys together (`values`: every key, defaults filled in)."""
     m, d, t = values["model"], values["data"], values["train"]
-    if m["d_model"] % m["n_heads"]:
-        raise UserError(f"{where('model', 'd_model')} = {m['d_model']} is not divisible by "
-                        f"{where('model', 'n_heads')} = {m['n_heads']}")
     if m["tie_embeddings"] and not d["joint_vocab"]:
         raise UserError(f"{where('model', 'tie_embeddings')} needs one joint vocabulary, but "
                         f"{where('data', 'joint_vocab')} is false")
-    if m["tie_embeddings"] and m["src_vocab_size"] != m["tgt_vocab_size"]:
-        raise UserError(f"{where('model', 'tie_embeddings')} needs equal vocabulary sizes, but "
-                        f"{where('model', 'src_vocab_size')} = {m['src_vocab_size']} and "
-                        f"{where('model', 'tgt_vocab_size')} = {m['tgt_vocab_size']}")
+    _check_model_shape(m, where)
     if t["lr_schedule"] == "linear" and t["max_steps"] is None and t["max_time"] is None:
         raise UserError(f"{where('train', 'lr_schedule')} = 'linear' decays to zero at the budget: "
                         "give max_steps or max_time")
@@ -542,6 +539,17 @@ def _check_together(values: dict[str, dict[str, Any]], where: _Where) -> None:
     if t["average_last"] is not None and t["average_last"] > t["keep_last"]:
         raise UserError(f"{where('train', 'average_last')} = {t['average_last']} needs that many step "
                         f"checkpoints, but {where('train', 'keep_last')} = {t['keep_last']} keeps fewer")
+
+
+def _check_model_shape(m: dict[str, Any], where: Callable[[str, str], str]) -> None:
+    """The rules that tie the model's own keys together."""
+    if m["n_heads"] < 1 or m["d_model"] % m["n_heads"]:
+        raise UserError(f"{where('model', 'd_model')} = {m['d_model']} is not divisible by "
+                        f"{where('model', 'n_heads')} = {m['n_heads']}")
+    if m["tie_embeddings"] and m["src_vocab_size"] != m["tgt_vocab_size"]:
+        raise UserError(f"{where('model', 'tie_embeddings')} needs equal vocabulary sizes, but "
+                        f"{where('model', 'src_vocab_size')} = {m['src_vocab_size']} and "
+                        f"{where('model', 'tgt_vocab_size')} = {m['tgt_vocab_size']}")
 
 
 def _has_type(value: Any, hint: Any) -> bool:
@@ -604,22 +612,26 @@ def resolve_train_config(flags: dict[str, dict[str, Any]], preset_name: str | No
         origins.update({(section, key): origin for section, table in layer.items() for key in table})
     config = build_config(values, FLAGS, origins)
     if init_config is not None:
-        _check_kept_from_init(config, init_config, _Where(FLAGS, origins), str(init))
+        check_kept_from_init(config, init_config, str(init), _Where(FLAGS, origins))
     if not config.data.train and not config.data.prepared:
         raise UserError("--train: a training corpus prefix is needed for a new run (or --data, a "
                         "prepared corpus)")
     return config
 
 
-def _check_kept_from_init(config: RunConfig, init: RunConfig, where: _Where,
-                          init_file: str) -> None:
-    """A key that a preset, file or flag changed from the fine-tuned run's init is refused,
-    named with both values."""
-    changed = changed_from_init(config, init)
+def check_kept_from_init(config: RunConfig, init: RunConfig, init_name: str,
+                         where: Callable[[str, str], str] = lambda section, key: f"{section}.{key}",
+                         data_fixed: bool = False) -> None:
+    """A key of KEPT_FROM_INIT that differs from the fine-tuned run's init (`init_name`, its
+    config) is refused, named with both values. `where` names a key of `config` (by its origin,
+    for a config being resolved); `data_fixed` leaves the data keys out (a prepared corpus fixes
+    them, and its tokenizer is checked by checksum instead)."""
+    changed = [(section, key) for section, key in changed_from_init(config, init)
+               if not (data_fixed and section == "data")]
     if changed:
         (section, key), new, old = changed[0], config_to_dict(config), config_to_dict(init)
         raise UserError(f"{where(section, key)} = {new[section][key]!r} disagrees with "
-                        f"{init_file}: '{section}.{key}' = {old[section][key]!r}; a fine-tuned "
+                        f"{init_name}: '{section}.{key}' = {old[section][key]!r}; a fine-tuned "
                         "run keeps the model shape and tokenizer of the run it starts from "
                         "(--init)")
 

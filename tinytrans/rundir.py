@@ -6,7 +6,7 @@
     RUN/metrics.jsonl      one JSON object per log line, validation and start of training
     RUN/curves.png         learning curves (with the 'plot' extra)
 
-Training starts here (resolve_run_config, start_or_resume, run_tokenizers); translation reads
+Training starts here (resolve_run_config, then set_up_for_training); translation reads
 the config and the tokenizers back (load_run_config, load_tokenizers). A run fine-tuned from
 another (train.init) starts from that run's config and copies its tokenizers: it is a run
 directory like any other, and needs the other no more once it has a checkpoint of its own.
@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from tinytrans.atomic import atomic_write, atomic_write_text
+from tinytrans.atomic import atomic_write, atomic_write_text, remove_leftovers
 from tinytrans.checkpoint import BEST, CHECKPOINT_DIR, prune_checkpoints, save_checkpoint, step_name
-from tinytrans.config import RunConfig, build_config, differences, read_toml, resolve_train_config
+from tinytrans.config import (RunConfig, build_config, differences, read_toml, resolve_train_config,
+                              to_toml, with_vocab_sizes)
 from tinytrans.errors import UserError
 from tinytrans.tokenizer import Tokenizer, as_pair, make_tokenizers, tokenizer_names
 
@@ -85,6 +85,32 @@ def resolve_run_config(run_dir: Path, flags: dict[str, dict[str, Any]],
     return resolve_train_config(flags, preset_name, toml, init=init)
 
 
+def set_up_for_training(run_dir: Path, cfg: RunConfig, overwrite: bool,
+                        prepared: PreparedData | None = None,
+                        init: Path | None = None) -> tuple[Tokenizer, Tokenizer]:
+    """Process 0's part of starting to train `cfg` in `run_dir`: the directory (new, emptied with
+    `overwrite`, or a run of the same config, resumed), its tokenizers (run_tokenizers) and
+    config.toml with their vocabulary sizes. Returns the (source, target) tokenizers."""
+    saved = start_or_resume(run_dir, cfg, overwrite)
+    if saved is not None:
+        remove_killed_writes(run_dir, cfg)
+    tokenizers = run_tokenizers(run_dir, cfg, prepared, init)
+    cfg = with_vocab_sizes(cfg, tokenizers[0].vocab_size, tokenizers[1].vocab_size)
+    if saved is not None and differences(saved, cfg):
+        raise UserError(f"{run_dir}: its tokenizer no longer matches its config")
+    atomic_write_text(run_dir / CONFIG_FILE, to_toml(cfg))
+    return tokenizers
+
+
+def remove_killed_writes(run_dir: Path, cfg: RunConfig) -> None:
+    """An attempt killed while writing a file leaves its temporary file behind: remove those
+    beside the run's own files and its checkpoints."""
+    remove_leftovers(run_dir / CHECKPOINT_DIR)
+    tokenizers = tokenizer_names(cfg.data.joint_vocab)
+    remove_leftovers(run_dir, [CONFIG_FILE, METRICS_FILE, CURVES_FILE, *tokenizers,
+                               *(Path(name).with_suffix(".vocab").name for name in tokenizers)])
+
+
 def start_or_resume(run_dir: Path, config: RunConfig, overwrite: bool) -> RunConfig | None:
     """Make `run_dir` ready for training `config`: a new (or, with `overwrite`, emptied) run
     directory, or an existing run of the same config, whose saved config is returned."""
@@ -101,8 +127,7 @@ def start_or_resume(run_dir: Path, config: RunConfig, overwrite: bool) -> RunCon
         return None
     saved = load_run_config(run_dir)
     if config.model.src_vocab_size == 0:  # not known yet: it comes from the run's tokenizer
-        config = replace(config, model=replace(config.model, src_vocab_size=saved.model.src_vocab_size,
-                                               tgt_vocab_size=saved.model.tgt_vocab_size))
+        config = with_vocab_sizes(config, saved.model.src_vocab_size, saved.model.tgt_vocab_size)
     changed = differences(saved, config)
     if changed:
         raise UserError(f"{run_dir}: holds a run with a different config ({'; '.join(changed)}); "

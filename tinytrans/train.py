@@ -32,13 +32,11 @@ from typing import Any
 
 import torch
 
-from tinytrans.atomic import atomic_write_text, remove_leftovers
 from tinytrans.average import average_last, resolve_with_average
-from tinytrans.checkpoint import (CHECKPOINT_DIR, file_sha256, load_init, load_model_weights,
-                                  load_training_state, read_checkpoint, read_state,
-                                  training_checkpoints)
-from tinytrans.config import (TRAINING_BYTES_PER_PARAMETER, RunConfig, changed_from_init,
-                              check_fits_in_memory, config_to_dict, differences, to_toml)
+from tinytrans.checkpoint import (file_sha256, load_init, load_model_weights, load_training_state,
+                                  read_checkpoint, read_state, training_checkpoints)
+from tinytrans.config import (TRAINING_BYTES_PER_PARAMETER, RunConfig, check_fits_in_memory,
+                              check_kept_from_init, with_vocab_sizes)
 from tinytrans.data import (Batch, EncodedCorpus, FilterConfig, ResampledCorpus, encode_parallel,
                             length_sorted_batches, make_batch)
 from tinytrans.distributed import (ONE_PROCESS, Ranks, any_rank, barrier, epoch_plan, process_0_says,
@@ -51,11 +49,10 @@ from tinytrans.objective import TeacherForcing
 from tinytrans.prepared import PreparedData, open_prepared
 from tinytrans.schedule import budget_progress, learning_rate, make_optimizer
 from tinytrans.validation import ValidationSet, load_validation_data, validate
-from tinytrans.rundir import (CONFIG_FILE, CURVES_FILE, METRICS_FILE, RunFiles, init_config_file,
-                              load_run_config, load_tokenizers, run_tokenizers, start_or_resume,
-                              tokenizer_files)
+from tinytrans.rundir import (RunFiles, init_config_file, load_run_config, load_tokenizers,
+                              set_up_for_training, tokenizer_files)
 from tinytrans.textio import LineCounter, ParallelCounter, read_parallel
-from tinytrans.tokenizer import Tokenizer, tokenizer_names
+from tinytrans.tokenizer import Tokenizer
 
 Report = Callable[[dict[str, Any]], None]
 INTERRUPTED = "interrupted; run the same command again to resume"
@@ -214,14 +211,7 @@ def find_init(cfg: RunConfig, run_dir: Path, overwrite: bool = False) -> InitRun
         return None
     init_config_file(init_dir)  # a UserError unless it is a run directory
     init_config = load_run_config(init_dir)
-    # a prepared corpus fixes the data keys itself, and its tokenizer is checked by its checksum
-    changed = [(section, key) for section, key in changed_from_init(cfg, init_config)
-               if not (cfg.data.prepared and section == "data")]
-    if changed:
-        (section, key), ours, theirs = changed[0], config_to_dict(cfg), config_to_dict(init_config)
-        raise UserError(f"{section}.{key} = {ours[section][key]!r}, but --init {t.init} has "
-                        f"{theirs[section][key]!r}: a fine-tuned run keeps the model shape and "
-                        "tokenizer of the run it starts from")
+    check_kept_from_init(cfg, init_config, f"--init {t.init}", data_fixed=bool(cfg.data.prepared))
     try:
         checkpoint = resolve_with_average(init_dir, t.init_checkpoint)
         _, metadata = read_checkpoint(checkpoint, tensors=False)
@@ -387,12 +377,11 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
             check_prepared_tokenizer(prepared, init)
         cfg = replace(cfg, data=prepared.data_config(cfg.data))
     allow_tf32(device)
-    if ranks.main:
-        cfg = _set_up_run_dir(cfg, run_dir, overwrite, prepared, init)
-    barrier(ranks)  # the others read what process 0 has prepared
-    src_tok, tgt_tok = load_tokenizers(run_dir, cfg)
-    cfg = replace(cfg, model=replace(cfg.model, src_vocab_size=src_tok.vocab_size,
-                                     tgt_vocab_size=tgt_tok.vocab_size))
+    tokenizers = set_up_for_training(run_dir, cfg, overwrite, prepared,
+                                     init.run_dir if init else None) if ranks.main else None
+    barrier(ranks)  # the others read the tokenizers process 0 has written
+    src_tok, tgt_tok = tokenizers or load_tokenizers(run_dir, cfg)
+    cfg = with_vocab_sizes(cfg, src_tok.vocab_size, tgt_tok.vocab_size)
     check_fits_in_memory(cfg.model, TRAINING_BYTES_PER_PARAMETER)
     precision = _agreed_precision(cfg, device, ranks)
     corpus, epoch_corpus, valid = _training_data(cfg, prepared, src_tok, tgt_tok, report, ranks)
@@ -460,25 +449,6 @@ def _start_record(cfg: RunConfig, state: TrainState, device: torch.device,
     return start
 
 
-def _set_up_run_dir(cfg: RunConfig, run_dir: Path, overwrite: bool, prepared: PreparedData | None,
-                    init: InitRun | None) -> RunConfig:
-    """Process 0's part: the run directory, its tokenizers and config.toml. Returns `cfg` with
-    the vocabulary sizes."""
-    saved = start_or_resume(run_dir, cfg, overwrite)
-    if saved is not None:  # an attempt killed while writing leaves its temporary file behind
-        remove_leftovers(run_dir / CHECKPOINT_DIR)
-        tokenizers = tokenizer_names(cfg.data.joint_vocab)
-        remove_leftovers(run_dir, [CONFIG_FILE, METRICS_FILE, CURVES_FILE, *tokenizers,
-                                   *(Path(name).with_suffix(".vocab").name for name in tokenizers)])
-    src_tok, tgt_tok = run_tokenizers(run_dir, cfg, prepared, init.run_dir if init else None)
-    cfg = replace(cfg, model=replace(cfg.model, src_vocab_size=src_tok.vocab_size,
-                                     tgt_vocab_size=tgt_tok.vocab_size))
-    if saved is not None and differences(saved, cfg):
-        raise UserError(f"{run_dir}: its tokenizer no longer matches its config")
-    atomic_write_text(run_dir / CONFIG_FILE, to_toml(cfg))
-    return cfg
-
-
 def _agreed_precision(cfg: RunConfig, device: torch.device, ranks: Ranks) -> PrecisionChoice:
     """The precision to train in, the same on every process. Where `auto` measures, process 0
     alone runs the probe (the others would time it on the same cores at the same moment, and
@@ -523,23 +493,23 @@ def _check_same_start(state: TrainState, run_dir: Path, ranks: Ranks, device: to
                         "(put it on a shared filesystem)")
 
 
-def _stop_reason(cfg: RunConfig, state: TrainState, elapsed: float) -> str | None:
+def _stop_reason(cfg: RunConfig, state: TrainState) -> str | None:
+    """Why to stop now by this process's own count (process 0's decides for all: _agreed_stop)."""
     t = cfg.train
     if t.max_steps is not None and state.step >= t.max_steps:
         return f"reached max_steps {t.max_steps}"
     if t.max_epochs is not None and state.epoch >= t.max_epochs:
         return f"reached max_epochs {t.max_epochs}"
-    if t.max_time is not None and elapsed >= t.max_time * 60:
+    if t.max_time is not None and state.elapsed >= t.max_time * 60:
         return f"reached max_time {t.max_time:g} min"
     if t.patience is not None and state.validations_since_best >= t.patience:
         return f"no better BLEU in {t.patience} validations (early stopping)"
     return None
 
 
-def _agreed_stop(run: Run, state: TrainState, interrupted: bool) -> str | None:
-    """Why to stop after this update, the same on every process: process 0's limits (its clock
+def _agreed_stop(run: Run, reason: str | None, interrupted: bool) -> str | None:
+    """Why to stop after this update, the same on every process: process 0's `reason` (its clock
     and patience count decide for all), or a Ctrl-C or SIGTERM that any process received."""
-    reason = _stop_reason(run.cfg, state, state.elapsed) if run.ranks.main else None
     if run.ranks.distributed:
         interrupted = any_rank(interrupted, run.ranks, run.device)
         if process_0_says(reason is not None, run.ranks, run.device):
@@ -589,21 +559,43 @@ def _next_epoch(state: TrainState, per_update: int) -> None:
     state.epoch, state.batch, state.update_sizes = state.epoch + 1, 0, [[0, per_update]]
 
 
+@dataclass
+class LogWindow:
+    """The updates since the last `log` record: their tokens, summed losses and start time."""
+
+    tokens: int = 0
+    loss: float = 0.0
+    nll: float = 0.0
+    start: float = field(default_factory=time.perf_counter)
+
+    def add(self, loss: float, nll: float, n_tokens: int) -> None:
+        self.tokens += n_tokens
+        self.loss, self.nll = self.loss + loss * n_tokens, self.nll + nll * n_tokens
+
+    def record(self, state: TrainState, lr: float) -> dict[str, Any]:
+        """The `log` record of these updates: mean losses per target token, and their speed."""
+        return {"event": "log", "step": state.step, "epoch": state.epoch,
+                "loss": self.loss / self.tokens, "nll": self.nll / self.tokens, "lr": lr,
+                "tokens_per_second": self.tokens / (time.perf_counter() - self.start),
+                "elapsed": state.elapsed}
+
+
 def _loop(run: Run, state: TrainState, stop_requested: Callable[[], bool]) -> TrainResult:
+    """Update until a limit, patience or an interruption says stop. After each update, in this
+    order: the log record (every log_every), validation (every validate_every, and at a stop
+    that is not an interruption), one agreed decision to stop, a checkpoint (every
+    checkpoint_every, and at the stop)."""
     cfg, t, ranks, files, report = run.cfg, run.cfg.train, run.ranks, run.files, run.report
     timings = Timings()
     started = time.perf_counter() - state.elapsed
     run_tokens, run_start = 0, time.perf_counter()
     last_validation: dict[str, Any] = {}
-    validating = cfg.data.valid is not None  # known to every process; only process 0 has the set
-    if validating and cfg.train.init and state.step == 0 and ranks.main:
+    if _validating(run) and cfg.train.init and state.step == 0 and ranks.main:
         # a fine-tuned run's starting point on its new data: its init's score, the curve's origin
-        last_validation = _validate_and_keep_best(
-            run.model, run.valid, run.tgt_tok, cfg, run.device, run.precision, state, files,
-            report, timings)
-    window_tokens, window_loss, window_nll, window_start = 0, 0.0, 0.0, time.perf_counter()
+        last_validation = _validate_and_keep_best(run, state, timings)
+    window = LogWindow()
     run.model.train()
-    reason = _agreed_stop(run, state, interrupted=False)
+    reason = _agreed_stop(run, _stop_reason(cfg, state) if ranks.main else None, interrupted=False)
     updates = _updates(run.epoch_corpus, cfg, state, ranks)
     while reason is None:
         fetch = time.perf_counter()
@@ -616,84 +608,92 @@ def _loop(run: Run, state: TrainState, stop_requested: Callable[[], bool]) -> Tr
                                          run.precision, timings, ranks)
         state.step += 1
         state.elapsed = time.perf_counter() - started
-        window_tokens += n_tokens
-        window_loss, window_nll = window_loss + loss * n_tokens, window_nll + nll * n_tokens
         run_tokens += n_tokens
+        window.add(loss, nll, n_tokens)
         if state.step % t.log_every == 0:
-            now = time.perf_counter()
-            record = {"event": "log", "step": state.step, "epoch": state.epoch,
-                      "loss": window_loss / window_tokens, "nll": window_nll / window_tokens,
-                      "lr": lr, "tokens_per_second": window_tokens / (now - window_start),
-                      "elapsed": state.elapsed}
+            record = window.record(state, lr)
             if ranks.main:
                 files.log(record)
             report(record)
-            window_tokens, window_loss, window_nll, window_start = 0, 0.0, 0.0, now
-        reason = _agreed_stop(run, state, stop_requested())
-        if validating and (state.step % t.validate_every == 0
-                           or reason is not None and reason != INTERRUPTED):
-            if ranks.main:
-                last_validation = _validate_and_keep_best(
-                    run.model, run.valid, run.tgt_tok, cfg, run.device, run.precision, state,
-                    files, report, timings)
-            reason = reason or _agreed_stop(run, state, interrupted=False)  # patience
-        if state.step % t.checkpoint_every == 0 or reason is not None:
-            if ranks.main:
-                path = files.checkpoint(run.model, run.optimizer, asdict(state))
-                report({"event": "checkpoint", "step": state.step, "path": str(path)})
-        else:
-            report({"event": "step", "step": state.step, "epoch": state.epoch, "loss": loss,
-                    "lr": lr, "elapsed": state.elapsed})
+            window = LogWindow()
+        report({"event": "step", "step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr,
+                "elapsed": state.elapsed})
+        reason, validation = _validate_and_decide(run, state, stop_requested(), timings)
+        last_validation = validation or last_validation
+        if ranks.main and (state.step % t.checkpoint_every == 0 or reason is not None):
+            path = files.checkpoint(run.model, run.optimizer, asdict(state))
+            report({"event": "checkpoint", "step": state.step, "path": str(path)})
     elapsed = time.perf_counter() - run_start
     result = TrainResult(files.run_dir, state, reason, run_tokens / max(elapsed - timings.validation, 1e-9),
                          timings, count_parameters(run.model), last_validation)
     if ranks.main:
         if t.average_last is not None and reason != INTERRUPTED:
-            _average_and_validate(run.model, run.valid, run.tgt_tok, cfg, run.device, run.precision,
-                                  state, files, report)
+            _average_and_validate(run, state)
         files.plot_curves()
     report({"event": "end", "result": result})
     return result
 
 
-def _average_and_validate(model, valid, tgt_tok, cfg, device, precision, state: TrainState,
-                          files: RunFiles, report: Report) -> None:
+def _validating(run: Run) -> bool:
+    """Whether the run has a validation set: known to every process, though only process 0 has
+    the set itself."""
+    return run.cfg.data.valid is not None
+
+
+def _validate_and_decide(run: Run, state: TrainState, interrupted: bool,
+                         timings: Timings) -> tuple[str | None, dict[str, Any] | None]:
+    """After an update: process 0 validates when it is due, then every process agrees on why to
+    stop, if at all (one vote, after the validation, so that patience counts it). Returns the
+    reason and the validation record (None when there was none)."""
+    if not run.ranks.main:
+        return _agreed_stop(run, None, interrupted), None
+    reason = _stop_reason(run.cfg, state)  # a limit reached by this update
+    validation = None
+    if _validating(run) and (state.step % run.cfg.train.validate_every == 0
+                             or reason is not None and not interrupted):
+        validation = _validate_and_keep_best(run, state, timings)
+        reason = reason or _stop_reason(run.cfg, state)  # patience, counting this validation
+    return _agreed_stop(run, reason, interrupted), validation
+
+
+def _average_and_validate(run: Run, state: TrainState) -> None:
     """Average the last `average_last` step checkpoints (or as many as there are) into
     checkpoints/average.safetensors and validate it beside the best single checkpoint.
 
     Averaging the weights of the last checkpoints smooths out the noise of the final updates and
     usually gains BLEU for free (Vaswani et al., 2017 average the last 5 or 20)."""
-    available = len(training_checkpoints(files.run_dir))
-    n = min(cfg.train.average_last, available)
+    available = len(training_checkpoints(run.files.run_dir))
+    n = min(run.cfg.train.average_last, available)
     if n < 2:
         return  # one checkpoint averaged is itself
-    path, _ = average_last(files.run_dir, n)
+    path, _ = average_last(run.files.run_dir, n)
     record: dict[str, Any] = {"event": "average", "step": state.step, "checkpoints": n,
                               "path": str(path)}
-    if valid is not None:
-        averaged = copy.deepcopy(model)
+    if run.valid is not None:
+        averaged = copy.deepcopy(run.model)
         load_model_weights(path, averaged)
-        scores = validate(averaged, valid, tgt_tok, cfg, device, precision)
+        scores = validate(averaged, run.valid, run.tgt_tok, run.cfg, run.device, run.precision)
         record.update(bleu=scores["bleu"], loss=scores["loss"], best_bleu=state.best_bleu,
                       best_step=state.best_step)
-    files.log(record)
-    report(record)
+    run.files.log(record)
+    run.report(record)
 
 
-def _validate_and_keep_best(model, valid, tgt_tok, cfg, device, precision, state: TrainState,
-                            files: RunFiles, report: Report, timings: Timings) -> dict[str, Any]:
+def _validate_and_keep_best(run: Run, state: TrainState, timings: Timings) -> dict[str, Any]:
+    """Process 0's validation of the model as it stands: scores logged and reported, the best
+    checkpoint written when they are the best yet, and the patience count kept."""
     start = time.perf_counter()
-    scores = validate(model, valid, tgt_tok, cfg, device, precision)
+    scores = validate(run.model, run.valid, run.tgt_tok, run.cfg, run.device, run.precision)
     timings.validation += time.perf_counter() - start
     if scores["bleu"] > state.best_bleu:
         state.best_bleu, state.best_step, state.validations_since_best = scores["bleu"], state.step, 0
-        files.best(model, asdict(state))
+        run.files.best(run.model, asdict(state))
     elif state.step > state.best_step:
         state.validations_since_best += 1
     # else: a validation re-run after a resume, at or before the step of a best found by the
     # killed attempt (see recover_best): it precedes that best, so it is not one "since the best"
     record = {"event": "valid", "step": state.step, "epoch": state.epoch, **scores,
               "best_bleu": state.best_bleu, "best_step": state.best_step}
-    files.log(record)
-    report(record)
+    run.files.log(record)
+    run.report(record)
     return record
