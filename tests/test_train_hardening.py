@@ -320,7 +320,7 @@ def test_a_best_checkpoint_without_its_score_is_refused_in_one_line(corpus, tmp_
 
 
 def test_a_checkpoint_with_the_old_state_names_still_resumes(tmp_path):
-    from tinytrans.train import TrainState
+    from tinytrans.checkpoint import TrainState
     state = TrainState.from_saved({"step": 7, "stale": 2, "regrouped": [[0, 1], [3, 2]]},
                                   tmp_path / "old.safetensors")
     assert (state.step, state.validations_since_best, state.update_sizes) == (7, 2, [[0, 1], [3, 2]])

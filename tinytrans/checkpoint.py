@@ -2,7 +2,8 @@
 
 A training checkpoint `checkpoints/step-0001000.safetensors` holds the model's tensors under
 `model/`, Adam's moments under `optim/`, the random number generator under `rng/`, and the JSON
-training state (step, epoch, data position, best score) in the safetensors header's metadata.
+training state (TrainState: step, epoch, data position, best score) in the safetensors header's
+metadata.
 `checkpoints/best.safetensors` holds only the weights of the best validation BLEU so far.
 Nothing here ever calls pickle, so a checkpoint cannot run code when it is loaded.
 
@@ -16,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +38,61 @@ BEST = "best.safetensors"
 
 def step_name(step: int) -> str:
     return f"step-{step:07d}.safetensors"
+
+
+# checkpoints written before these fields were renamed still resume
+OLD_STATE_NAMES = {"stale": "validations_since_best", "regrouped": "update_sizes"}
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint, so a resumed run continues exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0  # the next batch of this epoch to train on
+    elapsed: float = 0.0  # seconds of training so far, over all resumptions
+    best_bleu: float = -1.0
+    best_step: int = 0
+    validations_since_best: int = 0  # what --patience counts
+    # (batch, batches per update) from which this epoch's batches were shared among processes:
+    # see distributed.epoch_plan; empty until training starts
+    update_sizes: list[list[int]] = field(default_factory=list)
+
+    @classmethod
+    def from_saved(cls, values: dict[str, Any], path: Path) -> TrainState:
+        """The state a checkpoint's metadata holds, every field checked: the file is untrusted
+        (a forged or damaged one must not resume a run at step -5 or crash it later)."""
+        values = {OLD_STATE_NAMES.get(key, key): value for key, value in values.items()}
+        known = {f.name for f in fields(cls)}
+        for key, value in values.items():
+            if key not in known:
+                raise UserError(f"{path}: unknown training state field '{key}'")
+            if not _valid_state_value(key, value):
+                raise UserError(f"{path}: training state field '{key}' = {value!r} is not valid")
+        return cls(**{k: float(v) if k in ("elapsed", "best_bleu") else v for k, v in values.items()})
+
+
+def _valid_state_value(key: str, value: Any) -> bool:
+    def count(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
+    if key == "update_sizes":
+        return isinstance(value, list) and all(
+            isinstance(pair, list) and len(pair) == 2 and all(count(x) for x in pair) and pair[1] >= 1
+            for pair in value)
+    if key in ("elapsed", "best_bleu"):
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return False
+        try:  # a JSON integer of 400 digits is no float
+            return math.isfinite(float(value)) and value >= (0 if key == "elapsed" else -1)
+        except OverflowError:
+            return False
+    return count(value)
+
+
+def read_training_state(path: Path) -> TrainState:
+    """The training state a checkpoint holds, checked."""
+    return TrainState.from_saved(read_state(path), path)
 
 
 def checkpoint_metadata(state: dict[str, Any]) -> dict[str, str]:

@@ -6,8 +6,10 @@
     RUN/metrics.jsonl      one JSON object per log line, validation and start of training
     RUN/curves.png         learning curves (with the 'plot' extra)
 
-Training starts here (resolve_run_config, then set_up_for_training); translation reads
-the config and the tokenizers back (load_run_config, load_tokenizers). A run fine-tuned from
+Three parts, in the order a run meets them: reading a run back (load_run_config,
+load_tokenizers: translation, and a run fine-tuned from another); setting a run up for training
+(resolve_run_config, then set_up_for_training); and what training writes there (RunFiles, from
+begin_attempt, which also decides what a resumed attempt keeps, to curves.png). A run fine-tuned from
 another (train.init) starts from that run's config and copies its tokenizers: it is a run
 directory like any other, and needs the other no more once it has a checkpoint of its own.
 """
@@ -16,11 +18,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinytrans.atomic import atomic_write, atomic_write_text, remove_leftovers
-from tinytrans.checkpoint import BEST, CHECKPOINT_DIR, prune_checkpoints, save_checkpoint, step_name
+from tinytrans.checkpoint import (BEST, CHECKPOINT_DIR, TrainState, prune_checkpoints,
+                                  read_training_state, save_checkpoint, step_name)
 from tinytrans.config import (RunConfig, build_config, differences, read_toml, resolve_train_config,
                               to_toml, with_vocab_sizes)
 from tinytrans.errors import UserError
@@ -181,6 +185,14 @@ class RunFiles:
             kept = [line for line in lines if _step_of(line) <= step]
             atomic_write_text(self.metrics, "".join(line + "\n" for line in kept))
 
+    def begin_attempt(self, state: TrainState, start: dict[str, Any]) -> TrainState:
+        """Begin a training attempt from `state` (fresh, or the checkpoint resumed from): what a
+        killed attempt logged after it is forgotten, its `start` record is logged, and a best
+        model found after it is kept (recover_best). Returns the state to train from."""
+        self.truncate_metrics(state.step)
+        self.log(start)
+        return recover_best(state, self.best_path)
+
     def checkpoint(self, model: Transformer, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
         path = self.run_dir / CHECKPOINT_DIR / step_name(state["step"])
         save_checkpoint(path, model, optimizer, state)
@@ -196,6 +208,29 @@ class RunFiles:
 
     def plot_curves(self) -> Path | None:
         return plot_curves(self)
+
+
+def recover_best(state: TrainState, best_path: Path) -> TrainState:
+    """`state` (from the step checkpoint resumed from, or fresh) with the best score of
+    best.safetensors when that best was found after the checkpoint.
+
+    The rule for resuming. A resumed run makes the updates after its checkpoint again, and with
+    them their validations (at the steps its own validate_every names), so the patience count is
+    the checkpoint's plus the resumed run's validations: nothing is counted twice. The best model
+    is the exception: best.safetensors is written at every new best, so an attempt killed after a
+    new best and before its next checkpoint leaves a best that the checkpoint does not know of.
+    That model stays the one to beat, so a resumed run never replaces it with a worse one (its
+    validations may fall at other steps, or give other scores), and since nothing has been
+    validated after it yet, patience starts again from 0; validations re-run at or before its
+    step come before it and do not count (see train._validate_and_keep_best).
+    """
+    if not best_path.is_file():
+        return state
+    saved = read_training_state(best_path)
+    if saved.best_step <= state.step:
+        return state  # the checkpoint was written after this best, and knows it
+    return replace(state, best_bleu=saved.best_bleu, best_step=saved.best_step,
+                   validations_since_best=0)
 
 
 def _step_of(line: str) -> int:

@@ -22,19 +22,19 @@ validates, writes the run directory and reports.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from tinytrans.average import average_last, resolve_with_average
-from tinytrans.checkpoint import (file_sha256, load_init, load_model_weights, load_training_state,
-                                  read_checkpoint, read_state, training_checkpoints)
+from tinytrans.checkpoint import (TrainState, file_sha256, load_init, load_model_weights,
+                                  load_training_state, read_checkpoint, read_state,
+                                  read_training_state, training_checkpoints)
 from tinytrans.config import (TRAINING_BYTES_PER_PARAMETER, RunConfig, check_fits_in_memory,
                               check_kept_from_init, with_vocab_sizes)
 from tinytrans.data import (Batch, EncodedCorpus, FilterConfig, ResampledCorpus, encode_parallel,
@@ -48,65 +48,15 @@ from tinytrans.model import Transformer, count_parameters
 from tinytrans.objective import TeacherForcing
 from tinytrans.prepared import PreparedData, open_prepared
 from tinytrans.schedule import budget_progress, learning_rate, make_optimizer
-from tinytrans.validation import ValidationSet, load_validation_data, validate
 from tinytrans.rundir import (RunFiles, init_config_file, load_run_config, load_tokenizers,
                               set_up_for_training, tokenizer_files)
 from tinytrans.textio import LineCounter, ParallelCounter, read_parallel
 from tinytrans.tokenizer import Tokenizer
+from tinytrans.validation import ValidationSet, load_validation_data, validate
 
 Report = Callable[[dict[str, Any]], None]
 INTERRUPTED = "interrupted; run the same command again to resume"
 STOPPED_BY_MAIN = "stopped with process 0 (its report says why)"
-
-
-# checkpoints written before these fields were renamed still resume
-OLD_STATE_NAMES = {"stale": "validations_since_best", "regrouped": "update_sizes"}
-
-
-@dataclass
-class TrainState:
-    """Where training stands; saved in every checkpoint, so a resumed run continues exactly."""
-
-    step: int = 0
-    epoch: int = 0
-    batch: int = 0  # the next batch of this epoch to train on
-    elapsed: float = 0.0  # seconds of training so far, over all resumptions
-    best_bleu: float = -1.0
-    best_step: int = 0
-    validations_since_best: int = 0  # what --patience counts
-    # (batch, batches per update) from which this epoch's batches were shared among processes:
-    # see distributed.epoch_plan; empty until training starts
-    update_sizes: list[list[int]] = field(default_factory=list)
-
-    @classmethod
-    def from_saved(cls, values: dict[str, Any], path: Path) -> TrainState:
-        """The state a checkpoint's metadata holds, every field checked: the file is untrusted
-        (a forged or damaged one must not resume a run at step -5 or crash it later)."""
-        values = {OLD_STATE_NAMES.get(key, key): value for key, value in values.items()}
-        known = {f.name for f in fields(cls)}
-        for key, value in values.items():
-            if key not in known:
-                raise UserError(f"{path}: unknown training state field '{key}'")
-            if not _valid_state_value(key, value):
-                raise UserError(f"{path}: training state field '{key}' = {value!r} is not valid")
-        return cls(**{k: float(v) if k in ("elapsed", "best_bleu") else v for k, v in values.items()})
-
-
-def _valid_state_value(key: str, value: Any) -> bool:
-    def count(x: Any) -> bool:
-        return isinstance(x, int) and not isinstance(x, bool) and x >= 0
-    if key == "update_sizes":
-        return isinstance(value, list) and all(
-            isinstance(pair, list) and len(pair) == 2 and all(count(x) for x in pair) and pair[1] >= 1
-            for pair in value)
-    if key in ("elapsed", "best_bleu"):
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
-            return False
-        try:  # a JSON integer of 400 digits is no float
-            return math.isfinite(float(value)) and value >= (0 if key == "elapsed" else -1)
-        except OverflowError:
-            return False
-    return count(value)
 
 
 @dataclass
@@ -297,29 +247,6 @@ def _tensors(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
 # ---------------------------------------------------------------------------------------------
 # The loop
 
-def recover_best(state: TrainState, best_path: Path) -> TrainState:
-    """`state` (from the step checkpoint resumed from, or fresh) with the best score of
-    best.safetensors when that best was found after the checkpoint.
-
-    The rule for resuming. A resumed run makes the updates after its checkpoint again, and with
-    them their validations (at the steps its own validate_every names), so the patience count is
-    the checkpoint's plus the resumed run's validations: nothing is counted twice. The best model
-    is the exception: best.safetensors is written at every new best, so an attempt killed after a
-    new best and before its next checkpoint leaves a best that the checkpoint does not know of.
-    That model stays the one to beat, so a resumed run never replaces it with a worse one (its
-    validations may fall at other steps, or give other scores), and since nothing has been
-    validated after it yet, patience starts again from 0; validations re-run at or before its
-    step come before it and do not count (see _validate_and_keep_best).
-    """
-    if not best_path.is_file():
-        return state
-    saved = TrainState.from_saved(read_state(best_path), best_path)
-    if saved.best_step <= state.step:
-        return state  # the checkpoint was written after this best, and knows it
-    return replace(state, best_bleu=saved.best_bleu, best_step=saved.best_step,
-                   validations_since_best=0)
-
-
 def train(cfg: RunConfig, run_dir: Path, overwrite: bool = False,
           report: Report | None = None, stop_requested: Callable[[], bool] | None = None) -> TrainResult:
     """Train (or resume) the run in `run_dir`; return where it stopped and why.
@@ -388,16 +315,13 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
     torch.manual_seed(cfg.train.seed)
     model = Transformer(cfg.model).to(device)
     optimizer = make_optimizer(model, cfg)
-    files = RunFiles(run_dir, cfg)
     state = _starting_state(cfg, run_dir, model, optimizer, init, report)
     _check_same_start(state, run_dir, ranks, device)
     cfg = _keep_effective_batch(cfg, state, ranks)
-    if ranks.main:
-        files.truncate_metrics(state.step)
-        state = recover_best(state, files.best_path)
     start = _start_record(cfg, state, device, precision, ranks, init)
+    files = RunFiles(run_dir, cfg)
     if ranks.main:
-        files.log(start)
+        state = files.begin_attempt(state, start)
     report({**start, "parameters": count_parameters(model), "pairs": len(corpus),
             "state": asdict(state), "config": cfg})
     run = Run(cfg, model, wrap(TeacherForcing(model), ranks, device), optimizer, corpus,
@@ -426,7 +350,7 @@ def _starting_state(cfg: RunConfig, run_dir: Path, model: Transformer,
     checkpoints = training_checkpoints(run_dir)
     if checkpoints:
         # the state is checked before anything is restored from the checkpoint
-        state = TrainState.from_saved(read_state(checkpoints[-1]), checkpoints[-1])
+        state = read_training_state(checkpoints[-1])
         load_training_state(checkpoints[-1], model, optimizer)
         report({"event": "resume", "step": state.step, "checkpoint": str(checkpoints[-1])})
         return state
@@ -691,7 +615,7 @@ def _validate_and_keep_best(run: Run, state: TrainState, timings: Timings) -> di
     elif state.step > state.best_step:
         state.validations_since_best += 1
     # else: a validation re-run after a resume, at or before the step of a best found by the
-    # killed attempt (see recover_best): it precedes that best, so it is not one "since the best"
+    # killed attempt (see rundir.recover_best): it precedes that best, so it is not one "since the best"
     record = {"event": "valid", "step": state.step, "epoch": state.epoch, **scores,
               "best_bleu": state.best_bleu, "best_step": state.best_step}
     run.files.log(record)
