@@ -7,30 +7,29 @@ compute the same loss here; loss.py holds the cross-entropy itself.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from tinytrans.data import Batch
 from tinytrans.hardware import autocast
 from tinytrans.loss import label_smoothed_nll
 from tinytrans.model import Transformer, padding_mask
 from tinytrans.tokenizer import PAD_ID
 
 
-def batch_loss(model: Transformer, batch: Batch, label_smoothing: float, device: torch.device,
-               precision: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Teacher-forced summed smoothed loss and summed NLL of one batch."""
-    with autocast(device, precision):
-        src_mask = padding_mask(batch.src)
-        states = model.decode(batch.tgt_in, model.encode(batch.src, src_mask), src_mask)  # (B, T, D)
-        keep = batch.tgt_out != PAD_ID
+def batch_loss(model: Transformer, src: torch.Tensor, tgt_in: torch.Tensor, tgt_out: torch.Tensor,
+               label_smoothing: float, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forced summed smoothed loss and summed NLL of one batch (data.Batch's tensors:
+    src (B, S), tgt_in and tgt_out (B, T), on the model's device)."""
+    with autocast(src.device, precision):
+        src_mask = padding_mask(src)
+        states = model.decode(tgt_in, model.encode(src, src_mask), src_mask)  # (B, T, D)
+        keep = tgt_out != PAD_ID
         # Only real tokens get an output projection: padding would waste the largest matmul.
         logits = model.logits(states[keep])  # (tokens, V)
-    return label_smoothed_nll(logits, batch.tgt_out[keep], label_smoothing)
+    return label_smoothed_nll(logits, tgt_out[keep], label_smoothing)
 
 
 class TeacherForcing(torch.nn.Module):
-    """The training objective as a module: forward(batch tensors) -> (summed smoothed loss,
+    """The training objective as a module: forward(a batch's tensors) -> (summed smoothed loss,
     summed NLL), by batch_loss.
 
     DistributedDataParallel synchronises the gradients of what runs inside the forward of the
@@ -44,5 +43,4 @@ class TeacherForcing(torch.nn.Module):
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, tgt_out: torch.Tensor,
                 label_smoothing: float, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = Batch(src, tgt_in, tgt_out, np.zeros(0, np.int64))
-        return batch_loss(self.model, batch, label_smoothing, src.device, precision)
+        return batch_loss(self.model, src, tgt_in, tgt_out, label_smoothing, precision)

@@ -221,8 +221,9 @@ def train_step(model: torch.nn.Module, batches: list[Batch], optimizer: torch.op
         accumulate = objective.no_sync() if ranks.distributed and not last else nullcontext()
         with accumulate, backend_errors_as_user_errors(ranks):
             start = time.perf_counter()
-            loss, nll = objective(*_tensors(to_device(batch, device)), cfg.train.label_smoothing,
-                                  precision)
+            moved = to_device(batch, device)
+            loss, nll = objective(moved.src, moved.tgt_in, moved.tgt_out,
+                                  cfg.train.label_smoothing, precision)
             middle = time.perf_counter()
             (loss / share).backward()
         timings.forward += middle - start
@@ -238,10 +239,6 @@ def train_step(model: torch.nn.Module, batches: list[Batch], optimizer: torch.op
     timings.optimizer += time.perf_counter() - start
     loss_sum, nll_sum = sum_over_ranks([total_loss, total_nll], ranks, device)
     return loss_sum / n_tokens, nll_sum / n_tokens, n_tokens
-
-
-def _tensors(batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    return batch.src, batch.tgt_in, batch.tgt_out
 
 
 # ---------------------------------------------------------------------------------------------

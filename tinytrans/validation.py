@@ -57,7 +57,8 @@ def validation_loss(model: Transformer, corpus: EncodedCorpus, batch_tokens: int
     total = tokens = 0.0
     for indices in length_sorted_batches(corpus.src.lengths, corpus.tgt.lengths, batch_tokens, 0, 0):
         batch = make_batch(corpus, indices)
-        _, nll = batch_loss(model, batch.to(device), 0.0, device, precision)
+        moved = batch.to(device)
+        _, nll = batch_loss(model, moved.src, moved.tgt_in, moved.tgt_out, 0.0, precision)
         total, tokens = total + float(nll), tokens + batch.n_tgt_tokens
     return total / tokens
 
