@@ -8,6 +8,9 @@ falls on both: `tinytrans train` (tiny preset, 200 updates, fp32, 2 threads, bun
 `tinytrans translate` of the bundled test set (beam 5, fp32). Reported: whether the training
 losses, the final weights and the translations are identical (md5), target tokens/s, and the
 seconds of the translate process (start-up and model load included).
+Where the Multi30k model of `python bench/train_quality.py multi30k` exists, each side also
+translates Multi30k's test_2016_flickr (1,000 sentences) with it, beam 5 and greedy: md5 of the
+output and seconds of the process.
 Both sides do exactly the same work.
 """
 
@@ -22,9 +25,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BUNDLED, ROOT, WORK, record  # noqa: E402
+from common import BUNDLED, MULTI30K, ROOT, WORK, record  # noqa: E402
 
 STEPS, ROUNDS = 200, 2
+MULTI30K_RUN = WORK / "quality-multi30k"
 
 
 def checkout(revision: str) -> Path:
@@ -63,7 +67,23 @@ def run(tree: Path, out: Path) -> dict:
                 weights.update(handle.get_tensor(key).numpy().tobytes())
     return {"losses": [r["loss"] for r in logs], "tokens_per_second": max(r["tokens_per_second"] for r in logs),
             "weights": weights.hexdigest(), "translations": hashlib.md5(translation).hexdigest(),
-            "translate_seconds": translate_seconds}
+            "translate_seconds": translate_seconds, **translate_multi30k(tree, env)}
+
+
+def translate_multi30k(tree: Path, env: dict[str, str]) -> dict:
+    """md5 and seconds of `tinytrans translate` of test_2016_flickr, beam 5 and greedy."""
+    source = Path(f"{MULTI30K}/test_2016_flickr.en.gz")
+    if not (MULTI30K_RUN / "config.toml").is_file() or not source.is_file():
+        return {}
+    found = {}
+    for beam in (5, 1):
+        start = time.perf_counter()
+        output = subprocess.run([sys.executable, "-m", "tinytrans", "translate", "--model",
+                                 str(MULTI30K_RUN), "--precision", "fp32", "--threads", "2",
+                                 "--beam", str(beam), "--input", str(source)],
+                                cwd=tree, env=env, check=True, capture_output=True).stdout
+        found[f"multi30k beam {beam}"] = (hashlib.md5(output).hexdigest(), time.perf_counter() - start)
+    return found
 
 
 def main() -> None:
@@ -84,8 +104,13 @@ def main() -> None:
             "| translate seconds (whole process, bundled test, beam 5), each round | "
             + ", ".join(f"{r['translate_seconds']:.2f}" for r in results[before]) + " | "
             + ", ".join(f"{r['translate_seconds']:.2f}" for r in results[after]) + " |",
+            *[f"| {key}: md5, seconds each round | {a[key][0][:12]}, "
+              + ", ".join(f"{r[key][1]:.2f}" for r in results[before]) + f" | {b[key][0][:12]}, "
+              + ", ".join(f"{r[key][1]:.2f}" for r in results[after]) + " |"
+              for key in a if key.startswith("multi30k")],
             "", f"- identical: losses {a['losses'] == b['losses']}, weights {a['weights'] == b['weights']}, "
-            f"translations {a['translations'] == b['translations']}; repeatable within each side: "
+            f"translations {a['translations'] == b['translations']}, Multi30k translations "
+            f"{all(a[k][0] == b[k][0] for k in a if k.startswith('multi30k')) or 'not run'}; repeatable within each side: "
             f"{all(r['weights'] == results[n][0]['weights'] for n in results for r in results[n])}",
             f"- tiny preset, {STEPS} updates, fp32, 2 threads; HEAD+ = the working tree"]
     record(f"Same behaviour before and after a restructuring: {before} against {after}", rows)
