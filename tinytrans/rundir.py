@@ -6,10 +6,10 @@
     RUN/metrics.jsonl      one JSON object per log line, validation and start of training
     RUN/curves.png         learning curves (with the 'plot' extra)
 
-Three parts, in the order a run meets them: reading a run back (load_run_config,
-load_tokenizers: translation, and a run fine-tuned from another); setting a run up for training
-(resolve_run_config, then set_up_for_training); and what training writes there (RunFiles, from
-begin_attempt, which also decides what a resumed attempt keeps, to curves.png). A run fine-tuned from
+Three parts: reading a run back (load_run_config, load_tokenizers: for translation, and for a
+run fine-tuned from it); setting a run up for training (resolve_run_config, then
+set_up_for_training); and what training writes there (RunFiles: begin_attempt, which also decides
+what a resumed attempt keeps, then metrics, checkpoints and curves.png). A run fine-tuned from
 another (train.init) starts from that run's config and copies its tokenizers: it is a run
 directory like any other, and needs the other no more once it has a checkpoint of its own.
 """
