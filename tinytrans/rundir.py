@@ -3,7 +3,7 @@
     RUN/config.toml        the resolved RunConfig; rebuilding the model needs nothing else
     RUN/tokenizer.model    the joint SentencePiece model (or tokenizer.src.model + tokenizer.tgt.model)
     RUN/checkpoints/       see checkpoint.py
-    RUN/metrics.jsonl      one JSON object per log line, validation and start of training
+    RUN/metrics.jsonl      one JSON object per record: start of an attempt, log, validation, average
     RUN/curves.png         learning curves (with the 'plot' extra)
 
 Three parts: reading a run back (load_run_config, load_tokenizers: for translation, and for a

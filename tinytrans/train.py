@@ -503,9 +503,9 @@ class LogWindow:
 
 def _loop(run: Run, state: TrainState, stop_requested: Callable[[], bool]) -> TrainResult:
     """Update until a limit, patience or an interruption says stop. After each update, in this
-    order: the log record (every log_every), validation (every validate_every, and at a stop
-    that is not an interruption), one agreed decision to stop, a checkpoint (every
-    checkpoint_every, and at the stop)."""
+    order: the log record (every log_every), the step reported, validation (every
+    validate_every, and at a stop that is not an interruption), one agreed decision to stop, a
+    checkpoint (every checkpoint_every, and at the stop)."""
     cfg, t, ranks, files, report = run.cfg, run.cfg.train, run.ranks, run.files, run.report
     timings = Timings()
     started = time.perf_counter() - state.elapsed

@@ -2,7 +2,7 @@
 
 lines.LineTranslator reads the lines, splits those too long into sentences and assembles each
 line's translation again; here the segments of a chunk are sorted by length into batches
-(`cfg.batch_tokens` source tokens x beam per batch) and searched: beam or greedy search
+(`cfg.batch_tokens` source tokens x rows per sentence: the beam, or the samples) and searched: beam or greedy search
 (search.py), with constraints (constraints.py), or sampled (sampling.py); the word alignments
 come from the cross-attention along each hypothesis (alignment.py).
 """
@@ -175,7 +175,7 @@ def length_batches(indices: list[int], lengths: list[int], batch_tokens: int,
                    beam: int) -> Iterator[list[int]]:
     """Group indices of similar length so that sentences x beam x (longest length + 1) <=
     batch_tokens: data.batch_ends, training's batcher, over the lengths sorted, with the beam's
-    share of the budget (each sentence is searched `beam` times)."""
+    share of the budget (each sentence takes `beam` rows: its beams, or its samples)."""
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(lengths, kind="stable")  # shortest first; equal lengths in input order
     start = 0
