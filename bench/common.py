@@ -63,14 +63,24 @@ def matmul_gflops() -> float:
 
 
 def commit() -> str:
+    """The commit of the tinytrans this process imported (a bench run with PYTHONPATH set to
+    another checkout measures that checkout's code)."""
+    tree = library_tree()
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=tree, capture_output=True,
                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=tree,
                                capture_output=True, text=True).stdout.strip()
-        return out + ("+uncommitted" if dirty else "")
+        where = "" if tree == ROOT else f" (tinytrans from {tree}, bench scripts from {ROOT})"
+        return out + ("+uncommitted" if dirty else "") + where
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def library_tree() -> Path:
+    """The checkout whose tinytrans package this process imports."""
+    import tinytrans
+    return Path(tinytrans.__file__).resolve().parent.parent
 
 
 def peak_rss_mb() -> float:

@@ -11,7 +11,7 @@ as a user runs them, start-up and model load included (`tinytrans translate --in
 against bench/ct2_translate.py), same threads, same 1,000 sentences, fp32 and int8, beam 5 and
 greedy, interleaved in one run. Needs the export extra (ctranslate2).
 
-Usage: python bench/decode_speed.py [RUN_DIR] [--processes-only]
+Usage: python bench/decode_speed.py [RUN_DIR] [--processes-only | --in-process-only]
 """
 
 from __future__ import annotations
@@ -96,8 +96,9 @@ def whole_processes(run_dir: Path, source: list[str], reference: list[str]) -> l
 def main() -> None:
     run_dir = Path(sys.argv[1]) if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else WORK / "quality-multi30k"
     source, reference = multi30k_test_set()
-    record("Decoding speed against CTranslate2 on the same weights, Multi30k test_2016_flickr",
-           whole_processes(run_dir, source, reference))
+    if "--in-process-only" not in sys.argv:
+        record("Decoding speed against CTranslate2 on the same weights, Multi30k test_2016_flickr",
+               whole_processes(run_dir, source, reference))
     if "--processes-only" in sys.argv:
         return
     lines = ["| search | precision | sentences/s | output words/s | BLEU | encoder | decoder steps | bookkeeping |",

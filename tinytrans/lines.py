@@ -146,10 +146,8 @@ class LineTranslator:
         if options.split_sentences or (options.split_sentences is None
                                        and len(ids) > self.max_source_pieces):
             texts = split_to_fit(line, self._fits, self.source_language) or [""]
-        elif len(ids) > self.max_source_pieces:
-            warn(f"line {number}: {len(ids)} pieces, truncated to the model's maximum source "
-                 f"length of {self.max_source_pieces}")
-            ids = ids[: self.max_source_pieces]
+        else:
+            ids = self.cut_to_fit(ids, number, warn)
         if len(texts) > 1 and phrases:
             warn(f"line {number}: split into {len(texts)} sentences; its constraints go with "
                  "the first")
@@ -161,6 +159,15 @@ class LineTranslator:
             result.append(Segment(index, text, ids if len(texts) == 1 else self._encode(text),
                                   self.phrase_ids(found, number, warn) if found else []))
         return result
+
+    def cut_to_fit(self, ids: np.ndarray, number: int, warn: Warn | None) -> np.ndarray:
+        """Line `number`'s source ids cut to the model's maximum source length, with a warning."""
+        if len(ids) <= self.max_source_pieces:
+            return ids
+        if warn is not None:
+            warn(f"line {number}: {len(ids)} pieces, truncated to the model's maximum source "
+                 f"length of {self.max_source_pieces}")
+        return ids[: self.max_source_pieces]
 
     def _encode(self, text: str) -> np.ndarray:
         return np.asarray(self.src_tok.encode([text])[0], dtype=np.int64)

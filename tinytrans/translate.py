@@ -75,14 +75,9 @@ class Translator(LineTranslator):
     def source_ids(self, lines: list[str], first_line: int = 1,
                    warn: Warn | None = None) -> list[np.ndarray]:
         """Piece ids of each line (without EOS), cut to the model's maximum source length."""
-        ids = [np.asarray(x, dtype=np.int64) for x in self.src_tok.encode([s.strip() for s in lines])]
-        for offset, piece_ids in enumerate(ids):
-            if len(piece_ids) > self.max_source_pieces:
-                if warn is not None:
-                    warn(f"line {first_line + offset}: {len(piece_ids)} pieces, truncated to the "
-                         f"model's maximum source length of {self.max_source_pieces}")
-                ids[offset] = piece_ids[: self.max_source_pieces]
-        return ids
+        ids = self.src_tok.encode([s.strip() for s in lines])
+        return [self.cut_to_fit(np.asarray(x, dtype=np.int64), first_line + offset, warn)
+                for offset, x in enumerate(ids)]
 
     def search_segments(self, segments: list[Segment], cfg: SearchConfig,
                         options: LineOptions) -> None:
