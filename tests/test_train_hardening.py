@@ -210,6 +210,63 @@ def test_a_run_killed_before_its_first_checkpoint_starts_its_metrics_afresh(
 
 
 # ---------------------------------------------------------------------------------------------
+# When to stop: one decision after each update, after the validation that is due
+
+
+def step_checkpoints(run_dir: Path) -> list[int]:
+    return [read_state(path)["step"] for path in training_checkpoints(run_dir)]
+
+
+def test_patience_stops_at_the_validation_that_runs_it_out(corpus, tokenizer_model, scripted,
+                                                           tmp_path):
+    # validations at even steps score 10, 12, 13 (the best, step 6), 12, 13, 12: the third
+    # after the best without beating it is step 12's
+    cfg = scripted_config(corpus, tokenizer_model, validate_every=2, checkpoint_every=100,
+                          patience=3, max_steps=None)
+    result = run(cfg, tmp_path / "run", scripted)
+    assert result.stop_reason == "no better BLEU in 3 validations (early stopping)"
+    assert result.state.step == 12 and result.state.best_step == 6
+    assert [r["step"] for r in records(tmp_path / "run", "valid")] == [2, 4, 6, 8, 10, 12]
+    assert step_checkpoints(tmp_path / "run") == [12]  # the stop writes one
+
+
+@pytest.mark.parametrize("interrupted_at, validated", [(4, [2, 4]), (3, [2])])
+def test_an_interruption_stops_after_its_update_validating_only_when_due(
+        corpus, tokenizer_model, scripted, tmp_path, interrupted_at, validated):
+    cfg = scripted_config(corpus, tokenizer_model, validate_every=2, checkpoint_every=100)
+
+    def report(event: dict) -> None:
+        if event["event"] == "log":
+            scripted.step = event["step"]
+    # Ctrl-C during update `interrupted_at`: the CLI's handler makes stop_requested true
+    result = train(cfg, tmp_path / "run", report=report,
+                   stop_requested=lambda: scripted.step >= interrupted_at)
+    assert result.stop_reason == tinytrans.train.INTERRUPTED
+    assert result.state.step == interrupted_at
+    assert [r["step"] for r in records(tmp_path / "run", "valid")] == validated
+    assert step_checkpoints(tmp_path / "run") == [interrupted_at]
+
+
+def test_a_limit_between_validations_validates_once_more_at_the_stop(
+        corpus, tokenizer_model, scripted, tmp_path):
+    cfg = scripted_config(corpus, tokenizer_model, validate_every=2, checkpoint_every=100,
+                          max_steps=5)
+    events: list[dict] = []
+
+    def report(event: dict) -> None:
+        if event["event"] == "log":
+            scripted.step = event["step"]
+        events.append(event)
+
+    result = train(cfg, tmp_path / "run", report=report)
+    assert result.stop_reason == "reached max_steps 5"
+    assert [r["step"] for r in records(tmp_path / "run", "valid")] == [2, 4, 5]
+    # every update is reported as a step, the ones with a checkpoint too
+    assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3, 4, 5]
+    assert [e["step"] for e in events if e["event"] == "checkpoint"] == [5]
+
+
+# ---------------------------------------------------------------------------------------------
 # Epochs, precision, sizes, and what the library leaves alone
 
 
