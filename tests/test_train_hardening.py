@@ -381,3 +381,32 @@ def test_a_checkpoint_with_the_old_state_names_still_resumes(tmp_path):
     state = TrainState.from_saved({"step": 7, "stale": 2, "regrouped": [[0, 1], [3, 2]]},
                                   tmp_path / "old.safetensors")
     assert (state.step, state.validations_since_best, state.update_sizes) == (7, 2, [[0, 1], [3, 2]])
+
+
+def test_every_process_makes_the_same_collective_calls_and_stops_alike(monkeypatch, corpus):
+    """The stop decision under torchrun, with the collectives stubbed: process 1 alone was
+    interrupted at an update where process 0 reaches max_steps and no validation is due. Both
+    ask the same two questions in the same order, process 0 does not validate (the run is
+    interrupted anyway), and both stop as interrupted."""
+    from types import SimpleNamespace
+
+    from tinytrans.checkpoint import TrainState
+    from tinytrans.distributed import Ranks
+    cfg = toy_config(*corpus, max_steps=5, validate_every=2)
+    calls: dict[int, list[str]] = {0: [], 1: []}
+    validated: list[int] = []
+    monkeypatch.setattr(tinytrans.train, "any_rank",
+                        lambda flag, ranks, device: calls[ranks.rank].append("any_rank") or True)
+    monkeypatch.setattr(tinytrans.train, "process_0_says",
+                        lambda flag, ranks, device: calls[ranks.rank].append("process_0_says") or True)
+    monkeypatch.setattr(tinytrans.train, "_validate_and_keep_best",
+                        lambda run, state, timings: validated.append(state.step) or {})
+    reasons = []
+    for rank in (0, 1):
+        run = SimpleNamespace(cfg=cfg, ranks=Ranks(world_size=2, rank=rank), device=None)
+        reason, _ = tinytrans.train._validate_and_decide(run, TrainState(step=5), rank == 1,
+                                                         tinytrans.train.Timings())
+        reasons.append(reason)
+    assert calls[0] == calls[1] == ["any_rank", "process_0_says"]
+    assert validated == []
+    assert reasons == [tinytrans.train.INTERRUPTED] * 2

@@ -187,11 +187,13 @@ class RunFiles:
 
     def begin_attempt(self, state: TrainState, start: dict[str, Any]) -> TrainState:
         """Begin a training attempt from `state` (fresh, or the checkpoint resumed from): what a
-        killed attempt logged after it is forgotten, its `start` record is logged, and a best
-        model found after it is kept (recover_best). Returns the state to train from."""
+        killed attempt logged after it is forgotten, a best model found after it is kept
+        (recover_best, which refuses a damaged best before anything is logged), and its `start`
+        record is logged. Returns the state to train from."""
         self.truncate_metrics(state.step)
+        state = recover_best(state, self.best_path)
         self.log(start)
-        return recover_best(state, self.best_path)
+        return state
 
     def checkpoint(self, model: Transformer, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
         path = self.run_dir / CHECKPOINT_DIR / step_name(state["step"])

@@ -428,13 +428,17 @@ def _stop_reason(cfg: RunConfig, state: TrainState) -> str | None:
     return None
 
 
+def _interrupted_anywhere(run: Run, interrupted: bool) -> bool:
+    """Whether any process received a Ctrl-C or SIGTERM (a collective: every process asks)."""
+    return any_rank(interrupted, run.ranks, run.device) if run.ranks.distributed else interrupted
+
+
 def _agreed_stop(run: Run, reason: str | None, interrupted: bool) -> str | None:
-    """Why to stop after this update, the same on every process: process 0's `reason` (its clock
-    and patience count decide for all), or a Ctrl-C or SIGTERM that any process received."""
-    if run.ranks.distributed:
-        interrupted = any_rank(interrupted, run.ranks, run.device)
-        if process_0_says(reason is not None, run.ranks, run.device):
-            reason = reason or STOPPED_BY_MAIN
+    """Why to stop after this update, the same on every process: an interruption anywhere
+    (`interrupted`, already agreed), or process 0's `reason` (its clock and patience count decide
+    for all)."""
+    if run.ranks.distributed and process_0_says(reason is not None, run.ranks, run.device):
+        reason = reason or STOPPED_BY_MAIN
     return INTERRUPTED if interrupted else reason
 
 
@@ -493,11 +497,11 @@ class LogWindow:
         self.tokens += n_tokens
         self.loss, self.nll = self.loss + loss * n_tokens, self.nll + nll * n_tokens
 
-    def record(self, state: TrainState, lr: float) -> dict[str, Any]:
+    def record(self, state: TrainState, lr: float, now: float) -> dict[str, Any]:
         """The `log` record of these updates: mean losses per target token, and their speed."""
         return {"event": "log", "step": state.step, "epoch": state.epoch,
                 "loss": self.loss / self.tokens, "nll": self.nll / self.tokens, "lr": lr,
-                "tokens_per_second": self.tokens / (time.perf_counter() - self.start),
+                "tokens_per_second": self.tokens / (now - self.start),
                 "elapsed": state.elapsed}
 
 
@@ -516,7 +520,8 @@ def _loop(run: Run, state: TrainState, stop_requested: Callable[[], bool]) -> Tr
         last_validation = _validate_and_keep_best(run, state, timings)
     window = LogWindow()
     run.model.train()
-    reason = _agreed_stop(run, _stop_reason(cfg, state) if ranks.main else None, interrupted=False)
+    reason = _agreed_stop(run, _stop_reason(cfg, state) if ranks.main else None,
+                          _interrupted_anywhere(run, False))
     updates = _updates(run.epoch_corpus, cfg, state, ranks)
     while reason is None:
         fetch = time.perf_counter()
@@ -532,11 +537,12 @@ def _loop(run: Run, state: TrainState, stop_requested: Callable[[], bool]) -> Tr
         run_tokens += n_tokens
         window.add(loss, nll, n_tokens)
         if state.step % t.log_every == 0:
-            record = window.record(state, lr)
+            now = time.perf_counter()
+            record = window.record(state, lr, now)
             if ranks.main:
                 files.log(record)
             report(record)
-            window = LogWindow()
+            window = LogWindow(start=now)
         report({"event": "step", "step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr,
                 "elapsed": state.elapsed})
         reason, validation = _validate_and_decide(run, state, stop_requested(), timings)
@@ -566,6 +572,7 @@ def _validate_and_decide(run: Run, state: TrainState, interrupted: bool,
     """After an update: process 0 validates when it is due, then every process agrees on why to
     stop, if at all (one vote, after the validation, so that patience counts it). Returns the
     reason and the validation record (None when there was none)."""
+    interrupted = _interrupted_anywhere(run, interrupted)  # first: a validation waits for it
     if not run.ranks.main:
         return _agreed_stop(run, None, interrupted), None
     reason = _stop_reason(run.cfg, state)  # a limit reached by this update
