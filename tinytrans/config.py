@@ -55,7 +55,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         # build_config checks the same rules first, naming where each key came from; this guards
         # a ModelConfig made directly (tests, the API's callers)
-        _check_model_shape(dataclasses.asdict(self), lambda section, key: f"{section}.{key}")
+        _check_model_shape(dataclasses.asdict(self), dotted_key)
 
 
 @dataclass(frozen=True)
@@ -541,6 +541,11 @@ def _check_together(values: dict[str, dict[str, Any]], where: _Where) -> None:
                         f"checkpoints, but {where('train', 'keep_last')} = {t['keep_last']} keeps fewer")
 
 
+def dotted_key(section: str, key: str) -> str:
+    """A key named as in a TOML file, for checks of a config that was not read from one."""
+    return f"{section}.{key}"
+
+
 def _check_model_shape(m: dict[str, Any], where: Callable[[str, str], str]) -> None:
     """The rules that tie the model's own keys together."""
     if m["n_heads"] < 1 or m["d_model"] % m["n_heads"]:
@@ -620,7 +625,7 @@ def resolve_train_config(flags: dict[str, dict[str, Any]], preset_name: str | No
 
 
 def check_kept_from_init(config: RunConfig, init: RunConfig, init_name: str,
-                         where: Callable[[str, str], str] = lambda section, key: f"{section}.{key}",
+                         where: Callable[[str, str], str] = dotted_key,
                          data_fixed: bool = False) -> None:
     """A key of KEPT_FROM_INIT that differs from the fine-tuned run's init (`init_name`, its
     config) is refused, named with both values. `where` names a key of `config` (by its origin,
