@@ -38,15 +38,10 @@ def multi30k_test_set() -> tuple[list[str], list[str]]:
 
 
 def machine() -> str:
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+    """The CPU as vendor, family/model/stepping, flags and name (hardware.cpu_identity: the
+    model name alone is "AMD EPYC" for two different families here), cores, torch, Python."""
+    from tinytrans.hardware import cpu_identity
+    return (f"{cpu_identity()}, {os.cpu_count()} cores, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
 
 

@@ -1,11 +1,12 @@
-"""Is `--precision auto` right on this CPU? The probe's verdict against what training measures.
+"""Is `--precision auto` right on this CPU? Its verdict against what training measures.
 
-    python bench/precision_check.py            # tiny and small presets, ~2 minutes
+    python bench/precision_check.py            # tiny and small presets, ~3 minutes
+    python bench/precision_check.py base       # also the base preset (4,096-token batches)
 
-For each preset's model: what the probe (hardware.time_bf16_speedup, timed from a cold cache)
-says bf16 autocast is worth against fp32, how long it took, and what training itself measures:
-target tokens/s of N real training updates (tinytrans.train.train_step) in fp32 and in bf16 on
-the same batches, in alternating rounds
+For each preset's model: what auto says bf16 autocast is worth against fp32 (train.updates_probe:
+real updates on the run's batches, both ways, from a cold cache), three times, how long each
+took, and what training itself measures: target tokens/s of N real training updates
+(tinytrans.train.train_step) in fp32 and in bf16 on the same batches, in alternating rounds
 (fp32, bf16, fp32, bf16) so a change in the machine's load falls on both. Also the machine's
 matrix products in both precisions at 2048^3. Both sides do the same work: the same model, the
 same batches, the same optimizer; only the autocast differs.
@@ -26,14 +27,15 @@ from common import BUNDLED, WORK, record  # noqa: E402
 
 from tinytrans.config import PRESETS, build_config  # noqa: E402
 from tinytrans.data import FilterConfig, encode_parallel, length_sorted_batches, make_batch  # noqa: E402
-from tinytrans.hardware import autocast, keep_freed_memory, pick_precision, probe_rows  # noqa: E402
+from tinytrans.hardware import autocast, keep_freed_memory, pick_precision  # noqa: E402
 from tinytrans.model import Transformer  # noqa: E402
 from tinytrans.textio import read_parallel  # noqa: E402
 from tinytrans.tokenizer import Tokenizer, train_tokenizer  # noqa: E402
 from tinytrans.schedule import make_optimizer  # noqa: E402
-from tinytrans.train import Timings, train_step  # noqa: E402
+from tinytrans.train import Timings, _precision_work, train_step, updates_probe  # noqa: E402
 
 ROUNDS = 2
+VERDICTS = 3  # auto's verdict, each from a cold cache: how much it varies
 UPDATES = {"tiny": 30, "small": 30, "base": 8}
 BASE_BATCH_TOKENS = 4096  # the base preset's 25,000 would make this bench take many minutes
 
@@ -50,8 +52,8 @@ def matmul_rate(precision: str, n: int = 2048) -> float:
 
 
 def preset_batches(name: str):
-    """The preset's model config (vocabulary from a tokenizer trained on the bundled corpus) and
-    its batches of the bundled training corpus."""
+    """The preset's model config (vocabulary from a tokenizer trained on the bundled corpus), the
+    bundled training corpus encoded, and its first batches."""
     values = {section: dict(table) for section, table in PRESETS[name].items()}
     vocab = min(values["data"]["vocab_size"], 4000)  # the bundled corpus holds ~4,190 pieces at most
     prefix = WORK / f"precision-spm-{vocab}"
@@ -68,7 +70,7 @@ def preset_batches(name: str):
     pairs = read_parallel(str(BUNDLED / "train"), "en", "de")
     corpus = encode_parallel(pairs, tok, tok, FilterConfig(cfg.data.max_length, cfg.data.max_ratio))
     batches = length_sorted_batches(corpus.src.lengths, corpus.tgt.lengths, cfg.train.batch_tokens, 1, 0)
-    return cfg, [make_batch(corpus, b) for b in batches[:UPDATES[name] + 2]]
+    return cfg, corpus, [make_batch(corpus, b) for b in batches[:UPDATES[name] + 2]]
 
 
 def tokens_per_second(cfg, batches, precision: str) -> float:
@@ -87,37 +89,44 @@ def tokens_per_second(cfg, batches, precision: str) -> float:
 
 def main() -> None:
     keep_freed_memory()  # as the CLI does
+    presets = ("tiny", "small") + (("base",) if "base" in sys.argv[1:] else ())
     rows = [f"- matrix products at 2048^3: fp32 {matmul_rate('fp32'):.0f} GFLOP/s, "
             f"bf16 autocast {matmul_rate('bf16'):.0f} GFLOP/s", "",
-            "| preset | probe: bf16 / fp32 | probe time (cold cache) | auto picks | training fp32 "
-            "tok/s | training bf16 tok/s | training bf16 / fp32 | auto right? |",
-            "|---|---|---|---|---|---|---|---|"]
-    for name in ("tiny", "small", "base"):
-        cfg, batches = preset_batches(name)
-        with tempfile.TemporaryDirectory() as cache:
-            os.environ["TINYTRANS_CACHE_DIR"] = cache
-            start = time.perf_counter()
-            choice = pick_precision("auto", torch.device("cpu"), cfg.model, rows=cfg.train.batch_tokens)
-            probe_seconds = time.perf_counter() - start
+            f"| preset | auto's verdict: bf16 / fp32 ({VERDICTS} cold caches) | its time | auto "
+            "picks | training fp32 tok/s | training bf16 tok/s | training bf16 / fp32 | auto "
+            "right? |", "|---|---|---|---|---|---|---|---|"]
+    cpu = torch.device("cpu")
+    for name in presets:
+        cfg, corpus, batches = preset_batches(name)
+        verdicts, seconds = [], []
+        for _ in range(VERDICTS):
+            with tempfile.TemporaryDirectory() as cache:
+                os.environ["TINYTRANS_CACHE_DIR"] = cache
+                start = time.perf_counter()
+                choice = pick_precision("auto", cpu, updates_probe(cfg, corpus, cpu),
+                                        _precision_work(cfg))
+                seconds.append(time.perf_counter() - start)
+                verdicts.append(choice)
         measured = {"fp32": [], "bf16": []}
         for _ in range(ROUNDS):
             for precision in ("fp32", "bf16"):
                 measured[precision].append(tokens_per_second(cfg, batches, precision))
         fp32, bf16 = max(measured["fp32"]), max(measured["bf16"])
-        # right: bf16 where training is clearly faster (the probe's own 1.2x), fp32 where it is
+        # right: bf16 where training is clearly faster (auto's own 1.2x), fp32 where it is
         # slower; in between either is fine ("margin")
         ratio = bf16 / fp32
+        picks = [v.precision for v in verdicts]
         right = "margin" if 1.0 <= ratio < 1.2 else \
-            "yes" if (choice.precision == "bf16") == (ratio >= 1.2) else "NO"
-        rows.append(f"| {name} | {choice.reason.split()[2]} | {probe_seconds:.2f} s | "
-                    f"{choice.precision} | {fp32:,.0f} | {bf16:,.0f} | {bf16 / fp32:.2f}x | "
-                    f"{right} |")
+            "yes" if all((p == "bf16") == (ratio >= 1.2) for p in picks) else "NO"
+        rows.append(f"| {name} | {', '.join(f'{v.speedup:.2f}x' for v in verdicts)} | "
+                    f"{', '.join(f'{t:.1f}' for t in seconds)} s | {', '.join(picks)} | "
+                    f"{fp32:,.0f} | {bf16:,.0f} | {ratio:.2f}x | {right} |")
         print(rows[-1], flush=True)
     rows += ["", f"- updates per measurement on the bundled corpus {UPDATES}, best of {ROUNDS} "
              f"alternating rounds (vocabularies at most 4,000: the corpus holds no more; base with "
-             f"{BASE_BATCH_TOKENS}-token batches); the probe's batch: "
-             f"{probe_rows(cfg.model, cfg.train.batch_tokens)} target tokens (base)"]
-    record("Precision: the probe's verdict against training in fp32 and bf16", rows)
+             f"{BASE_BATCH_TOKENS}-token batches); auto's trial: train.PRECISION_TRIAL_UPDATES "
+             "real updates both ways on the corpus's batches, a throwaway model"]
+    record("Precision: auto's verdict (real updates) against training in fp32 and bf16", rows)
 
 
 if __name__ == "__main__":

@@ -288,13 +288,41 @@ def test_max_epochs_1_with_3_batches_per_epoch_makes_3_updates(tmp_path):
 
 
 def test_the_start_of_training_says_which_precision_and_why(corpus, tmp_path, monkeypatch):
-    monkeypatch.setattr("tinytrans.hardware.time_bf16_speedup", lambda model, rows, backward: 0.6)
+    steps = []
+
+    def timed(step, pieces):  # the real updates run, the verdict is made up
+        steps.extend(step(precision, 0) for precision in ("fp32", "bf16"))
+        return 0.6
+    monkeypatch.setattr("tinytrans.train.time_both_ways", timed)
     monkeypatch.setenv("TINYTRANS_CACHE_DIR", str(tmp_path / "cache"))
     train(toy_config(corpus[0], None, max_steps=1, precision="auto"), tmp_path / "run")
     start = next(r for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl").read_text()
                                 .splitlines()) if r["event"] == "start")
-    assert (start["precision"], start["precision_reason"]) == \
-        ("fp32", "bf16 measured 0.6x fp32 on this CPU")
+    assert (start["precision"], start["precision_reason"], start["bf16_speedup"]) == \
+        ("fp32", "bf16 measured 0.6x fp32 in real training updates on this CPU", 0.6)
+    assert len(steps) == 2 and all(tokens > 0 for tokens in steps)  # target tokens of a batch
+
+
+def test_the_precision_trial_leaves_the_run_as_it_would_be_without_it(corpus, tmp_path,
+                                                                       monkeypatch):
+    """auto's real updates go to a throwaway model: a run that measured and kept fp32 trains
+    exactly as one told fp32 (the same losses, the same weights); the caller's random numbers
+    are as they were."""
+    monkeypatch.setenv("TINYTRANS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr("tinytrans.hardware.BF16_MIN_SPEEDUP", float("inf"))  # auto keeps fp32
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    runs = {}
+    for precision in ("auto", "fp32"):
+        train(toy_config(corpus[0], None, max_steps=3, precision=precision), tmp_path / precision)
+        records = [json.loads(r) for r in (tmp_path / precision / "metrics.jsonl").read_text()
+                   .splitlines()]
+        runs[precision] = [r["loss"] for r in records if r["event"] == "log"]
+    assert torch.equal(torch.rand(3), expected)
+    start = json.loads((tmp_path / "auto" / "metrics.jsonl").read_text().splitlines()[0])
+    assert start["bf16_speedup"] > 0 and "real training updates" in start["precision_reason"]
+    assert runs["auto"] == runs["fp32"] and runs["auto"]
 
 
 def test_a_model_too_big_for_the_machine_is_refused_before_it_is_built(corpus, tmp_path):

@@ -189,3 +189,25 @@ def test_translation_batches_are_the_greedy_ones_within_the_budget(seed):
     width = dict(zip(indices, lengths))
     for batch in batches:
         assert len(batch) == 1 or len(batch) * beam * (max(width[i] for i in batch) + 1) <= budget
+
+
+def test_auto_precision_for_translation_times_real_decoding_both_ways(run_dir, monkeypatch):
+    """The decoding trial runs the model's own beam search, in fp32 and bf16 alike, on the same
+    batches, and counts target pieces; the caller's random numbers stay as they were."""
+    from tinytrans.translate import decoding_probe
+    seen = []
+
+    def timed(step, pieces):
+        seen.extend((precision, step(precision, piece)) for piece in range(pieces)
+                    for precision in ("fp32", "bf16"))
+        return 0.9
+    monkeypatch.setattr("tinytrans.translate.time_both_ways", timed)
+    translator = Translator(run_dir, device="cpu", precision="fp32")
+    torch.manual_seed(3)
+    expected = torch.rand(2)
+    torch.manual_seed(3)
+    assert decoding_probe(translator.model, translator.device)() == 0.9
+    assert torch.equal(torch.rand(2), expected)
+    assert {p for p, _ in seen} == {"fp32", "bf16"} and all(n >= 16 for _, n in seen)
+    choice = Translator(run_dir, device="cpu", precision="auto").precision_choice
+    assert choice.precision == "fp32" and "real decoding" in choice.reason

@@ -3,13 +3,19 @@
 The precision `auto` picks on a CPU is measured, not guessed from /proc/cpuinfo: whether bf16
 pays off depends on more than a flag (an AVX-512 BF16 Xeon without AMX runs bf16 products at
 half the fp32 rate; an AMD EPYC with AVX-512 BF16 runs them 4.5x faster, yet trains a narrow
-model no faster: bench/RESULTS.md), so a short probe times the model itself both ways, and the
-verdict is cached per CPU model, torch version, thread count and model shape.
+model no faster: bench/RESULTS.md). Nor does a probe of the model alone tell: on an AMD EPYC
+family 25 the model's forward and backward measured bf16 at 1.26x while real training updates
+(the loss, the optimizer, every weight's cast, dropout, the real batch shapes) ran at 0.7x. So
+the caller hands in a probe that times the real work both ways (train.py: real updates on the
+run's own batches; translate.py: real decoding), and the verdict is cached per CPU (vendor,
+family, model, stepping and flags: two different CPUs here share the model name "AMD EPYC"),
+torch version, thread count and work.
 """
 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import math
 import os
@@ -23,15 +29,14 @@ from pathlib import Path
 import torch
 
 from tinytrans.atomic import atomic_write_text
-from tinytrans.config import (DEVICES, INFERENCE_PRECISIONS, PRECISIONS, SIZE_KEYS, ModelConfig,
-                              parameter_count)
+from tinytrans.config import DEVICES, INFERENCE_PRECISIONS, PRECISIONS
 from tinytrans.errors import UserError
-from tinytrans.model import Transformer
 
 BF16_MIN_SPEEDUP = 1.2  # bf16 must be clearly faster: its rounding is not free
 CACHE_ENV = "TINYTRANS_CACHE_DIR"  # where the measured verdicts are kept (default: XDG cache)
-PROBE_FLOP = 5e9  # the probe's fp32 work per pass: ~0.1 s (a second or two where bf16 is emulated)
-PROBE_SEQUENCE = 32  # tokens per sentence of the probe's batch
+# Flags that decide how fast bf16 and fp32 products run; they are named in the cache key (all
+# flags are in it, as a hash), so a reader of precision.json sees why two CPUs differ.
+NAMED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
 
 
 def pick_device(name: str) -> torch.device:
@@ -52,23 +57,24 @@ class PrecisionChoice:
     """The precision to compute in, and why, in words a user reads at the start of a run."""
 
     precision: str  # fp32, bf16 or int8
-    reason: str  # "bf16 measured 0.6x fp32 on this CPU"
+    reason: str  # "bf16 measured 0.6x fp32 in real training updates on this CPU"
+    speedup: float | None = None  # bf16's measured speed / fp32's, where it was measured
 
     def __str__(self) -> str:
         return f"{self.precision} ({self.reason})"
 
 
-Probe = Callable[[ModelConfig, int, bool], float]  # (model, tokens, backward) -> bf16 speed / fp32's
+Probe = Callable[[], float]  # the real work's speed in bf16 / its speed in fp32
 
 
-def pick_precision(name: str, device: torch.device, model: ModelConfig | None = None,
-                   inference: bool = False, rows: int = 1024,
-                   probe: Probe | None = None) -> PrecisionChoice:
+def pick_precision(name: str, device: torch.device, probe: Probe | None = None, work: str = "",
+                   inference: bool = False) -> PrecisionChoice:
     """The precision to train (or, with `inference`, to translate) in.
 
     An explicit name is taken as it is. `auto` means bf16 on a GPU that supports it; on a CPU,
-    bf16 only where the probe measures the model itself (a batch of about `rows` target tokens;
-    forward and backward when training) at least BF16_MIN_SPEEDUP times as fast as in fp32.
+    bf16 only where `probe` (timing the real work, which `work` names for the cache: the model's
+    shape and batch) measures it at least BF16_MIN_SPEEDUP times as fast as fp32; without a
+    probe, fp32.
     """
     allowed = INFERENCE_PRECISIONS if inference else PRECISIONS
     if name not in allowed:
@@ -81,86 +87,90 @@ def pick_precision(name: str, device: torch.device, model: ModelConfig | None = 
         if torch.cuda.is_bf16_supported():
             return PrecisionChoice("bf16", "this GPU computes bf16 natively")
         return PrecisionChoice("fp32", "this GPU has no bf16")
-    model = model or ModelConfig(src_vocab_size=8000, tgt_vocab_size=8000)
-    rows = probe_rows(model, rows)
-    speedup = measured_bf16_speedup(model, rows, backward=not inference,
-                                    probe=probe or time_bf16_speedup)
-    verdict = f"bf16 measured {speedup:.2g}x fp32 on this CPU"
-    return PrecisionChoice("bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32", verdict)
+    if probe is None:
+        return PrecisionChoice("fp32", "nothing to measure bf16 on")
+    speedup = measured_bf16_speedup(("inference | " if inference else "train | ") + work, probe)
+    what = "decoding" if inference else "training updates"
+    verdict = f"bf16 measured {speedup:.2g}x fp32 in real {what} on this CPU"
+    return PrecisionChoice("bf16" if speedup >= BF16_MIN_SPEEDUP else "fp32", verdict, speedup)
 
 
-def probe_rows(model: ModelConfig, rows: int) -> int:
-    """The probe's batch in target tokens: `rows`, cut so its fp32 work (about 6 x parameters
-    per token, forward and backward) stays about PROBE_FLOP, a fraction of a second."""
-    flop_per_token = 6 * parameter_count(model, vocab_size=8000)
-    return max(PROBE_SEQUENCE, min(rows, int(PROBE_FLOP / flop_per_token)))
+Step = Callable[[str, int], int]  # (precision, piece) -> units of work done (target tokens)
 
 
-def time_bf16_speedup(model_cfg: ModelConfig, rows: int, backward: bool) -> float:
-    """fp32 time / bf16-autocast time of the model itself on a random batch of about `rows`
-    target tokens: forward (and backward with `backward`), each the best of a few repetitions
-    after a warm-up. Timing the whole model, not its products alone, counts what bf16 also costs:
-    casts, and the element-wise work that does not get faster (on an AVX-512 BF16 CPU the products
-    alone measured 2.9x, the training step 0.95-1.11x; bench/RESULTS.md)."""
-    with torch.random.fork_rng(devices=[]):  # the caller's random numbers stay as they were
-        torch.manual_seed(0)
-        return _time_bf16_speedup(model_cfg, rows, backward)
+def time_both_ways(step: Step, pieces: int, budget_seconds: float = 20.0) -> float:
+    """bf16's speed / fp32's on real work: `step(precision, i)` does piece i (a real update on
+    batch i, a real decoding of batch i) and says how much work it was. Piece 0 warms both up
+    (kernels picked, memory allocated); then each piece runs in both precisions, alternating
+    which goes first, so a change in the machine's load falls on both; the verdict is the median
+    of the per-piece ratios. Stops early where bf16 is emulated (its warm-up over 3x fp32's: more
+    would only cost seconds) or when the budget is spent with two pieces measured."""
+    fp32_seconds = _timed(step, "fp32", 0)[0]
+    bf16_seconds = _timed(step, "bf16", 0)[0]
+    if bf16_seconds > 3 * fp32_seconds:
+        return fp32_seconds / bf16_seconds
+    ratios: list[float] = []
+    began = time.perf_counter()
+    for piece in range(1, pieces):
+        order = ("fp32", "bf16") if piece % 2 else ("bf16", "fp32")
+        rate = {precision: _timed(step, precision, piece) for precision in order}
+        ratios.append((rate["bf16"][1] / rate["bf16"][0]) / (rate["fp32"][1] / rate["fp32"][0]))
+        if len(ratios) >= 2 and time.perf_counter() - began > budget_seconds:
+            break
+    if not ratios:
+        return fp32_seconds / bf16_seconds
+    ratios.sort()
+    middle = len(ratios) // 2
+    return ratios[middle] if len(ratios) % 2 else (ratios[middle - 1] + ratios[middle]) / 2
 
 
-def _time_bf16_speedup(model_cfg: ModelConfig, rows: int, backward: bool) -> float:
-    model = Transformer(model_cfg)
-    batch, length = max(1, rows // PROBE_SEQUENCE), PROBE_SEQUENCE
-    src = torch.randint(4, model_cfg.src_vocab_size or 8000, (batch, length))  # (B, S)
-    tgt = torch.randint(4, model_cfg.tgt_vocab_size or 8000, (batch, length))  # (B, T)
-
-    def run(precision: str) -> None:
-        with torch.set_grad_enabled(backward), autocast(torch.device("cpu"), precision):
-            logits = model(src, tgt)  # (B, T, V)
-        if backward:
-            torch.log_softmax(logits.float(), dim=-1).mean().backward()  # the loss is fp32 too
-
-    def best_time(precision: str, repeats: int) -> float:
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run(precision)
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    model.train(backward)
-    run("fp32")  # warm-up: kernels picked, memory allocated
-    fp32 = best_time("fp32", 2)
-    first = best_time("bf16", 1)  # its own warm-up
-    if first > 3 * fp32:
-        return fp32 / first  # bf16 emulated: more repetitions would only cost seconds
-    return fp32 / best_time("bf16", 2)
+def _timed(step: Step, precision: str, piece: int) -> tuple[float, int]:
+    """(seconds, work) of one piece in one precision."""
+    start = time.perf_counter()
+    work = step(precision, piece)
+    return max(time.perf_counter() - start, 1e-9), max(work, 1)
 
 
-def measured_bf16_speedup(model: ModelConfig, rows: int, backward: bool, probe: Probe) -> float:
-    """The probe's verdict for this CPU, torch version, thread count and model: from the cache
+def measured_bf16_speedup(work: str, probe: Probe) -> float:
+    """The probe's verdict for this CPU, torch version, thread count and work: from the cache
     when it has one, else measured now and cached. The cache never causes an error: a corrupt
     or unwritable one is ignored."""
-    shape = ", ".join(f"{key} {getattr(model, key)}" for key in SIZE_KEYS + ("n_heads",))
-    key = " | ".join([cpu_model(), f"torch {torch.__version__}", f"{torch.get_num_threads()} threads",
-                      "train" if backward else "inference", f"{shape}, {rows} tokens"])
+    key = " | ".join([cpu_identity(), f"torch {torch.__version__}",
+                      f"{torch.get_num_threads()} threads", work])
     path = cache_dir() / "precision.json"
     verdicts = _read_verdicts(path)
     if key in verdicts:
         return verdicts[key]
-    speedup = probe(model, rows, backward)
+    speedup = probe()
     _write_verdicts(path, {**verdicts, key: speedup})
     return speedup
 
 
-def cpu_model() -> str:
-    """The CPU's model name, as /proc/cpuinfo gives it (or the platform's word elsewhere)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
+def cpu_identity(cpuinfo: str | None = None) -> str:
+    """The CPU as vendor, family, model, stepping and flags (a hash of all of them, and the few
+    that decide bf16's speed by name), then its model name: "GenuineIntel 6/143/8 flags
+    3f2a9c01 (avx2 avx512f avx512_bf16 amx_bf16 amx_tile) Intel(R) Xeon(R) ...". The model name
+    alone does not tell CPUs apart ("AMD EPYC" is two families here). Elsewhere than Linux, the
+    platform's own words."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if not key.strip():
+            break  # the first processor's block is enough: all cores are the same CPU
+        fields.setdefault(key.strip(), value.strip())
+    if not fields:
+        return f"{platform.system()} {platform.machine()} {platform.processor()}".strip()
+    flags = sorted(fields.get("flags", "").split())
+    digest = hashlib.sha256(" ".join(flags).encode()).hexdigest()[:8]
+    named = " ".join(f for f in NAMED_FLAGS if f in flags) or "none named"
+    number = "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping"))
+    return (f"{fields.get('vendor_id', '?')} {number} flags {digest} ({named}) "
+            f"{fields.get('model name', '?')}")
 
 
 def cache_dir() -> Path:

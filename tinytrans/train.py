@@ -43,7 +43,7 @@ from tinytrans.distributed import (ONE_PROCESS, Ranks, any_rank, barrier, epoch_
                                    my_share, process_device, process_group, ranks_from_environment,
                                    seed_dropout, sum_over_ranks, backend_errors_as_user_errors, wrap)
 from tinytrans.errors import UserError
-from tinytrans.hardware import PrecisionChoice, pick_precision
+from tinytrans.hardware import PrecisionChoice, Probe, pick_precision, time_both_ways
 from tinytrans.model import Transformer, count_parameters
 from tinytrans.objective import TeacherForcing
 from tinytrans.prepared import PreparedData, open_prepared
@@ -57,6 +57,7 @@ from tinytrans.validation import ValidationSet, load_validation_data, validate
 Report = Callable[[dict[str, Any]], None]
 INTERRUPTED = "interrupted; run the same command again to resume"
 STOPPED_BY_MAIN = "stopped with process 0 (its report says why)"
+PRECISION_TRIAL_UPDATES = 7  # batches `--precision auto` times both ways (the first warms up)
 
 
 @dataclass
@@ -261,11 +262,19 @@ def train(cfg: RunConfig, run_dir: Path, overwrite: bool = False,
     # before the run directory is made: the exact check, with the tokenizer's vocabulary, follows
     check_fits_in_memory(cfg.model, TRAINING_BYTES_PER_PARAMETER, cfg.data.vocab_size)
     device = process_device(cfg.train.device, ranks)
-    with process_group(ranks, device):
+    # training seeds the random numbers (initialisation, dropout); the caller's are restored after
+    with process_group(ranks, device), _own_random_numbers(device):
         run, state = _set_up(cfg, Path(run_dir), overwrite, report, ranks, device, init)
         result = _loop(run, state, stop_requested)
         barrier(ranks)  # all end together, once process 0 has written the last checkpoint
     return result
+
+
+def _own_random_numbers(device: torch.device):
+    """A context in which training may seed torch's generators: the CPU's (and the GPU's in use)
+    are put back as they were when it ends, so a program that trains changes nothing
+    process-wide."""
+    return torch.random.fork_rng(devices=[device] if device.type == "cuda" else [])
 
 
 def _silent(event: dict[str, Any]) -> None:
@@ -307,8 +316,8 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
     src_tok, tgt_tok = tokenizers or load_tokenizers(run_dir, cfg)
     cfg = with_vocab_sizes(cfg, src_tok.vocab_size, tgt_tok.vocab_size)
     check_fits_in_memory(cfg.model, TRAINING_BYTES_PER_PARAMETER)
-    precision = _agreed_precision(cfg, device, ranks)
     corpus, epoch_corpus, valid = _training_data(cfg, prepared, src_tok, tgt_tok, report, ranks)
+    precision = _agreed_precision(cfg, device, ranks, corpus)
     torch.manual_seed(cfg.train.seed)
     model = Transformer(cfg.model).to(device)
     optimizer = make_optimizer(model, cfg)
@@ -362,6 +371,7 @@ def _start_record(cfg: RunConfig, state: TrainState, device: torch.device,
     t = cfg.train
     start = {"event": "start", "step": state.step, "device": str(device),
              "precision": precision.precision, "precision_reason": precision.reason,
+             "bf16_speedup": precision.speedup,
              "processes": ranks.world_size, "batch_tokens": t.batch_tokens,
              "update_freq": t.update_freq,
              "effective_batch_tokens": ranks.world_size * t.batch_tokens * t.update_freq}
@@ -370,16 +380,53 @@ def _start_record(cfg: RunConfig, state: TrainState, device: torch.device,
     return start
 
 
-def _agreed_precision(cfg: RunConfig, device: torch.device, ranks: Ranks) -> PrecisionChoice:
+def _agreed_precision(cfg: RunConfig, device: torch.device, ranks: Ranks,
+                      corpus: EncodedCorpus) -> PrecisionChoice:
     """The precision to train in, the same on every process. Where `auto` measures, process 0
     alone runs the probe (the others would time it on the same cores at the same moment, and
     could come out on the other side of the threshold) and tells the others."""
+    def choose() -> PrecisionChoice:
+        return pick_precision(cfg.train.precision, device, updates_probe(cfg, corpus, device),
+                              _precision_work(cfg))
     if not (ranks.distributed and cfg.train.precision == "auto"):
-        return pick_precision(cfg.train.precision, device, cfg.model, rows=cfg.train.batch_tokens)
-    choice = pick_precision("auto", device, cfg.model, rows=cfg.train.batch_tokens) \
-        if ranks.main else None
+        return choose()
+    choice = choose() if ranks.main else None
     bf16 = process_0_says(choice is not None and choice.precision == "bf16", ranks, device)
     return choice or PrecisionChoice("bf16" if bf16 else "fp32", "as process 0 measured")
+
+
+def _precision_work(cfg: RunConfig) -> str:
+    """What the precision probe times, as its cache key names it: the model and the batch."""
+    m, t = cfg.model, cfg.train
+    return (f"d_model {m.d_model}, d_ff {m.d_ff}, heads {m.n_heads}, layers {m.n_encoder_layers}"
+            f"+{m.n_decoder_layers}, vocabulary {m.src_vocab_size}/{m.tgt_vocab_size}, "
+            f"{t.batch_tokens} tokens per batch")
+
+
+def updates_probe(cfg: RunConfig, corpus: EncodedCorpus, device: torch.device) -> Probe:
+    """`--precision auto`'s measurement: real updates (train_step: the loss, backward, clipping,
+    Adam, dropout) on batches of the run's own corpus, of every length, each in fp32 and in bf16
+    (hardware.time_both_ways). They update a throwaway model of the run's shape, so the run
+    itself starts as it would with the precision named."""
+    def probe() -> float:
+        plan = length_sorted_batches(corpus.src.lengths, corpus.tgt.lengths,
+                                     cfg.train.batch_tokens, seed=0, epoch=0)
+        by_size = sorted(plan, key=len)  # from the longest sentences' batches to the shortest's
+        picks = sorted({round(i * (len(by_size) - 1) / (PRECISION_TRIAL_UPDATES - 1))
+                        for i in range(PRECISION_TRIAL_UPDATES)})
+        batches = [make_batch(corpus, by_size[i]) for i in picks]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = Transformer(cfg.model).to(device)
+        optimizer = make_optimizer(model, cfg)
+
+        def update(precision: str, piece: int) -> int:
+            batch = batches[piece % len(batches)]
+            train_step(model, [batch], optimizer, cfg, 0.0, device, precision, Timings())
+            return batch.n_tgt_tokens
+        with torch.random.fork_rng(devices=[]):  # dropout's draws are the trial's own
+            return time_both_ways(update, PRECISION_TRIAL_UPDATES)
+    return probe
 
 
 def allow_tf32(device: torch.device) -> None:

@@ -24,7 +24,8 @@ from tinytrans.config import SearchConfig
 from tinytrans.constraints import constrained_beam_search
 from tinytrans.data import batch_ends, pad_sentences
 from tinytrans.errors import UserError
-from tinytrans.hardware import autocast, pick_device, pick_precision, set_threads
+from tinytrans.hardware import (Probe, autocast, pick_device, pick_precision, set_threads,
+                                time_both_ways)
 from tinytrans.lines import (LineOptions, LineTranslator, Phrase, Segment, Translation,  # noqa: F401
                              Warn, decode_input)
 from tinytrans.model import AttentionWeights, Transformer, padding_mask
@@ -33,9 +34,11 @@ from tinytrans.rundir import load_run_config, load_tokenizers
 from tinytrans.sampling import sample
 from tinytrans.search import Hypothesis, search
 from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID
-# Target tokens of the batch `--precision auto` times (teacher-forced forward passes over
-# sentences of 32 tokens): about the rows of a search step's sentences x beams
-INFERENCE_PROBE_ROWS = 256
+# What `--precision auto` times in both precisions: real beam searches (beam 5, the key/value
+# cache, finished rows leaving the batch) of batches of random source sentences; the first batch
+# warms up
+DECODING_TRIAL_BATCHES = 5
+DECODING_TRIAL_SHAPE = (16, 20)  # sentences x source pieces per batch
 
 
 class Translator(LineTranslator):
@@ -48,13 +51,18 @@ class Translator(LineTranslator):
         self.src_tok, self.tgt_tok = load_tokenizers(run_dir, self.config)
         self.device = pick_device(device)
         set_threads(threads)  # only when asked: the thread count is the whole process's
-        self.precision_choice = pick_precision(precision, self.device, self.config.model,
-                                               inference=True, rows=INFERENCE_PROBE_ROWS)
-        self.precision = self.precision_choice.precision
         self.model = Transformer(self.config.model)
         self.checkpoint = resolve_with_average(run_dir, checkpoint)  # best, last, average or a path
         load_model_weights(self.checkpoint, self.model)
         self.model.to(self.device).eval()
+        m = self.config.model
+        work = (f"d_model {m.d_model}, d_ff {m.d_ff}, heads {m.n_heads}, layers "
+                f"{m.n_encoder_layers}+{m.n_decoder_layers}, vocabulary {m.tgt_vocab_size}, "
+                f"beam 5 on {DECODING_TRIAL_SHAPE[0]}x{DECODING_TRIAL_SHAPE[1]} pieces")
+        self.precision_choice = pick_precision(precision, self.device,
+                                               decoding_probe(self.model, self.device), work,
+                                               inference=True)
+        self.precision = self.precision_choice.precision
         if self.precision == "int8":
             self.model = quantize_dynamic_int8(self.model)
         self.max_source_pieces = self.config.data.max_length
@@ -179,3 +187,21 @@ def length_batches(indices: list[int], lengths: list[int], batch_tokens: int,
         start = end
 
 
+
+
+def decoding_probe(model: Transformer, device: torch.device) -> Probe:
+    """`--precision auto`'s measurement for translation: the model's real beam search in fp32
+    and in bf16 on the same batches of random source sentences (hardware.time_both_ways), the
+    work counted in target pieces found."""
+    def probe() -> float:
+        generator = torch.Generator().manual_seed(0)
+        vocab = model.cfg.src_vocab_size
+        sources = [torch.randint(EOS_ID + 1, max(vocab, EOS_ID + 2), DECODING_TRIAL_SHAPE,
+                                 generator=generator) for _ in range(DECODING_TRIAL_BATCHES)]
+
+        def decode(precision: str, piece: int) -> int:
+            with torch.inference_mode(), autocast(device, precision):
+                found = search(model, sources[piece].to(device), SearchConfig(beam=5))
+            return sum(len(hyps[0].tokens) + 1 for hyps in found)
+        return time_both_ways(decode, DECODING_TRIAL_BATCHES)
+    return probe
