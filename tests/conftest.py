@@ -30,7 +30,8 @@ ParallelCorpus = Callable[..., Path]
 
 @pytest.fixture(autouse=True)
 def no_debug_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """--debug writes TINYTRANS_DEBUG into os.environ; keep every test independent of that."""
+    """A TINYTRANS_DEBUG in the environment (a user's way to see tracebacks) must not change
+    the tests' one-line errors."""
     monkeypatch.setenv(DEBUG_ENV, "")  # recorded first, so that undoing removes the variable
     monkeypatch.delenv(DEBUG_ENV)
 

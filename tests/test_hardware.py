@@ -218,3 +218,44 @@ def test_the_cache_directory_follows_xdg(monkeypatch, tmp_path):
 def test_an_unknown_precision_is_refused():
     with pytest.raises(UserError, match="--precision: 'fp8'"):
         pick_precision("fp8", CPU)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the library leaves alone
+
+PROCESS_STATE = """
+import os, torch
+def state():
+    return (torch.random.get_rng_state().tolist(), torch.get_float32_matmul_precision(),
+            torch.get_num_threads(), dict(os.environ))
+before = state()
+import pkgutil, importlib, tinytrans
+for module in pkgutil.iter_modules(tinytrans.__path__):
+    if module.name != "__main__":
+        importlib.import_module("tinytrans." + module.name)
+from typer.testing import CliRunner
+from tinytrans.cli import app
+result = CliRunner().invoke(app, ["--debug", "tokenizer", "encode", "--model", "/nonexistent"])
+assert result.exit_code != 0
+print(state() == before)
+"""
+
+
+def test_importing_tinytrans_changes_nothing_process_wide():
+    """Every module imported and a --debug command run: torch's random numbers, its matmul
+    precision, its threads and the environment are as they were."""
+    import subprocess
+    import sys
+    done = subprocess.run([sys.executable, "-c", PROCESS_STATE], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
+
+
+def test_training_on_a_gpu_restores_the_matmul_precision(monkeypatch):
+    from tinytrans.train import _fp32_matmuls
+    torch.set_float32_matmul_precision("highest")
+    with _fp32_matmuls(torch.device("cuda")):
+        assert torch.get_float32_matmul_precision() == "high"  # TF32 while training
+    assert torch.get_float32_matmul_precision() == "highest"
+    with _fp32_matmuls(torch.device("cpu")):
+        assert torch.get_float32_matmul_precision() == "highest"

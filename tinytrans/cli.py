@@ -19,6 +19,7 @@ import signal
 import sys
 import time
 from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional
 
@@ -104,17 +105,34 @@ def friendly_errors(command):
         except (typer.Exit, click_errors.ClickException):
             raise
         except KeyboardInterrupt:
-            if os.environ.get(DEBUG_ENV):
+            if _debugging():
                 raise
             say("interrupted", "error: ", "bold red")
             raise typer.Exit(INTERRUPTED) from None
         except Exception as error:  # noqa: BLE001 (the one place that decides how errors look)
-            if os.environ.get(DEBUG_ENV):
+            if _debugging():
                 raise
             message, code = describe_error(error)
             say(message, "error: ", "bold red")
             raise typer.Exit(code) from None
     return wrapper
+
+
+@dataclass(frozen=True)
+class GlobalOptions:
+    """The options given before the command (`tinytrans --debug translate ...`). The root
+    callback sets them at every invocation; no environment variable carries them, so a program
+    that calls the CLI in process keeps its environment as it was."""
+
+    debug: bool = False
+
+
+_global_options = GlobalOptions()
+
+
+def _debugging() -> bool:
+    """--debug was given, or TINYTRANS_DEBUG is set (by the user: tinytrans never sets it)."""
+    return _global_options.debug or bool(os.environ.get(DEBUG_ENV))
 
 
 def describe_error(error: Exception) -> tuple[str, int]:
@@ -164,8 +182,8 @@ def main_options(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
-    if debug:
-        os.environ[DEBUG_ENV] = "1"
+    global _global_options
+    _global_options = GlobalOptions(debug=debug)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -263,7 +263,7 @@ def train(cfg: RunConfig, run_dir: Path, overwrite: bool = False,
     check_fits_in_memory(cfg.model, TRAINING_BYTES_PER_PARAMETER, cfg.data.vocab_size)
     device = process_device(cfg.train.device, ranks)
     # training seeds the random numbers (initialisation, dropout); the caller's are restored after
-    with process_group(ranks, device), _own_random_numbers(device):
+    with process_group(ranks, device), _own_random_numbers(device), _fp32_matmuls(device):
         run, state = _set_up(cfg, Path(run_dir), overwrite, report, ranks, device, init)
         result = _loop(run, state, stop_requested)
         barrier(ranks)  # all end together, once process 0 has written the last checkpoint
@@ -309,7 +309,6 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
         if init is not None:
             check_prepared_tokenizer(prepared, init)
         cfg = replace(cfg, data=prepared.data_config(cfg.data))
-    allow_tf32(device)
     tokenizers = set_up_for_training(run_dir, cfg, overwrite, prepared,
                                      init.run_dir if init else None) if ranks.main else None
     barrier(ranks)  # the others read the tokenizers process 0 has written
@@ -429,11 +428,18 @@ def updates_probe(cfg: RunConfig, corpus: EncodedCorpus, device: torch.device) -
     return probe
 
 
-def allow_tf32(device: torch.device) -> None:
-    """On a GPU, let fp32 matrix products use TF32 tensor cores (fp32's range, a 10-bit mantissa):
-    several times faster, and accurate enough for training; bf16 autocast does not need it."""
+@contextmanager
+def _fp32_matmuls(device: torch.device) -> Iterator[None]:
+    """On a GPU, while training, fp32 matrix products may use TF32 tensor cores (fp32's range,
+    a 10-bit mantissa): several times faster, and accurate enough for training; bf16 autocast
+    does not need it. The setting is torch's process-wide one: put back as it was after."""
+    before = torch.get_float32_matmul_precision()
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(before)
 
 
 def _keep_effective_batch(cfg: RunConfig, state: TrainState, ranks: Ranks) -> RunConfig:
