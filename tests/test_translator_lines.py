@@ -63,16 +63,19 @@ def test_splitting_can_be_turned_off_and_then_the_line_is_cut(translator):
     assert any("truncated" in w for w in warnings)
 
 
-def test_split_always_translates_sentence_by_sentence(translator):
+def test_every_line_is_translated_sentence_by_sentence_by_default(translator):
+    """A paragraph that fits the model is still split: each sentence as if alone, joined."""
     line = f"{LINES[0]} {LINES[1]}"
-    split = texts(translator, [line], options=LineOptions(split_sentences=True))[0]
+    split = texts(translator, [line])[0]
     assert split == " ".join(texts(translator, LINES[:2]))
+    assert texts(translator, [line], options=LineOptions(split_sentences=True))[0] == split
 
 
-def test_lines_that_fit_are_not_split_by_default(translator):
+def test_without_splitting_a_line_that_fits_is_translated_whole(translator):
     line = f"{LINES[0]} {LINES[1]}"
-    whole = texts(translator, [line])[0]
-    assert whole == texts(translator, [line], options=LineOptions(split_sentences=False))[0]
+    whole = texts(translator, [line], options=LineOptions(split_sentences=False))[0]
+    forced = translator.translate_batch([translator.source_ids([line])[0]], SearchConfig())
+    assert whole == translator.tgt_tok.decode([forced[0][0].tokens])[0]
 
 
 # ---------------------------------------------------------------------------------------------

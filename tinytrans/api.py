@@ -67,7 +67,7 @@ class TranslationModel:
                   max_len_b: int = SearchConfig.max_len_b,
                   constraints: Iterable[Iterable[str]] | None = None,
                   glossary: dict[str, str] | None = None, alignment: bool = False,
-                  split_sentences: bool | None = None, sample: int | str | None = None,
+                  split_sentences: bool = True, sample: int | str | None = None,
                   temperature: float = SearchConfig.temperature,
                   top_p: float = SearchConfig.top_p, seed: int = SearchConfig.seed) -> list:
         """The best translation of each sentence (a list of str).
@@ -77,8 +77,8 @@ class TranslationModel:
         constraints: per sentence, target phrases its translation must contain; glossary:
         {source term: target term}, applied wherever a source term occurs. alignment=True: each
         result becomes (text, [(source word, target word), ...]), or (score, text, pairs) in an
-        n-best list. split_sentences: None splits only sentences too long for the model, True
-        every one, False never (too long: cut, with a warning). sample: K or "all" draws
+        n-best list. split_sentences: True (the default) translates each sentence of a line
+        apart and joins them back; False keeps each line whole (too long: cut, with a warning). sample: K or "all" draws
         translations (nbest of them) instead of searching, with temperature, top_p and seed.
         """
         cfg = _search_config(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
@@ -86,7 +86,7 @@ class TranslationModel:
                              sample=sample_option(sample, "sample"),
                              temperature=temperature, top_p=top_p, seed=seed)
         sentences = _sentences("sentences", sentences)
-        options = LineOptions(_optional_bool("split_sentences", split_sentences),
+        options = LineOptions(_bool("split_sentences", split_sentences),
                               _bool("alignment", alignment), _glossary(glossary))
         phrases = None if constraints is None else _constraints(constraints, len(sentences))
         results = self.translator.translate(sentences, cfg, warn=_warn, options=options,
@@ -185,10 +185,6 @@ def _bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise UserError(f"{name}: {_shown(value)} must be True or False")
     return value
-
-
-def _optional_bool(name: str, value: object) -> bool | None:
-    return None if value is None else _bool(name, value)
 
 
 def _glossary(glossary: object) -> Glossary | None:

@@ -472,7 +472,7 @@ LenPen = Annotated[float, typer.Option(help="Length penalty alpha (score / lengt
 MaxLenA = Annotated[float, typer.Option(help="Output length limit a * source + b (a <= 10).")]
 MaxLenB = Annotated[int, typer.Option(help="Output length limit a * source + b (b <= 1024).")]
 SearchBatchTokens = Annotated[int, typer.Option(help="Source tokens x beam per batch.")]
-SplitSentences = Annotated[Optional[bool], typer.Option("--split-sentences/--no-split-sentences", help="Translate each line sentence by sentence, joined back into one line. Default: only lines too long for the model; with the no form, such lines are cut.", show_default=False)]
+SplitSentences = Annotated[bool, typer.Option("--split-sentences/--no-split-sentences", help="Translate each line sentence by sentence, joined back into one line (the default); the no form keeps each line whole, and cuts one too long for the model.")]
 EngineOption = Annotated[Engine, typer.Option(help="torch: the run directory's PyTorch model; ctranslate2: a directory 'tinytrans export' wrote, in C++ (no constraints, alignments or attention).")]
 GlossaryFile = Annotated[Optional[Path], typer.Option("--glossary", help="TSV of 'source term<TAB>target term': where a source term occurs, its target term must appear.")]
 
@@ -495,7 +495,7 @@ def translate(
     output: Annotated[Optional[Path], typer.Option("--output", help="Write here instead of stdout (replaced only when complete).")] = None,
     constraints: Annotated[Optional[Path], typer.Option("--constraints", help="One line per input line: target phrases that must appear, tab-separated (empty line: none).")] = None,
     glossary: GlossaryFile = None,
-    split_sentences: SplitSentences = None,
+    split_sentences: SplitSentences = True,
     alignment: Annotated[bool, typer.Option("--alignment", help="Append a tab and the word alignment: pairs of word indices, source-target (0-0 1-2 ...).")] = False,
     sample: Annotated[Optional[str], typer.Option("--sample", metavar="K|all", help="Sample translations instead of searching: each token from the K most probable, or from all.")] = None,
     temperature: Annotated[float, typer.Option(help="With --sample: < 1 sharpens, > 1 flattens the distribution; 0 takes the most probable.")] = DEFAULT_SEARCH.temperature,

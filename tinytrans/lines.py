@@ -1,8 +1,8 @@
 """Lines in, lines out: what every engine does around its search.
 
 A stream of lines is read in chunks (one line at a time when a person types them). Each line
-becomes one or more segments: itself, or, when it is too long for the model (or always, when
-asked), its sentences (sentences.py). A glossary's terms and a line's constraints become target
+becomes one or more segments: its sentences (sentences.py; a paragraph given whole to a model
+trained on single sentences loses some of them), or, when asked, itself. A glossary's terms and a line's constraints become target
 phrases of its segments (terminology.py). The engine searches the segments however it batches
 them, then each line is assembled again from its segments: one Translation per line, in input
 order, whatever the lines contain.
@@ -22,7 +22,7 @@ import numpy as np
 
 from tinytrans.config import SearchConfig
 from tinytrans.errors import UserError
-from tinytrans.sentences import join_translations, split_to_fit
+from tinytrans.sentences import join_translations, split_sentences, split_to_fit
 from tinytrans.terminology import Glossary
 from tinytrans.textio import LineCounter, decode_line
 from tinytrans.tokenizer import UNK_ID, Tokenizer
@@ -52,7 +52,9 @@ class Translation:
 class LineOptions:
     """What happens to each line besides the search."""
 
-    split_sentences: bool | None = None  # None: split only lines too long for the model
+    # Each line translated sentence by sentence and joined back (a model trained on single
+    # sentences drops some of a paragraph's); False: each line whole, cut if too long
+    split_sentences: bool = True
     alignment: bool = False  # align the words of each translation with its source's
     glossary: Glossary | None = None  # source terms whose target terms become constraints
 
@@ -139,15 +141,14 @@ class LineTranslator:
 
     def segments(self, index: int, number: int, line: str, ids: np.ndarray, phrases: list[str],
                  options: LineOptions, warn: Warn) -> list[Segment]:
-        """A line (stripped, and its source ids) as the segments it is translated in: itself,
-        or its sentences when it is too long for the model (or always, with
-        options.split_sentences)."""
+        """A line (stripped, and its source ids) as the segments it is translated in: its
+        sentences, each cut further if too long for the model (sentences.split_to_fit); or, with
+        options.split_sentences False, itself, cut to the model's length."""
         texts = [line]
-        if options.split_sentences or (options.split_sentences is None
-                                       and len(ids) > self.max_source_pieces):
-            texts = split_to_fit(line, self._fits, self.source_language) or [""]
-        else:
+        if not options.split_sentences:
             ids = self.cut_to_fit(ids, number, warn)
+        elif len(ids) > self.max_source_pieces or len(split_sentences(line, self.source_language)) > 1:
+            texts = split_to_fit(line, self._fits, self.source_language) or [""]
         if len(texts) > 1 and phrases:
             warn(f"line {number}: split into {len(texts)} sentences; its constraints go with "
                  "the first")
