@@ -11,6 +11,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -292,6 +293,82 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(run_dir):
     assert code == 0, "".join(server.stderr)
     status, answer = result["reply"]
     assert status == 200 and len(answer["translatedText"]) == len(LINES) * 4
+
+
+# ---------------------------------------------------------------------------------------------
+# A server fit for a network: connections bounded in number and time, clients that leave
+
+
+def raw_connection(url: str) -> socket.socket:
+    host, port = urllib.parse.urlsplit(url).netloc.split(":")
+    return socket.create_connection((host, int(port)), timeout=30)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    received = b""
+    while chunk := sock.recv(4096):
+        received += chunk
+    return received
+
+
+def wait_for_log(server: Server, text: str, seconds: float = 30) -> str:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        found = [line for line in server.stderr if text in line]
+        if found:
+            return found[0]
+        time.sleep(0.05)
+    raise AssertionError(f"no {text!r} in the server's log: {''.join(server.stderr)}")
+
+
+@pytest.mark.slow  # a server of its own
+def test_idle_trickling_and_surplus_connections_are_closed(run_dir):
+    server = Server(run_dir, "--request-timeout", "1.5", "--max-connections", "3")
+    try:
+        idle = raw_connection(server.url)  # sends nothing
+        trickling = raw_connection(server.url)  # a byte of its head every 0.3 s
+        start = time.monotonic()
+        for byte in b"GET /health HTTP/1.1\r\n":
+            try:
+                trickling.send(bytes([byte]))
+            except OSError:  # closed under it
+                break
+            time.sleep(0.3)
+            if time.monotonic() - start > 4:
+                break
+        assert read_until_closed(trickling).startswith(b"HTTP/1.1 408")
+        assert read_until_closed(idle).startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - start < 8  # 1.5 s each, not forever
+        # three open at once at most: a fourth is answered 503 and closed
+        held = [raw_connection(server.url) for _ in range(3)]
+        time.sleep(0.2)
+        surplus = raw_connection(server.url)
+        assert read_until_closed(surplus).startswith(b"HTTP/1.1 503")
+        for sock in held + [idle, trickling, surplus]:
+            sock.close()
+        time.sleep(0.3)
+        assert request(server.url + "/health")[0] == 200  # and the server goes on
+    finally:
+        assert server.stop() == 0, "".join(server.stderr)
+    assert "Traceback" not in "".join(server.stderr)
+
+
+def test_a_client_that_leaves_mid_body_is_one_line_in_the_log(server, translator):
+    sock = raw_connection(server.url)
+    sock.sendall(b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: 1000\r\n\r\n{\"q\": \"A man")
+    time.sleep(0.3)
+    sock.close()
+    line = wait_for_log(server, "the connection closed after")
+    assert "bytes of the request's body" in line
+    assert "Traceback" not in "".join(server.stderr) and "500" not in "".join(server.stderr)
+    assert translate(server, q=LINES[0])[1]["translatedText"] == expected(translator, LINES[:1])[0]
+
+
+def test_a_host_on_the_network_is_warned_about():
+    from tinytrans.serve import is_loopback
+    assert all(map(is_loopback, ["127.0.0.1", "127.8.0.1", "::1", "[::1]", "localhost"]))
+    assert not any(map(is_loopback, ["0.0.0.0", "::", "192.168.1.5", "example.org"]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -742,6 +742,8 @@ def serve(
     max_body: Annotated[int, typer.Option(help="Bytes of a request body, at most (413 beyond).")] = DEFAULT_SERVE.max_body,
     queue: Annotated[int, typer.Option(help="Requests waiting for the model, at most (429 beyond).")] = DEFAULT_SERVE.queue,
     timeout: Annotated[float, typer.Option(help="Seconds a request may wait for its translation (503 beyond).")] = DEFAULT_SERVE.timeout,
+    max_connections: Annotated[int, typer.Option(help="Open connections at once, at most (503 and closed beyond).")] = DEFAULT_SERVE.max_connections,
+    request_timeout: Annotated[float, typer.Option(help="Seconds a client has to send a whole request, from connecting or from its last answer (408 and closed beyond).")] = DEFAULT_SERVE.request_timeout,
     device: Annotated[Device, typer.Option(help="auto: a CUDA GPU when there is one.")] = "auto",
     precision: Annotated[InferencePrecision, typer.Option(help="int8: quantised, CPU only; auto: bf16 where measured faster, else fp32.")] = "auto",
     threads: Annotated[Optional[int], typer.Option(help="CPU threads.")] = None,
@@ -755,7 +757,8 @@ def serve(
                         "pip install 'tinytrans[serve]'") from None
 
     cfg = ServeConfig(host=host, port=port, beam=beam, max_chars=max_chars, max_lines=max_lines,
-                      max_body=max_body, queue=queue, timeout=timeout)
+                      max_body=max_body, queue=queue, timeout=timeout,
+                      max_connections=max_connections, request_timeout=request_timeout)
     translator = _load_engine(engine, model, checkpoint, device, precision, threads)
     # uvicorn handles SIGTERM and Ctrl-C itself (stop accepting, finish what is in flight), then
     # raises the signal again once it has stopped: by then there is nothing left to interrupt.

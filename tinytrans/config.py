@@ -207,6 +207,10 @@ ENGINES = ("torch", "ctranslate2")  # what runs the search: translate/serve --en
 MAX_BEAM = 16  # a request to `tinytrans serve` may ask for this beam at most
 
 
+MAX_CONNECTIONS = 10_000  # a process has ~1,024 file descriptors by default; beyond, ulimit's
+MAX_SECONDS = 86_400.0  # a day: larger timeouts overflow asyncio's timers, and mean "never"
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """The server's settings; every limit is a flag of `tinytrans serve`."""
@@ -220,6 +224,8 @@ class ServeConfig:
     queue: int = 256  # requests waiting for the model; more get 429
     timeout: float = 60.0  # seconds a request may wait for its translation; then 503
     max_wait: float = 0.005  # seconds the inference thread waits to gather a batch
+    max_connections: int = 256  # open connections at once; more are closed at once
+    request_timeout: float = 10.0  # seconds a client has to send each whole request; then 408
 
     def __post_init__(self) -> None:
         for flag, value, least in (("--port", self.port, 0), ("--beam", self.beam, 1),
@@ -232,8 +238,14 @@ class ServeConfig:
             raise UserError(f"--port: {self.port} must be at most 65535")
         if self.beam > MAX_BEAM:
             raise UserError(f"--beam: {self.beam} must be at most {MAX_BEAM}")
-        if not self.timeout > 0:
-            raise UserError(f"--timeout: {self.timeout} must be more than 0 seconds")
+        if self.max_connections < 1 or self.max_connections > MAX_CONNECTIONS:
+            raise UserError(f"--max-connections: {self.max_connections} must lie between 1 and "
+                            f"{MAX_CONNECTIONS}")
+        for flag, seconds in (("--timeout", self.timeout),
+                              ("--request-timeout", self.request_timeout)):
+            if not 0 < seconds <= MAX_SECONDS:
+                raise UserError(f"{flag}: {seconds} must be more than 0 and at most "
+                                f"{MAX_SECONDS:g} seconds")
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -75,12 +75,24 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise Problem(413, f"the body is {int(declared):,} bytes; at most {limit:,}")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Problem(413, f"the body is over {limit:,} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise Problem(413, f"the body is over {limit:,} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise Gone(f"{client_name(request)}: the connection closed after {size:,} bytes of "
+                   "the request's body (the client left, or took over --request-timeout)") from None
     return b"".join(chunks)
+
+
+class Gone(Exception):
+    """The client went away before its request was whole: nobody to answer, one line to log."""
+
+
+def client_name(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else "a client"
 
 
 def parse_fields(body: bytes, content_type: str) -> dict[str, Any]:
@@ -239,8 +251,10 @@ def translate_answer(request: TranslateRequest, result, pair: tuple[str, str]) -
     return answer
 
 
-def create_app(translator: LineTranslator, batcher: Batcher, cfg: ServeConfig) -> Starlette:
-    """The ASGI application: routes, and errors as one-line JSON."""
+def create_app(translator: LineTranslator, batcher: Batcher, cfg: ServeConfig,
+               note: Callable[[str], None] = lambda line: None) -> Starlette:
+    """The ASGI application: routes, and errors as one-line JSON; `note` gets one line for what
+    the server's log should show (a client that left mid-request)."""
     pair = (translator.source_language, translator.target_language)
     page = resources.files("tinytrans").joinpath("page.html").read_text(encoding="utf-8")
 
@@ -252,6 +266,9 @@ def create_app(translator: LineTranslator, batcher: Batcher, cfg: ServeConfig) -
             result = await decoded(wanted)
         except Problem as problem:
             return error_response(problem.status, str(problem))
+        except Gone as gone:
+            note(str(gone))
+            return Response(status_code=400)  # written to no one: the connection is closed
         answer = translate_answer(wanted, result, pair)
         if wanted.attention:  # megabytes of weights: encoded in a worker thread, not the loop
             body = await run_in_threadpool(json.dumps, answer, ensure_ascii=False)
@@ -324,6 +341,79 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def guarded_http(max_connections: int, request_timeout: float) -> type:
+    """uvicorn's HTTP/1.1 protocol with the two bounds a server on a network needs, which uvicorn
+    leaves open: at most `max_connections` open at once (one more is answered 503 and closed),
+    and `request_timeout` seconds for a client to send each whole request, head and body, from
+    when it connects or its previous answer went out (a connection that sends nothing, or
+    trickles a byte at a time, is answered 408 and closed). Idle keep-alive connections close
+    after uvicorn's own 5 s."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        deadline: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            if len(self.connections) >= max_connections:
+                transport.write(_closing_answer(503, "Service Unavailable"))
+                transport.close()
+                return
+            super().connection_made(transport)
+            self._arm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            if self.transport is not None:  # not one refused in connection_made
+                super().connection_lost(exc)
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.conn.their_state is h11.DONE:  # the whole request is in
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._arm()  # the next request's clock
+
+        def _arm(self) -> None:
+            self._disarm()
+            self.deadline = self.loop.call_later(request_timeout, self._too_slow)
+
+        def _disarm(self) -> None:
+            if self.deadline is not None:
+                self.deadline.cancel()
+                self.deadline = None
+
+        def _too_slow(self) -> None:
+            self.deadline = None
+            if self.transport.is_closing() or self.conn.their_state is h11.DONE:
+                return
+            if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):  # nothing sent yet
+                self.transport.write(_closing_answer(408, "Request Timeout"))
+            self.transport.close()
+
+    return GuardedH11Protocol
+
+
+def _closing_answer(status: int, reason: str) -> bytes:
+    """A whole HTTP answer with no body that closes the connection."""
+    return (f"HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            .encode("ascii"))
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` serves this machine only (127.0.0.0/8, ::1, localhost)."""
+    import ipaddress
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
 def attention_shape(translator: LineTranslator) -> dict[str, int]:
     """Decoder layers and heads, for the page's pickers (0 where the engine shows no attention)."""
     config = getattr(translator, "config", None)
@@ -342,9 +432,13 @@ def serve(translator: LineTranslator, cfg: ServeConfig, announce: Callable[[str]
     sock = listen(cfg.host, cfg.port)
     host, port = sock.getsockname()[:2]
     server = uvicorn.Server(uvicorn.Config(
-        create_app(translator, batcher, cfg), log_level="warning", lifespan="off",
-        timeout_graceful_shutdown=cfg.timeout))
+        create_app(translator, batcher, cfg, note=announce), log_level="warning",
+        lifespan="off", timeout_graceful_shutdown=cfg.timeout,
+        http=guarded_http(cfg.max_connections, cfg.request_timeout)))
     pair = f"{translator.source_language}->{translator.target_language}"
+    if not is_loopback(cfg.host):
+        announce(f"warning: --host {cfg.host} is reachable from the network; tinytrans serve has "
+                 "no authentication and no TLS: put it behind a reverse proxy that has them")
     announce(f"serving {pair} on http://{host}:{port} (Ctrl-C stops)")
     try:
         server.run(sockets=[sock])
