@@ -15,7 +15,10 @@ import torch
 
 from helpers_model import (OVERFIT_SOURCES, OVERFIT_TARGETS, VOCAB, overfit_model, random_sources,
                            source_batch, toy_model)
+from tinytrans.config import (MAX_BATCH_TOKENS, MAX_LEN_A, MAX_LEN_B, MAX_LENPEN, MAX_SAMPLES,
+                              MAX_SEARCH_BEAM, MAX_SEED, MAX_TEMPERATURE, MAX_TOP_K)
 from tinytrans.model import LayerCache, Transformer, padding_mask
+from tinytrans.sampling import sample
 from tinytrans.search import (Hypothesis, SearchConfig, beam_search, greedy_search, length_penalty,
                               max_lengths, search)
 from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -458,3 +461,19 @@ def test_search_leaves_the_model_unchanged(all_models):
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
 
+
+
+@pytest.mark.parametrize("bound", [
+    dict(lenpen=MAX_LENPEN, max_len_a=MAX_LEN_A, max_len_b=MAX_LEN_B),
+    dict(beam=MAX_SEARCH_BEAM, nbest=MAX_SEARCH_BEAM, batch_tokens=MAX_BATCH_TOKENS),
+    dict(sample=MAX_TOP_K, temperature=MAX_TEMPERATURE, seed=MAX_SEED, nbest=MAX_SAMPLES),
+    dict(sample=0, temperature=MAX_TEMPERATURE, top_p=1e-9),
+])
+def test_every_search_option_works_at_its_upper_bound(bound):
+    """Each bound is one that works: finite scores, sentences that end (the limit included)."""
+    cfg = SearchConfig(**bound)
+    model = toy_model(seed=3)
+    src = source_batch(random_sources(0, [6, 4]))
+    found = sample(model, src, cfg) if cfg.sampling else search(model, src, cfg)
+    assert len(found) == 2 and all(len(hyps) == cfg.nbest for hyps in found)
+    assert all(math.isfinite(h.score) for hyps in found for h in hyps)

@@ -122,6 +122,14 @@ class TrainConfig:
 
 MAX_LEN_A, MAX_LEN_B = 10, 1024  # the output length limit a x source + b may not exceed these
 MAX_SAMPLES = 100  # --nbest with --sample: samples per sentence
+# Upper bounds of the other search options: each works at its bound (tests/test_config.py
+# decodes with it); past them, length^lenpen overflows a float, logits / temperature become NaN
+MAX_SEARCH_BEAM = 256
+MAX_LENPEN = 10.0
+MAX_TEMPERATURE = 100.0
+MAX_TOP_K = 1_000_000  # --sample K: more than any vocabulary, so "all" in effect
+MAX_SEED = 2**63 - 1  # torch.Generator's seeds are 64-bit
+MAX_BATCH_TOKENS = 10_000_000
 
 
 def sample_option(value: object, name: str = "--sample") -> int | None:
@@ -160,8 +168,8 @@ class SearchConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.beam < 1:
-            raise UserError(f"--beam: {self.beam} must be at least 1")
+        if not 1 <= self.beam <= MAX_SEARCH_BEAM:
+            raise UserError(f"--beam: {self.beam} must lie between 1 and {MAX_SEARCH_BEAM}")
         if self.sample is None:
             if not 1 <= self.nbest <= self.beam:
                 raise UserError(f"--nbest: {self.nbest} must lie between 1 and --beam ({self.beam})")
@@ -171,8 +179,8 @@ class SearchConfig:
                                     "(or --sample all)")
         else:
             self._check_sampling()
-        if not (math.isfinite(self.lenpen) and self.lenpen >= 0):
-            raise UserError(f"--lenpen: {self.lenpen} must be a number >= 0")
+        if not (math.isfinite(self.lenpen) and 0 <= self.lenpen <= MAX_LENPEN):
+            raise UserError(f"--lenpen: {self.lenpen} must be a number in [0, {MAX_LENPEN:g}]")
         # a model trained on pairs whose lengths differ at most max_ratio (3) times never learned
         # outputs far longer than that; a bound keeps a model that never says EOS from
         # running for hours on one line
@@ -180,16 +188,21 @@ class SearchConfig:
             raise UserError(f"--max-len-a: {self.max_len_a} must be a number in [0, {MAX_LEN_A}]")
         if not 1 <= self.max_len_b <= MAX_LEN_B:
             raise UserError(f"--max-len-b: {self.max_len_b} must lie between 1 and {MAX_LEN_B}")
-        if self.batch_tokens < 1:
-            raise UserError(f"--batch-tokens: {self.batch_tokens} must be at least 1")
+        if not 1 <= self.batch_tokens <= MAX_BATCH_TOKENS:
+            raise UserError(f"--batch-tokens: {self.batch_tokens} must lie between 1 and "
+                            f"{MAX_BATCH_TOKENS:,}")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise UserError(f"--seed: {self.seed} must lie between 0 and {MAX_SEED}")
 
     def _check_sampling(self) -> None:
-        if self.sample < 0:
-            raise UserError(f"--sample: {self.sample} must be a number of tokens >= 1, or all")
+        if not 0 <= self.sample <= MAX_TOP_K:
+            raise UserError(f"--sample: {self.sample} must be a number of tokens between 1 and "
+                            f"{MAX_TOP_K:,}, or all")
         if not 1 <= self.nbest <= MAX_SAMPLES:
             raise UserError(f"--nbest: {self.nbest} samples; must lie between 1 and {MAX_SAMPLES}")
-        if not (math.isfinite(self.temperature) and self.temperature >= 0):
-            raise UserError(f"--temperature: {self.temperature} must be a number >= 0")
+        if not (math.isfinite(self.temperature) and 0 <= self.temperature <= MAX_TEMPERATURE):
+            raise UserError(f"--temperature: {self.temperature} must be a number in "
+                            f"[0, {MAX_TEMPERATURE:g}]")
         if not (math.isfinite(self.top_p) and 0 < self.top_p <= 1):
             raise UserError(f"--top-p: {self.top_p} must be a number in (0, 1]")
 
@@ -228,19 +241,14 @@ class ServeConfig:
     request_timeout: float = 10.0  # seconds a client has to send each whole request; then 408
 
     def __post_init__(self) -> None:
-        for flag, value, least in (("--port", self.port, 0), ("--beam", self.beam, 1),
-                                   ("--max-chars", self.max_chars, 1),
-                                   ("--max-lines", self.max_lines, 1),
-                                   ("--max-body", self.max_body, 1), ("--queue", self.queue, 1)):
-            if value < least:
-                raise UserError(f"{flag}: {value} must be at least {least}")
-        if self.port > 65535:
-            raise UserError(f"--port: {self.port} must be at most 65535")
-        if self.beam > MAX_BEAM:
-            raise UserError(f"--beam: {self.beam} must be at most {MAX_BEAM}")
-        if self.max_connections < 1 or self.max_connections > MAX_CONNECTIONS:
-            raise UserError(f"--max-connections: {self.max_connections} must lie between 1 and "
-                            f"{MAX_CONNECTIONS}")
+        for flag, value, least, most in (
+                ("--port", self.port, 0, 65535), ("--beam", self.beam, 1, MAX_BEAM),
+                ("--max-chars", self.max_chars, 1, 100_000_000),
+                ("--max-lines", self.max_lines, 1, 1_000_000),
+                ("--max-body", self.max_body, 1, 2**31 - 1), ("--queue", self.queue, 1, 1_000_000),
+                ("--max-connections", self.max_connections, 1, MAX_CONNECTIONS)):
+            if not least <= value <= most:
+                raise UserError(f"{flag}: {value} must lie between {least} and {most:,}")
         for flag, seconds in (("--timeout", self.timeout),
                               ("--request-timeout", self.request_timeout)):
             if not 0 < seconds <= MAX_SECONDS:
@@ -391,9 +399,16 @@ class Interval:
 
     def __str__(self) -> str:
         if self.high is None:
-            return f"{'>' if self.low_open else '>='} {self.low:g}"
+            return f"{'>' if self.low_open else '>='} {_number(self.low)}"
         left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
-        return f"in {left}{self.low:g}, {self.high:g}{right}"
+        return f"in {left}{_number(self.low)}, {_number(self.high)}{right}"
+
+
+def _number(value: float) -> str:
+    """A bound as people write it: 1,000,000 rather than 1e+06; 0.5 as it is."""
+    if float(value).is_integer() and abs(value) < 1e15:
+        return f"{int(value):,}"
+    return f"{value:g}"
 
 
 @dataclass(frozen=True)
@@ -429,35 +444,42 @@ class ZeroOr:
         return f"0 or {self.rest}"
 
 
-COUNT = Interval(1)  # intervals, sizes and counts
-POSITIVE = Interval(0, low_open=True)  # rates and limits
-NON_NEGATIVE = Interval(0)
+# Every range has an upper end: one past which the value would overflow later, or could mean
+# nothing but a slip of the finger (1e39 minutes of training)
+BIG_COUNT = 10**12  # steps, intervals, checkpoints: more than any run will reach
+COUNT = Interval(1, BIG_COUNT)  # intervals and counts
+NON_NEGATIVE = Interval(0, BIG_COUNT)
 PROBABILITY = Interval(0, 1, high_open=True)  # dropout, smoothing, Adam's betas
+MAX_VOCAB_SIZE = 1_048_576
+VOCAB = Interval(MIN_VOCAB_SIZE, MAX_VOCAB_SIZE)
+WIDTH = Interval(1, 1_048_576)  # d_model, d_ff, heads, layers: memory refuses far less first
 
 RULES: dict[str, dict[str, Interval | OneOf | NonEmpty | ZeroOr]] = {
     "model": {
-        "src_vocab_size": ZeroOr(Interval(MIN_VOCAB_SIZE)),
-        "tgt_vocab_size": ZeroOr(Interval(MIN_VOCAB_SIZE)),
-        "d_model": COUNT, "n_heads": COUNT, "d_ff": COUNT,
-        "n_encoder_layers": COUNT, "n_decoder_layers": COUNT,
+        "src_vocab_size": ZeroOr(VOCAB), "tgt_vocab_size": ZeroOr(VOCAB),
+        "d_model": WIDTH, "n_heads": WIDTH, "d_ff": WIDTH,
+        "n_encoder_layers": WIDTH, "n_decoder_layers": WIDTH,
         "dropout": PROBABILITY, "attention_dropout": PROBABILITY, "activation_dropout": PROBABILITY,
     },
     "data": {
         # paths (train, valid, tokenizer, prepared) are checked when read; booleans need no rule
         "src": NonEmpty(), "tgt": NonEmpty(),
-        "vocab_size": Interval(MIN_VOCAB_SIZE), "model_type": OneOf(MODEL_TYPES),
-        "max_length": COUNT, "max_ratio": Interval(1), "utf8_errors": OneOf(UTF8_POLICIES),
-        "sampling_alpha": PROBABILITY,
+        "vocab_size": VOCAB, "model_type": OneOf(MODEL_TYPES),
+        "max_length": Interval(1, 65_536), "max_ratio": Interval(1, 1000),
+        "utf8_errors": OneOf(UTF8_POLICIES), "sampling_alpha": PROBABILITY,
     },
     "train": {
-        "batch_tokens": COUNT, "update_freq": COUNT, "lr": POSITIVE, "warmup_steps": NON_NEGATIVE,
+        "batch_tokens": Interval(1, MAX_BATCH_TOKENS), "update_freq": Interval(1, 100_000),
+        "lr": Interval(0, 10, low_open=True), "warmup_steps": NON_NEGATIVE,
         "lr_schedule": OneOf(LR_SCHEDULES), "label_smoothing": PROBABILITY,
-        "clip_norm": NON_NEGATIVE, "adam_beta1": PROBABILITY, "adam_beta2": PROBABILITY,
-        "adam_eps": POSITIVE, "weight_decay": NON_NEGATIVE, "max_steps": COUNT, "max_epochs": COUNT,
-        "max_time": POSITIVE, "validate_every": COUNT, "checkpoint_every": COUNT,
+        "clip_norm": Interval(0, 1e6), "adam_beta1": PROBABILITY, "adam_beta2": PROBABILITY,
+        "adam_eps": Interval(0, 1, low_open=True), "weight_decay": Interval(0, 100),
+        "max_steps": COUNT, "max_epochs": COUNT,
+        "max_time": Interval(0, 60 * 24 * 366 * 10, low_open=True),  # minutes: ten years
+        "validate_every": COUNT, "checkpoint_every": COUNT,
         "keep_last": COUNT, "average_last": COUNT, "patience": COUNT, "log_every": COUNT,
         "seed": Interval(0, 2**32 - 1), "precision": OneOf(PRECISIONS), "device": OneOf(DEVICES),
-        "threads": COUNT,
+        "threads": Interval(1, 4096),
     },
 }
 
