@@ -243,3 +243,38 @@ def test_cli_fine_tunes_and_the_new_run_translates(base, new, tmp_path):
     assert_one_line_error(invoke("train", "--init", tmp_path / "nowhere", "--train", new[0],
                                  "--output", tmp_path / "other"),
                           2, "--init", "no such run directory")
+
+
+def test_a_checkpoint_of_another_shape_is_refused_before_anything_is_written(base, new, tmp_path):
+    """--checkpoint FILE of another model: refused before the run directory is made, so the
+    retry with the right checkpoint is not refused for what the first attempt left behind."""
+    from safetensors.torch import save_file
+    tensors, metadata = read_checkpoint(base / "checkpoints" / "best.safetensors")
+    name = next(k for k in tensors if k.startswith("model/") and tensors[k].dim() == 2)
+    tensors[name] = torch.zeros(tensors[name].shape[0], tensors[name].shape[1] + 1)
+    other = tmp_path / "other.safetensors"
+    save_file(tensors, str(other), metadata)
+    run = tmp_path / "run"
+    with pytest.raises(UserError, match=r"other.safetensors: .* has shape .*--init .*'s config"):
+        train(fine_tuning(run, base, new, init_checkpoint=str(other)), run)
+    assert not run.exists()
+    train(fine_tuning(run, base, new), run)  # the retry
+    assert training_checkpoints(run)
+
+
+@pytest.mark.parametrize("inside", ["init", "train"])
+def test_overwrite_refuses_to_delete_what_the_run_reads(base, new, tmp_path, inside):
+    import shutil
+    out = tmp_path / "out"
+    shutil.copytree(base, out)  # a run directory ...
+    shutil.copytree(base, out / "base")  # ... holding the run to fine-tune from
+    for suffix in ("en", "de"):
+        shutil.copy(f"{new[0]}.{suffix}", out / f"train.{suffix}")
+    train_prefix = str(out / "train") if inside == "train" else str(new[0])
+    init = str(out / "base") if inside == "init" else str(base)
+    cfg = toy_config(train_prefix, new[1], init=init)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    flag = "--init" if inside == "init" else "--train"
+    with pytest.raises(UserError, match=f"{flag} .*: lies inside --output .*--overwrite would delete"):
+        train(cfg, out, overwrite=True)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before

@@ -135,6 +135,18 @@ def read_checkpoint(path: Path,
     return loaded, metadata
 
 
+def model_shapes(path: Path) -> dict[str, torch.Tensor]:
+    """The model weights of a checkpoint as empty tensors of their shapes (on the meta device),
+    read from its header alone: enough to check it fits a model before anything is written."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return {key.removeprefix("model/"): torch.empty(handle.get_slice(key).get_shape(),
+                                                            device="meta")
+                    for key in handle.keys() if key.startswith("model/")}
+    except Exception as error:  # safetensors raises its own error types for corrupt headers
+        raise UserError(f"{path}: not a readable safetensors checkpoint ({_first_line(error)})") from None
+
+
 def read_state(path: Path) -> dict[str, Any]:
     """The JSON state of a checkpoint, read from its header alone."""
     return _state(path, read_checkpoint(path, tensors=False)[1])

@@ -115,6 +115,22 @@ def remove_killed_writes(run_dir: Path, cfg: RunConfig) -> None:
                                *(Path(name).with_suffix(".vocab").name for name in tokenizers)])
 
 
+def check_inputs_outside(run_dir: Path, cfg: RunConfig) -> None:
+    """--overwrite deletes the run directory: refuse, before anything is deleted, when something
+    the run reads lies inside it (`--init OUT/base --output OUT --overwrite` would delete the
+    run it fine-tunes)."""
+    target = run_dir.resolve()
+    d = cfg.data
+    for flag, value in (("--init", cfg.train.init), ("--train", d.train), ("--valid", d.valid),
+                        ("--tokenizer", d.tokenizer), ("--data", d.prepared)):
+        if not value:
+            continue
+        path = Path(value).resolve()
+        if path == target or target in path.parents:
+            raise UserError(f"{flag} {value}: lies inside --output {run_dir}, which --overwrite "
+                            "would delete; move it out, or train into another directory")
+
+
 def start_or_resume(run_dir: Path, config: RunConfig, overwrite: bool) -> RunConfig | None:
     """Make `run_dir` ready for training `config`: a new (or, with `overwrite`, emptied) run
     directory, or an existing run of the same config, whose saved config is returned."""

@@ -32,9 +32,10 @@ from typing import Any
 import torch
 
 from tinytrans.average import average_last, resolve_with_average
-from tinytrans.checkpoint import (TrainState, file_sha256, load_init, load_model_weights,
-                                  load_training_state, read_checkpoint, read_state,
-                                  read_training_state, training_checkpoints)
+from tinytrans.checkpoint import (TrainState, check_layout, file_sha256, load_init,
+                                  load_model_weights, load_training_state, model_shapes,
+                                  read_checkpoint, read_state, read_training_state,
+                                  training_checkpoints)
 from tinytrans.config import (TRAINING_BYTES_PER_PARAMETER, RunConfig, check_fits_in_memory,
                               check_kept_from_init, with_vocab_sizes)
 from tinytrans.data import (Batch, EncodedCorpus, FilterConfig, ResampledCorpus, encode_parallel,
@@ -48,8 +49,8 @@ from tinytrans.model import Transformer, count_parameters
 from tinytrans.objective import TeacherForcing
 from tinytrans.prepared import PreparedData, open_prepared
 from tinytrans.schedule import budget_progress, learning_rate, make_optimizer
-from tinytrans.rundir import (RunFiles, init_config_file, load_run_config, load_tokenizers,
-                              set_up_for_training, tokenizer_files)
+from tinytrans.rundir import (RunFiles, check_inputs_outside, init_config_file, load_run_config,
+                              load_tokenizers, set_up_for_training, tokenizer_files)
 from tinytrans.textio import LineCounter, ParallelCounter, read_parallel
 from tinytrans.tokenizer import Tokenizer
 from tinytrans.validation import ValidationSet, load_validation_data, validate
@@ -171,6 +172,9 @@ def find_init(cfg: RunConfig, run_dir: Path, overwrite: bool = False) -> InitRun
     if t.init_optimizer and "param_groups" not in metadata:
         raise UserError(f"--init-optimizer: {checkpoint} holds weights only, no optimizer state; "
                         "take a step checkpoint (--checkpoint last)")
+    with torch.device("meta"):  # the shapes alone: no memory, no random numbers drawn
+        expected = Transformer(init_config.model).state_dict()
+    check_layout(checkpoint, model_shapes(checkpoint), expected, f"--init {t.init}'s config")
     return InitRun(init_dir, init_config, checkpoint)
 
 
@@ -258,6 +262,8 @@ def train(cfg: RunConfig, run_dir: Path, overwrite: bool = False,
     ranks = ranks_from_environment()
     report = report if report is not None and ranks.main else _silent
     stop_requested = stop_requested or (lambda: False)
+    if overwrite:
+        check_inputs_outside(Path(run_dir), cfg)
     init = find_init(cfg, Path(run_dir), overwrite)
     # before the run directory is made: the exact check, with the tokenizer's vocabulary, follows
     check_fits_in_memory(cfg.model, TRAINING_BYTES_PER_PARAMETER, cfg.data.vocab_size)
