@@ -143,3 +143,27 @@ def test_loading_leaves_pytorchs_thread_count_alone(exported):
     CT2Translator(exported)  # CTranslate2 picks its own threads: OpenMP's count for the process
     CT2Translator(exported, threads=before + 1)
     assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("swapped", ["vocabulary", "tokenizer", "damaged vocabulary"])
+def test_an_export_whose_vocabulary_and_tokenizer_disagree_is_one_line(exported, tmp_path, swapped):
+    """Another export's shared_vocabulary.json crashed CTranslate2 (exit 3); another export's
+    tokenizer.model translated into wrong text (exit 0). Both are refused where they are loaded."""
+    from tinytrans.tokenizer import Tokenizer, train_tokenizer
+    copy = tmp_path / "copy"
+    subprocess.run(["cp", "-r", str(exported), str(copy)], check=True)
+    text = tmp_path / "other.txt"
+    text.write_text("\n".join(f"zebra {i} quux xylophone {i * 7}" for i in range(300)) + "\n")
+    other = train_tokenizer([text], tmp_path / "other", 60)
+    if swapped == "vocabulary":
+        (copy / "shared_vocabulary.json").write_text(json.dumps(other.pieces()))
+    elif swapped == "tokenizer":
+        (copy / "tokenizer.model").write_bytes((tmp_path / "other.model").read_bytes())
+    else:
+        (copy / "shared_vocabulary.json").write_text("[1, 2")
+    cause = "unreadable" if swapped == "damaged vocabulary" else "come from different runs"
+    with pytest.raises(UserError, match=cause):
+        CT2Translator(copy)
+    result = invoke("translate", "--model", copy, "--engine", "ctranslate2", input="A man.\n")
+    assert_one_line_error(result, 2, cause)
+    assert isinstance(Tokenizer.load(copy / "tokenizer.model"), Tokenizer)

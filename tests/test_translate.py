@@ -211,3 +211,30 @@ def test_auto_precision_for_translation_times_real_decoding_both_ways(run_dir, m
     assert {p for p, _ in seen} == {"fp32", "bf16"} and all(n >= 16 for _, n in seen)
     choice = Translator(run_dir, device="cpu", precision="auto").precision_choice
     assert choice.precision == "fp32" and "real decoding" in choice.reason
+
+
+def other_tokenizer(tmp_path: Path, vocab_size: int) -> Path:
+    """A tokenizer of `vocab_size` pieces trained on other text than the toy run's."""
+    from tinytrans.tokenizer import train_tokenizer
+    text = tmp_path / "other.txt"
+    text.write_text("\n".join(f"zebra {i} quux xylophone {i * 7} blorp" for i in range(300)) + "\n")
+    train_tokenizer([text], tmp_path / "other", vocab_size)
+    return tmp_path / "other.model"
+
+
+@pytest.mark.parametrize("same_size", [False, True])
+def test_a_run_directory_with_another_runs_tokenizer_is_refused(run_dir, tmp_path, same_size):
+    """Another run's tokenizer.model: of another size it gave IndexError, of the same size wrong
+    text; both are one line, naming the tokenizer or the run, for the API, the CLI and export."""
+    import shutil
+    from helpers_cli import assert_one_line_error, invoke
+    from tinytrans.rundir import load_run_config
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    size = load_run_config(copy).model.src_vocab_size
+    shutil.copy(other_tokenizer(tmp_path, size if same_size else 60), copy / "tokenizer.model")
+    cause = "not those best.safetensors was trained with" if same_size else \
+        f"60 pieces, but the model's source vocabulary has {size:,}"
+    with pytest.raises(UserError, match=cause):
+        Translator(copy, device="cpu", precision="fp32")
+    assert_one_line_error(invoke("translate", "--model", copy, input="A man.\n"), 2, cause)

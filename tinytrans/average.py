@@ -18,7 +18,8 @@ from safetensors.torch import save_file
 
 from tinytrans.atomic import atomic_write
 from tinytrans.checkpoint import (CHECKPOINT_DIR, check_layout, checkpoint_metadata,
-                                  read_checkpoint, resolve_checkpoint, training_checkpoints)
+                                  checkpoint_tokenizers, read_checkpoint, resolve_checkpoint,
+                                  training_checkpoints)
 from tinytrans.errors import UserError
 from tinytrans.rundir import load_run_config
 
@@ -65,7 +66,7 @@ def average_checkpoints(paths: list[Path], output: Path) -> Path:
     mean = {MODEL_PREFIX + name: (t / len(paths)).to(first[name].dtype).contiguous()
             for name, t in total.items()}
     state = {"averaged": [Path(p).name for p in paths]}
-    metadata = checkpoint_metadata(state)
+    metadata = checkpoint_metadata(state, checkpoint_tokenizers(paths[-1]))
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(output, lambda tmp: save_file(mean, str(tmp), metadata=metadata))

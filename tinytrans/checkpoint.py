@@ -95,16 +95,34 @@ def read_training_state(path: Path) -> TrainState:
     return TrainState.from_saved(read_state(path), path)
 
 
-def checkpoint_metadata(state: dict[str, Any]) -> dict[str, str]:
-    """The safetensors header metadata that makes a file a tinytrans checkpoint, with `state`."""
-    return {"format": FORMAT, "version": FORMAT_VERSION, "state": json.dumps(state)}
+def checkpoint_metadata(state: dict[str, Any],
+                        tokenizers: dict[str, str] | None = None) -> dict[str, str]:
+    """The safetensors header metadata that makes a file a tinytrans checkpoint, with `state`,
+    and the SHA-256 of the tokenizer files its model was trained with (by file name), so that a
+    run directory whose tokenizer was swapped is refused where it is loaded."""
+    metadata = {"format": FORMAT, "version": FORMAT_VERSION, "state": json.dumps(state)}
+    if tokenizers is not None:
+        metadata["tokenizers"] = json.dumps(tokenizers, sort_keys=True)
+    return metadata
+
+
+def checkpoint_tokenizers(path: Path) -> dict[str, str] | None:
+    """The tokenizer files' SHA-256 a checkpoint recorded (None: written before they were)."""
+    metadata = read_checkpoint(path, tensors=False)[1]
+    if "tokenizers" not in metadata:
+        return None
+    recorded = _json_metadata(path, metadata, "tokenizers", dict)
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in recorded.items()):
+        raise UserError(f"{path}: 'tokenizers' in its metadata must map file names to hashes")
+    return recorded
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None,
-                    state: dict[str, Any]) -> None:
-    """Write model (and optimizer, RNG) tensors with `state` as metadata, atomically."""
+                    state: dict[str, Any], tokenizers: dict[str, str] | None = None) -> None:
+    """Write model (and optimizer, RNG) tensors with `state` (and the tokenizers' hashes) as
+    metadata, atomically."""
     tensors = {f"model/{name}": t.detach().contiguous().cpu() for name, t in model.state_dict().items()}
-    metadata = checkpoint_metadata(state)
+    metadata = checkpoint_metadata(state, tokenizers)
     if optimizer is not None:
         optim = optimizer.state_dict()
         for index, slots in optim["state"].items():

@@ -66,6 +66,30 @@ def read_export_info(model_dir: Path) -> dict:
     return info
 
 
+def check_vocabularies(model_dir: Path, src_tok: Tokenizer, tgt_tok: Tokenizer) -> None:
+    """CTranslate2's vocabulary files must list the tokenizers' pieces, in id order: another
+    export's file (or tokenizer) would crash CTranslate2 or, worse, give fluent wrong text."""
+    shared = (model_dir / "shared_vocabulary.json").exists()  # CTranslate2 writes one if equal
+    files = [("shared_vocabulary.json", src_tok), ("shared_vocabulary.json", tgt_tok)] if shared \
+        else [("source_vocabulary.json", src_tok), ("target_vocabulary.json", tgt_tok)]
+    for name, tokenizer in files:
+        path = model_dir / name
+        try:
+            listed = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise UserError(f"{path}: missing; export the run again") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise UserError(f"{path}: unreadable ({error})") from None
+        if listed != tokenizer.pieces():
+            raise UserError(f"{path}: its {_count(listed)} pieces are not those of "
+                            f"{tokenizer.name} ({tokenizer.vocab_size}): the vocabulary and the "
+                            "tokenizer come from different runs; export the run again")
+
+
+def _count(listed: object) -> str:
+    return f"{len(listed):,}" if isinstance(listed, list) else "(not a list)"
+
+
 class CT2Translator(LineTranslator):
     """An exported model loaded into CTranslate2 for translation."""
 
@@ -80,6 +104,7 @@ class CT2Translator(LineTranslator):
         info = read_export_info(model_dir)
         loaded = [Tokenizer.load(model_dir / name) for name in tokenizer_names(info["joint_vocab"])]
         self.src_tok, self.tgt_tok = (loaded[0], loaded[0]) if len(loaded) == 1 else loaded
+        check_vocabularies(model_dir, self.src_tok, self.tgt_tok)
         self.max_source_pieces = info["max_length"]
         self.source_language, self.target_language = info["src"], info["tgt"]
         self.precision = "int8" if info.get("quantization") == "int8" else "fp32"

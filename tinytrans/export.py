@@ -38,7 +38,7 @@ from tinytrans.config import QUANTIZATIONS
 from tinytrans.ct2engine import EXPORT_INFO
 from tinytrans.errors import UserError
 from tinytrans.model import MultiHeadAttention, Transformer, sinusoidal_encoding
-from tinytrans.rundir import load_run_config, load_tokenizers, tokenizer_files
+from tinytrans.rundir import check_tokenizers, load_run_config, load_tokenizers, tokenizer_files
 from tinytrans.tokenizer import BOS_ID, EOS_ID, UNK_ID, Tokenizer
 
 # CTranslate2 cuts inputs at 1024 tokens and stops decoding at 256 by default; a table of 1024
@@ -66,8 +66,10 @@ def export_ctranslate2(run_dir: Path, output: Path, checkpoint: str = "best",
         raise UserError(f"{output}: already exists; export writes a new directory")
     config = load_run_config(run_dir)
     model = Transformer(config.model)
-    load_model_weights(resolve_with_average(run_dir, checkpoint), model)
+    path = resolve_with_average(run_dir, checkpoint)
     src_tok, tgt_tok = load_tokenizers(run_dir, config)
+    check_tokenizers(run_dir, config, (src_tok, tgt_tok), path)
+    load_model_weights(path, model)
     positions = max(POSITIONS, config.data.max_length + 1)
     spec = transformer_spec(ctranslate2.specs, model.eval(), positions)
     register_vocabularies(spec, src_tok, tgt_tok)
@@ -164,16 +166,12 @@ def array(tensor: torch.Tensor) -> np.ndarray:
 
 def register_vocabularies(spec, src_tok: Tokenizer, tgt_tok: Tokenizer) -> None:
     """Pieces in id order, and the special tokens by the names the tokenizer gives them."""
-    spec.register_source_vocabulary(pieces(src_tok))
-    spec.register_target_vocabulary(pieces(tgt_tok))
+    spec.register_source_vocabulary(src_tok.pieces())
+    spec.register_target_vocabulary(tgt_tok.pieces())
     piece = tgt_tok.sp.id_to_piece
     spec.config.unk_token, spec.config.bos_token = piece(UNK_ID), piece(BOS_ID)
     spec.config.eos_token, spec.config.decoder_start_token = piece(EOS_ID), piece(BOS_ID)
     spec.config.add_source_eos = True  # tinytrans' sources end with EOS, never start with BOS
-
-
-def pieces(tokenizer: Tokenizer) -> list[str]:
-    return [tokenizer.sp.id_to_piece(i) for i in range(tokenizer.vocab_size)]
 
 
 def write_directory(output: Path, save) -> None:

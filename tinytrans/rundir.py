@@ -16,6 +16,7 @@ directory like any other, and needs the other no more once it has a checkpoint o
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 from dataclasses import replace
@@ -23,8 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinytrans.atomic import atomic_write, atomic_write_text, remove_leftovers
-from tinytrans.checkpoint import (BEST, CHECKPOINT_DIR, TrainState, prune_checkpoints,
-                                  read_training_state, save_checkpoint, step_name)
+from tinytrans.checkpoint import (BEST, CHECKPOINT_DIR, TrainState, checkpoint_tokenizers,
+                                  file_sha256, prune_checkpoints, read_training_state,
+                                  save_checkpoint, step_name)
 from tinytrans.config import (RunConfig, build_config, differences, read_toml, resolve_train_config,
                               to_toml, with_vocab_sizes)
 from tinytrans.errors import UserError
@@ -55,6 +57,28 @@ def tokenizer_files(run_dir: Path, joint: bool) -> list[Path]:
 def load_tokenizers(run_dir: Path, cfg: RunConfig) -> tuple[Tokenizer, Tokenizer]:
     """(source, target) tokenizers of a run; the same object twice for a joint vocabulary."""
     return as_pair([Tokenizer.load(path) for path in tokenizer_files(run_dir, cfg.data.joint_vocab)])
+
+
+def tokenizer_hashes(run_dir: Path, cfg: RunConfig) -> dict[str, str]:
+    """The SHA-256 of each of the run's tokenizer files, by file name."""
+    return {path.name: file_sha256(path) for path in tokenizer_files(run_dir, cfg.data.joint_vocab)}
+
+
+def check_tokenizers(run_dir: Path, cfg: RunConfig, tokenizers: tuple[Tokenizer, Tokenizer],
+                     checkpoint: Path) -> None:
+    """The run directory's tokenizers must be those its model was trained with: each as many
+    pieces as the model's vocabulary (another run's tokenizer gave IndexError or wrong text), and
+    the very files the checkpoint recorded (where it recorded them)."""
+    for side, tokenizer, size in (("source", tokenizers[0], cfg.model.src_vocab_size),
+                                  ("target", tokenizers[1], cfg.model.tgt_vocab_size)):
+        if size and tokenizer.vocab_size != size:
+            raise UserError(f"{tokenizer.name}: {tokenizer.vocab_size:,} pieces, but the model's "
+                            f"{side} vocabulary has {size:,}: not this run's tokenizer (copied "
+                            "from another run?)")
+    recorded = checkpoint_tokenizers(checkpoint)
+    if recorded is not None and recorded != tokenizer_hashes(run_dir, cfg):
+        raise UserError(f"{run_dir}: its tokenizer files are not those {checkpoint.name} was "
+                        "trained with (copied from another run?)")
 
 
 def init_config_file(init: str | Path) -> Path:
@@ -213,7 +237,7 @@ class RunFiles:
 
     def checkpoint(self, model: Transformer, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> Path:
         path = self.run_dir / CHECKPOINT_DIR / step_name(state["step"])
-        save_checkpoint(path, model, optimizer, state)
+        save_checkpoint(path, model, optimizer, state, self.tokenizer_hashes)
         prune_checkpoints(self.run_dir, self.cfg.train.keep_last)
         return path
 
@@ -222,7 +246,12 @@ class RunFiles:
         return self.run_dir / CHECKPOINT_DIR / BEST
 
     def best(self, model: Transformer, state: dict[str, Any]) -> None:
-        save_checkpoint(self.best_path, model, None, state)
+        save_checkpoint(self.best_path, model, None, state, self.tokenizer_hashes)
+
+    @functools.cached_property
+    def tokenizer_hashes(self) -> dict[str, str]:
+        """The run's tokenizer files' SHA-256, by name: every checkpoint records them."""
+        return tokenizer_hashes(self.run_dir, self.cfg)
 
     def plot_curves(self) -> Path | None:
         return plot_curves(self)

@@ -53,6 +53,10 @@ class Tokenizer:
     def vocab_size(self) -> int:
         return self.sp.get_piece_size()
 
+    def pieces(self) -> list[str]:
+        """Every piece, in id order: the vocabulary a model's embeddings are rows of."""
+        return [self.sp.id_to_piece(i) for i in range(self.vocab_size)]
+
     def encode(self, lines: list[str], sampling_alpha: float = 0.0) -> list[list[int]]:
         """Piece ids of each line, without BOS/EOS (the batcher adds those).
 

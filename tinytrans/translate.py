@@ -30,7 +30,7 @@ from tinytrans.lines import (LineOptions, LineTranslator, Phrase, Segment, Trans
                              Warn, decode_input)
 from tinytrans.model import AttentionWeights, Transformer, padding_mask
 from tinytrans.quantize import quantize_dynamic_int8
-from tinytrans.rundir import load_run_config, load_tokenizers
+from tinytrans.rundir import check_tokenizers, load_run_config, load_tokenizers
 from tinytrans.sampling import sample
 from tinytrans.search import Hypothesis, search
 from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID
@@ -53,6 +53,7 @@ class Translator(LineTranslator):
         set_threads(threads)  # only when asked: the thread count is the whole process's
         self.model = Transformer(self.config.model)
         self.checkpoint = resolve_with_average(run_dir, checkpoint)  # best, last, average or a path
+        check_tokenizers(run_dir, self.config, (self.src_tok, self.tgt_tok), self.checkpoint)
         load_model_weights(self.checkpoint, self.model)
         self.model.to(self.device).eval()
         m = self.config.model
