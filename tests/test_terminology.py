@@ -10,7 +10,8 @@ import pytest
 
 from conftest import write_lines
 from tinytrans.errors import UserError
-from tinytrans.terminology import (MAX_PHRASES, Glossary, check_phrases, count_lines,
+from tinytrans.terminology import (MAX_PHRASES, Glossary, TermMatch, check_phrases, count_lines,
+                                   place_terms,
                                    read_constraints, read_glossary)
 
 
@@ -147,3 +148,51 @@ def test_a_glossary_of_100000_terms_is_applied_at_the_speed_of_a_small_one():
     found = [terms.constraints_for(line) for line in lines]
     assert found[5] == ["roter Hund", "Ziel5"]
     assert all(f[0] == "roter Hund" and f[1] == f"Ziel{i}" for i, f in enumerate(found))
+
+
+# ---------------------------------------------------------------------------------------------
+# Placing terms by alignment
+
+FREE = "Ein Mann fährt ein Fahrrad, während zwei Hunde rennen."
+#        0    1    2     3    4         5       6    7     8
+#  source: A(0) man(1) rides(2) a(3) bike(4) while(5) two(6) dogs(7) run.(8)
+ALIGNED = [(0, 0), (1, 1), (2, 2), (4, 3), (4, 4), (5, 5), (6, 6), (7, 7), (8, 8)]
+
+
+def test_a_term_replaces_the_longest_word_aligned_to_its_source_and_keeps_punctuation():
+    text, alignment = place_terms(FREE, ALIGNED, [TermMatch(4, 4, "Drahtesel")])
+    assert text == "Ein Mann fährt ein Drahtesel, während zwei Hunde rennen."
+    assert alignment == ALIGNED  # one word for one word
+
+
+def test_a_term_of_several_words_replaces_the_span_and_the_alignment_follows():
+    text, alignment = place_terms(FREE, ALIGNED, [TermMatch(4, 4, "alter Drahtesel")])
+    assert text == "Ein Mann fährt alter Drahtesel, während zwei Hunde rennen."
+    assert alignment == [(0, 0), (1, 1), (2, 2), (4, 3), (4, 4), (5, 5), (6, 6), (7, 7), (8, 8)]
+    text, alignment = place_terms(FREE, ALIGNED, [TermMatch(4, 4, "Der Alte Drahtesel")])
+    assert text == "Ein Mann fährt Der Alte Drahtesel, während zwei Hunde rennen."
+    assert alignment[-1] == (8, 9) and (4, 3) in alignment and (4, 4) in alignment
+
+
+def test_several_terms_each_in_its_place():
+    matches = [TermMatch(1, 1, "Kerl"), TermMatch(7, 7, "Köter")]
+    assert place_terms(FREE, ALIGNED, matches)[0] == \
+        "Ein Kerl fährt ein Fahrrad, während zwei Köter rennen."
+
+
+def test_a_term_already_there_is_left_alone():
+    assert place_terms(FREE, ALIGNED, [TermMatch(4, 4, "Fahrrad")]) == (FREE, ALIGNED)
+
+
+@pytest.mark.parametrize("alignment, matches", [
+    ([(0, 0)], [TermMatch(4, 4, "Drahtesel")]),  # nothing aligned to the source term
+    (ALIGNED + [(1, 4)], [TermMatch(1, 1, "Kerl"), TermMatch(4, 4, "Drahtesel")]),  # one word, two terms
+])
+def test_a_term_that_cannot_be_placed_says_so(alignment, matches):
+    assert place_terms(FREE, alignment, matches) is None
+
+
+def test_matches_name_the_whitespace_words_of_the_source_term():
+    terms = Glossary.from_pairs({"bike": "Drahtesel", "ice cream": "Eis", "mail": "Post"})
+    assert terms.matches("A bike, ice  cream and e-mail.") == [
+        TermMatch(1, 1, "Drahtesel"), TermMatch(2, 3, "Eis"), TermMatch(5, 5, "Post")]

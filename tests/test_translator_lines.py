@@ -107,12 +107,42 @@ def test_constrained_batch_equals_lines_alone(translator):
     assert together == alone
 
 
-def test_glossary_terms_become_constraints(translator):
+def test_glossary_terms_become_constraints_with_method_constrain(translator):
     glossary = Glossary.from_pairs({"man": "Fahrrad", "woman": "Apfel"})
     lines = ["A man is here.", "The woman sings.", "A dog runs."]
-    results = texts(translator, lines, options=LineOptions(glossary=glossary))
+    results = texts(translator, lines, options=LineOptions(glossary=glossary,
+                                                           glossary_method="constrain"))
     assert "Fahrrad" in results[0] and "Apfel" in results[1]
     assert results[2] == texts(translator, lines[2:])[0]
+
+
+def test_glossary_terms_are_placed_and_the_rest_of_the_translation_kept(translator):
+    """The default: the free translation, with the word aligned to the source term (the longest
+    of them) replaced by the term, and every other word as the model wrote it."""
+    glossary = Glossary.from_pairs({"man": "Drahtesel", "woman": "Apfel", "house": "Bude"})
+    lines = LINES[:6] + ["A man is here.", "The woman sings.", "A dog runs."]
+    plain = texts(translator, lines, options=LineOptions(alignment=True))
+    placed = list(translator.translate(lines, SearchConfig(beam=3),
+                                       options=LineOptions(glossary=glossary, alignment=True)))
+    for line, before, after in zip(lines, plain, placed):
+        targets = glossary.constraints_for(line)
+        if not targets:
+            assert after.text == before
+            continue
+        for target in targets:
+            assert target in after.text.split(), (line, after.text)
+        old, new = before.split(), after.text.split()
+        assert len(new) == len(old) and sum(a != b for a, b in zip(old, new)) <= len(targets)
+        assert all(t < len(new) for _, t in after.alignments[0])
+
+
+def test_a_term_that_cannot_be_placed_is_searched_for_instead(translator, monkeypatch):
+    monkeypatch.setattr("tinytrans.lines.place_terms", lambda *args: None)
+    glossary = Glossary.from_pairs({"man": "Drahtesel"})
+    placed = texts(translator, ["A man is here."], options=LineOptions(glossary=glossary))
+    constrained = texts(translator, ["A man is here."],
+                        options=LineOptions(glossary=glossary, glossary_method="constrain"))
+    assert placed == constrained and "Drahtesel" in placed[0]
 
 
 def test_constraints_must_pair_with_the_lines(translator):

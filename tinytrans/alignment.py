@@ -165,19 +165,38 @@ def word_alignment(cross: torch.Tensor, source_pieces: list[str], target_pieces:
     of their whitespace words (see align_words_to_text); else of the words the pieces spell.
     An empty source or target gives [].
     """
+    words = word_attention(cross, source_pieces, target_pieces, layer, source_text, target_text)
+    # argmax returns the first of equal maxima: ties go to the leftmost source word
+    return [(int(s), t) for t, s in enumerate(words.argmax(dim=1).tolist())] if words.numel() else []
+
+
+def source_word_alignment(cross: torch.Tensor, source_pieces: list[str],
+                          target_pieces: list[str], layer: int | None = None,
+                          source_text: str | None = None,
+                          target_text: str | None = None) -> list[tuple[int, int]]:
+    """The other direction: (source word, target word) pairs, one per source word, its target
+    word the one that attended to it most. Where no target word has a source word as its own
+    argmax (word_alignment), this still says where it went. Arguments as word_alignment's."""
+    words = word_attention(cross, source_pieces, target_pieces, layer, source_text, target_text)
+    return [(s, int(t)) for s, t in enumerate(words.argmax(dim=0).tolist())] if words.numel() else []
+
+
+def word_attention(cross: torch.Tensor, source_pieces: list[str], target_pieces: list[str],
+                   layer: int | None = None, source_text: str | None = None,
+                   target_text: str | None = None) -> torch.Tensor:
+    """The attention between words, (target words, source words): rule steps 1-3 of the module
+    docstring. Empty (0 x 0) when either side has no word."""
     check_shape(cross, len(source_pieces), len(target_pieces))
     target_groups = word_groups(target_pieces, target_text)
     source_groups = word_groups(source_pieces, source_text)
     if not target_groups or not source_groups:
-        return []
+        return torch.zeros(0, 0)
     pieces = piece_attention(cross, alignment_layer(cross.size(0), layer))  # (T - 1, S - 1)
     # A row is a distribution over source pieces; summing a word's columns gives the attention
     # that word received as a whole, however many pieces SentencePiece cut it into. Summing a
     # target word's rows weighs each of its pieces' steps equally (a mean, for the argmax).
-    words = membership(target_groups, pieces.size(0)) @ pieces \
+    return membership(target_groups, pieces.size(0)) @ pieces \
         @ membership(source_groups, pieces.size(1)).T  # (Wt, Ws)
-    # argmax returns the first of equal maxima: ties go to the leftmost source word
-    return [(int(s), t) for t, s in enumerate(words.argmax(dim=1).tolist())]
 
 
 def check_shape(cross: torch.Tensor, source_length: int, target_length: int) -> None:

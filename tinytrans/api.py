@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 
 from tinytrans.attention import SentenceAttention, sentence_attention
-from tinytrans.config import DEVICES, INFERENCE_PRECISIONS, SearchConfig, sample_option
+from tinytrans.config import (DEVICES, GLOSSARY_METHODS, INFERENCE_PRECISIONS, SearchConfig,
+                              sample_option)
 from tinytrans.errors import UserError
 from tinytrans.terminology import Glossary, check_phrases
 from tinytrans.tokenizer import EOS_ID
@@ -66,7 +67,8 @@ class TranslationModel:
                   max_len_a: float = SearchConfig.max_len_a,
                   max_len_b: int = SearchConfig.max_len_b,
                   constraints: Iterable[Iterable[str]] | None = None,
-                  glossary: dict[str, str] | None = None, alignment: bool = False,
+                  glossary: dict[str, str] | None = None, glossary_method: str = "place",
+                  alignment: bool = False,
                   split_sentences: bool = True, sample: int | str | None = None,
                   temperature: float = SearchConfig.temperature,
                   top_p: float = SearchConfig.top_p, seed: int = SearchConfig.seed) -> list:
@@ -75,11 +77,13 @@ class TranslationModel:
         With `nbest`, each sentence gets instead a list of up to `nbest` (score, text) pairs, best
         first; the score is the log-probability divided by length^lenpen (length counts EOS).
         constraints: per sentence, target phrases its translation must contain; glossary:
-        {source term: target term}, applied wherever a source term occurs. alignment=True: each
-        result becomes (text, [(source word, target word), ...]), or (score, text, pairs) in an
-        n-best list. split_sentences: True (the default) translates each sentence of a line
-        apart and joins them back; False keeps each line whole (too long: cut, with a warning). sample: K or "all" draws
-        translations (nbest of them) instead of searching, with temperature, top_p and seed.
+        {source term: target term}, applied wherever a source term occurs, by glossary_method
+        ("place": put where the source term was translated; "constrain": searched for).
+        alignment=True: each result becomes (text, [(source word, target word), ...]), or
+        (score, text, pairs) in an n-best list. split_sentences: True (the default) translates
+        each sentence of a line apart and joins them back; False keeps each line whole (too
+        long: cut, with a warning). sample: K or "all" draws translations (nbest of them)
+        instead of searching, with temperature, top_p and seed.
         """
         cfg = _search_config(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
                              nbest=1 if nbest is None else nbest,
@@ -87,7 +91,8 @@ class TranslationModel:
                              temperature=temperature, top_p=top_p, seed=seed)
         sentences = _sentences("sentences", sentences)
         options = LineOptions(_bool("split_sentences", split_sentences),
-                              _bool("alignment", alignment), _glossary(glossary))
+                              _bool("alignment", alignment), _glossary(glossary),
+                              _choice("glossary_method", glossary_method, GLOSSARY_METHODS))
         phrases = None if constraints is None else _constraints(constraints, len(sentences))
         results = self.translator.translate(sentences, cfg, warn=_warn, options=options,
                                             constraints=phrases)
@@ -179,6 +184,12 @@ def _search_config(**fields: object) -> SearchConfig:
         return SearchConfig(**values)
     except UserError as error:
         raise UserError(_argument_names(str(error))) from None
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise UserError(f"{name}: {_shown(value)} must be one of {', '.join(choices)}")
+    return value
 
 
 def _bool(name: str, value: object) -> bool:

@@ -36,7 +36,7 @@ except ImportError:  # older typer runs on click itself
 
 from tinytrans import __version__
 from tinytrans.config import (ATTENTION_KINDS, BLEU_TOKENIZE, DEVICES, ENGINES, EXPORT_FORMATS,
-                              INFERENCE_PRECISIONS, LR_SCHEDULES, MODEL_TYPES, PRECISIONS, PRESETS,
+                              GLOSSARY_METHODS, INFERENCE_PRECISIONS, LR_SCHEDULES, MODEL_TYPES, PRECISIONS, PRESETS,
                               QUANTIZATIONS, UTF8_POLICIES, DataConfig, SearchConfig,
                               ServeConfig, sample_option)
 from tinytrans.errors import UserError
@@ -47,6 +47,7 @@ Device = Literal[DEVICES]  # type: ignore[valid-type]
 Precision = Literal[PRECISIONS]  # type: ignore[valid-type]
 InferencePrecision = Literal[INFERENCE_PRECISIONS]  # type: ignore[valid-type]
 Utf8Policy = Literal[UTF8_POLICIES]  # type: ignore[valid-type]
+GlossaryMethodName = Literal[GLOSSARY_METHODS]  # type: ignore[valid-type]
 LrSchedule = Literal[LR_SCHEDULES]  # type: ignore[valid-type]
 AttentionKind = Literal[ATTENTION_KINDS]  # type: ignore[valid-type]
 ExportFormat = Literal[EXPORT_FORMATS]  # type: ignore[valid-type]
@@ -475,6 +476,7 @@ SearchBatchTokens = Annotated[int, typer.Option(help="Source tokens x beam per b
 SplitSentences = Annotated[bool, typer.Option("--split-sentences/--no-split-sentences", help="Translate each line sentence by sentence, joined back into one line (the default); the no form keeps each line whole, and cuts one too long for the model.")]
 EngineOption = Annotated[Engine, typer.Option(help="torch: the run directory's PyTorch model; ctranslate2: a directory 'tinytrans export' wrote, in C++ (no constraints, alignments or attention).")]
 GlossaryFile = Annotated[Optional[Path], typer.Option("--glossary", help="TSV of 'source term<TAB>target term': where a source term occurs, its target term must appear.")]
+GlossaryMethod = Annotated[GlossaryMethodName, typer.Option("--glossary-method", help="place: translate, then put each term where its source term was translated (by word alignment); constrain: make the search include each term.")]
 
 
 @app.command()
@@ -495,6 +497,7 @@ def translate(
     output: Annotated[Optional[Path], typer.Option("--output", help="Write here instead of stdout (replaced only when complete).")] = None,
     constraints: Annotated[Optional[Path], typer.Option("--constraints", help="One line per input line: target phrases that must appear, tab-separated (empty line: none).")] = None,
     glossary: GlossaryFile = None,
+    glossary_method: GlossaryMethod = "place",
     split_sentences: SplitSentences = True,
     alignment: Annotated[bool, typer.Option("--alignment", help="Append a tab and the word alignment: pairs of word indices, source-target (0-0 1-2 ...).")] = False,
     sample: Annotated[Optional[str], typer.Option("--sample", metavar="K|all", help="Sample translations instead of searching: each token from the K most probable, or from all.")] = None,
@@ -514,7 +517,8 @@ def translate(
                        temperature=temperature, top_p=top_p, seed=seed)
     check_sampling_alone(cfg, constraints is not None or glossary is not None)
     options = LineOptions(split_sentences, alignment,
-                          read_glossary(glossary) if glossary is not None else None)
+                          read_glossary(glossary) if glossary is not None else None,
+                          glossary_method)
     phrases = constraints_for(constraints, input) if constraints is not None else None
     if output is not None:
         # Checked before anything is opened for writing: the output would replace the input.

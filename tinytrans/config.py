@@ -216,6 +216,7 @@ class SearchConfig:
         return self.nbest if self.sampling else self.beam
 
 
+GLOSSARY_METHODS = ("place", "constrain")  # how glossary terms enter a translation (lines.py)
 ENGINES = ("torch", "ctranslate2")  # what runs the search: translate/serve --engine
 MAX_BEAM = 16  # a request to `tinytrans serve` may ask for this beam at most
 

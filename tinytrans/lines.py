@@ -15,7 +15,7 @@ second needs none.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -23,7 +23,7 @@ import numpy as np
 from tinytrans.config import SearchConfig
 from tinytrans.errors import UserError
 from tinytrans.sentences import join_translations, split_sentences, split_to_fit
-from tinytrans.terminology import Glossary
+from tinytrans.terminology import Alignment, Glossary, TermMatch, place_terms
 from tinytrans.textio import LineCounter, decode_line
 from tinytrans.tokenizer import UNK_ID, Tokenizer
 
@@ -38,7 +38,6 @@ class Found(Protocol):
     score: float
 
 
-Alignment = list[tuple[int, int]]  # (source word, target word) pairs, by target word
 
 
 @dataclass(frozen=True)
@@ -56,7 +55,12 @@ class LineOptions:
     # sentences drops some of a paragraph's); False: each line whole, cut if too long
     split_sentences: bool = True
     alignment: bool = False  # align the words of each translation with its source's
-    glossary: Glossary | None = None  # source terms whose target terms become constraints
+    glossary: Glossary | None = None  # source terms whose target terms each translation holds
+    # How a glossary's terms get into the translation: "place" translates freely, then puts each
+    # term where the words aligned to its source term are (terminology.place_terms);
+    # "constrain" makes the search include them (constraints.py), which for a term the model
+    # would not choose itself tends to translate the source word too, or cut the sentence
+    glossary_method: str = "place"
 
 
 @dataclass
@@ -67,8 +71,12 @@ class Segment:
     text: str
     ids: np.ndarray  # source piece ids, without EOS
     phrases: list[Phrase]  # target piece ids the translation must contain
+    terms: list[TermMatch] = field(default_factory=list)  # glossary terms to place (method place)
+    term_phrases: list[Phrase] = field(default_factory=list)  # theirs, if they cannot be placed
     found: list[Found] | None = None  # filled by the engine
-    alignments: list[Alignment] | None = None
+    alignments: list[Alignment] | None = None  # one per hypothesis
+    source_alignments: list[Alignment] | None = None  # the other way, for placing terms
+    texts: list[str] | None = None  # the hypotheses' texts with their terms placed
 
 
 class LineTranslator:
@@ -133,6 +141,7 @@ class LineTranslator:
                                                  np.asarray(ids, dtype=np.int64), phrases,
                                                  options, warn)]
         self.search_segments([s for s in segments if len(s.ids)], cfg, options)
+        self.place_terms([s for s in segments if s.terms and s.found], cfg, options)
         by_line: list[list[Segment]] = [[] for _ in chunk]
         for segment in segments:
             by_line[segment.line].append(segment)
@@ -155,11 +164,35 @@ class LineTranslator:
         result = []
         for k, text in enumerate(texts):
             found = list(phrases if k == 0 else [])
-            if options.glossary is not None:
-                found += [t for t in options.glossary.constraints_for(text) if t not in found]
+            terms = options.glossary.matches(text) if options.glossary is not None else []
+            targets = list(dict.fromkeys(m.target for m in terms if m.target not in found))
+            if options.glossary_method == "constrain":
+                found, terms = found + targets, []
             result.append(Segment(index, text, ids if len(texts) == 1 else self._encode(text),
-                                  self.phrase_ids(found, number, warn) if found else []))
+                                  self.phrase_ids(found, number, warn) if found else [], terms,
+                                  self.phrase_ids(targets, number, warn) if terms else []))
         return result
+
+    def place_terms(self, segments: list[Segment], cfg: SearchConfig,
+                    options: LineOptions) -> None:
+        """Each searched segment's glossary terms put in place in every hypothesis
+        (terminology.place_terms, with the alignments the engine made for them); a segment
+        where one cannot be placed is searched again with its terms as constraints."""
+        unplaced = []
+        for segment in segments:
+            texts = self.tgt_tok.decode([h.tokens for h in segment.found])
+            placed = [place_terms(text, alignment, segment.terms, other_way)
+                      for text, alignment, other_way
+                      in zip(texts, segment.alignments or [], segment.source_alignments or [])]
+            if len(placed) != len(texts) or None in placed:
+                unplaced.append(segment)
+                continue
+            segment.texts = [text for text, _ in placed]
+            segment.alignments = [pairs for _, pairs in placed]
+        for segment in unplaced:
+            segment.phrases, segment.terms = segment.phrases + segment.term_phrases, []
+        if unplaced:
+            self.search_segments(unplaced, cfg, options)
 
     def cut_to_fit(self, ids: np.ndarray, number: int, warn: Warn | None) -> np.ndarray:
         """Line `number`'s source ids cut to the model's maximum source length, with a warning."""
@@ -195,7 +228,8 @@ class LineTranslator:
         words before them (`line_words`: the line's whitespace words, which they stay within)."""
         if all(not p.found for p in parts):
             return Translation("", [], [[]] if alignment else None)
-        texts = [self.tgt_tok.decode([h.tokens for h in p.found]) if p.found else [""]
+        texts = [p.texts if p.texts is not None else
+                 self.tgt_tok.decode([h.tokens for h in p.found]) if p.found else [""]
                  for p in parts]
         n = max(len(t) for t in texts)
         nbest, alignments = [], []

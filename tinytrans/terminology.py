@@ -14,6 +14,7 @@ source term occurs.
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -113,18 +114,30 @@ class Glossary:
         return cls(dict(pairs), trie)
 
     def constraints_for(self, line: str) -> list[str]:
-        """The target terms of the source terms found in `line`, in order of appearance: at
-        each token from the left, the longest term that begins there (as whole words), then on
-        after it."""
+        """The target terms of the source terms found in `line`, in order of appearance, each
+        once."""
+        found: list[str] = []
+        for match in self.matches(line):
+            if match.target not in found:
+                found.append(match.target)
+        return found
+
+    def matches(self, line: str) -> list[TermMatch]:
+        """Every source term found in `line`, in order: at each token from the left, the longest
+        term that begins there (as whole words), then on after it. Each match names the
+        whitespace words of `line` it covers."""
         if not self.trie:
             return []
         spans = [(m.group(), m.start(), m.end()) for m in _TOKEN.finditer(line)]
-        found: list[str] = []
+        word_ends = [m.end() for m in re.finditer(r"\S+", line)]
+        found: list[TermMatch] = []
         i = 0
         while i < len(spans):
             last, source = self._longest_at(line, spans, i)
-            if source is not None and self.terms[source] not in found:
-                found.append(self.terms[source])
+            if source is not None:
+                found.append(TermMatch(bisect.bisect_right(word_ends, spans[i][1]),
+                                       bisect.bisect_left(word_ends, spans[last][2]),
+                                       self.terms[source]))
             i = last + 1
         return found
 
@@ -192,3 +205,85 @@ def read_glossary(path: Path) -> Glossary:
     if not pairs:
         raise UserError(f"{path}: the glossary has no terms")
     return Glossary.from_pairs(pairs)
+
+
+# ---------------------------------------------------------------------------------------------
+# Placing terms by alignment
+
+@dataclass(frozen=True)
+class TermMatch:
+    """A glossary term found in a line: the whitespace words its source term covers."""
+
+    first_word: int
+    last_word: int
+    target: str
+
+
+# Word alignments, as every module passes them: (source word, target word) pairs, by target word
+Alignment = list[tuple[int, int]]
+
+
+def place_terms(text: str, alignment: Alignment, matches: list[TermMatch],
+                other_way: Alignment = ()) -> tuple[str, Alignment] | None:
+    """`text` (a translation) with each term put where its source term was translated: the
+    target words aligned to the source term's words give way to the term, the rest of the
+    translation stays as the model wrote it. A term the text already holds is left alone.
+
+    One aligned word is replaced by a one-word term: the longest of them (in "ein Fahrrad" the
+    noun, not the article); a several-word term replaces the span of its aligned words. Leading
+    and trailing punctuation of the replaced words stays ("Fahrrad," -> "Drahtesel,"). The
+    alignment comes back with the target indices moved to the new words.
+
+    Where no target word is aligned to the source term's words, `other_way` (each source
+    word's most attending target word: alignment.source_word_alignment) says where it went.
+    None where a term cannot be placed even so (or two terms would take the same words): the
+    caller then makes the search include it instead.
+    """
+    words = text.split()
+    spans: list[tuple[int, int, str]] = []
+    for match in matches:
+        if _holds(words, match.target):
+            continue
+        aligned = _aligned(alignment, match, len(words)) or _aligned(other_way, match, len(words))
+        if not aligned:
+            return None
+        if len(match.target.split()) == 1:
+            longest = max(aligned, key=lambda t: (len(_core(words[t])[1]), -t))
+            span = (longest, longest)
+        else:
+            span = (aligned[0], aligned[-1])
+        if any(a <= span[1] and span[0] <= b for a, b, _ in spans):
+            return None
+        spans.append((*span, match.target))
+    for first, last, target in sorted(spans, reverse=True):  # from the right: indices stay valid
+        alignment = _moved(alignment, first, last, len(target.split()))
+        lead, trail = _core(words[first])[0], _core(words[last])[2]
+        words[first:last + 1] = (lead + target + trail).split()
+    return " ".join(words), alignment
+
+
+def _aligned(alignment: Alignment, match: TermMatch, n_words: int) -> list[int]:
+    """The target words the alignment links to the match's source words, in order."""
+    return sorted({t for s, t in alignment if match.first_word <= s <= match.last_word
+                   and t < n_words})
+
+
+def _holds(words: list[str], term: str) -> bool:
+    """Whether the words hold `term` as whole words (punctuation around them aside)."""
+    wanted = term.split()
+    cores = [_core(w)[1] for w in words]
+    return any(cores[i:i + len(wanted)] == wanted for i in range(len(cores) - len(wanted) + 1))
+
+
+def _core(word: str) -> tuple[str, str, str]:
+    """(leading punctuation, the word, trailing punctuation): '"Rad,' -> ('"', 'Rad', ',')."""
+    start = next((i for i, c in enumerate(word) if c.isalnum()), len(word))
+    end = next((i for i in range(len(word), start, -1) if word[i - 1].isalnum()), start)
+    return word[:start], word[start:end], word[end:]
+
+
+def _moved(alignment: Alignment, first: int, last: int, new: int) -> Alignment:
+    """Target indices after words first..last become `new` words."""
+    shift = new - (last - first + 1)
+    return [(s, t if t < first else first + min(t - first, new - 1) if t <= last else t + shift)
+            for s, t in alignment]

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tinytrans.alignment import word_alignment
+from tinytrans.alignment import source_word_alignment, word_alignment
 from tinytrans.average import resolve_with_average
 from tinytrans.checkpoint import load_model_weights
 from tinytrans.config import SearchConfig
@@ -97,7 +97,7 @@ class Translator(LineTranslator):
             found = self.translate_batch([s.ids for s in rows], cfg, [s.phrases for s in rows])
             for segment, hyps in zip(rows, found):
                 segment.found = hyps
-            if options.alignment:
+            if options.alignment or any(s.terms for s in rows):  # terms are placed by them
                 self.align(rows)
 
     def align(self, segments: list[Segment]) -> None:
@@ -113,13 +113,16 @@ class Translator(LineTranslator):
         cross = torch.stack(recorded.cross, dim=1).float().cpu()  # (B, L, H, T, S)
         row = 0
         for segment in segments:
-            segment.alignments = []
+            segment.alignments, segment.source_alignments = [], []
             for hyp in segment.found:
                 S, T = len(sources[row]) + 1, len(hyp.tokens) + 1  # with </s>; the rest: padding
-                segment.alignments.append(word_alignment(
-                    cross[row, :, :, :T, :S], self.src_tok.sp.id_to_piece(sources[row].tolist()),
-                    self.tgt_tok.sp.id_to_piece(hyp.tokens), source_text=segment.text,
-                    target_text=self.tgt_tok.decode([hyp.tokens])[0]))
+                args = (cross[row, :, :, :T, :S], self.src_tok.sp.id_to_piece(sources[row].tolist()),
+                        self.tgt_tok.sp.id_to_piece(hyp.tokens))
+                texts = dict(source_text=segment.text,
+                             target_text=self.tgt_tok.decode([hyp.tokens])[0])
+                segment.alignments.append(word_alignment(*args, **texts))
+                if segment.terms:  # where each source word went, for placing terms
+                    segment.source_alignments.append(source_word_alignment(*args, **texts))
                 row += 1
 
     def score(self, sources: list[str], targets: list[str],
