@@ -113,6 +113,12 @@ def evaluate(sources, references, entries_of, plain, outputs) -> dict:
             "sentences": n}
 
 
+def signature() -> str:
+    bleu = sacrebleu.BLEU()
+    bleu.corpus_score(["a"], [["a"]])
+    return str(bleu.get_signature())
+
+
 def row(split: str, method: str, m: dict, seconds: float) -> str:
     ok = m["terms"] >= 0.95 and m["twice"] <= 0.05 and m["after_end"] <= 0.02 and \
         m["cut"] <= 0.02 and m["bleu"] >= m["baseline"] - 1
@@ -160,7 +166,7 @@ def main() -> None:
         [r for r in rows if r.startswith("  - ")]
     rows += ["", f"- model: {run_dir} (checkpoint best), beam 5, fp32, CPU; glossary: "
              + ", ".join(f"{s} -> {t}" for s, (t, _) in ENTRIES.items())
-             + f"; BLEU signature: {sacrebleu.BLEU().get_signature()}"]
+             + f"; BLEU signature: {signature()}"]
     record("Terminology: glossary terms the model would not choose, Multi30k en-de", rows)
 
 

@@ -10,9 +10,8 @@ import pytest
 
 from conftest import write_lines
 from tinytrans.errors import UserError
-from tinytrans.terminology import (MAX_PHRASES, Glossary, TermMatch, check_phrases, count_lines,
-                                   place_terms,
-                                   read_constraints, read_glossary)
+from tinytrans.terminology import (MAX_PHRASES, Glossary, TermLinks, TermMatch, check_phrases,
+                                   count_lines, place_terms, read_constraints, read_glossary)
 
 
 def glossary(**pairs: str) -> Glossary:
@@ -157,39 +156,49 @@ FREE = "Ein Mann fährt ein Fahrrad, während zwei Hunde rennen."
 #        0    1    2     3    4         5       6    7     8
 #  source: A(0) man(1) rides(2) a(3) bike(4) while(5) two(6) dogs(7) run.(8)
 ALIGNED = [(0, 0), (1, 1), (2, 2), (4, 3), (4, 4), (5, 5), (6, 6), (7, 7), (8, 8)]
+HEADS = [(0, 0), (1, 1), (2, 2), (3, 3), (4, 3), (5, 5), (6, 6), (7, 7), (8, 8)]  # bike -> "ein"
+LINKS = TermLinks(ALIGNED, HEADS)
 
 
-def test_a_term_replaces_the_longest_word_aligned_to_its_source_and_keeps_punctuation():
-    text, alignment = place_terms(FREE, ALIGNED, [TermMatch(4, 4, "Drahtesel")])
+def test_a_term_replaces_the_noun_its_source_word_went_to_and_keeps_punctuation():
+    """bike's most attending word is the article; the run of words linked to bike goes on to
+    the noun, which the term replaces."""
+    text, shown = place_terms(FREE, LINKS, [TermMatch(4, 4, "Drahtesel")], ALIGNED)
     assert text == "Ein Mann fährt ein Drahtesel, während zwei Hunde rennen."
-    assert alignment == ALIGNED  # one word for one word
+    assert shown == ALIGNED  # one word for one word
 
 
 def test_a_term_of_several_words_replaces_the_span_and_the_alignment_follows():
-    text, alignment = place_terms(FREE, ALIGNED, [TermMatch(4, 4, "alter Drahtesel")])
-    assert text == "Ein Mann fährt alter Drahtesel, während zwei Hunde rennen."
-    assert alignment == [(0, 0), (1, 1), (2, 2), (4, 3), (4, 4), (5, 5), (6, 6), (7, 7), (8, 8)]
-    text, alignment = place_terms(FREE, ALIGNED, [TermMatch(4, 4, "Der Alte Drahtesel")])
+    text, shown = place_terms(FREE, LINKS, [TermMatch(4, 4, "Der Alte Drahtesel")], ALIGNED)
     assert text == "Ein Mann fährt Der Alte Drahtesel, während zwei Hunde rennen."
-    assert alignment[-1] == (8, 9) and (4, 3) in alignment and (4, 4) in alignment
+    assert shown == [(0, 0), (1, 1), (2, 2), (4, 3), (4, 4), (5, 6), (6, 7), (7, 8), (8, 9)]
 
 
 def test_several_terms_each_in_its_place():
     matches = [TermMatch(1, 1, "Kerl"), TermMatch(7, 7, "Köter")]
-    assert place_terms(FREE, ALIGNED, matches)[0] == \
+    assert place_terms(FREE, LINKS, matches)[0] == \
         "Ein Kerl fährt ein Fahrrad, während zwei Köter rennen."
 
 
 def test_a_term_already_there_is_left_alone():
-    assert place_terms(FREE, ALIGNED, [TermMatch(4, 4, "Fahrrad")]) == (FREE, ALIGNED)
+    assert place_terms(FREE, LINKS, [TermMatch(4, 4, "Fahrrad")], ALIGNED) == (FREE, ALIGNED)
 
 
-@pytest.mark.parametrize("alignment, matches", [
-    ([(0, 0)], [TermMatch(4, 4, "Drahtesel")]),  # nothing aligned to the source term
-    (ALIGNED + [(1, 4)], [TermMatch(1, 1, "Kerl"), TermMatch(4, 4, "Drahtesel")]),  # one word, two terms
+@pytest.mark.parametrize("links, matches", [
+    (TermLinks([(0, 0)], [(0, 0)]), [TermMatch(4, 4, "Drahtesel")]),  # nothing links bike
+    (TermLinks(ALIGNED + [(1, 4)], [(1, 4), (4, 4)]),
+     [TermMatch(1, 1, "Kerl"), TermMatch(4, 4, "Drahtesel")]),  # one word, two terms
 ])
-def test_a_term_that_cannot_be_placed_says_so(alignment, matches):
-    assert place_terms(FREE, alignment, matches) is None
+def test_a_term_that_cannot_be_placed_says_so(links, matches):
+    assert place_terms(FREE, links, matches) is None
+
+
+def test_either_direction_alone_places_a_term():
+    free = "Eine Frau sitzt."
+    assert place_terms(free, TermLinks([(0, 0), (2, 2)], [(1, 1)]),
+                       [TermMatch(1, 1, "Dame")])[0] == "Eine Dame sitzt."
+    assert place_terms(free, TermLinks([(1, 0), (1, 1), (2, 2)], []),
+                       [TermMatch(1, 1, "Dame")])[0] == "Eine Dame sitzt."
 
 
 def test_matches_name_the_whitespace_words_of_the_source_term():

@@ -37,6 +37,10 @@ from tinytrans.errors import UserError
 # --print-alignment averages the last layer's heads instead; layer=-1 gives that. Negative
 # indices count from the top; a model with a single decoder layer uses that layer.
 ALIGNMENT_LAYER_DEFAULT = -2
+# Placing glossary terms (terminology.place_terms) reads the mean of the two layers below the
+# top: on Multi30k's validation set with a 4-layer decoder, the source word translated twice
+# after placing went from 6.3% (layer -2 alone) to 4.5% (bench/terminology.py, RESULTS.md)
+PLACEMENT_LAYERS = (-3, -2)
 
 SPACE = "\u2581"  # "▁", SentencePiece's visible mark for the whitespace before a word
 # The names SentencePiece gives to the reserved pad, BOS and EOS ids (tokenizer.py keeps them).
@@ -155,13 +159,13 @@ def alignment_layer(n_layers: int, layer: int | None = None) -> int:
 
 
 def word_alignment(cross: torch.Tensor, source_pieces: list[str], target_pieces: list[str],
-                   layer: int | None = None, source_text: str | None = None,
+                   layer: int | tuple[int, ...] | None = None, source_text: str | None = None,
                    target_text: str | None = None) -> list[tuple[int, int]]:
     """(source word, target word) pairs, one per target word, in target order.
 
     cross: (L, H, T, S) as in SentenceAttention, for pieces given WITHOUT their </s> (so T =
     len(target_pieces) + 1, S = len(source_pieces) + 1). `layer`: an index, negative from the
-    top; None: ALIGNMENT_LAYER_DEFAULT. With `source_text` / `target_text`, the indices are those
+    top, or several (their mean); None: ALIGNMENT_LAYER_DEFAULT. With `source_text` / `target_text`, the indices are those
     of their whitespace words (see align_words_to_text); else of the words the pieces spell.
     An empty source or target gives [].
     """
@@ -171,18 +175,19 @@ def word_alignment(cross: torch.Tensor, source_pieces: list[str], target_pieces:
 
 
 def source_word_alignment(cross: torch.Tensor, source_pieces: list[str],
-                          target_pieces: list[str], layer: int | None = None,
+                          target_pieces: list[str], layer: int | tuple[int, ...] | None = None,
                           source_text: str | None = None,
                           target_text: str | None = None) -> list[tuple[int, int]]:
     """The other direction: (source word, target word) pairs, one per source word, its target
-    word the one that attended to it most. Where no target word has a source word as its own
-    argmax (word_alignment), this still says where it went. Arguments as word_alignment's."""
+    word the one that attended to it most (per piece: a word of many pieces is not favoured).
+    This names the word that translates it, where word_alignment may link the article too
+    ("Eine Frau" <- "woman"), or nothing. Arguments as word_alignment's."""
     words = word_attention(cross, source_pieces, target_pieces, layer, source_text, target_text)
     return [(s, int(t)) for s, t in enumerate(words.argmax(dim=0).tolist())] if words.numel() else []
 
 
 def word_attention(cross: torch.Tensor, source_pieces: list[str], target_pieces: list[str],
-                   layer: int | None = None, source_text: str | None = None,
+                   layer: int | tuple[int, ...] | None = None, source_text: str | None = None,
                    target_text: str | None = None) -> torch.Tensor:
     """The attention between words, (target words, source words): rule steps 1-3 of the module
     docstring. Empty (0 x 0) when either side has no word."""
@@ -191,12 +196,18 @@ def word_attention(cross: torch.Tensor, source_pieces: list[str], target_pieces:
     source_groups = word_groups(source_pieces, source_text)
     if not target_groups or not source_groups:
         return torch.zeros(0, 0)
-    pieces = piece_attention(cross, alignment_layer(cross.size(0), layer))  # (T - 1, S - 1)
+    n = cross.size(0)
+    # several layers name those a model of n layers has (-3 of a 2-layer model is its first)
+    layers = sorted({max(-n, min(k, n - 1)) % n for k in layer}) if isinstance(layer, tuple) \
+        else [alignment_layer(n, layer)]
+    pieces = piece_attention(cross, layers)  # (T - 1, S - 1)
     # A row is a distribution over source pieces; summing a word's columns gives the attention
-    # that word received as a whole, however many pieces SentencePiece cut it into. Summing a
-    # target word's rows weighs each of its pieces' steps equally (a mean, for the argmax).
-    return membership(target_groups, pieces.size(0)) @ pieces \
-        @ membership(source_groups, pieces.size(1)).T  # (Wt, Ws)
+    # that word received as a whole, however many pieces SentencePiece cut it into. A target
+    # word's rows are averaged: each of its pieces' steps weighs equally, and a long word does
+    # not outweigh a short one when a source word's column is searched for its translation.
+    rows = membership(target_groups, pieces.size(0))  # (Wt, T - 1)
+    rows = rows / rows.sum(dim=1, keepdim=True)  # a mean over the word's pieces
+    return rows @ pieces @ membership(source_groups, pieces.size(1)).T  # (Wt, Ws)
 
 
 def check_shape(cross: torch.Tensor, source_length: int, target_length: int) -> None:
@@ -207,14 +218,15 @@ def check_shape(cross: torch.Tensor, source_length: int, target_length: int) -> 
                          f"the weights with its row and column")
 
 
-def piece_attention(cross: torch.Tensor, layer: int) -> torch.Tensor:
-    """The head mean of one layer, without the </s> row and column: (L, H, T, S) -> (T-1, S-1).
+def piece_attention(cross: torch.Tensor, layers: list[int]) -> torch.Tensor:
+    """The head mean of the given layers (their mean), without the </s> row and column:
+    (L, H, T, S) -> (T-1, S-1).
 
     The </s> row is the step that ended the sentence, not a word of it. The </s> column is
     dropped because heads often park their weight on the closing token when there is nothing to
     look at (Clark et al., 2019, "What Does BERT Look At?", found this for [SEP]); it is no word.
     """
-    return cross[layer].float().mean(dim=0)[:-1, :-1]
+    return cross[layers].float().mean(dim=(0, 1))[:-1, :-1]
 
 
 def membership(groups: list[list[int]], n_pieces: int) -> torch.Tensor:

@@ -23,7 +23,7 @@ import numpy as np
 from tinytrans.config import SearchConfig
 from tinytrans.errors import UserError
 from tinytrans.sentences import join_translations, split_sentences, split_to_fit
-from tinytrans.terminology import Alignment, Glossary, TermMatch, place_terms
+from tinytrans.terminology import Alignment, Glossary, TermLinks, TermMatch, place_terms
 from tinytrans.textio import LineCounter, decode_line
 from tinytrans.tokenizer import UNK_ID, Tokenizer
 
@@ -75,7 +75,7 @@ class Segment:
     term_phrases: list[Phrase] = field(default_factory=list)  # theirs, if they cannot be placed
     found: list[Found] | None = None  # filled by the engine
     alignments: list[Alignment] | None = None  # one per hypothesis
-    source_alignments: list[Alignment] | None = None  # the other way, for placing terms
+    term_links: list[TermLinks] | None = None  # one per hypothesis, for placing terms
     texts: list[str] | None = None  # the hypotheses' texts with their terms placed
 
 
@@ -176,19 +176,21 @@ class LineTranslator:
     def place_terms(self, segments: list[Segment], cfg: SearchConfig,
                     options: LineOptions) -> None:
         """Each searched segment's glossary terms put in place in every hypothesis
-        (terminology.place_terms, with the alignments the engine made for them); a segment
-        where one cannot be placed is searched again with its terms as constraints."""
+        (terminology.place_terms, with the links the engine made for them), the alignment shown
+        to the user moved to match; a segment where one cannot be placed is searched again
+        with its terms as constraints."""
         unplaced = []
         for segment in segments:
             texts = self.tgt_tok.decode([h.tokens for h in segment.found])
-            placed = [place_terms(text, alignment, segment.terms, other_way)
-                      for text, alignment, other_way
-                      in zip(texts, segment.alignments or [], segment.source_alignments or [])]
+            shown = segment.alignments if options.alignment else [[] for _ in texts]
+            placed = [place_terms(text, links, segment.terms, pairs)
+                      for text, links, pairs in zip(texts, segment.term_links or [], shown)]
             if len(placed) != len(texts) or None in placed:
                 unplaced.append(segment)
                 continue
             segment.texts = [text for text, _ in placed]
-            segment.alignments = [pairs for _, pairs in placed]
+            if options.alignment:
+                segment.alignments = [pairs for _, pairs in placed]
         for segment in unplaced:
             segment.phrases, segment.terms = segment.phrases + segment.term_phrases, []
         if unplaced:

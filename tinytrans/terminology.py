@@ -223,43 +223,57 @@ class TermMatch:
 Alignment = list[tuple[int, int]]
 
 
-def place_terms(text: str, alignment: Alignment, matches: list[TermMatch],
-                other_way: Alignment = ()) -> tuple[str, Alignment] | None:
+@dataclass(frozen=True)
+class TermLinks:
+    """Where a translation's words came from, both ways, as place_terms reads them."""
+
+    to_source: Alignment  # each target word's source word (alignment.word_alignment)
+    to_target: Alignment  # each source word's most attending target word (source_word_alignment)
+
+
+def place_terms(text: str, links: TermLinks, matches: list[TermMatch],
+                shown: Alignment = ()) -> tuple[str, Alignment] | None:
     """`text` (a translation) with each term put where its source term was translated: the
     target words aligned to the source term's words give way to the term, the rest of the
     translation stays as the model wrote it. A term the text already holds is left alone.
 
-    One aligned word is replaced by a one-word term: the longest of them (in "ein Fahrrad" the
-    noun, not the article); a several-word term replaces the span of its aligned words. Leading
-    and trailing punctuation of the replaced words stays ("Fahrrad," -> "Drahtesel,"). The
-    alignment comes back with the target indices moved to the new words.
+    A one-word term replaces one word: from the one `links.to_target` names for the source
+    term's last word (its head, in English: "ice cream"), else the first `links.to_source` links
+    to the term, on to the last of the run of words `links.to_source` links to it ("Ein kleines
+    Mädchen" <- "girl": the noun, not its article, which the step choosing the article attends
+    to most). A several-word term replaces the span of the words either links. Leading and
+    trailing punctuation of the replaced words stays ("Fahrrad," -> "Drahtesel,"). `shown` (the
+    alignment the user sees) comes back with its target indices moved to the new words.
 
-    Where no target word is aligned to the source term's words, `other_way` (each source
-    word's most attending target word: alignment.source_word_alignment) says where it went.
-    None where a term cannot be placed even so (or two terms would take the same words): the
-    caller then makes the search include it instead.
+    None where a term cannot be placed (nothing links its source words, or two terms would take
+    the same words): the caller then makes the search include it instead.
     """
     words = text.split()
     spans: list[tuple[int, int, str]] = []
     for match in matches:
         if _holds(words, match.target):
             continue
-        aligned = _aligned(alignment, match, len(words)) or _aligned(other_way, match, len(words))
-        if not aligned:
+        aligned = _aligned(links.to_source, match, len(words))
+        head = [t for s, t in links.to_target if s == match.last_word and t < len(words)]
+        if not aligned and not head:
             return None
         if len(match.target.split()) == 1:
-            longest = max(aligned, key=lambda t: (len(_core(words[t])[1]), -t))
-            span = (longest, longest)
+            word = head[0] if head else aligned[0]
+            while word + 1 in aligned:  # on to the last of the run: the noun after its article
+                word += 1
+            span = (word, word)
         else:
-            span = (aligned[0], aligned[-1])
+            linked = sorted(set(aligned) | set(_aligned(links.to_target, match, len(words))))
+            span = (linked[0], linked[-1])
         if any(a <= span[1] and span[0] <= b for a, b, _ in spans):
             return None
         spans.append((*span, match.target))
+    shown = list(shown)
     for first, last, target in sorted(spans, reverse=True):  # from the right: indices stay valid
-        alignment = _moved(alignment, first, last, len(target.split()))
+        shown = _moved(shown, first, last, len(target.split()))
         lead, trail = _core(words[first])[0], _core(words[last])[2]
         words[first:last + 1] = (lead + target + trail).split()
-    return " ".join(words), alignment
+    return " ".join(words), shown
 
 
 def _aligned(alignment: Alignment, match: TermMatch, n_words: int) -> list[int]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tinytrans.alignment import source_word_alignment, word_alignment
+from tinytrans.alignment import PLACEMENT_LAYERS, source_word_alignment, word_alignment
 from tinytrans.average import resolve_with_average
 from tinytrans.checkpoint import load_model_weights
 from tinytrans.config import SearchConfig
@@ -28,6 +28,7 @@ from tinytrans.hardware import (Probe, autocast, pick_device, pick_precision, se
                                 time_both_ways)
 from tinytrans.lines import (LineOptions, LineTranslator, Phrase, Segment, Translation,  # noqa: F401
                              Warn, decode_input)
+from tinytrans.terminology import TermLinks
 from tinytrans.model import AttentionWeights, Transformer, padding_mask
 from tinytrans.quantize import quantize_dynamic_int8
 from tinytrans.rundir import check_tokenizers, load_run_config, load_tokenizers
@@ -113,7 +114,7 @@ class Translator(LineTranslator):
         cross = torch.stack(recorded.cross, dim=1).float().cpu()  # (B, L, H, T, S)
         row = 0
         for segment in segments:
-            segment.alignments, segment.source_alignments = [], []
+            segment.alignments, segment.term_links = [], []
             for hyp in segment.found:
                 S, T = len(sources[row]) + 1, len(hyp.tokens) + 1  # with </s>; the rest: padding
                 args = (cross[row, :, :, :T, :S], self.src_tok.sp.id_to_piece(sources[row].tolist()),
@@ -121,8 +122,10 @@ class Translator(LineTranslator):
                 texts = dict(source_text=segment.text,
                              target_text=self.tgt_tok.decode([hyp.tokens])[0])
                 segment.alignments.append(word_alignment(*args, **texts))
-                if segment.terms:  # where each source word went, for placing terms
-                    segment.source_alignments.append(source_word_alignment(*args, **texts))
+                if segment.terms:  # both ways, from the layers that place terms best
+                    segment.term_links.append(TermLinks(
+                        word_alignment(*args, layer=PLACEMENT_LAYERS, **texts),
+                        source_word_alignment(*args, layer=PLACEMENT_LAYERS, **texts)))
                 row += 1
 
     def score(self, sources: list[str], targets: list[str],
