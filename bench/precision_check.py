@@ -2,6 +2,8 @@
 
     python bench/precision_check.py            # tiny and small presets, ~3 minutes
     python bench/precision_check.py base       # also the base preset (4,096-token batches)
+    python bench/precision_check.py --translate RUN   # translation: auto's verdict for RUN's
+                                                      # model against decoding Multi30k's test set
 
 For each preset's model: what auto says bf16 autocast is worth against fp32 (train.updates_probe:
 real updates on the run's batches, both ways, from a cold cache), three times, how long each
@@ -87,8 +89,39 @@ def tokens_per_second(cfg, batches, precision: str) -> float:
     return tokens / (time.perf_counter() - start)
 
 
+def translation_rows(run_dir: Path) -> list[str]:
+    """auto's verdict for translating with the model of `run_dir` (translate.decoding_probe,
+    from a cold cache) against beam 5 over Multi30k's test set in fp32 and in bf16, alternating
+    (the same model, the same sentences, the same search; only the autocast differs)."""
+    from common import multi30k_test_set
+    from tinytrans.config import SearchConfig
+    from tinytrans.translate import Translator
+    source, _ = multi30k_test_set()
+    with tempfile.TemporaryDirectory() as cache:
+        os.environ["TINYTRANS_CACHE_DIR"] = cache
+        start = time.perf_counter()
+        choice = Translator(run_dir, "best", "cpu", "auto").precision_choice
+        seconds = time.perf_counter() - start
+    translators = {p: Translator(run_dir, "best", "cpu", p) for p in ("fp32", "bf16")}
+    rate = {"fp32": 0.0, "bf16": 0.0}
+    for _ in range(ROUNDS):
+        for precision, translator in translators.items():
+            start = time.perf_counter()
+            list(translator.translate(source, SearchConfig(beam=5)))
+            rate[precision] = max(rate[precision], len(source) / (time.perf_counter() - start))
+    return ["", f"Translation, {run_dir}: auto's verdict {choice.speedup:.2f}x (load and measure "
+            f"{seconds:.1f} s) -> {choice.precision}; beam 5 over Multi30k test_2016_flickr: fp32 "
+            f"{rate['fp32']:.0f} sentences/s, bf16 {rate['bf16']:.0f} "
+            f"({rate['bf16'] / rate['fp32']:.2f}x), best of {ROUNDS} alternating rounds"]
+
+
 def main() -> None:
     keep_freed_memory()  # as the CLI does
+    if "--translate" in sys.argv:
+        run_dir = Path(sys.argv[sys.argv.index("--translate") + 1])
+        record("Precision: auto's verdict for translation against decoding in fp32 and bf16",
+               translation_rows(run_dir))
+        return
     presets = ("tiny", "small") + (("base",) if "base" in sys.argv[1:] else ())
     rows = [f"- matrix products at 2048^3: fp32 {matmul_rate('fp32'):.0f} GFLOP/s, "
             f"bf16 autocast {matmul_rate('bf16'):.0f} GFLOP/s", "",
