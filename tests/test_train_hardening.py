@@ -337,10 +337,10 @@ def test_a_run_config_with_an_absurd_size_is_one_line_naming_the_file_and_key(co
     run_dir = tmp_path / "run"
     train(toy_config(corpus[0], None, max_steps=1), run_dir)
     config = run_dir / "config.toml"
-    config.write_text(config.read_text().replace("d_model = 32", "d_model = 1000000000"))
+    config.write_text(config.read_text().replace("d_model = 32", "d_model = 1000000"))
     result = CliRunner().invoke(app, ["translate", "--model", str(run_dir)], input="Hello\n")
     assert result.exit_code == 2
-    assert f"{config}: 'model.d_model' = 1000000000 makes a model of" in result.output
+    assert f"{config}: 'model.d_model' = 1000000 makes a model of" in result.output
     assert "Traceback" not in result.output
 
 
@@ -438,3 +438,36 @@ def test_every_process_makes_the_same_collective_calls_and_stops_alike(monkeypat
     assert calls[0] == calls[1] == ["any_rank", "process_0_says"]
     assert validated == []
     assert reasons == [tinytrans.train.INTERRUPTED] * 2
+
+
+@pytest.mark.parametrize("before", ["absent", "empty"])
+def test_a_refused_set_up_takes_back_the_run_directory_it_began(tmp_path, before):
+    """Refused after the tokenizer and config.toml were written (the validation corpus is not
+    UTF-8): nothing of the attempt is left, so the same command, once the file is fixed, runs."""
+    train_prefix = write_corpus(tmp_path / "train", 200)
+    valid = write_corpus(tmp_path / "valid", 10, "valid")
+    good = Path(f"{valid}.de").read_bytes()
+    Path(f"{valid}.de").write_bytes(good + b"\xff\xfe broken\n")
+    Path(f"{valid}.en").write_bytes(Path(f"{valid}.en").read_bytes() + b"broken\n")
+    run = tmp_path / "run"
+    if before == "empty":
+        run.mkdir()
+    cfg = toy_config(train_prefix, valid, max_steps=2, validate_every=2, checkpoint_every=2)
+    with pytest.raises(UserError, match="UTF-8"):
+        train(cfg, run)
+    assert (run.exists() and not any(run.iterdir())) if before == "empty" else not run.exists()
+    Path(f"{valid}.de").write_bytes(good + b"fixed\n")
+    assert train(cfg, run).state.step == 2
+
+
+def test_a_refused_resume_leaves_the_run_as_it_was(corpus, tmp_path):
+    run = tmp_path / "run"
+    train(toy_config(*corpus, max_steps=2, validate_every=2, checkpoint_every=2), run)
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    cfg = toy_config(*corpus, max_steps=4, validate_every=2, checkpoint_every=2)
+    broken = tmp_path / "broken"
+    write_corpus(broken, 5, "valid")
+    Path(f"{broken}.de").write_bytes(b"\xff\n" * 5)
+    with pytest.raises(UserError):
+        train(replace(cfg, data=replace(cfg.data, valid=str(broken))), run)
+    assert set(before) <= {p.relative_to(run) for p in run.rglob("*")}  # nothing taken away

@@ -19,6 +19,8 @@ from __future__ import annotations
 import functools
 import json
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -153,6 +155,24 @@ def check_inputs_outside(run_dir: Path, cfg: RunConfig) -> None:
         if path == target or target in path.parents:
             raise UserError(f"{flag} {value}: lies inside --output {run_dir}, which --overwrite "
                             "would delete; move it out, or train into another directory")
+
+
+@contextmanager
+def undone_if_refused(run_dir: Path, main: bool) -> Iterator[None]:
+    """A new run's set-up that is refused (a corpus line that is not UTF-8, a model too big, an
+    interruption) takes back the directory it began to fill, so that the same command, once the
+    cause is fixed, starts afresh instead of meeting a half-made run. A directory that held
+    anything before is left as the set-up left it."""
+    absent = not run_dir.exists()
+    empty = run_dir.is_dir() and not any(run_dir.iterdir())
+    try:
+        yield
+    except BaseException:
+        if main and (absent or empty) and run_dir.is_dir():
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if empty:
+                run_dir.mkdir(exist_ok=True)
+        raise
 
 
 def start_or_resume(run_dir: Path, config: RunConfig, overwrite: bool) -> RunConfig | None:

@@ -50,7 +50,8 @@ from tinytrans.objective import TeacherForcing
 from tinytrans.prepared import PreparedData, open_prepared
 from tinytrans.schedule import budget_progress, learning_rate, make_optimizer
 from tinytrans.rundir import (RunFiles, check_inputs_outside, init_config_file, load_run_config,
-                              load_tokenizers, set_up_for_training, tokenizer_files)
+                              load_tokenizers, set_up_for_training, tokenizer_files,
+                              undone_if_refused)
 from tinytrans.textio import LineCounter, ParallelCounter, read_parallel
 from tinytrans.tokenizer import Tokenizer
 from tinytrans.validation import ValidationSet, load_validation_data, validate
@@ -270,7 +271,8 @@ def train(cfg: RunConfig, run_dir: Path, overwrite: bool = False,
     device = process_device(cfg.train.device, ranks)
     # training seeds the random numbers (initialisation, dropout); the caller's are restored after
     with process_group(ranks, device), _own_random_numbers(device), _fp32_matmuls(device):
-        run, state = _set_up(cfg, Path(run_dir), overwrite, report, ranks, device, init)
+        with undone_if_refused(Path(run_dir), ranks.main):
+            run, state = _set_up(cfg, Path(run_dir), overwrite, report, ranks, device, init)
         result = _loop(run, state, stop_requested)
         barrier(ranks)  # all end together, once process 0 has written the last checkpoint
     return result
