@@ -293,7 +293,7 @@ CORRUPT_MANIFESTS = {
     "max-length-zero": (manifest_edit(lambda m: m["data"].update(max_length=0)), MANIFEST,
                         "'data.max_length' must be an integer >= 1"),
     "ratio-below-one": (manifest_edit(lambda m: m["data"].update(max_ratio=0.5)), MANIFEST,
-                        "'data.max_ratio' must be >= 1"),
+                        "'data.max_ratio' must be in \\[1, 1,000\\]"),
     "unknown-policy": (manifest_edit(lambda m: m["data"].update(utf8_errors="ignore")), MANIFEST,
                        "'data.utf8_errors' must be one of strict, replace"),
     "object-dtype": (src_ids(dtype="object"), MANIFEST,
