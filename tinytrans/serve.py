@@ -369,13 +369,14 @@ def guarded_http(max_connections: int, request_timeout: float) -> type:
 
         def handle_events(self) -> None:
             super().handle_events()
-            if self.conn.their_state is h11.DONE:  # the whole request is in
+            if self._request_is_in():
                 self._disarm()
 
         def on_response_complete(self) -> None:
+            self._arm()  # the next request's clock (super() may go on to a pipelined one)
             super().on_response_complete()
-            if not self.transport.is_closing():
-                self._arm()  # the next request's clock
+            if self.transport.is_closing():
+                self._disarm()
 
         def _arm(self) -> None:
             self._disarm()
@@ -386,9 +387,13 @@ def guarded_http(max_connections: int, request_timeout: float) -> type:
                 self.deadline.cancel()
                 self.deadline = None
 
+        def _request_is_in(self) -> bool:
+            """The whole request has arrived (MUST_CLOSE: whole, and `Connection: close`)."""
+            return self.conn.their_state in (h11.DONE, h11.MUST_CLOSE)
+
         def _too_slow(self) -> None:
             self.deadline = None
-            if self.transport.is_closing() or self.conn.their_state is h11.DONE:
+            if self.transport.is_closing() or self._request_is_in():
                 return
             if self.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):  # nothing sent yet
                 self.transport.write(_closing_answer(408, "Request Timeout"))
@@ -433,7 +438,7 @@ def serve(translator: LineTranslator, cfg: ServeConfig, announce: Callable[[str]
     host, port = sock.getsockname()[:2]
     server = uvicorn.Server(uvicorn.Config(
         create_app(translator, batcher, cfg, note=announce), log_level="warning",
-        lifespan="off", timeout_graceful_shutdown=cfg.timeout,
+        lifespan="off", timeout_graceful_shutdown=cfg.timeout, ws="none",  # no WebSocket route
         http=guarded_http(cfg.max_connections, cfg.request_timeout)))
     pair = f"{translator.source_language}->{translator.target_language}"
     if not is_loopback(cfg.host):
