@@ -53,8 +53,7 @@ def main() -> None:
     for k in (3, 10):
         refs = joined(reference, k)
         for split in (True, False):
-            out, seconds = (joined(alone, k), alone_seconds) if k == 1 else \
-                best_of_two(translator, joined(source, k), split)
+            out, seconds = best_of_two(translator, joined(source, k), split)
             score = bleu.corpus_score(out, [refs])
             ratio = sum(len(o.split()) for o in out) / sum(len(r.split()) for r in refs)
             how = "split (default)" if split else "whole (--no-split-sentences)"

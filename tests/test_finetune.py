@@ -262,7 +262,7 @@ def test_a_checkpoint_of_another_shape_is_refused_before_anything_is_written(bas
     assert training_checkpoints(run)
 
 
-@pytest.mark.parametrize("inside", ["init", "train"])
+@pytest.mark.parametrize("inside", ["init", "train", "checkpoint"])
 def test_overwrite_refuses_to_delete_what_the_run_reads(base, new, tmp_path, inside):
     import shutil
     out = tmp_path / "out"
@@ -272,9 +272,10 @@ def test_overwrite_refuses_to_delete_what_the_run_reads(base, new, tmp_path, ins
         shutil.copy(f"{new[0]}.{suffix}", out / f"train.{suffix}")
     train_prefix = str(out / "train") if inside == "train" else str(new[0])
     init = str(out / "base") if inside == "init" else str(base)
-    cfg = toy_config(train_prefix, new[1], init=init)
+    checkpoint = str(out / "checkpoints" / "best.safetensors") if inside == "checkpoint" else "best"
+    cfg = toy_config(train_prefix, new[1], init=init, init_checkpoint=checkpoint)
     before = sorted(p.relative_to(out) for p in out.rglob("*"))
-    flag = "--init" if inside == "init" else "--train"
+    flag = f"--{inside}"
     with pytest.raises(UserError, match=f"{flag} .*: lies inside --output .*--overwrite would delete"):
         train(cfg, out, overwrite=True)
     assert sorted(p.relative_to(out) for p in out.rglob("*")) == before

@@ -147,6 +147,12 @@ def test_the_cpu_is_named_by_vendor_family_model_stepping_and_flags():
     names = {cpu_identity(text) for text in (ZEN4, zen5, more_flags, fewer_flags)}
     assert len(names) == 4  # the same model name, four CPUs
     assert cpu_identity("") != ""  # no /proc/cpuinfo: the platform's words
+    graviton = "processor\t: 0\nFeatures\t: fp asimd sve bf16\nCPU implementer\t: 0x41\n" \
+               "CPU variant\t: 0x1\nCPU part\t: 0xd40\nCPU revision\t: 1\n"
+    assert cpu_identity(graviton).startswith("0x41 0xd40/0x1/1 flags ")
+    assert "(bf16 sve)" in cpu_identity(graviton)
+    assert cpu_identity(graviton.replace("0xd40", "0xd0c").replace(" sve bf16", "")) \
+        != cpu_identity(graviton)
 
 
 def test_another_cpu_with_the_same_name_is_a_cache_miss(cache, monkeypatch):

@@ -191,7 +191,8 @@ def test_translation_batches_are_the_greedy_ones_within_the_budget(seed):
         assert len(batch) == 1 or len(batch) * beam * (max(width[i] for i in batch) + 1) <= budget
 
 
-def test_auto_precision_for_translation_times_real_decoding_both_ways(run_dir, monkeypatch):
+def test_auto_precision_for_translation_times_real_decoding_both_ways(run_dir, monkeypatch,
+                                                                     tmp_path):
     """The decoding trial runs the model's own beam search, in fp32 and bf16 alike, on the same
     batches, and counts target pieces; the caller's random numbers stay as they were."""
     from tinytrans.translate import decoding_probe
@@ -202,6 +203,7 @@ def test_auto_precision_for_translation_times_real_decoding_both_ways(run_dir, m
                     for precision in ("fp32", "bf16"))
         return 0.9
     monkeypatch.setattr("tinytrans.translate.time_both_ways", timed)
+    monkeypatch.setenv("TINYTRANS_CACHE_DIR", str(tmp_path / "cache"))  # measured, not recalled
     translator = Translator(run_dir, device="cpu", precision="fp32")
     torch.manual_seed(3)
     expected = torch.rand(2)
@@ -211,6 +213,7 @@ def test_auto_precision_for_translation_times_real_decoding_both_ways(run_dir, m
     assert {p for p, _ in seen} == {"fp32", "bf16"} and all(n >= 16 for _, n in seen)
     choice = Translator(run_dir, device="cpu", precision="auto").precision_choice
     assert choice.precision == "fp32" and "real decoding" in choice.reason
+    assert choice.speedup == 0.9
 
 
 def other_tokenizer(tmp_path: Path, vocab_size: int) -> Path:

@@ -145,6 +145,17 @@ def test_a_term_that_cannot_be_placed_is_searched_for_instead(translator, monkey
     assert placed == constrained and "Drahtesel" in placed[0]
 
 
+def test_a_line_with_constraints_that_fits_is_kept_whole(translator):
+    """Its phrases belong to the whole line: split, they would all go to the first sentence."""
+    line = f"{LINES[0]} {LINES[1]}"
+    warnings = []
+    result = next(translator.translate([line], SearchConfig(beam=3), warn=warnings.append,
+                                       constraints=[["Haus"]]))
+    whole = texts(translator, [line], options=LineOptions(split_sentences=False),
+                  constraints=[["Haus"]])[0]
+    assert result.text == whole and "Haus" in whole and warnings == []
+
+
 def test_constraints_must_pair_with_the_lines(translator):
     with pytest.raises(UserError, match="none for input line 3"):
         list(translator.translate(LINES[:3], SearchConfig(), constraints=[["a"], []]))

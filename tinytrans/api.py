@@ -69,7 +69,7 @@ class TranslationModel:
                   constraints: Iterable[Iterable[str]] | None = None,
                   glossary: dict[str, str] | None = None, glossary_method: str = "place",
                   alignment: bool = False,
-                  split_sentences: bool = True, sample: int | str | None = None,
+                  split_sentences: bool | None = True, sample: int | str | None = None,
                   temperature: float = SearchConfig.temperature,
                   top_p: float = SearchConfig.top_p, seed: int = SearchConfig.seed) -> list:
         """The best translation of each sentence (a list of str).
@@ -80,17 +80,19 @@ class TranslationModel:
         {source term: target term}, applied wherever a source term occurs, by glossary_method
         ("place": put where the source term was translated; "constrain": searched for).
         alignment=True: each result becomes (text, [(source word, target word), ...]), or
-        (score, text, pairs) in an n-best list. split_sentences: True (the default) translates
-        each sentence of a line apart and joins them back; False keeps each line whole (too
-        long: cut, with a warning). sample: K or "all" draws translations (nbest of them)
-        instead of searching, with temperature, top_p and seed.
+        (score, text, pairs) in an n-best list. split_sentences: True (the default; None, which
+        older versions took, is taken as True) translates each sentence of a line apart and
+        joins them back; False keeps each line whole (too long: cut, with a warning). sample: K
+        or "all" draws translations (nbest of them) instead of searching, with temperature,
+        top_p and seed.
         """
         cfg = _search_config(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
                              nbest=1 if nbest is None else nbest,
                              sample=sample_option(sample, "sample"),
                              temperature=temperature, top_p=top_p, seed=seed)
         sentences = _sentences("sentences", sentences)
-        options = LineOptions(_bool("split_sentences", split_sentences),
+        split = True if split_sentences is None else split_sentences
+        options = LineOptions(_bool("split_sentences", split),
                               _bool("alignment", alignment), _glossary(glossary),
                               _choice("glossary_method", glossary_method, GLOSSARY_METHODS))
         phrases = None if constraints is None else _constraints(constraints, len(sentences))

@@ -58,7 +58,8 @@ class Request:
     def settings(self) -> tuple:
         """What must be equal for two requests to share a translate call."""
         o = self.options  # a Glossary holds a dict, which cannot be hashed: its identity is
-        return (self.cfg, o.split_sentences, o.alignment, id(o.glossary), self.attention)
+        return (self.cfg, o.split_sentences, o.alignment, id(o.glossary), o.glossary_method,
+                self.attention)
 
 
 @dataclass(frozen=True)

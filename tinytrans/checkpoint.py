@@ -406,6 +406,9 @@ def prune_checkpoints(run_dir: Path, keep_last: int) -> None:
         path.unlink(missing_ok=True)
 
 
+CHECKPOINT_NAMES = ("best", "last", "average")  # what --checkpoint takes besides a file's path
+
+
 def resolve_checkpoint(run_dir: Path, which: str) -> Path:
     """'best', 'last' or a path -> the checkpoint file to load."""
     if which == "last":

@@ -57,6 +57,10 @@ class ModelConfig:
         # a ModelConfig made directly (tests, the API's callers)
         _check_model_shape(dataclasses.asdict(self), dotted_key)
 
+    def describe(self) -> str:
+        """Every field as `name value`, comma-separated: the model in a cache key."""
+        return ", ".join(f"{key} {value}" for key, value in dataclasses.asdict(self).items())
+
 
 @dataclass(frozen=True)
 class DataConfig:

@@ -78,8 +78,9 @@ def check_vocabularies(model_dir: Path, src_tok: Tokenizer, tgt_tok: Tokenizer) 
             listed = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise UserError(f"{path}: missing; export the run again") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise UserError(f"{path}: unreadable ({error})") from None
+        except (OSError, ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
+            raise UserError(f"{path}: unreadable ({type(error).__name__}: "
+                            f"{str(error).splitlines()[0][:80]})") from None
         if listed != tokenizer.pieces():
             raise UserError(f"{path}: its {_count(listed)} pieces are not those of "
                             f"{tokenizer.name} ({tokenizer.vocab_size}): the vocabulary and the "

@@ -36,7 +36,7 @@ BF16_MIN_SPEEDUP = 1.2  # bf16 must be clearly faster: its rounding is not free
 CACHE_ENV = "TINYTRANS_CACHE_DIR"  # where the measured verdicts are kept (default: XDG cache)
 # Flags that decide how fast bf16 and fp32 products run; they are named in the cache key (all
 # flags are in it, as a hash), so a reader of precision.json sees why two CPUs differ.
-NAMED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+NAMED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "bf16", "sve")
 
 
 def pick_device(name: str) -> torch.device:
@@ -165,12 +165,15 @@ def cpu_identity(cpuinfo: str | None = None) -> str:
         fields.setdefault(key.strip(), value.strip())
     if not fields:
         return f"{platform.system()} {platform.machine()} {platform.processor()}".strip()
-    flags = sorted(fields.get("flags", "").split())
+    arm = "CPU implementer" in fields  # aarch64 Linux names its fields otherwise
+    flags = sorted(fields.get("Features" if arm else "flags", "").split())
     digest = hashlib.sha256(" ".join(flags).encode()).hexdigest()[:8]
     named = " ".join(f for f in NAMED_FLAGS if f in flags) or "none named"
-    number = "/".join(fields.get(k, "?") for k in ("cpu family", "model", "stepping"))
-    return (f"{fields.get('vendor_id', '?')} {number} flags {digest} ({named}) "
-            f"{fields.get('model name', '?')}")
+    keys = ("CPU part", "CPU variant", "CPU revision") if arm else \
+        ("cpu family", "model", "stepping")
+    number = "/".join(fields.get(k, "?") for k in keys)
+    vendor = fields.get("CPU implementer" if arm else "vendor_id", "?")
+    return f"{vendor} {number} flags {digest} ({named}) {fields.get('model name', '?')}"
 
 
 def cache_dir() -> Path:

@@ -72,7 +72,6 @@ class Segment:
     ids: np.ndarray  # source piece ids, without EOS
     phrases: list[Phrase]  # target piece ids the translation must contain
     terms: list[TermMatch] = field(default_factory=list)  # glossary terms to place (method place)
-    term_phrases: list[Phrase] = field(default_factory=list)  # theirs, if they cannot be placed
     found: list[Found] | None = None  # filled by the engine
     alignments: list[Alignment] | None = None  # one per hypothesis
     term_links: list[TermLinks] | None = None  # one per hypothesis, for placing terms
@@ -141,7 +140,8 @@ class LineTranslator:
                                                  np.asarray(ids, dtype=np.int64), phrases,
                                                  options, warn)]
         self.search_segments([s for s in segments if len(s.ids)], cfg, options)
-        self.place_terms([s for s in segments if s.terms and s.found], cfg, options)
+        self.place_terms([s for s in segments if s.terms and s.found], cfg, options,
+                         first_line, warn)
         by_line: list[list[Segment]] = [[] for _ in chunk]
         for segment in segments:
             by_line[segment.line].append(segment)
@@ -152,11 +152,14 @@ class LineTranslator:
                  options: LineOptions, warn: Warn) -> list[Segment]:
         """A line (stripped, and its source ids) as the segments it is translated in: its
         sentences, each cut further if too long for the model (sentences.split_to_fit); or, with
-        options.split_sentences False, itself, cut to the model's length."""
+        options.split_sentences False or constraints on a line that fits, itself, cut to the
+        model's length."""
         texts = [line]
-        if not options.split_sentences:
+        fits = len(ids) <= self.max_source_pieces
+        # a line with constraints that fits stays whole: its phrases belong to all of it
+        if not options.split_sentences or (phrases and fits):
             ids = self.cut_to_fit(ids, number, warn)
-        elif len(ids) > self.max_source_pieces or len(split_sentences(line, self.source_language)) > 1:
+        elif not fits or len(split_sentences(line, self.source_language)) > 1:
             texts = split_to_fit(line, self._fits, self.source_language) or [""]
         if len(texts) > 1 and phrases:
             warn(f"line {number}: split into {len(texts)} sentences; its constraints go with "
@@ -169,12 +172,11 @@ class LineTranslator:
             if options.glossary_method == "constrain":
                 found, terms = found + targets, []
             result.append(Segment(index, text, ids if len(texts) == 1 else self._encode(text),
-                                  self.phrase_ids(found, number, warn) if found else [], terms,
-                                  self.phrase_ids(targets, number, warn) if terms else []))
+                                  self.phrase_ids(found, number, warn) if found else [], terms))
         return result
 
-    def place_terms(self, segments: list[Segment], cfg: SearchConfig,
-                    options: LineOptions) -> None:
+    def place_terms(self, segments: list[Segment], cfg: SearchConfig, options: LineOptions,
+                    first_line: int, warn: Warn) -> None:
         """Each searched segment's glossary terms put in place in every hypothesis
         (terminology.place_terms, with the links the engine made for them), the alignment shown
         to the user moved to match; a segment where one cannot be placed is searched again
@@ -192,7 +194,9 @@ class LineTranslator:
             if options.alignment:
                 segment.alignments = [pairs for _, pairs in placed]
         for segment in unplaced:
-            segment.phrases, segment.terms = segment.phrases + segment.term_phrases, []
+            targets = list(dict.fromkeys(m.target for m in segment.terms))
+            segment.phrases += self.phrase_ids(targets, first_line + segment.line, warn)
+            segment.terms = []
         if unplaced:
             self.search_segments(unplaced, cfg, options)
 

@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tinytrans.atomic import atomic_write, atomic_write_text, remove_leftovers
-from tinytrans.checkpoint import (BEST, CHECKPOINT_DIR, TrainState, checkpoint_tokenizers,
-                                  file_sha256, prune_checkpoints, read_training_state,
-                                  save_checkpoint, step_name)
+from tinytrans.checkpoint import (BEST, CHECKPOINT_DIR, CHECKPOINT_NAMES, TrainState,
+                                  checkpoint_tokenizers, file_sha256, prune_checkpoints,
+                                  read_training_state, save_checkpoint, step_name)
 from tinytrans.config import (RunConfig, build_config, differences, read_toml, resolve_train_config,
                               to_toml, with_vocab_sizes)
 from tinytrans.errors import UserError
@@ -105,7 +105,7 @@ def resolve_run_config(run_dir: Path, flags: dict[str, dict[str, Any]],
     train = dict(flags.get("train", {}))
     if train.get("init"):
         train["init"] = str(Path(train["init"]).resolve())
-    if train.get("init_checkpoint") not in (None, "best", "last", "average"):
+    if train.get("init_checkpoint") not in (None, *CHECKPOINT_NAMES):
         train["init_checkpoint"] = str(Path(train["init_checkpoint"]).resolve())
     flags = {**flags, "train": train}
     saved = Path(run_dir) / CONFIG_FILE
@@ -147,8 +147,10 @@ def check_inputs_outside(run_dir: Path, cfg: RunConfig) -> None:
     run it fine-tunes)."""
     target = run_dir.resolve()
     d = cfg.data
+    checkpoint = cfg.train.init_checkpoint  # best, last, average, or a file's path
     for flag, value in (("--init", cfg.train.init), ("--train", d.train), ("--valid", d.valid),
-                        ("--tokenizer", d.tokenizer), ("--data", d.prepared)):
+                        ("--tokenizer", d.tokenizer), ("--data", d.prepared),
+                        ("--checkpoint", None if checkpoint in CHECKPOINT_NAMES else checkpoint)):
         if not value:
             continue
         path = Path(value).resolve()
@@ -168,10 +170,14 @@ def undone_if_refused(run_dir: Path, main: bool) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        if main and (absent or empty) and run_dir.is_dir():
+        if main and absent and run_dir.is_dir():
             shutil.rmtree(run_dir, ignore_errors=True)
-            if empty:
-                run_dir.mkdir(exist_ok=True)
+        elif main and empty and run_dir.is_dir():  # the directory itself (its mode, owner) stays
+            for entry in run_dir.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    entry.unlink(missing_ok=True)
         raise
 
 

@@ -1,8 +1,9 @@
-"""Sentences: splitting a line that is too long for the model, and joining its translations.
+"""Sentences: splitting a line into sentences, and joining their translations.
 
-A model translates at most `max_length` source pieces; a longer line would lose its end. The
-translator instead cuts such a line into sentences (and, where a sentence is still too long, into
-clauses, words or characters), translates the parts like any other lines, and joins the
+A model trained on single sentences, given a paragraph whole, drops some of it; and it
+translates at most `max_length` source pieces, so a longer line would lose its end. The
+translator therefore cuts every line into sentences (and, where a sentence is still too long,
+into clauses, words or characters), translates the parts like any other lines, and joins the
 translations back into one output line, so one line in still gives one line out.
 
     split_sentences('He said "Stop." Then he left.')   # ['He said "Stop."', 'Then he left.']

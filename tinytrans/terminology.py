@@ -1,15 +1,16 @@
 """Terminology as text: the phrases each line's translation must contain, from a file of
-constraints or a glossary. constraints.py makes the search honour them.
+constraints or a glossary, and glossary terms put in place in a translation.
 
     --constraints FILE   one line per input line: that line's target phrases, tab-separated
-                         (an empty line: none)
+                         (an empty line: none); constraints.py makes the search honour them
     --glossary FILE.tsv  `source term<TAB>target term` per line: where a source term occurs in
-                         an input line, its target term becomes one of that line's phrases
+                         an input line, its translation holds the target term, in the place
+                         its source term was translated (place_terms); or, with
+                         --glossary-method constrain, as one of that line's phrases
 
 A glossary term matches as whole words (not "cat" in "category"), case-sensitively except for
 its first letter (so "dog" also matches a sentence-initial "Dog"), any whitespace where the term
-has a space; where terms overlap ("ice" and "ice cream"), the longest wins. A target term is a constraint once per line however often its
-source term occurs.
+has a space; where terms overlap ("ice" and "ice cream"), the longest wins.
 """
 
 from __future__ import annotations
@@ -110,7 +111,10 @@ class Glossary:
                 node = trie.setdefault(form + first[1:], {})
                 for key in rest:
                     node = node.setdefault(key, {})
-                node[_END] = source
+                if form == first[0]:
+                    node[_END] = source  # as written: "Dog" is "Dog"'s, though "dog" came first
+                else:
+                    node.setdefault(_END, source)
         return cls(dict(pairs), trie)
 
     def constraints_for(self, line: str) -> list[str]:
@@ -265,14 +269,18 @@ def place_terms(text: str, links: TermLinks, matches: list[TermMatch],
         else:
             linked = sorted(set(aligned) | set(_aligned(links.to_target, match, len(words))))
             span = (linked[0], linked[-1])
-        if any(a <= span[1] and span[0] <= b for a, b, _ in spans):
-            return None
+            if span[1] - span[0] >= len(linked) + 1:  # a stray link would take words between
+                return None
+        if not _core(words[span[0]])[1] or any(a <= span[1] and span[0] <= b for a, b, _ in spans):
+            return None  # a word of punctuation only, or words another term takes
         spans.append((*span, match.target))
     shown = list(shown)
     for first, last, target in sorted(spans, reverse=True):  # from the right: indices stay valid
         shown = _moved(shown, first, last, len(target.split()))
-        lead, trail = _core(words[first])[0], _core(words[last])[2]
-        words[first:last + 1] = (lead + target + trail).split()
+        lead, replaced, _ = _core(words[first])
+        if first == 0 and replaced[:1].isupper():  # the sentence's first word keeps its capital
+            target = target[:1].upper() + target[1:]
+        words[first:last + 1] = (lead + target + _core(words[last])[2]).split()
     return " ".join(words), shown
 
 
@@ -283,10 +291,12 @@ def _aligned(alignment: Alignment, match: TermMatch, n_words: int) -> list[int]:
 
 
 def _holds(words: list[str], term: str) -> bool:
-    """Whether the words hold `term` as whole words (punctuation around them aside)."""
-    wanted = term.split()
+    """Whether the words hold `term` as whole words (punctuation around them aside; its first
+    letter in either case, as a sentence may begin with it)."""
+    wanted = [w.lower() for w in term.split()[:1]] + term.split()[1:]
     cores = [_core(w)[1] for w in words]
-    return any(cores[i:i + len(wanted)] == wanted for i in range(len(cores) - len(wanted) + 1))
+    return any([cores[i].lower(), *cores[i + 1:i + len(wanted)]] == wanted
+               for i in range(len(cores) - len(wanted) + 1))
 
 
 def _core(word: str) -> tuple[str, str, str]:

@@ -394,7 +394,7 @@ def _agreed_precision(cfg: RunConfig, device: torch.device, ranks: Ranks,
     could come out on the other side of the threshold) and tells the others."""
     def choose() -> PrecisionChoice:
         return pick_precision(cfg.train.precision, device, updates_probe(cfg, corpus, device),
-                              _precision_work(cfg))
+                              _precision_work(cfg, corpus))
     if not (ranks.distributed and cfg.train.precision == "auto"):
         return choose()
     choice = choose() if ranks.main else None
@@ -402,12 +402,12 @@ def _agreed_precision(cfg: RunConfig, device: torch.device, ranks: Ranks,
     return choice or PrecisionChoice("bf16" if bf16 else "fp32", "as process 0 measured")
 
 
-def _precision_work(cfg: RunConfig) -> str:
-    """What the precision probe times, as its cache key names it: the model and the batch."""
-    m, t = cfg.model, cfg.train
-    return (f"d_model {m.d_model}, d_ff {m.d_ff}, heads {m.n_heads}, layers {m.n_encoder_layers}"
-            f"+{m.n_decoder_layers}, vocabulary {m.src_vocab_size}/{m.tgt_vocab_size}, "
-            f"{t.batch_tokens} tokens per batch")
+def _precision_work(cfg: RunConfig, corpus: EncodedCorpus) -> str:
+    """What the precision probe times, as its cache key names it: the model, the batch, and
+    the corpus's sentence length (a verdict on captions is not one on documents)."""
+    mean = float(corpus.tgt.lengths.mean()) if len(corpus) else 0.0
+    return (f"{cfg.model.describe()}; {cfg.train.batch_tokens} tokens per batch, target "
+            f"sentences of about {round(mean / 5) * 5} pieces")
 
 
 def updates_probe(cfg: RunConfig, corpus: EncodedCorpus, device: torch.device) -> Probe:

@@ -28,13 +28,14 @@ from tinytrans.hardware import (Probe, autocast, pick_device, pick_precision, se
                                 time_both_ways)
 from tinytrans.lines import (LineOptions, LineTranslator, Phrase, Segment, Translation,  # noqa: F401
                              Warn, decode_input)
-from tinytrans.terminology import TermLinks
 from tinytrans.model import AttentionWeights, Transformer, padding_mask
 from tinytrans.quantize import quantize_dynamic_int8
 from tinytrans.rundir import check_tokenizers, load_run_config, load_tokenizers
 from tinytrans.sampling import sample
 from tinytrans.search import Hypothesis, search
+from tinytrans.terminology import TermLinks
 from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID
+
 # What `--precision auto` times in both precisions: real beam searches (beam 5, the key/value
 # cache, finished rows leaving the batch) of batches of random source sentences; the first batch
 # warms up
@@ -57,10 +58,8 @@ class Translator(LineTranslator):
         check_tokenizers(run_dir, self.config, (self.src_tok, self.tgt_tok), self.checkpoint)
         load_model_weights(self.checkpoint, self.model)
         self.model.to(self.device).eval()
-        m = self.config.model
-        work = (f"d_model {m.d_model}, d_ff {m.d_ff}, heads {m.n_heads}, layers "
-                f"{m.n_encoder_layers}+{m.n_decoder_layers}, vocabulary {m.tgt_vocab_size}, "
-                f"beam 5 on {DECODING_TRIAL_SHAPE[0]}x{DECODING_TRIAL_SHAPE[1]} pieces")
+        work = (f"{self.config.model.describe()}; beam 5 on {DECODING_TRIAL_SHAPE[0]}x"
+                f"{DECODING_TRIAL_SHAPE[1]} pieces")
         self.precision_choice = pick_precision(precision, self.device,
                                                decoding_probe(self.model, self.device), work,
                                                inference=True)
@@ -194,8 +193,6 @@ def length_batches(indices: list[int], lengths: list[int], batch_tokens: int,
         start = end
 
 
-
-
 def decoding_probe(model: Transformer, device: torch.device) -> Probe:
     """`--precision auto`'s measurement for translation: the model's real beam search in fp32
     and in bf16 on the same batches of random source sentences (hardware.time_both_ways), the
@@ -203,8 +200,10 @@ def decoding_probe(model: Transformer, device: torch.device) -> Probe:
     def probe() -> float:
         generator = torch.Generator().manual_seed(0)
         vocab = model.cfg.src_vocab_size
-        sources = [torch.randint(EOS_ID + 1, max(vocab, EOS_ID + 2), DECODING_TRIAL_SHAPE,
-                                 generator=generator) for _ in range(DECODING_TRIAL_BATCHES)]
+        words = [torch.randint(EOS_ID + 1, max(vocab, EOS_ID + 2), DECODING_TRIAL_SHAPE,
+                               generator=generator) for _ in range(DECODING_TRIAL_BATCHES)]
+        eos = torch.full((DECODING_TRIAL_SHAPE[0], 1), EOS_ID)
+        sources = [torch.cat([batch, eos], dim=1) for batch in words]  # (B, S + 1), as searched
 
         def decode(precision: str, piece: int) -> int:
             with torch.inference_mode(), autocast(device, precision):
