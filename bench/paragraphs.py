@@ -48,7 +48,8 @@ def main() -> None:
     translator = Translator(run_dir, "best", "cpu", "fp32")
     list(translator.translate(source[:50], SEARCH))  # warm-up
     bleu = sacrebleu.BLEU()
-    rows = ["| captions per line | sentences | seconds | BLEU | length ratio |", "|---|---|---|---|---|"]
+    rows = ["| captions per line | sentences | seconds | BLEU | length ratio |",
+            "|---|---|---|---|---|"]
     alone, alone_seconds = best_of_two(translator, source, split=False)
     for k in (3, 10):
         refs = joined(reference, k)

@@ -359,7 +359,8 @@ def test_a_bad_flag_value_names_the_flag(section: str, key: str, value: Any) -> 
 def test_a_bad_value_is_named_by_the_layer_that_gave_it(tmp_path: Path) -> None:
     toml = tmp_path / "run.toml"
     toml.write_text("[train]\nwarmup_steps = -3\n")
-    with pytest.raises(UserError, match=r"run.toml: 'train.warmup_steps' = -3 must be in \[0, 1,000,000,000,000\]"):
+    with pytest.raises(UserError,
+                       match=r"run.toml: 'train.warmup_steps' = -3 must be in \[0, 1,000,000,000,000\]"):
         resolve_train_config({"data": {"train": "x"}}, toml=toml)
 
 

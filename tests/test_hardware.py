@@ -42,7 +42,8 @@ def test_auto_picks_bf16_only_where_it_is_measured_clearly_faster(cache, speedup
     probe = FakeProbe(speedup)
     choice = pick_precision("auto", CPU, probe, WORK)
     assert choice.precision == expected and choice.speedup == speedup
-    assert choice.reason == f"bf16 measured {speedup:.2g}x fp32 in real training updates on this CPU"
+    assert choice.reason == \
+        f"bf16 measured {speedup:.2g}x fp32 in real training updates on this CPU"
     assert probe.calls == 1
 
 

@@ -468,6 +468,6 @@ def test_a_refused_resume_leaves_the_run_as_it_was(corpus, tmp_path):
     broken = tmp_path / "broken"
     write_corpus(broken, 5, "valid")
     Path(f"{broken}.de").write_bytes(b"\xff\n" * 5)
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="holds a run with a different config"):
         train(replace(cfg, data=replace(cfg.data, valid=str(broken))), run)
     assert set(before) <= {p.relative_to(run) for p in run.rglob("*")}  # nothing taken away

@@ -348,6 +348,7 @@ def guarded_http(max_connections: int, request_timeout: float) -> type:
     when it connects or its previous answer went out (a connection that sends nothing, or
     trickles a byte at a time, is answered 408 and closed). Idle keep-alive connections close
     after uvicorn's own 5 s."""
+    # defined here, not at module level: uvicorn (the serve extra) is imported only to serve
     import h11
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
