@@ -137,7 +137,7 @@ def main() -> None:
                 os.environ["TINYTRANS_CACHE_DIR"] = cache
                 start = time.perf_counter()
                 choice = pick_precision("auto", cpu, updates_probe(cfg, corpus, cpu),
-                                        _precision_work(cfg))
+                                        _precision_work(cfg, corpus))
                 seconds.append(time.perf_counter() - start)
                 verdicts.append(choice)
         measured = {"fp32": [], "bf16": []}
