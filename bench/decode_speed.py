@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import WORK, multi30k_test_set, peak_rss_mb, record  # noqa: E402
 
-from tinytrans.search import SearchConfig  # noqa: E402
+from tinytrans.config import SearchConfig  # noqa: E402
 from tinytrans.translate import Translator  # noqa: E402
 
 

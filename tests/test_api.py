@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 import tinytrans
 from tinytrans.cli import app
 from tinytrans.errors import UserError
-from tinytrans.search import SearchConfig
+from tinytrans.config import SearchConfig
 from tinytrans.translate import Translator
 from toyrun import BUNDLED
 

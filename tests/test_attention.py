@@ -19,7 +19,7 @@ from tinytrans.data import pad_sentences
 from tinytrans.errors import UserError
 from tinytrans.model import AttentionWeights, Transformer
 from tinytrans.rundir import CONFIG_FILE, tokenizer_files
-from tinytrans.search import SearchConfig
+from tinytrans.config import SearchConfig
 from tinytrans.tokenizer import EOS_ID, Tokenizer
 from tinytrans.translate import Translator, forced_log_probs
 

@@ -14,7 +14,7 @@ from tinytrans.cli import app
 from tinytrans.checkpoint import (CHECKPOINT_DIR, load_model_weights, save_checkpoint,
                                   training_checkpoints)
 from tinytrans.errors import UserError
-from tinytrans.search import SearchConfig
+from tinytrans.config import SearchConfig
 from tinytrans.train import train
 from tinytrans.translate import Translator
 from toyrun import toy_config, write_corpus

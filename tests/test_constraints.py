@@ -14,7 +14,8 @@ from helpers_model import (OVERFIT_SOURCES, OVERFIT_TARGETS, VOCAB, overfit_mode
                            random_words, source_batch)
 from test_search import MODELS, models, teacher_forced_log_prob
 from tinytrans.constraints import (Candidate, ConstraintState, allocate, constrained_beam_search)
-from tinytrans.search import Hypothesis, SearchConfig, beam_search
+from tinytrans.config import SearchConfig
+from tinytrans.search import Hypothesis, beam_search
 from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 LENGTHS = [5, 1, 8, 3, 6]

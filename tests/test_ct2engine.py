@@ -167,3 +167,9 @@ def test_an_export_whose_vocabulary_and_tokenizer_disagree_is_one_line(exported,
     result = invoke("translate", "--model", copy, "--engine", "ctranslate2", input="A man.\n")
     assert_one_line_error(result, 2, cause)
     assert isinstance(Tokenizer.load(copy / "tokenizer.model"), Tokenizer)
+
+
+def test_this_engine_says_it_shows_no_attention(engine):
+    assert engine.attention_shape() is None
+    assert (engine.source_language, engine.target_language, engine.max_source_pieces) == \
+        ("en", "de", 128)

@@ -14,7 +14,7 @@ from tinytrans.errors import UserError
 from tinytrans import evaluate as evaluate_module
 from tinytrans.evaluate import (ScoreOptions, check_test_sets, evaluate_test_set, score_corpus,
                                 score_files)
-from tinytrans.search import SearchConfig
+from tinytrans.config import SearchConfig
 from tinytrans.translate import Translation
 from tinytrans.train import train
 from toyrun import toy_config, write_corpus

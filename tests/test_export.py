@@ -17,7 +17,7 @@ from tinytrans.errors import UserError
 from tinytrans.export import export_ctranslate2, export_model
 from tinytrans.model import Transformer
 from tinytrans.rundir import CONFIG_FILE, tokenizer_files
-from tinytrans.search import SearchConfig
+from tinytrans.config import SearchConfig
 from tinytrans.tokenizer import Tokenizer
 from tinytrans.translate import Translator
 from toyrun import BUNDLED

@@ -13,7 +13,8 @@ from helpers_model import (OVERFIT_SOURCES, OVERFIT_TARGETS, VOCAB, overfit_loss
 from tinytrans.config import ModelConfig, parameter_count
 from tinytrans.model import (AttentionWeights, LayerCache, Transformer, attention, causal_mask,
                              count_parameters, padding_mask, reorder_cache, sinusoidal_encoding)
-from tinytrans.search import SearchConfig, greedy_search
+from tinytrans.config import SearchConfig
+from tinytrans.search import greedy_search
 from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 ATOL = 1e-5

@@ -12,7 +12,8 @@ from tinytrans.errors import UserError
 from tinytrans.hardware import pick_precision
 from tinytrans.model import Transformer
 from tinytrans.quantize import quantize_dynamic_int8
-from tinytrans.search import SearchConfig, beam_search
+from tinytrans.config import SearchConfig
+from tinytrans.search import beam_search
 from test_translate import run_dir  # noqa: F401  (the toy run fixture)
 
 

@@ -16,10 +16,10 @@ import torch
 from helpers_model import (OVERFIT_SOURCES, OVERFIT_TARGETS, VOCAB, overfit_model, random_sources,
                            source_batch, toy_model)
 from tinytrans.config import (MAX_BATCH_TOKENS, MAX_LEN_A, MAX_LEN_B, MAX_LENPEN, MAX_SAMPLES,
-                              MAX_SEARCH_BEAM, MAX_SEED, MAX_TEMPERATURE, MAX_TOP_K)
+                              MAX_SEARCH_BEAM, MAX_SEED, MAX_TEMPERATURE, MAX_TOP_K, SearchConfig)
 from tinytrans.model import LayerCache, Transformer, padding_mask
 from tinytrans.sampling import sample
-from tinytrans.search import (Hypothesis, SearchConfig, beam_search, greedy_search, length_penalty,
+from tinytrans.search import (Hypothesis, beam_search, greedy_search, length_penalty,
                               max_lengths, search)
 from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID
 

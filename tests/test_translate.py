@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from tinytrans.cli import app
 from tinytrans.data import pad_sentences
 from tinytrans.errors import UserError
-from tinytrans.search import SearchConfig
+from tinytrans.config import SearchConfig
 from tinytrans.tokenizer import EOS_ID
 from tinytrans.train import train
 from tinytrans.translate import Translator, forced_log_probs, length_batches

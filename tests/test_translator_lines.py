@@ -220,3 +220,13 @@ def test_sampling_at_temperature_zero_is_greedy(translator):
     greedy = texts(translator, LINES, SearchConfig(beam=1))
     assert texts(translator, LINES, SearchConfig(sample=0, temperature=0.0)) == greedy
     assert texts(translator, LINES, SearchConfig(sample=1)) == greedy
+
+
+def test_the_engine_contract_is_a_class_not_attributes_to_probe(translator):
+    """An engine is a LineTranslator: it cannot be made without search_segments, and says with
+    attention_shape, not with the attributes it happens to have, whether it shows attention."""
+    from tinytrans.lines import AttentionShape, LineTranslator
+    with pytest.raises(TypeError, match="search_segments"):
+        LineTranslator(translator.src_tok, translator.tgt_tok, 128, "en", "de")
+    model = translator.config.model
+    assert translator.attention_shape() == AttentionShape(model.n_decoder_layers, model.n_heads)

@@ -34,7 +34,7 @@ from tinytrans.config import ATTENTION_KINDS
 from tinytrans.errors import UserError
 from tinytrans.hardware import autocast
 from tinytrans.model import AttentionWeights, Transformer
-from tinytrans.search import SearchConfig
+from tinytrans.config import SearchConfig
 from tinytrans.tokenizer import BOS_ID, EOS_ID, Tokenizer
 from tinytrans.translate import Translator, Warn, forced_log_probs
 

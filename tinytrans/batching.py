@@ -190,7 +190,7 @@ class Batcher:
             pass
 
     def _attention(self, line: str, cfg: SearchConfig) -> dict | None:
-        if not hasattr(self.translator, "model"):
+        if self.translator.attention_shape() is None:
             raise UserError("attention: this engine shows no attention; serve with --engine torch")
         from tinytrans.attention import sentence_attention  # PyTorch's engine only
 

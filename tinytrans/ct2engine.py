@@ -104,10 +104,9 @@ class CT2Translator(LineTranslator):
         model_dir = Path(model_dir)
         info = read_export_info(model_dir)
         loaded = [Tokenizer.load(model_dir / name) for name in tokenizer_names(info["joint_vocab"])]
-        self.src_tok, self.tgt_tok = (loaded[0], loaded[0]) if len(loaded) == 1 else loaded
-        check_vocabularies(model_dir, self.src_tok, self.tgt_tok)
-        self.max_source_pieces = info["max_length"]
-        self.source_language, self.target_language = info["src"], info["tgt"]
+        src_tok, tgt_tok = (loaded[0], loaded[0]) if len(loaded) == 1 else loaded
+        check_vocabularies(model_dir, src_tok, tgt_tok)
+        super().__init__(src_tok, tgt_tok, info["max_length"], info["src"], info["tgt"])
         self.precision = "int8" if info.get("quantization") == "int8" else "fp32"
         device = "cuda" if device == "cuda" else "cpu"  # auto: the CPU, where this engine shines
         torch = sys.modules.get("torch")  # loaded by someone else: its thread count is theirs

@@ -14,9 +14,10 @@ second needs none.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
@@ -78,20 +79,33 @@ class Segment:
     texts: list[str] | None = None  # the hypotheses' texts with their terms placed
 
 
-class LineTranslator:
-    """The line handling every engine shares. An engine sets src_tok, tgt_tok,
-    max_source_pieces, source_language and target_language, and implements search_segments."""
+class AttentionShape(NamedTuple):
+    """The decoder's layers and heads, where an engine can show its cross-attention."""
 
-    src_tok: Tokenizer
-    tgt_tok: Tokenizer
-    max_source_pieces: int
-    source_language: str
-    target_language: str
+    layers: int
+    heads: int
 
+
+class LineTranslator(ABC):
+    """The line handling every engine shares, and the contract an engine fulfils: it gives its
+    tokenizers, the longest source it takes and its language pair to __init__, implements
+    search_segments, and says with attention_shape whether it can show attention. The server and
+    the API rely on this contract alone (never on an engine's other attributes)."""
+
+    def __init__(self, src_tok: Tokenizer, tgt_tok: Tokenizer, max_source_pieces: int,
+                 source_language: str, target_language: str):
+        self.src_tok, self.tgt_tok = src_tok, tgt_tok
+        self.max_source_pieces = max_source_pieces
+        self.source_language, self.target_language = source_language, target_language
+
+    @abstractmethod
     def search_segments(self, segments: list[Segment], cfg: SearchConfig,
                         options: LineOptions) -> None:
         """Fill each non-empty segment's `found` (and `alignments` when options ask)."""
-        raise NotImplementedError
+
+    def attention_shape(self) -> AttentionShape | None:
+        """The decoder's layers and heads where this engine records its attention, else None."""
+        return None
 
     def translate(self, lines: Iterable[str], cfg: SearchConfig, chunk_lines: int = 2000,
                   warn: Warn | None = None, options: LineOptions = LineOptions(),

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from tinytrans.config import SearchConfig  # noqa: F401 (re-exported: search's options)
+from tinytrans.config import SearchConfig
 from tinytrans.model import Transformer, padding_mask, reorder_cache
 from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID
 

@@ -422,10 +422,8 @@ def is_loopback(host: str) -> bool:
 
 def attention_shape(translator: LineTranslator) -> dict[str, int]:
     """Decoder layers and heads, for the page's pickers (0 where the engine shows no attention)."""
-    config = getattr(translator, "config", None)
-    if config is None:
-        return {"layers": 0, "heads": 0}
-    return {"layers": config.model.n_decoder_layers, "heads": config.model.n_heads}
+    shape = translator.attention_shape()
+    return {"layers": shape.layers, "heads": shape.heads} if shape else {"layers": 0, "heads": 0}
 
 
 def serve(translator: LineTranslator, cfg: ServeConfig, announce: Callable[[str], None],

@@ -26,8 +26,8 @@ from tinytrans.data import batch_ends, pad_sentences
 from tinytrans.errors import UserError
 from tinytrans.hardware import (Probe, autocast, pick_device, pick_precision, set_threads,
                                 time_both_ways)
-from tinytrans.lines import (LineOptions, LineTranslator, Phrase, Segment, Translation,  # noqa: F401
-                             Warn, decode_input)
+from tinytrans.lines import (AttentionShape, LineOptions, LineTranslator, Phrase,  # noqa: F401
+                             Segment, Translation, Warn, decode_input)
 from tinytrans.model import AttentionWeights, Transformer, padding_mask
 from tinytrans.quantize import quantize_dynamic_int8
 from tinytrans.rundir import check_tokenizers, load_run_config, load_tokenizers
@@ -50,7 +50,8 @@ class Translator(LineTranslator):
                  precision: str = "auto", threads: int | None = None):
         run_dir = Path(run_dir)
         self.config = load_run_config(run_dir)
-        self.src_tok, self.tgt_tok = load_tokenizers(run_dir, self.config)
+        data = self.config.data
+        super().__init__(*load_tokenizers(run_dir, self.config), data.max_length, data.src, data.tgt)
         self.device = pick_device(device)
         set_threads(threads)  # only when asked: the thread count is the whole process's
         self.model = Transformer(self.config.model)
@@ -66,8 +67,10 @@ class Translator(LineTranslator):
         self.precision = self.precision_choice.precision
         if self.precision == "int8":
             self.model = quantize_dynamic_int8(self.model)
-        self.max_source_pieces = self.config.data.max_length
-        self.source_language, self.target_language = self.config.data.src, self.config.data.tgt
+
+    def attention_shape(self) -> AttentionShape:
+        model = self.config.model
+        return AttentionShape(model.n_decoder_layers, model.n_heads)
 
     def translate_batch(self, ids: list[np.ndarray], cfg: SearchConfig,
                         phrases: list[list[Phrase]] | None = None) -> list[list[Hypothesis]]:

@@ -23,7 +23,8 @@ from tinytrans.errors import UserError
 from tinytrans.hardware import autocast
 from tinytrans.model import Transformer
 from tinytrans.objective import batch_loss
-from tinytrans.search import SearchConfig, greedy_search
+from tinytrans.config import SearchConfig
+from tinytrans.search import greedy_search
 from tinytrans.textio import read_parallel
 from tinytrans.tokenizer import Tokenizer
 
