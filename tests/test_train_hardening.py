@@ -471,3 +471,20 @@ def test_a_refused_resume_leaves_the_run_as_it_was(corpus, tmp_path):
     with pytest.raises(UserError, match="holds a run with a different config"):
         train(replace(cfg, data=replace(cfg.data, valid=str(broken))), run)
     assert set(before) <= {p.relative_to(run) for p in run.rglob("*")}  # nothing taken away
+
+
+def test_every_event_is_decided_and_a_misspelt_one_fails(corpus, tmp_path):
+    """The display decides every Event (shows it or not, explicitly), refuses a name that is no
+    Event, and everything a training run reports is an Event."""
+    from rich.console import Console
+    from tinytrans.events import Event
+    from tinytrans.progress import TrainDisplay
+    display = TrainDisplay(Console(file=open(tmp_path / "out.txt", "w")), quiet=True)
+    assert set(display.handlers()) == set(Event)
+    with pytest.raises(ValueError, match="'chekpoint' is not a valid Event"):
+        display({"event": "chekpoint", "step": 1})
+    seen = []
+    train(toy_config(corpus[0], corpus[1], max_steps=2, validate_every=2, checkpoint_every=2),
+          tmp_path / "run", report=lambda event: seen.append(Event(event["event"])))
+    assert {Event.DATA, Event.VALID_DATA, Event.START, Event.STEP, Event.LOG, Event.VALID,
+            Event.CHECKPOINT, Event.END} <= set(seen)

@@ -425,6 +425,7 @@ def prepare(
 ) -> None:
     """Encode a parallel corpus once, for 'train --data': filtered, tokenized, memory-mappable."""
     from tinytrans.config import resolve_train_config
+    from tinytrans.events import Event
     from tinytrans.prepared import prepare as prepare_corpus
     from tinytrans.progress import TrainDisplay
 
@@ -436,7 +437,7 @@ def prepare(
     status = stderr.status("preparing...") if stderr.is_terminal and not quiet else None
 
     def report(event: dict[str, Any]) -> None:
-        if event["event"] == "progress" and status is not None:
+        if event["event"] == Event.PROGRESS and status is not None:
             status.update(f"{event['read']:,} pairs read, {event['kept']:,} kept")
         display(event)
 

@@ -50,6 +50,7 @@ from tinytrans.config import RULES, DataConfig
 from tinytrans.data import (ENCODE_CHUNK, EncodedCorpus, FilterConfig, FilterStats, RaggedIds,
                             ValidationSet, chunks_of, encode_parallel, encode_validation, id_dtype)
 from tinytrans.errors import UserError
+from tinytrans.events import Event
 from tinytrans.textio import LineCounter, ParallelCounter, corpus_file, read_parallel
 from tinytrans.tokenizer import Tokenizer, make_tokenizers, tokenizer_names
 
@@ -217,7 +218,7 @@ def _write_prepared(data: DataConfig, directory: Path, output: Path,
     the manifest last; return the manifest."""
     tokenizer_paths = [directory / name for name in tokenizer_names(data.joint_vocab)]
     src_tok, tgt_tok = make_tokenizers(data, tokenizer_paths, seed)
-    report({"event": "tokenizer", "vocab_size": tgt_tok.vocab_size,
+    report({"event": Event.TOKENIZER, "vocab_size": tgt_tok.vocab_size,
             "files": [str(output / p.name) for p in tokenizer_paths]})
     splits = {"train": _prepare_train(data, directory, src_tok, tgt_tok, workers, report)}
     if data.valid is not None:
@@ -260,7 +261,7 @@ def _prepare_train(data: DataConfig, output: Path, src_tok: Tokenizer, tgt_tok: 
             writers[1].write(chunk.tgt)
             for name in ("read", "kept", "empty", "too_long", "bad_ratio"):
                 setattr(stats, name, getattr(stats, name) + getattr(chunk.stats, name))
-            report({"event": "progress", "split": "train", "read": stats.read, "kept": stats.kept})
+            report({"event": Event.PROGRESS, "split": "train", "read": stats.read, "kept": stats.kept})
         if stats.kept == 0:
             raise UserError(f"{data.train}: no usable training pairs ({stats.read} read, all "
                             "dropped as empty, too long or of extreme length ratio)")
@@ -270,7 +271,7 @@ def _prepare_train(data: DataConfig, output: Path, src_tok: Tokenizer, tgt_tok: 
             writer.discard()  # nothing left to discard once finished
     summary = SplitSummary("train", stats.read, stats.kept, stats.empty, stats.too_long,
                            stats.bad_ratio, counter.src.replaced + counter.tgt.replaced)
-    report({"event": "data", **asdict(summary)})
+    report({"event": Event.DATA, **asdict(summary)})
     return {**asdict(summary), "files": files}
 
 
@@ -296,7 +297,7 @@ def _prepare_valid(data: DataConfig, output: Path, src_tok: Tokenizer, tgt_tok: 
     atomic_write_text(output / REFERENCES, text)
     files["references"] = {"file": REFERENCES, "count": len(valid.references),
                            "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
-    report({"event": "valid_data", "read": len(pairs), "kept": len(valid.references)})
+    report({"event": Event.VALID_DATA, "read": len(pairs), "kept": len(valid.references)})
     return {"read": len(pairs), "kept": len(valid.references), "files": files}
 
 

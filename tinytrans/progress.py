@@ -7,12 +7,15 @@ so that stdout stays free for data.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
+
+from tinytrans.events import Event
 
 
 def _clock(seconds: float) -> str:
@@ -31,9 +34,18 @@ class TrainDisplay:
         self.last_refresh = 0.0
 
     def __call__(self, event: dict[str, Any]) -> None:
-        handler = getattr(self, f"on_{event['event']}", None)
+        handler = self.handlers()[Event(event["event"])]  # a name that is no Event: ValueError
         if handler is not None and not self.quiet:
             handler(event)
+
+    def handlers(self) -> dict[Event, Callable[[dict[str, Any]], None] | None]:
+        """What each event shows; None: nothing (prepare's progress has a status line of its
+        own). Every Event is here: a new one must be decided."""
+        return {Event.DATA: self.on_data, Event.VALID_DATA: self.on_valid_data,
+                Event.TOKENIZER: None, Event.PROGRESS: None, Event.START: self.on_start,
+                Event.RESUME: self.on_resume, Event.STEP: self.on_step, Event.LOG: self.on_log,
+                Event.VALID: self.on_valid, Event.CHECKPOINT: self.on_checkpoint,
+                Event.AVERAGE: self.on_average, Event.END: self.on_end}
 
     def say(self, message: str) -> None:
         console = self.live.console if self.live is not None else self.console

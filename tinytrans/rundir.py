@@ -32,6 +32,7 @@ from tinytrans.checkpoint import (BEST, CHECKPOINT_DIR, CHECKPOINT_NAMES, TrainS
 from tinytrans.config import (RunConfig, build_config, differences, read_toml, resolve_train_config,
                               to_toml, with_vocab_sizes)
 from tinytrans.errors import UserError
+from tinytrans.events import Event
 from tinytrans.tokenizer import Tokenizer, as_pair, make_tokenizers, tokenizer_names
 
 if TYPE_CHECKING:  # types only: reading a run back for translation needs neither module
@@ -323,8 +324,8 @@ def learning_curves(records: list[dict[str, Any]]) -> dict[str, Series]:
     loss adds epsilon x the cross-entropy against a uniform distribution, a large term that made
     validation look several times better than training. Training batches still run with dropout.
     """
-    logs = [r for r in records if r["event"] == "log"]
-    vals = [r for r in records if r["event"] == "valid"]
+    logs = [r for r in records if r["event"] == Event.LOG]
+    vals = [r for r in records if r["event"] == Event.VALID]
     return {"train_nll": ([r["step"] for r in logs], [r["nll"] for r in logs]),
             "valid_nll": ([r["step"] for r in vals], [r["loss"] for r in vals]),
             "valid_bleu": ([r["step"] for r in vals], [r["bleu"] for r in vals])}

@@ -44,6 +44,7 @@ from tinytrans.distributed import (ONE_PROCESS, Ranks, any_rank, barrier, epoch_
                                    my_share, process_device, process_group, ranks_from_environment,
                                    seed_dropout, sum_over_ranks, backend_errors_as_user_errors, wrap)
 from tinytrans.errors import UserError
+from tinytrans.events import Event
 from tinytrans.hardware import PrecisionChoice, Probe, pick_precision, time_both_ways
 from tinytrans.model import Transformer, count_parameters
 from tinytrans.objective import TeacherForcing
@@ -100,7 +101,7 @@ def load_training_data(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer,
         pairs = list(pairs)
     corpus = encode_parallel(pairs, src_tok, tgt_tok, filters)
     stats = corpus.stats
-    report({"event": "data", "split": "train", "read": stats.read, "kept": stats.kept,
+    report({"event": Event.DATA, "split": "train", "read": stats.read, "kept": stats.kept,
             "empty": stats.empty, "too_long": stats.too_long, "bad_ratio": stats.bad_ratio,
             "utf8_replaced": counter.src.replaced + counter.tgt.replaced})
     if stats.kept == 0:
@@ -115,12 +116,12 @@ def load_training_data(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer,
 def prepared_data_events(prepared: PreparedData, report: Report) -> None:
     """The same events as when the text is encoded at the start, from the manifest."""
     train = prepared.manifest["splits"]["train"]
-    report({"event": "data", "split": "train", "prepared": str(prepared.directory),
+    report({"event": Event.DATA, "split": "train", "prepared": str(prepared.directory),
             **{k: train[k] for k in ("read", "kept", "empty", "too_long", "bad_ratio",
                                      "utf8_replaced")}})
     valid = prepared.manifest["splits"].get("valid")
     if valid is not None:
-        report({"event": "valid_data", "read": valid["read"], "kept": valid["kept"]})
+        report({"event": Event.VALID_DATA, "read": valid["read"], "kept": valid["kept"]})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,7 +366,7 @@ def _starting_state(cfg: RunConfig, run_dir: Path, model: Transformer,
         # the state is checked before anything is restored from the checkpoint
         state = read_training_state(checkpoints[-1])
         load_training_state(checkpoints[-1], model, optimizer)
-        report({"event": "resume", "step": state.step, "checkpoint": str(checkpoints[-1])})
+        report({"event": Event.RESUME, "step": state.step, "checkpoint": str(checkpoints[-1])})
         return state
     if init is not None:
         load_init(init.checkpoint, model, optimizer if cfg.train.init_optimizer else None)
@@ -376,7 +377,7 @@ def _start_record(cfg: RunConfig, state: TrainState, device: torch.device,
                   precision: PrecisionChoice, ranks: Ranks, init: InitRun | None) -> dict[str, Any]:
     """The `start` record of metrics.jsonl: how this attempt trains."""
     t = cfg.train
-    start = {"event": "start", "step": state.step, "device": str(device),
+    start = {"event": Event.START, "step": state.step, "device": str(device),
              "precision": precision.precision, "precision_reason": precision.reason,
              "bf16_speedup": precision.speedup,
              "processes": ranks.world_size, "batch_tokens": t.batch_tokens,
@@ -560,7 +561,7 @@ class LogWindow:
 
     def record(self, state: TrainState, lr: float, now: float) -> dict[str, Any]:
         """The `log` record of these updates: mean losses per target token, and their speed."""
-        return {"event": "log", "step": state.step, "epoch": state.epoch,
+        return {"event": Event.LOG, "step": state.step, "epoch": state.epoch,
                 "loss": self.loss / self.tokens, "nll": self.nll / self.tokens, "lr": lr,
                 "tokens_per_second": self.tokens / (now - self.start),
                 "elapsed": state.elapsed}
@@ -604,13 +605,13 @@ def _loop(run: Run, state: TrainState, stop_requested: Callable[[], bool]) -> Tr
                 files.log(record)
             report(record)
             window = LogWindow(start=now)
-        report({"event": "step", "step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr,
+        report({"event": Event.STEP, "step": state.step, "epoch": state.epoch, "loss": loss, "lr": lr,
                 "elapsed": state.elapsed})
         reason, validation = _validate_and_decide(run, state, stop_requested(), timings)
         last_validation = validation or last_validation
         if ranks.main and (state.step % t.checkpoint_every == 0 or reason is not None):
             path = files.checkpoint(run.model, run.optimizer, asdict(state))
-            report({"event": "checkpoint", "step": state.step, "path": str(path)})
+            report({"event": Event.CHECKPOINT, "step": state.step, "path": str(path)})
     elapsed = time.perf_counter() - run_start
     result = TrainResult(files.run_dir, state, reason, run_tokens / max(elapsed - timings.validation, 1e-9),
                          timings, count_parameters(run.model), last_validation)
@@ -618,7 +619,7 @@ def _loop(run: Run, state: TrainState, stop_requested: Callable[[], bool]) -> Tr
         if t.average_last is not None and reason != INTERRUPTED:
             _average_and_validate(run, state)
         files.plot_curves()
-    report({"event": "end", "result": result})
+    report({"event": Event.END, "result": result})
     return result
 
 
@@ -656,7 +657,7 @@ def _average_and_validate(run: Run, state: TrainState) -> None:
     if n < 2:
         return  # one checkpoint averaged is itself
     path, _ = average_last(run.files.run_dir, n)
-    record: dict[str, Any] = {"event": "average", "step": state.step, "checkpoints": n,
+    record: dict[str, Any] = {"event": Event.AVERAGE, "step": state.step, "checkpoints": n,
                               "path": str(path)}
     if run.valid is not None:
         averaged = copy.deepcopy(run.model)
@@ -681,7 +682,7 @@ def _validate_and_keep_best(run: Run, state: TrainState, timings: Timings) -> di
         state.validations_since_best += 1
     # else: a validation re-run after a resume, at or before the step of a best found by the
     # killed attempt (see rundir.recover_best): it precedes that best, so it is not one "since the best"
-    record = {"event": "valid", "step": state.step, "epoch": state.epoch, **scores,
+    record = {"event": Event.VALID, "step": state.step, "epoch": state.epoch, **scores,
               "best_bleu": state.best_bleu, "best_step": state.best_step}
     run.files.log(record)
     run.report(record)

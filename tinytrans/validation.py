@@ -20,6 +20,7 @@ from tinytrans.config import RunConfig
 from tinytrans.data import (EncodedCorpus, ValidationSet, encode_validation, length_sorted_batches,
                             make_batch)
 from tinytrans.errors import UserError
+from tinytrans.events import Event
 from tinytrans.hardware import autocast
 from tinytrans.model import Transformer
 from tinytrans.objective import batch_loss
@@ -47,7 +48,7 @@ def load_validation_data(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer,
     valid = encode_validation(pairs, src_tok, tgt_tok)
     if not valid.references:
         raise UserError(f"{data.valid}: the validation set has no non-empty pairs")
-    report({"event": "valid_data", "read": len(pairs), "kept": len(valid.references)})
+    report({"event": Event.VALID_DATA, "read": len(pairs), "kept": len(valid.references)})
     return valid
 
 
