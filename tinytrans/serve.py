@@ -251,74 +251,92 @@ def translate_answer(request: TranslateRequest, result, pair: tuple[str, str]) -
     return answer
 
 
-def create_app(translator: LineTranslator, batcher: Batcher, cfg: ServeConfig,
-               note: Callable[[str], None] = lambda line: None) -> Starlette:
-    """The ASGI application: routes, and errors as one-line JSON; `note` gets one line for what
-    the server's log should show (a client that left mid-request)."""
-    pair = (translator.source_language, translator.target_language)
-    page = resources.files("tinytrans").joinpath("page.html").read_text(encoding="utf-8")
+class Routes:
+    """The server's routes, one named method each, over one engine and its batcher; `note` gets
+    one line for what the server's log should show (a client that left mid-request)."""
 
-    async def translate(request: Request) -> JSONResponse:
+    def __init__(self, translator: LineTranslator, batcher: Batcher, cfg: ServeConfig,
+                 note: Callable[[str], None]):
+        self.translator, self.batcher, self.cfg, self.note = translator, batcher, cfg, note
+        self.pair = (translator.source_language, translator.target_language)
+        self.page = resources.files("tinytrans").joinpath("page.html").read_text(encoding="utf-8")
+
+    async def translate(self, request: Request) -> Response:
+        """POST /translate: LibreTranslate's request, answered with its lines."""
         try:
-            fields = parse_fields(await read_body(request, cfg.max_body),
+            fields = parse_fields(await read_body(request, self.cfg.max_body),
                                   request.headers.get("content-type", ""))
-            wanted = translate_request(fields, pair, cfg, attention_shape(translator)["layers"] > 0)
-            result = await decoded(wanted)
+            shows_attention = self.translator.attention_shape() is not None
+            wanted = translate_request(fields, self.pair, self.cfg, shows_attention)
+            result = await self.decoded(wanted)
         except Problem as problem:
             return error_response(problem.status, str(problem))
         except Gone as gone:
-            note(str(gone))
+            self.note(str(gone))
             return Response(status_code=400)  # written to no one: the connection is closed
-        answer = translate_answer(wanted, result, pair)
+        answer = translate_answer(wanted, result, self.pair)
         if wanted.attention:  # megabytes of weights: encoded in a worker thread, not the loop
             body = await run_in_threadpool(json.dumps, answer, ensure_ascii=False)
             return Response(body, media_type="application/json")
         return JSONResponse(answer)
 
-    async def decoded(wanted: TranslateRequest):
+    async def decoded(self, wanted: TranslateRequest):
+        """The request's lines, translated by the batcher's inference thread."""
         lines = [line for text in wanted.texts for line in text.split("\n")]
         try:
-            future = batcher.submit(lines, wanted.cfg, LineOptions(alignment=wanted.alignment),
-                                    wanted.attention)
+            future = self.batcher.submit(lines, wanted.cfg,
+                                         LineOptions(alignment=wanted.alignment), wanted.attention)
         except QueueFull as full:
             raise Problem(429, f"too many requests waiting ({full}); retry later") from None
         except Closed:
             raise Problem(503, "the server is shutting down") from None
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), cfg.timeout)
+            return await asyncio.wait_for(asyncio.wrap_future(future), self.cfg.timeout)
         except asyncio.TimeoutError:
             future.cancel()
-            raise Problem(503, f"timed out after {cfg.timeout:g} s; the server is busy") from None
+            raise Problem(503, f"timed out after {self.cfg.timeout:g} s; the server is busy") \
+                from None
         except UserError as error:
             raise Problem(400, str(error)) from None
 
-    async def languages(request: Request) -> JSONResponse:
-        return JSONResponse([{"code": pair[0], "name": LANGUAGE_NAMES.get(pair[0], pair[0]),
-                              "targets": [pair[1]]},
-                             {"code": pair[1], "name": LANGUAGE_NAMES.get(pair[1], pair[1]),
+    async def languages(self, request: Request) -> JSONResponse:
+        """GET /languages: the pair served, as LibreTranslate lists its languages."""
+        source, target = self.pair
+        return JSONResponse([{"code": source, "name": LANGUAGE_NAMES.get(source, source),
+                              "targets": [target]},
+                             {"code": target, "name": LANGUAGE_NAMES.get(target, target),
                               "targets": []}])
 
-    async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "source": pair[0], "target": pair[1],
-                             "waiting": batcher.waiting.qsize(), "batches": batcher.batches,
-                             "translating": batcher.translating,
-                             "engine": type(translator).__name__,
-                             **attention_shape(translator)})
+    async def health(self, request: Request) -> JSONResponse:
+        """GET /health: the queue, the batches so far, the engine."""
+        return JSONResponse({"status": "ok", "source": self.pair[0], "target": self.pair[1],
+                             "waiting": self.batcher.waiting.qsize(),
+                             "batches": self.batcher.batches,
+                             "translating": self.batcher.translating,
+                             "engine": type(self.translator).__name__,
+                             **attention_shape(self.translator)})
 
-    async def index(request: Request) -> HTMLResponse:
-        return HTMLResponse(page)
+    async def index(self, request: Request) -> HTMLResponse:
+        """GET /: the page that translates as you type and draws the attention."""
+        return HTMLResponse(self.page)
 
-    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        return error_response(error.status_code,
-                              f"{request.method} {request.url.path}: {error.detail}")
 
-    async def internal_error(request: Request, error: Exception) -> JSONResponse:
-        return error_response(500, f"internal error ({type(error).__name__}); please report it")
+async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+    return error_response(error.status_code, f"{request.method} {request.url.path}: {error.detail}")
 
-    return Starlette(routes=[Route("/translate", translate, methods=["POST"]),
-                             Route("/languages", languages, methods=["GET"]),
-                             Route("/health", health, methods=["GET"]),
-                             Route("/", index, methods=["GET"])],
+
+async def internal_error(request: Request, error: Exception) -> JSONResponse:
+    return error_response(500, f"internal error ({type(error).__name__}); please report it")
+
+
+def create_app(translator: LineTranslator, batcher: Batcher, cfg: ServeConfig,
+               note: Callable[[str], None] = lambda line: None) -> Starlette:
+    """The ASGI application: the routes, and every error as one-line JSON."""
+    routes = Routes(translator, batcher, cfg, note)
+    return Starlette(routes=[Route("/translate", routes.translate, methods=["POST"]),
+                             Route("/languages", routes.languages, methods=["GET"]),
+                             Route("/health", routes.health, methods=["GET"]),
+                             Route("/", routes.index, methods=["GET"])],
                      exception_handlers={HTTPException: http_error, Exception: internal_error})
 
 
