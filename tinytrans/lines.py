@@ -2,10 +2,11 @@
 
 A stream of lines is read in chunks (one line at a time when a person types them). Each line
 becomes one or more segments: its sentences (sentences.py; a paragraph given whole to a model
-trained on single sentences loses some of them), or, when asked, itself. A glossary's terms and a line's constraints become target
-phrases of its segments (terminology.py). The engine searches the segments however it batches
-them, then each line is assembled again from its segments: one Translation per line, in input
-order, whatever the lines contain.
+trained on single sentences loses some of them), or, when asked, itself. A line's constraints
+become target phrases of its segments, and a glossary's terms are found in them (terminology.py).
+The engine searches the segments however it batches them; the glossary terms are put in place
+in what it found; then each line is assembled again from its segments: one Translation per
+line, in input order, whatever the lines contain.
 
 The engines: translate.Translator (the PyTorch model: search.py, constraints.py, sampling.py)
 and ct2engine.CT2Translator (CTranslate2's C++ engine). This module imports no torch, so that the
