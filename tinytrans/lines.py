@@ -77,7 +77,7 @@ class Segment:
     found: list[Found] | None = None  # filled by the engine
     alignments: list[Alignment] | None = None  # one per hypothesis
     term_links: list[TermLinks] | None = None  # one per hypothesis, for placing terms
-    texts: list[str] | None = None  # the hypotheses' texts with their terms placed
+    texts: list[str] | None = None  # the hypotheses' texts (with their terms placed)
 
 
 class AttentionShape(NamedTuple):
@@ -157,6 +157,7 @@ class LineTranslator(ABC):
         self.search_segments([s for s in segments if len(s.ids)], cfg, options)
         self.place_terms([s for s in segments if s.terms and s.found], cfg, options,
                          first_line, warn)
+        self.decode_found([s for s in segments if s.found and s.texts is None])
         by_line: list[list[Segment]] = [[] for _ in chunk]
         for segment in segments:
             by_line[segment.line].append(segment)
@@ -214,6 +215,13 @@ class LineTranslator(ABC):
             segment.terms = []
         if unplaced:
             self.search_segments(unplaced, cfg, options)
+
+    def decode_found(self, segments: list[Segment]) -> None:
+        """Every hypothesis of the segments as text, in one call to the tokenizer (a call per
+        segment cost 0.1 s of 1.4 s when greedy search translated Multi30k's test set)."""
+        texts = iter(self.tgt_tok.decode([h.tokens for s in segments for h in s.found]))
+        for segment in segments:
+            segment.texts = [next(texts) for _ in segment.found]
 
     def cut_to_fit(self, ids: np.ndarray, number: int, warn: Warn | None) -> np.ndarray:
         """Line `number`'s source ids cut to the model's maximum source length, with a warning."""
