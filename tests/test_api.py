@@ -135,6 +135,8 @@ CALL_MISTAKES = [
     (lambda m: m.translate(["x"], nbest=True), r"nbest: True \(bool\) must be an int"),
     (lambda m: m.translate(["x"], lenpen=-1), r"lenpen: -1.0 must be a number in \[0, 10\]"),
     (lambda m: m.translate(["x"], lenpen=1000), r"lenpen: 1000.0 must be a number in \[0, 10\]"),
+    (lambda m: m.translate(["x"], glossary={"a": "b"}, glossary_method="exact"),
+     r"glossary_method: 'exact' \(str\) must be one of place, constrain"),
     (lambda m: m.translate(["x"], beam=257), r"beam: 257 must lie between 1 and 256"),
     (lambda m: m.translate(["x"], sample="all", temperature=1e39),
      r"temperature: 1e\+39 must be a number in \[0, 100\]"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import dataclasses
 import tomllib
 import typing
@@ -414,3 +415,18 @@ def test_every_number_a_config_takes_has_an_upper_bound() -> None:
                 assert interval.high is not None, f"{section}.{key} has no upper bound"
                 with pytest.raises(UserError, match=f"'{section}.{key}' = "):
                     build_config({section: {key: type(interval.high)(interval.high) * 10 + 1}})
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("max_connections", 0, "--max-connections: 0 must lie between 1 and 10,000"),
+    ("max_connections", 10**6, "--max-connections: 1000000 must lie between"),
+    ("request_timeout", 0.0, "--request-timeout: 0.0 must be more than 0 and at most 86400"),
+    ("request_timeout", float("inf"), "--request-timeout: inf must be more than 0"),
+    ("timeout", 1e300, "--timeout: 1e+300 must be more than 0 and at most 86400"),
+    ("max_body", 2**40, "--max-body: 1099511627776 must lie between 1 and"),
+    ("queue", 10**9, "--queue: 1000000000 must lie between 1 and 1,000,000"),
+])
+def test_every_serve_limit_is_bounded_both_ways(field, value, message) -> None:
+    from tinytrans.config import ServeConfig
+    with pytest.raises(UserError, match=re.escape(message)):
+        ServeConfig(**{field: value})
