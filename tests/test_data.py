@@ -17,7 +17,6 @@ from tinytrans.data import (
     FilterConfig,
     RaggedIds,
     ResampledCorpus,
-    batch_ends,
     encode_parallel,
     id_dtype,
     length_sorted_batches,
@@ -26,6 +25,7 @@ from tinytrans.data import (
     padding_ratio,
 )
 from tinytrans.errors import UserError
+from tinytrans.lengths import batch_ends
 from tinytrans.textio import read_parallel
 from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, train_tokenizer
 

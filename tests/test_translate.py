@@ -19,7 +19,8 @@ from tinytrans.errors import UserError
 from tinytrans.config import SearchConfig
 from tinytrans.tokenizer import EOS_ID
 from tinytrans.train import train
-from tinytrans.translate import Translator, forced_log_probs, length_batches
+from tinytrans.lengths import length_batches
+from tinytrans.translate import Translator, forced_log_probs
 from toyrun import BUNDLED, toy_config, write_corpus
 
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from tinytrans.config import SearchConfig
 from tinytrans.errors import UserError
+from tinytrans.lengths import length_batches
 from tinytrans.lines import LineOptions, LineTranslator, Segment
 from tinytrans.tokenizer import Tokenizer, tokenizer_names
 
@@ -130,18 +131,12 @@ class CT2Translator(LineTranslator):
 
     def search_segments(self, segments: list[Segment], cfg: SearchConfig,
                         options: LineOptions) -> None:
-        """Segments sorted by length and cut into batches of about cfg.batch_tokens, each
-        searched by CTranslate2 with the length limit of its longest source."""
-        order = sorted(range(len(segments)), key=lambda i: len(segments[i].ids))
-        budget = max(1, cfg.batch_tokens // cfg.rows_per_sentence)
-        batch: list[Segment] = []
-        for i in order:
-            if batch and (len(batch) + 1) * (len(segments[i].ids) + 1) > budget:
-                self._search(batch, cfg)
-                batch = []
-            batch.append(segments[i])
-        if batch:
-            self._search(batch, cfg)
+        """Segments sorted by length and cut into batches of about cfg.batch_tokens, as the
+        PyTorch engine cuts them (lengths.length_batches), each searched by CTranslate2 with the
+        length limit of its longest source."""
+        for batch in length_batches(list(range(len(segments))), [len(s.ids) for s in segments],
+                                    cfg.batch_tokens, cfg.rows_per_sentence):
+            self._search([segments[i] for i in batch], cfg)
 
     def _search(self, batch: list[Segment], cfg: SearchConfig) -> None:
         pieces = [self.src_tok.sp.id_to_piece(s.ids.tolist()) for s in batch]

@@ -19,6 +19,7 @@ import torch
 
 from tinytrans.config import DataConfig
 from tinytrans.errors import UserError
+from tinytrans.lengths import batch_ends
 from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID, Tokenizer, seed_sampling
 
 ENCODE_CHUNK = 10_000  # pairs handed to SentencePiece at a time: bounded memory, fast batch calls
@@ -213,29 +214,6 @@ def length_sorted_batches(
     ends = batch_ends(src_lengths[order], tgt_lengths[order], batch_tokens)
     batches = np.split(order, ends[:-1]) if ends else []
     return [batches[i] for i in rng.permutation(len(batches))]
-
-
-def batch_ends(src_lengths: np.ndarray, tgt_lengths: np.ndarray, batch_tokens: int) -> list[int]:
-    """Where each batch ends, filling batches greedily with pairs in the given (sorted) order:
-    a batch takes the next pair while its padded size stays within `batch_tokens`, and a pair
-    larger than that on its own gets a batch of its own.
-
-    A loop over pairs would take seconds per million pairs, at the start of every epoch; this
-    loops over batches instead. The padded size of the first k pairs from a start never falls as
-    k grows, so the batch ends where it first exceeds the budget (a binary search), and that
-    happens within batch_tokens / (first pair's longer side + 1) + 2 pairs: every pair after
-    the first is padded to at least the first one's width.
-    """
-    ends, start, n = [], 0, len(src_lengths)
-    while start < n:
-        width = max(int(src_lengths[start]), int(tgt_lengths[start])) + 1
-        stop = min(n, start + batch_tokens // width + 2)
-        longest = np.maximum(np.maximum.accumulate(src_lengths[start:stop]),
-                             np.maximum.accumulate(tgt_lengths[start:stop]))  # (k,)
-        sizes = np.arange(1, stop - start + 1) * (longest + 1)  # padded_size of the first k pairs
-        start += max(int(np.searchsorted(sizes, batch_tokens, side="right")), 1)
-        ends.append(start)
-    return ends
 
 
 @dataclass

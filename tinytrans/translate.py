@@ -10,7 +10,6 @@ come from the cross-attention along each hypothesis (alignment.py).
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -22,10 +21,11 @@ from tinytrans.average import resolve_with_average
 from tinytrans.checkpoint import load_model_weights
 from tinytrans.config import SearchConfig
 from tinytrans.constraints import constrained_beam_search
-from tinytrans.data import batch_ends, pad_sentences
+from tinytrans.data import pad_sentences
 from tinytrans.errors import UserError
 from tinytrans.hardware import (Probe, autocast, pick_device, pick_precision, set_threads,
                                 time_both_ways)
+from tinytrans.lengths import length_batches
 from tinytrans.lines import (AttentionShape, LineOptions, LineTranslator, Phrase,  # noqa: F401
                              Segment, Translation, Warn, decode_input)
 from tinytrans.model import AttentionWeights, Transformer, padding_mask
@@ -181,19 +181,6 @@ def forced_log_probs(model: Transformer, src: torch.Tensor, targets: list[np.nda
     picked = log_probs.gather(-1, tgt_out[..., None])[..., 0].cpu()  # (B, T)
     lengths = (tgt_out != PAD_ID).sum(dim=1).tolist()
     return [row[:n] for row, n in zip(picked, lengths)]
-
-
-def length_batches(indices: list[int], lengths: list[int], batch_tokens: int,
-                   beam: int) -> Iterator[list[int]]:
-    """Group indices of similar length so that sentences x beam x (longest length + 1) <=
-    batch_tokens: data.batch_ends, training's batcher, over the lengths sorted, with the beam's
-    share of the budget (each sentence takes `beam` rows: its beams, or its samples)."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    order = np.argsort(lengths, kind="stable")  # shortest first; equal lengths in input order
-    start = 0
-    for end in batch_ends(lengths[order], lengths[order], batch_tokens // beam):
-        yield [indices[j] for j in order[start:end]]
-        start = end
 
 
 def decoding_probe(model: Transformer, device: torch.device) -> Probe:
