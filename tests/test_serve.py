@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import signal
 import socket
 import subprocess
@@ -329,12 +330,10 @@ def test_idle_trickling_and_surplus_connections_are_closed(run_dir):
         trickling = raw_connection(server.url)  # a byte of its head every 0.3 s
         start = time.monotonic()
         for byte in b"GET /health HTTP/1.1\r\n":
-            try:
-                trickling.send(bytes([byte]))
-            except OSError:  # closed under it
-                break
-            time.sleep(0.3)
-            if time.monotonic() - start > 4:
+            trickling.send(bytes([byte]))
+            # wait for the next byte's turn, or for the answer: once it is there, sending more
+            # to a closed connection would make the client's kernel drop it (a reset)
+            if select.select([trickling], [], [], 0.3)[0] or time.monotonic() - start > 4:
                 break
         assert read_until_closed(trickling).startswith(b"HTTP/1.1 408")
         assert read_until_closed(idle).startswith(b"HTTP/1.1 408")
@@ -368,7 +367,8 @@ def test_a_client_that_leaves_mid_body_is_one_line_in_the_log(server, translator
     sock.close()
     line = wait_for_log(server, "the connection closed after")
     assert "bytes of the request's body" in line
-    assert "Traceback" not in "".join(server.stderr) and "500" not in "".join(server.stderr)
+    log = "".join(server.stderr)
+    assert "Traceback" not in log and "Exception in ASGI application" not in log
     assert translate(server, q=LINES[0])[1]["translatedText"] == expected(translator, LINES[:1])[0]
 
 
