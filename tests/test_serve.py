@@ -335,7 +335,12 @@ def test_idle_trickling_and_surplus_connections_are_closed(run_dir):
             # to a closed connection would make the client's kernel drop it (a reset)
             if select.select([trickling], [], [], 0.3)[0] or time.monotonic() - start > 4:
                 break
-        assert read_until_closed(trickling).startswith(b"HTTP/1.1 408")
+        # its 408 may be lost: a byte that crossed the close makes the server's kernel reset
+        # the connection, and the reset discards what the client had not read yet
+        try:
+            assert read_until_closed(trickling).startswith(b"HTTP/1.1 408")
+        except ConnectionResetError:
+            pass  # closed all the same, which is the point
         assert read_until_closed(idle).startswith(b"HTTP/1.1 408")
         assert time.monotonic() - start < 8  # 0.3 s each, not forever
         # three open at once at most: a fourth is answered 503 and closed
