@@ -13,29 +13,18 @@ lines against the joined references).
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import sacrebleu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import WORK, multi30k_test_set, record  # noqa: E402
+from common import WORK, best_of_two, multi30k_test_set, record  # noqa: E402
 
 from tinytrans.config import SearchConfig  # noqa: E402
 from tinytrans.lines import LineOptions  # noqa: E402
 from tinytrans.translate import Translator  # noqa: E402
 
 DOCUMENT = 10  # sentences per line in the documents run
-
-
-def best_of_two(translator: Translator, lines: list[str], cfg: SearchConfig,
-                options: LineOptions = LineOptions()) -> tuple[list[str], float]:
-    seconds = float("inf")
-    for _ in range(2):
-        start = time.perf_counter()
-        out = [t.text for t in translator.translate(lines, cfg, options=options)]
-        seconds = min(seconds, time.perf_counter() - start)
-    return out, seconds
 
 
 def main() -> None:

@@ -13,13 +13,12 @@ sentences, and that shows as a ratio well below 1.
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import sacrebleu
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import WORK, multi30k_test_set, record  # noqa: E402
+from common import WORK, best_of_two, multi30k_test_set, record  # noqa: E402
 
 from tinytrans.config import SearchConfig  # noqa: E402
 from tinytrans.lines import LineOptions  # noqa: E402
@@ -32,16 +31,6 @@ def joined(lines: list[str], k: int) -> list[str]:
     return [" ".join(lines[i:i + k]) for i in range(0, len(lines), k)]
 
 
-def best_of_two(translator: Translator, lines: list[str], split: bool) -> tuple[list[str], float]:
-    seconds = float("inf")
-    for _ in range(2):
-        start = time.perf_counter()
-        out = [t.text for t in translator.translate(lines, SEARCH,
-                                                    options=LineOptions(split_sentences=split))]
-        seconds = min(seconds, time.perf_counter() - start)
-    return out, seconds
-
-
 def main() -> None:
     run_dir = Path(sys.argv[1]) if len(sys.argv) > 1 else WORK / "quality-multi30k"
     source, reference = multi30k_test_set()
@@ -50,11 +39,13 @@ def main() -> None:
     bleu = sacrebleu.BLEU()
     rows = ["| captions per line | sentences | seconds | BLEU | length ratio |",
             "|---|---|---|---|---|"]
-    alone, alone_seconds = best_of_two(translator, source, split=False)
+    alone, alone_seconds = best_of_two(translator, source, SEARCH,
+                                       LineOptions(split_sentences=False))
     for k in (3, 10):
         refs = joined(reference, k)
         for split in (True, False):
-            out, seconds = best_of_two(translator, joined(source, k), split)
+            out, seconds = best_of_two(translator, joined(source, k), SEARCH,
+                                       LineOptions(split_sentences=split))
             score = bleu.corpus_score(out, [refs])
             ratio = sum(len(o.split()) for o in out) / sum(len(r.split()) for r in refs)
             how = "split (default)" if split else "whole (--no-split-sentences)"

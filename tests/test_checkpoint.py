@@ -554,3 +554,23 @@ def test_resolve_without_checkpoints_is_a_user_error(tmp_path: Path):
     make_run(tmp_path, [], best=False)
     with pytest.raises(UserError, match="no checkpoints"):
         resolve_checkpoint(tmp_path, "last")
+
+
+@pytest.mark.parametrize("recorded, outcome", [
+    (None, None),  # written before checkpoints recorded their tokenizers
+    ({"tokenizer.model": "ab" * 32}, {"tokenizer.model": "ab" * 32}),
+    (["tokenizer.model"], "'tokenizers'"),  # not an object
+    ({"tokenizer.model": 7}, "must map file names to hashes"),
+])
+def test_the_tokenizers_a_checkpoint_recorded_are_read_and_checked(tmp_path, recorded, outcome):
+    from tinytrans.checkpoint import checkpoint_metadata, checkpoint_tokenizers
+    metadata = checkpoint_metadata({"step": 1})
+    if recorded is not None:
+        metadata["tokenizers"] = json.dumps(recorded)
+    path = tmp_path / "c.safetensors"
+    save_file({"model/w": torch.zeros(2)}, str(path), metadata)
+    if isinstance(outcome, str):
+        with pytest.raises(UserError, match=outcome):
+            checkpoint_tokenizers(path)
+    else:
+        assert checkpoint_tokenizers(path) == outcome

@@ -174,16 +174,20 @@ def word_alignment(cross: torch.Tensor, source_pieces: list[str], target_pieces:
     return [(int(s), t) for t, s in enumerate(words.argmax(dim=1).tolist())] if words.numel() else []
 
 
-def source_word_alignment(cross: torch.Tensor, source_pieces: list[str],
-                          target_pieces: list[str], layer: int | tuple[int, ...] | None = None,
-                          source_text: str | None = None,
-                          target_text: str | None = None) -> list[tuple[int, int]]:
-    """The other direction: (source word, target word) pairs, one per source word, its target
-    word the one that attended to it most (per piece: a word of many pieces is not favoured).
-    This names the word that translates it, where word_alignment may link the article too
-    ("Eine Frau" <- "woman"), or nothing. Arguments as word_alignment's."""
+def links_both_ways(cross: torch.Tensor, source_pieces: list[str], target_pieces: list[str],
+                    layer: int | tuple[int, ...] | None = None, source_text: str | None = None,
+                    target_text: str | None = None) -> tuple[list[tuple[int, int]],
+                                                           list[tuple[int, int]]]:
+    """word_alignment's pairs (one per target word), and the other direction from the same
+    attention: one per source word, its target word the one that attended to it most (per
+    piece: a word of many pieces is not favoured). The second names the word that translates a
+    source word, where the first may link the article too ("Eine Frau" <- "woman"), or nothing.
+    Arguments as word_alignment's; ([], []) for an empty side."""
     words = word_attention(cross, source_pieces, target_pieces, layer, source_text, target_text)
-    return [(s, int(t)) for s, t in enumerate(words.argmax(dim=0).tolist())] if words.numel() else []
+    if not words.numel():
+        return [], []
+    return ([(int(s), t) for t, s in enumerate(words.argmax(dim=1).tolist())],
+            [(s, int(t)) for s, t in enumerate(words.argmax(dim=0).tolist())])
 
 
 def word_attention(cross: torch.Tensor, source_pieces: list[str], target_pieces: list[str],

@@ -24,7 +24,7 @@ import numpy as np
 
 from tinytrans.config import SearchConfig
 from tinytrans.errors import UserError
-from tinytrans.sentences import join_translations, split_sentences, split_to_fit
+from tinytrans.sentences import fit_sentences, join_translations, split_sentences
 from tinytrans.terminology import Alignment, Glossary, TermLinks, TermMatch, place_terms
 from tinytrans.textio import LineCounter, decode_line
 from tinytrans.tokenizer import UNK_ID, Tokenizer
@@ -175,8 +175,10 @@ class LineTranslator(ABC):
         # a line with constraints that fits stays whole: its phrases belong to all of it
         if not options.split_sentences or (phrases and fits):
             ids = self.cut_to_fit(ids, number, warn)
-        elif not fits or len(split_sentences(line, self.source_language)) > 1:
-            texts = split_to_fit(line, self._fits, self.source_language) or [""]
+        else:
+            sentences = split_sentences(line, self.source_language)
+            if not fits or len(sentences) > 1:
+                texts = fit_sentences(sentences, self._fits) or [""]
         if len(texts) > 1 and phrases:
             warn(f"line {number}: split into {len(texts)} sentences; its constraints go with "
                  "the first")

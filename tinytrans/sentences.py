@@ -162,8 +162,13 @@ def split_to_fit(text: str, fits: Callable[[str], bool], language: str | None = 
     piece is the one exception to "each piece fits". Pieces are stripped and never empty;
     whitespace inside a piece is kept as in `text`. `fits` is only called on such pieces.
     """
+    return fit_sentences(split_sentences(text, language), fits)
+
+
+def fit_sentences(sentences: list[str], fits: Callable[[str], bool]) -> list[str]:
+    """split_to_fit's pieces from sentences already split: each kept, or cut until it fits."""
     pieces = []
-    for sentence in split_sentences(text, language):
+    for sentence in sentences:
         pieces.extend([sentence] if fits(sentence) else _cut(sentence, fits))
     return pieces
 

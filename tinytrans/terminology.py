@@ -231,8 +231,8 @@ Alignment = list[tuple[int, int]]
 class TermLinks:
     """Where a translation's words came from, both ways, as place_terms reads them."""
 
-    to_source: Alignment  # each target word's source word (alignment.word_alignment)
-    to_target: Alignment  # each source word's most attending target word (source_word_alignment)
+    to_source: Alignment  # each target word's source word (alignment.links_both_ways)
+    to_target: Alignment  # each source word's most attending target word (the same, other way)
 
 
 def place_terms(text: str, links: TermLinks, matches: list[TermMatch],

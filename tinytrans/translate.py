@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tinytrans.alignment import PLACEMENT_LAYERS, source_word_alignment, word_alignment
+from tinytrans.alignment import PLACEMENT_LAYERS, links_both_ways, word_alignment
 from tinytrans.average import resolve_with_average
 from tinytrans.checkpoint import load_model_weights
 from tinytrans.config import SearchConfig
@@ -51,7 +51,8 @@ class Translator(LineTranslator):
         run_dir = Path(run_dir)
         self.config = load_run_config(run_dir)
         data = self.config.data
-        super().__init__(*load_tokenizers(run_dir, self.config), data.max_length, data.src, data.tgt)
+        super().__init__(*load_tokenizers(run_dir, self.config), data.max_length, data.src,
+                         data.tgt)
         self.device = pick_device(device)
         set_threads(threads)  # only when asked: the thread count is the whole process's
         self.model = Transformer(self.config.model)
@@ -101,12 +102,14 @@ class Translator(LineTranslator):
             for segment, hyps in zip(rows, found):
                 segment.found = hyps
             if options.alignment or any(s.terms for s in rows):  # terms are placed by them
-                self.align(rows)
+                self.align(rows, shown=options.alignment)
 
-    def align(self, segments: list[Segment]) -> None:
+    def align(self, segments: list[Segment], shown: bool = True) -> None:
         """Word alignments of every hypothesis of the segments, from the cross-attention along
         each: teacher-forced on the hypothesis, every decoder step sees what it saw in the
-        search (as attention.py explains), so these are the weights that chose each piece."""
+        search (as attention.py explains), so these are the weights that chose each piece.
+        `shown`: the alignments the user asked for; segments with glossary terms also get the
+        links that place them (Segment.term_links)."""
         sources = [s.ids for s in segments for _ in s.found]
         targets = [np.asarray(h.tokens, dtype=np.int64) for s in segments for h in s.found]
         src = pad_sentences(sources, [], [EOS_ID]).to(self.device)
@@ -119,15 +122,16 @@ class Translator(LineTranslator):
             segment.alignments, segment.term_links = [], []
             for hyp in segment.found:
                 S, T = len(sources[row]) + 1, len(hyp.tokens) + 1  # with </s>; the rest: padding
-                args = (cross[row, :, :, :T, :S], self.src_tok.sp.id_to_piece(sources[row].tolist()),
+                args = (cross[row, :, :, :T, :S],
+                        self.src_tok.sp.id_to_piece(sources[row].tolist()),
                         self.tgt_tok.sp.id_to_piece(hyp.tokens))
                 texts = dict(source_text=segment.text,
                              target_text=self.tgt_tok.decode([hyp.tokens])[0])
-                segment.alignments.append(word_alignment(*args, **texts))
+                if shown:
+                    segment.alignments.append(word_alignment(*args, **texts))
                 if segment.terms:  # both ways, from the layers that place terms best
                     segment.term_links.append(TermLinks(
-                        word_alignment(*args, layer=PLACEMENT_LAYERS, **texts),
-                        source_word_alignment(*args, layer=PLACEMENT_LAYERS, **texts)))
+                        *links_both_ways(*args, layer=PLACEMENT_LAYERS, **texts)))
                 row += 1
 
     def score(self, sources: list[str], targets: list[str],
