@@ -28,19 +28,19 @@ Shapes (N = sentences still searching, K = beam size, V = vocabulary, t = step):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
 import torch
 
 from tinytrans.config import SearchConfig
-from tinytrans.model import Transformer, padding_mask, reorder_cache
-from tinytrans.search import (Hypothesis, force_eos, length_penalty, max_lengths,
-                              next_log_probs)
+from tinytrans.model import Transformer
+from tinytrans.search_loop import (NEG_INF, Choice, Hypothesis, Prefix, Step, Strategy,
+                                   length_penalty, run_search)
 from tinytrans.tokenizer import BOS_ID, EOS_ID
 
 Phrase = tuple[int, ...]  # target piece ids of one constraint
-NEG_INF = float("-inf")
 
 
 @dataclass(frozen=True)
@@ -114,9 +114,57 @@ class Candidate:
     state: ConstraintState  # after the token (EOS: unchanged)
 
 
-@torch.inference_mode()
+class Constrained(Strategy):
+    """Dynamic beam allocation over each sentence's K beams (see the module's docstring)."""
+
+    def __init__(self, cfg: SearchConfig, constraints: list[list[Phrase]], device: torch.device):
+        self.cfg, self.K, self.device, n = cfg, cfg.beam, device, len(constraints)
+        self.rows_at_start = self.K  # every sentence starts with K rows of BOS, the first alive
+        self.lengths = torch.tensor([sum(map(len, c)) for c in constraints])
+        self.tokens = torch.full((n * self.K, 1), BOS_ID, dtype=torch.long, device=device)
+        self.scores = [[0.0] + [NEG_INF] * (self.K - 1) for _ in range(n)]
+        self.states = [[ConstraintState(tuple(map(tuple, c)))] * self.K for c in constraints]
+        self.alive = list(range(n))  # original index of each sentence still searching
+        self.finished: list[list[tuple[ConstraintState, Hypothesis]]] = [[] for _ in range(n)]
+
+    def room(self, limit: torch.Tensor) -> torch.Tensor:
+        return limit + self.lengths  # each sentence gets room for its phrases
+
+    def choose(self, log_probs: torch.Tensor, step: Step) -> Choice:
+        K, alive, finished, states = self.K, self.alive, self.finished, self.states
+        at_limit = step.at_limit[::K].tolist()
+        may_end = [at_limit[i] and not finished[s] and not any(st.all_met for st in states[i])
+                   for i, s in enumerate(alive)]  # else only a beam with every phrase may end
+        candidates = step_candidates(log_probs, self.scores, states, may_end, K)
+        chosen_rows, chosen_tokens, done = [], [], []
+        for i, sentence_candidates in enumerate(candidates):
+            ranked = allocate(sentence_candidates, 2 * K)
+            set_aside(ranked[:K], self.tokens, i, K, finished[alive[i]], self.cfg)
+            going_on = [c for c in ranked if c.token != EOS_ID][:K]
+            going_on += [Candidate(NEG_INF, 0, EOS_ID, states[i][0])] * (K - len(going_on))
+            self.scores[i] = [c.score for c in going_on]
+            states[i] = [c.state for c in going_on]
+            chosen_rows += [i * K + c.beam for c in going_on]
+            chosen_tokens += [c.token for c in going_on]
+            nothing_left = self.scores[i][0] == NEG_INF  # no candidate could go on
+            done.append(len(finished[alive[i]]) >= K or at_limit[i] or nothing_left)
+        rows = torch.tensor(chosen_rows, dtype=torch.long)  # (N*K,)
+        new = torch.tensor(chosen_tokens, dtype=torch.long, device=self.device)  # (N*K,)
+        keep = [i for i, d in enumerate(done) if not d]
+        keep_rows = torch.tensor([i * K + k for i in keep for k in range(K)], dtype=torch.long)
+        self.alive = [alive[i] for i in keep]
+        self.scores, self.states = [self.scores[i] for i in keep], [states[i] for i in keep]
+        index = keep_rows.to(self.device)
+        self.tokens = torch.cat([self.tokens[rows.to(self.device)], new[:, None]], dim=1)[index]
+        return Choice(rows[keep_rows], new[index])  # (N'*K,) each
+
+    def hypotheses(self) -> list[list[Hypothesis]]:
+        return [best_first(hyps)[: self.cfg.nbest] for hyps in self.finished]
+
+
 def constrained_beam_search(model: Transformer, src: torch.Tensor, cfg: SearchConfig,
-                            constraints: list[list[Phrase]]) -> list[list[Hypothesis]]:
+                            constraints: list[list[Phrase]],
+                            prefixes: Sequence[Prefix] | None = None) -> list[list[Hypothesis]]:
     """Beam search in which each sentence's phrases all appear in its translations.
 
     src: (N, S) ids ending with EOS; constraints: per sentence, its phrases (piece ids, each
@@ -125,54 +173,7 @@ def constrained_beam_search(model: Transformer, src: torch.Tensor, cfg: SearchCo
     best hypotheses are returned anyway, those meeting more constraints first. Only hypotheses
     meeting every phrase are returned otherwise, so a sentence may get fewer than `nbest`.
     """
-    K, device, n = cfg.beam, src.device, src.size(0)
-    src_mask = padding_mask(src)
-    memory = model.encode(src, src_mask)
-    limit = max_lengths(src, cfg) + torch.tensor([sum(map(len, c)) for c in constraints])
-    cache = model.new_cache()
-    # every sentence starts with K rows of the lone BOS, only the first of them alive
-    rows = torch.arange(n, device=device).repeat_interleave(K)
-    memory, src_mask = memory[rows], src_mask[rows]  # (N*K, S, D), (N*K, 1, 1, S)
-    tokens = torch.full((n * K, 1), BOS_ID, dtype=torch.long, device=device)
-    scores = [[0.0] + [NEG_INF] * (K - 1) for _ in range(n)]
-    states = [[ConstraintState(tuple(map(tuple, c)))] * K for c in constraints]
-    alive = list(range(n))  # original index of each sentence still searching
-    finished: list[list[tuple[ConstraintState, Hypothesis]]] = [[] for _ in range(n)]
-    for step in range(int(limit.max()) + 1):
-        log_probs = next_log_probs(model, tokens[:, -1:], memory, src_mask, cache)  # (N*K, V)
-        at_limit = [bool(limit[s] <= step) for s in alive]
-        force_eos(log_probs, torch.tensor([r for i, end in enumerate(at_limit) if end
-                                           for r in range(i * K, (i + 1) * K)],
-                                          dtype=torch.long, device=device))
-        may_end = [at_limit[i] and not finished[s] and not any(st.all_met for st in states[i])
-                   for i, s in enumerate(alive)]  # else only a beam with every phrase may end
-        candidates = step_candidates(log_probs, scores, states, may_end, K)
-        chosen_rows, chosen_tokens, done = [], [], []
-        for i, sentence_candidates in enumerate(candidates):
-            ranked = allocate(sentence_candidates, 2 * K)
-            set_aside(ranked[:K], tokens, i, K, finished[alive[i]], cfg)
-            going_on = [c for c in ranked if c.token != EOS_ID][:K]
-            going_on += [Candidate(NEG_INF, 0, EOS_ID, states[i][0])] * (K - len(going_on))
-            scores[i] = [c.score for c in going_on]
-            states[i] = [c.state for c in going_on]
-            chosen_rows += [i * K + c.beam for c in going_on]
-            chosen_tokens += [c.token for c in going_on]
-            nothing_left = scores[i][0] == NEG_INF  # no candidate could go on
-            done.append(len(finished[alive[i]]) >= K or at_limit[i] or nothing_left)
-        rows = torch.tensor(chosen_rows, dtype=torch.long, device=device)
-        new = torch.tensor(chosen_tokens, dtype=torch.long, device=device)[:, None]
-        tokens = torch.cat([tokens[rows], new], dim=1)  # (N*K, t+1)
-        reorder_cache(cache, rows, only_self=True)
-        if all(done):
-            break
-        if any(done):  # finished sentences leave the batch
-            keep = [i for i, d in enumerate(done) if not d]
-            keep_rows = torch.tensor([i * K + k for i in keep for k in range(K)], device=device)
-            alive = [alive[i] for i in keep]
-            scores, states = [scores[i] for i in keep], [states[i] for i in keep]
-            tokens, memory, src_mask = tokens[keep_rows], memory[keep_rows], src_mask[keep_rows]
-            reorder_cache(cache, keep_rows)
-    return [best_first(hyps)[: cfg.nbest] for hyps in finished]
+    return run_search(model, src, cfg, Constrained(cfg, constraints, src.device), prefixes)
 
 
 def step_candidates(log_probs: torch.Tensor, scores: list[list[float]],

@@ -1,8 +1,9 @@
 """Sampling: translations drawn token by token from the model's distribution, not searched for.
 
-Used for back-translation, where sampled synthetic sources train a better model than beam
-search's outputs do (Edunov et al., 2018), and for diverse alternatives. Each step turns the model's
-log-probabilities into a sampling distribution in named steps, in this order:
+A strategy of search_loop.run_search. Used for back-translation, where sampled synthetic sources
+train a better model than beam search's outputs do (Edunov et al., 2018), and for diverse
+alternatives. Each step turns the model's log-probabilities into a sampling distribution in
+named steps, in this order:
 
     temper             divide by the temperature: < 1 sharpens, > 1 flattens, 0 is argmax
     restrict_to_top_k  keep the k most probable tokens (Fan et al., 2018)
@@ -15,19 +16,19 @@ untruncated), so samples can be rescored and compared with search outputs.
 Shapes (N = sentences, K = samples per sentence, R = rows still decoding <= N*K, V = vocabulary):
     log_probs  (R, V)    the model's log-probabilities of the next token
     alive      (R,)      original row (n*K + k: sample k of sentence n) of each live row
-    cache      per layer self-attention keys/values (R, H, t, Dh), cross-attention (R, H, S, Dh)
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from tinytrans.config import SearchConfig
-from tinytrans.model import Transformer, padding_mask, reorder_cache
-from tinytrans.search import Hypothesis, force_eos, length_penalty, max_lengths, next_log_probs
-from tinytrans.tokenizer import BOS_ID, EOS_ID
-
-NEG_INF = float("-inf")
+from tinytrans.model import Transformer
+from tinytrans.search_loop import (NEG_INF, Choice, Hypothesis, Prefix, Step, Strategy,
+                                   length_penalty, run_search)
+from tinytrans.tokenizer import EOS_ID
 
 
 def temper(log_probs: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -81,46 +82,42 @@ def next_tokens(log_probs: torch.Tensor, cfg: SearchConfig,
     return draw(restrict_to_top_p(log_probs, cfg.top_p), generator)
 
 
-@torch.inference_mode()
-def sample(model: Transformer, src: torch.Tensor, cfg: SearchConfig) -> list[list[Hypothesis]]:
+class Sampling(Strategy):
+    """Each sentence decoded as nbest independent rows, each drawing its next token as cfg says;
+    a row leaves the batch when it draws EOS."""
+
+    def __init__(self, n: int, cfg: SearchConfig, device: torch.device):
+        self.cfg, self.rows_at_start = cfg, cfg.nbest
+        self.generator = torch.Generator(device=device).manual_seed(cfg.seed)
+        self.alive = torch.arange(n * cfg.nbest)  # (R,) original row of each row still decoding
+        self.tokens: list[list[int]] = [[] for _ in range(self.alive.numel())]
+        self.log_prob = [0.0] * self.alive.numel()
+
+    def choose(self, log_probs: torch.Tensor, step: Step) -> Choice:
+        token = next_tokens(log_probs, self.cfg, self.generator)  # (R,)
+        token_log_prob = log_probs.gather(1, token[:, None]).squeeze(1)  # (R,) the model's own
+        done = (token == EOS_ID).cpu()  # (R,)
+        for row, t, lp, ended in zip(self.alive.tolist(), token.tolist(),
+                                     token_log_prob.tolist(), done.tolist()):
+            self.log_prob[row] += lp
+            if not ended:
+                self.tokens[row].append(t)
+        keep = (~done).nonzero().flatten()
+        self.alive = self.alive[keep]
+        return Choice(keep, token if keep.numel() == token.numel() else token[keep.to(token.device)])
+
+    def hypotheses(self) -> list[list[Hypothesis]]:
+        return per_sentence(self.tokens, self.log_prob, self.cfg.nbest, self.cfg.lenpen)
+
+
+def sample(model: Transformer, src: torch.Tensor, cfg: SearchConfig,
+           prefixes: Sequence[Prefix] | None = None) -> list[list[Hypothesis]]:
     """For each sentence of (N, S) `src`, `cfg.nbest` sampled translations, best score first.
 
-    Each sentence is decoded as nbest independent rows; rows leave the batch when they draw EOS.
     The draws come from one generator seeded with cfg.seed, consumed row by row in batch order:
     the same batch with the same seed on the same device gives the same samples.
     """
-    K, device = cfg.nbest, src.device
-    src_mask = padding_mask(src)
-    memory = model.encode(src, src_mask).repeat_interleave(K, dim=0)  # (N*K, S, D): once, not K times
-    src_mask = src_mask.repeat_interleave(K, dim=0)  # (N*K, 1, 1, S)
-    limit = max_lengths(src, cfg).repeat_interleave(K)  # (N*K,) on the CPU
-    generator = torch.Generator(device=device).manual_seed(cfg.seed)
-    alive = torch.arange(src.size(0) * K)  # (R,) original row of each row still decoding
-    last = torch.full((alive.numel(), 1), BOS_ID, dtype=torch.long, device=device)  # (R, 1)
-    tokens: list[list[int]] = [[] for _ in range(alive.numel())]
-    log_prob = [0.0] * alive.numel()
-    cache = model.new_cache()
-    for step in range(int(limit.max()) + 1):
-        log_probs = next_log_probs(model, last, memory, src_mask, cache)  # (R, V)
-        force_eos(log_probs, (limit[alive] <= step).nonzero().flatten().to(device))
-        token = next_tokens(log_probs, cfg, generator)  # (R,)
-        token_log_prob = log_probs.gather(1, token[:, None]).squeeze(1)  # (R,) the model's own
-        done = (token == EOS_ID).cpu()  # (R,)
-        for row, t, lp, ended in zip(alive.tolist(), token.tolist(), token_log_prob.tolist(),
-                                     done.tolist()):
-            log_prob[row] += lp
-            if not ended:
-                tokens[row].append(t)
-        if done.all():
-            break
-        last = token[:, None]  # (R, 1)
-        if done.any():  # finished rows leave the batch
-            keep = (~done).nonzero().flatten()
-            alive = alive[keep]
-            keep = keep.to(device)
-            last, memory, src_mask = last[keep], memory[keep], src_mask[keep]
-            reorder_cache(cache, keep)
-    return per_sentence(tokens, log_prob, K, cfg.lenpen)
+    return run_search(model, src, cfg, Sampling(src.size(0), cfg, src.device), prefixes)
 
 
 def per_sentence(tokens: list[list[int]], log_prob: list[float], K: int,

@@ -1,145 +1,96 @@
-"""Search: from source ids to the best target hypotheses, with tensors in and hypotheses out.
+"""Greedy and beam search: the two strategies of search_loop.run_search that search for the best
+translation (sampling.py draws one instead; constraints.py searches with phrases that must appear).
 
-The encoder runs once per batch; the decoder runs once per step on the newest token only, with
-a key/value cache holding the past. Greedy search is the reference the beam is tested against.
+Greedy search takes the most probable next token at every step; it is the reference the beam is
+tested against. Beam search keeps the K best partial hypotheses of each sentence.
 
-State tensors of beam search (N = sentences still searching, K = beam size, V = vocabulary):
+State of beam search (N = sentences still searching, K = beam size, V = vocabulary):
     scores   (N, K)       sum of log-probabilities of each live beam
     tokens   (N*K, t)     the ids generated so far, row n*K + k is beam k of sentence n
-    cache    per layer    self-attention keys/values (N*K, H, t, Dh), cross-attention (N*K, H, S, Dh)
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import torch
 
 from tinytrans.config import SearchConfig
-from tinytrans.model import Transformer, padding_mask, reorder_cache
-from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID
+from tinytrans.model import Transformer
+from tinytrans.search_loop import (NEG_INF, Choice, Hypothesis, Prefix, Step, Strategy,
+                                   length_penalty, max_lengths, run_search)
+from tinytrans.tokenizer import EOS_ID
+
+__all__ = ["Hypothesis", "length_penalty", "max_lengths", "greedy_search", "beam_search", "search"]
 
 
-@dataclass
-class Hypothesis:
-    tokens: list[int]  # target ids, without BOS and EOS
-    log_prob: float  # sum of the token log-probabilities, EOS included
-    score: float  # log_prob after the length penalty: what hypotheses are ranked by
+class Greedy(Strategy):
+    """The most probable next token at every step; a row leaves the batch when it ends."""
 
+    def __init__(self, n: int, cfg: SearchConfig):
+        self.cfg = cfg
+        self.tokens: list[list[int]] = [[] for _ in range(n)]
+        self.log_prob = [0.0] * n
+        self.results: list[Hypothesis | None] = [None] * n
 
-def length_penalty(log_prob: float, length: int, alpha: float) -> float:
-    """fairseq's normalisation: divide by length^alpha (length counts EOS), so that long
-    hypotheses, which add more negative log-probabilities, are not unfairly pushed out."""
-    return log_prob / (length ** alpha)
-
-
-def max_lengths(src: torch.Tensor, cfg: SearchConfig) -> torch.Tensor:
-    """(B, S) source ids -> (B,) most target pieces each sentence may get (before EOS)."""
-    src_len = (src != PAD_ID).sum(dim=1).cpu() - 1  # source ids end with EOS
-    return (cfg.max_len_a * src_len + cfg.max_len_b).long().clamp(min=1)  # on the CPU: bookkeeping
-
-
-def next_log_probs(model: Transformer, last: torch.Tensor, memory: torch.Tensor,
-                   src_mask: torch.Tensor, cache: list) -> torch.Tensor:
-    """One decoder step: (R, 1) newest tokens -> (R, V) log-probabilities of the next token."""
-    states = model.decode(last, memory, src_mask, cache)[:, -1]  # (R, D)
-    log_probs = model.logits(states).float().log_softmax(dim=-1)  # (R, V)
-    log_probs[:, PAD_ID] = log_probs[:, BOS_ID] = float("-inf")  # never generated
-    return log_probs
-
-
-def force_eos(log_probs: torch.Tensor, rows: torch.Tensor) -> None:
-    """At the length limit, only EOS may follow: every other token gets -inf."""
-    eos = log_probs[rows, EOS_ID].clone()
-    log_probs[rows] = float("-inf")
-    log_probs[rows, EOS_ID] = eos
-
-
-@torch.inference_mode()
-def greedy_search(model: Transformer, src: torch.Tensor, cfg: SearchConfig) -> list[Hypothesis]:
-    """The most probable next token at every step; sentences leave the batch when they end."""
-    src_mask = padding_mask(src)
-    memory = model.encode(src, src_mask)
-    limit = max_lengths(src, cfg)
-    alive = torch.arange(src.size(0))  # original index of each row still decoding
-    last = torch.full((src.size(0), 1), BOS_ID, dtype=torch.long, device=src.device)
-    tokens = [[] for _ in range(src.size(0))]
-    log_prob = [0.0] * src.size(0)
-    results: list[Hypothesis | None] = [None] * src.size(0)
-    cache = model.new_cache()
-    for step in range(int(limit.max()) + 1):
-        log_probs = next_log_probs(model, last, memory, src_mask, cache)  # (R, V)
-        force_eos(log_probs, (limit[alive] <= step).nonzero().flatten().to(src.device))
+    def choose(self, log_probs: torch.Tensor, step: Step) -> Choice:
         best_lp, best = log_probs.max(dim=-1)  # (R,), (R,)
         done = (best == EOS_ID).cpu()
-        for sentence, token, lp, ended in zip(alive.tolist(), best.tolist(), best_lp.tolist(), done.tolist()):
-            log_prob[sentence] += lp
+        for sentence, token, lp, ended in zip(step.sentence.tolist(), best.tolist(),
+                                              best_lp.tolist(), done.tolist()):
+            self.log_prob[sentence] += lp
             if ended:
-                results[sentence] = Hypothesis(tokens[sentence], log_prob[sentence], 0.0)
+                self.results[sentence] = Hypothesis(self.tokens[sentence], self.log_prob[sentence], 0.0)
             else:
-                tokens[sentence].append(token)
-        if done.all():
-            break
-        last = best[:, None]
-        if done.any():  # finished sentences leave the batch
-            keep = (~done).nonzero().flatten()
-            alive = alive[keep]
-            keep = keep.to(src.device)
-            last, memory, src_mask = last[keep], memory[keep], src_mask[keep]
-            reorder_cache(cache, keep)
-    for hyp in results:
-        hyp.score = length_penalty(hyp.log_prob, len(hyp.tokens) + 1, cfg.lenpen)
-    return results
+                self.tokens[sentence].append(token)
+        keep = (~done).nonzero().flatten()
+        return Choice(keep, best if keep.numel() == best.numel() else best[keep.to(best.device)])
+
+    def hypotheses(self) -> list[list[Hypothesis]]:
+        for hyp in self.results:
+            hyp.score = length_penalty(hyp.log_prob, len(hyp.tokens) + 1, self.cfg.lenpen)
+        return [[hyp] for hyp in self.results]
 
 
-@torch.inference_mode()
-def beam_search(model: Transformer, src: torch.Tensor, cfg: SearchConfig) -> list[list[Hypothesis]]:
-    """Batched beam search; returns for each sentence its `nbest` hypotheses, best first."""
-    K, device = cfg.beam, src.device
-    src_mask = padding_mask(src)
-    memory = model.encode(src, src_mask)
-    limit = max_lengths(src, cfg)
-    n = src.size(0)
-    cache = model.new_cache()
-    # At the first step the K beams of a sentence are the same lone BOS: decode each sentence
-    # once (which also projects its cross-attention keys and values once), then give every
-    # sentence K rows: the log-probabilities, the cache and the source.
-    bos = torch.full((n, 1), BOS_ID, dtype=torch.long, device=device)
-    log_probs = next_log_probs(model, bos, memory, src_mask, cache)  # (N, V)
-    log_probs = log_probs.repeat_interleave(K, dim=0)  # (N*K, V)
-    reorder_cache(cache, torch.arange(n, device=device).repeat_interleave(K))  # (N*K, ...)
-    memory, src_mask = memory.repeat_interleave(K, dim=0), src_mask.repeat_interleave(K, dim=0)
-    alive = torch.arange(n)  # original index of each sentence still searching
-    scores = torch.zeros(n, K, device=device)
-    scores[:, 1:] = float("-inf")  # all beams start identical: expand only the first at step 0
-    tokens = torch.full((n * K, 0), BOS_ID, dtype=torch.long, device=device)
-    finished: list[list[Hypothesis]] = [[] for _ in range(n)]
-    for step in range(int(limit.max()) + 1):
-        at_limit = (limit[alive] <= step).repeat_interleave(K).nonzero().flatten()
-        force_eos(log_probs, at_limit.to(device))
+class Beam(Strategy):
+    """Batched beam search: each sentence keeps its K best partial hypotheses; K finished
+    hypotheses (or the length limit) end it, and its `nbest` best are returned."""
+
+    def __init__(self, n: int, cfg: SearchConfig, device: torch.device):
+        self.cfg, self.K = cfg, cfg.beam
+        self.scores = torch.zeros(n, self.K, device=device)
+        self.scores[:, 1:] = NEG_INF  # all beams start identical: expand only the first at step 0
+        self.tokens = torch.empty((n * self.K, 0), dtype=torch.long, device=device)
+        self.finished: list[list[Hypothesis]] = [[] for _ in range(n)]
+
+    def choose(self, log_probs: torch.Tensor, step: Step) -> Choice:
+        K = self.K
+        first = step.number == 0
+        if first:  # one row per sentence so far (its K beams are the same lone BOS): K copies
+            log_probs = log_probs.repeat_interleave(K, dim=0)  # (N*K, V)
+        alive = step.sentence if first else step.sentence[::K]  # (N,)
+        at_limit = step.at_limit if first else step.at_limit[::K]  # (N,)
         # A sentence's 2K best candidates are among the 2K best next tokens of each of its
         # beams, so only those K * 2K are ranked, not all K * V.
         C = min(2 * K, log_probs.size(-1))
         beam_best, beam_token = log_probs.topk(C, dim=-1)  # (N*K, C)
-        candidates = (scores[:, :, None] + beam_best.view(-1, K, C)).view(-1, K * C)  # (N, K*C)
+        candidates = (self.scores[:, :, None] + beam_best.view(-1, K, C)).view(-1, K * C)  # (N, K*C)
         top_scores, top_index = candidates.topk(2 * K, dim=-1)  # (N, 2K): K may end, K go on
         top_beam, top_token = top_index // C, beam_token.view(-1, K * C).gather(1, top_index)
-        set_aside_finished(top_scores, top_beam, top_token, tokens, alive, finished, cfg)
+        set_aside_finished(top_scores, top_beam, top_token, self.tokens, alive, self.finished,
+                           self.cfg)
         scores, beam, token = continue_beams(top_scores, top_beam, top_token, K)  # (N, K) each
-        rows = (torch.arange(scores.size(0), device=device)[:, None] * K + beam).flatten()
-        tokens = torch.cat([tokens[rows], token.reshape(-1, 1)], dim=1)  # (N*K, t+1)
-        reorder_cache(cache, rows, only_self=True)
-        done = sentences_done(alive, finished, K) | (limit[alive] <= step)
-        if done.all():
-            break
-        if done.any():  # finished sentences leave the batch
-            keep = (~done).nonzero().flatten()
-            keep_rows = (keep[:, None] * K + torch.arange(K)).flatten().to(device)
-            alive, scores, tokens = alive[keep], scores[keep.to(device)], tokens[keep_rows]
-            memory, src_mask = memory[keep_rows], src_mask[keep_rows]
-            reorder_cache(cache, keep_rows)
-        log_probs = next_log_probs(model, tokens[:, -1:], memory, src_mask, cache)  # (N*K, V)
-    return [sorted(hyps, key=lambda h: -h.score)[: cfg.nbest] for hyps in finished]
+        rows = (torch.arange(scores.size(0), device=beam.device)[:, None] * K + beam).flatten()
+        done = sentences_done(alive, self.finished, K) | at_limit  # (N,)
+        keep = (~done).nonzero().flatten()
+        keep_rows = (keep[:, None] * K + torch.arange(K)).flatten().to(beam.device)  # (N'*K,)
+        self.scores = scores[keep.to(beam.device)]
+        self.tokens = torch.cat([self.tokens[rows], token.reshape(-1, 1)], dim=1)[keep_rows]
+        parents = rows[keep_rows].cpu()
+        return Choice(parents // K if first else parents, token.reshape(-1)[keep_rows])
+
+    def hypotheses(self) -> list[list[Hypothesis]]:
+        return [sorted(hyps, key=lambda h: -h.score)[: self.cfg.nbest] for hyps in self.finished]
 
 
 def set_aside_finished(top_scores: torch.Tensor, top_beam: torch.Tensor, top_token: torch.Tensor,
@@ -147,7 +98,7 @@ def set_aside_finished(top_scores: torch.Tensor, top_beam: torch.Tensor, top_tok
                        cfg: SearchConfig) -> None:
     """Candidates ending in EOS among the K best of each sentence become finished hypotheses."""
     K = cfg.beam
-    ends = (top_token[:, :K] == EOS_ID) & (top_scores[:, :K] > float("-inf"))
+    ends = (top_token[:, :K] == EOS_ID) & (top_scores[:, :K] > NEG_INF)
     for row, rank in ends.nonzero().tolist():
         sentence = int(alive[row])
         if len(finished[sentence]) >= K:
@@ -180,8 +131,22 @@ def continue_beams(top_scores: torch.Tensor, top_beam: torch.Tensor, top_token: 
     return top_scores.gather(1, pick), top_beam.gather(1, pick), top_token.gather(1, pick)
 
 
-def search(model: Transformer, src: torch.Tensor, cfg: SearchConfig) -> list[list[Hypothesis]]:
+def greedy_search(model: Transformer, src: torch.Tensor, cfg: SearchConfig,
+                  prefixes: Sequence[Prefix] | None = None) -> list[Hypothesis]:
+    """Each sentence's most probable token at every step: one Hypothesis per sentence."""
+    found = run_search(model, src, cfg, Greedy(src.size(0), cfg), prefixes)
+    return [hyps[0] for hyps in found]
+
+
+def beam_search(model: Transformer, src: torch.Tensor, cfg: SearchConfig,
+                prefixes: Sequence[Prefix] | None = None) -> list[list[Hypothesis]]:
+    """Batched beam search; returns for each sentence its `nbest` hypotheses, best first."""
+    return run_search(model, src, cfg, Beam(src.size(0), cfg, src.device), prefixes)
+
+
+def search(model: Transformer, src: torch.Tensor, cfg: SearchConfig,
+           prefixes: Sequence[Prefix] | None = None) -> list[list[Hypothesis]]:
     """Beam search, with greedy search as the fast path for a beam of 1."""
     if cfg.beam == 1:
-        return [[hyp] for hyp in greedy_search(model, src, cfg)]
-    return beam_search(model, src, cfg)
+        return [[hyp] for hyp in greedy_search(model, src, cfg, prefixes)]
+    return beam_search(model, src, cfg, prefixes)
