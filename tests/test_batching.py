@@ -21,14 +21,16 @@ class RecordingTranslator:
 
     def __init__(self):
         self.calls: list[list[str]] = []
+        self.prefixes: list[list[str] | None] = []
         self.gate = threading.Event()
         self.gate.set()
         self.fail_on: str | None = None
 
-    def translate(self, lines, cfg, options=LineOptions()):
+    def translate(self, lines, cfg, options=LineOptions(), prefixes=None):
         lines = list(lines)
         self.gate.wait(10)
         self.calls.append(lines)
+        self.prefixes.append(prefixes)
         if self.fail_on is not None and self.fail_on in lines:
             raise UserError(f"cannot translate {self.fail_on}")
         return [Translation(line.upper(), [(0.0, line.upper())]) for line in lines]

@@ -34,7 +34,7 @@ from tinytrans.attention import SentenceAttention, sentence_attention
 from tinytrans.config import (DEVICES, GLOSSARY_METHODS, INFERENCE_PRECISIONS, SearchConfig,
                               sample_option)
 from tinytrans.errors import UserError
-from tinytrans.terminology import Glossary, check_phrases
+from tinytrans.terminology import Glossary, check_phrases, check_prefix
 from tinytrans.tokenizer import EOS_ID
 from tinytrans.translate import LineOptions, Translator
 
@@ -67,6 +67,7 @@ class TranslationModel:
                   max_len_a: float = SearchConfig.max_len_a,
                   max_len_b: int = SearchConfig.max_len_b,
                   constraints: Iterable[Iterable[str]] | None = None,
+                  prefixes: Iterable[str] | None = None,
                   glossary: dict[str, str] | None = None, glossary_method: str = "place",
                   alignment: bool = False,
                   split_sentences: bool | None = True, sample: int | str | None = None,
@@ -76,7 +77,8 @@ class TranslationModel:
 
         With `nbest`, each sentence gets instead a list of up to `nbest` (score, text) pairs, best
         first; the score is the log-probability divided by length^lenpen (length counts EOS).
-        constraints: per sentence, target phrases its translation must contain; glossary:
+        constraints: per sentence, target phrases its translation must contain; prefixes: per
+        sentence, the words its translation begins with ("" for none; autocompletion); glossary:
         {source term: target term}, applied wherever a source term occurs, by glossary_method
         ("place": put where the source term was translated; "constrain": searched for).
         alignment=True: each result becomes (text, [(source word, target word), ...]), or
@@ -96,8 +98,9 @@ class TranslationModel:
                               _bool("alignment", alignment), _glossary(glossary),
                               _choice("glossary_method", glossary_method, GLOSSARY_METHODS))
         phrases = None if constraints is None else _constraints(constraints, len(sentences))
+        starts = None if prefixes is None else _prefixes(prefixes, len(sentences))
         results = self.translator.translate(sentences, cfg, warn=_warn, options=options,
-                                            constraints=phrases)
+                                            constraints=phrases, prefixes=starts)
         if nbest is None:
             return [(t.text, t.alignments[0]) if alignment else t.text for t in results]
         if alignment:
@@ -229,6 +232,18 @@ def _constraints(constraints: object, count: int) -> list[list[str]]:
     if len(result) != count:
         raise UserError(f"constraints has {len(result)} lists but sentences has {count}: one "
                         "list of phrases (maybe empty) per sentence")
+    return result
+
+
+def _prefixes(prefixes: object, count: int) -> list[str]:
+    """One prefix (str, maybe empty) per sentence."""
+    if isinstance(prefixes, (str, bytes)) or not isinstance(prefixes, Iterable):
+        raise UserError(f"prefixes: {_shown(prefixes)} must be a list with one prefix (a str, "
+                        "maybe empty) per sentence")
+    result = [check_prefix(prefix, f"prefixes[{i}]") for i, prefix in enumerate(prefixes)]
+    if len(result) != count:
+        raise UserError(f"prefixes has {len(result)} items but sentences has {count}: one "
+                        "prefix (maybe empty) per sentence")
     return result
 
 

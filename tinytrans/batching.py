@@ -48,6 +48,7 @@ class Request:
     cfg: SearchConfig
     options: LineOptions
     attention: bool = False  # also the attention weights of each line's translation
+    prefixes: list[str] | None = None  # per line: what its translation begins with
     future: Future = field(default_factory=Future)
 
     @property
@@ -86,9 +87,10 @@ class Batcher:
         self.thread.start()
 
     def submit(self, lines: list[str], cfg: SearchConfig, options: LineOptions = LineOptions(),
-               attention: bool = False) -> Future:
-        """Queue the lines; the future's result is a Result. Raises QueueFull or Closed."""
-        request = Request(lines, cfg, options, attention)
+               attention: bool = False, prefixes: list[str] | None = None) -> Future:
+        """Queue the lines (and, maybe, a prefix per line); the future's result is a Result.
+        Raises QueueFull or Closed."""
+        request = Request(lines, cfg, options, attention, prefixes)
         with self.lock:
             if self.closed:
                 raise Closed("the server is shutting down")
@@ -172,7 +174,11 @@ class Batcher:
         """One translate call for all the requests' lines; each request's share of it."""
         lines = [line for r in requests for line in r.lines]
         head = requests[0]
-        translations = list(self.translator.translate(lines, head.cfg, options=head.options))
+        prefixes = None
+        if any(r.prefixes for r in requests):
+            prefixes = [p for r in requests for p in (r.prefixes or [""] * len(r.lines))]
+        translations = list(self.translator.translate(lines, head.cfg, options=head.options,
+                                                      prefixes=prefixes))
         self.batches += 1
         answers, start = [], 0
         for request in requests:

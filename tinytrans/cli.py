@@ -499,6 +499,7 @@ def translate(
     constraints: Annotated[Optional[Path], typer.Option("--constraints", help="One line per input line: target phrases that must appear, tab-separated (empty line: none).")] = None,
     glossary: GlossaryFile = None,
     glossary_method: GlossaryMethod = "place",
+    prefix: Annotated[Optional[Path], typer.Option("--prefix", help="One line per input line: the words its translation begins with (empty line: none); the search completes it.")] = None,
     split_sentences: SplitSentences = True,
     alignment: Annotated[bool, typer.Option("--alignment", help="Append a tab and the word alignment: pairs of word indices, source-target (0-0 1-2 ...).")] = False,
     sample: Annotated[Optional[str], typer.Option("--sample", metavar="K|all", help="Sample translations instead of searching: each token from the K most probable, or from all.")] = None,
@@ -510,7 +511,7 @@ def translate(
     """Translate lines from stdin (or --input) to stdout: one output line per input line."""
     from tinytrans.atomic import atomic_text_output, check_writable, same_file
     from tinytrans.lines import LineOptions, check_sampling_alone, decode_input
-    from tinytrans.terminology import constraints_for, read_glossary
+    from tinytrans.terminology import constraints_for, prefixes_for, read_glossary
     from tinytrans.textio import open_binary
 
     cfg = SearchConfig(beam=beam, nbest=nbest, lenpen=lenpen, max_len_a=max_len_a,
@@ -521,6 +522,7 @@ def translate(
                           read_glossary(glossary) if glossary is not None else None,
                           glossary_method)
     phrases = constraints_for(constraints, input) if constraints is not None else None
+    prefixes = prefixes_for(prefix, input) if prefix is not None else None
     if output is not None:
         # Checked before anything is opened for writing: the output would replace the input.
         if same_file(output, input if input is not None else _stdin_fd()):
@@ -535,7 +537,7 @@ def translate(
         sink = files.enter_context(atomic_text_output(output)) if output else sys.stdout
         lines = decode_input(source, str(input or "<stdin>"), warn)
         for result in translator.translate(lines, cfg, 1 if interactive else 2000, warn,
-                                           options, phrases):
+                                           options, phrases, prefixes):
             progress.advance()
             sink.write(_output_lines(result, cfg.nbest, alignment))
             if interactive:

@@ -1,9 +1,9 @@
 """Translation with CTranslate2's C++ engine, from a model `tinytrans export` wrote.
 
 The same line handling as the PyTorch engine (lines.LineTranslator: chunks, sentence splitting,
-one Translation per line), with CTranslate2 doing the search: it sorts the segments by length
-into batches of `cfg.batch_tokens` tokens itself. Nothing here imports torch, so a process that
-translates with this engine starts faster and stays smaller.
+one Translation per line), with CTranslate2 doing the search, target prefixes (--prefix)
+included. Nothing here imports torch, so a process that translates with this engine starts
+faster and stays smaller.
 
 The segments are sorted by length and cut into batches here, as the PyTorch engine does, so that
 each batch's output length limit follows its own longest source.
@@ -124,10 +124,8 @@ class CT2Translator(LineTranslator):
             if torch_threads is not None:
                 torch.set_num_threads(torch_threads)
 
-    def translate(self, lines, cfg: SearchConfig, chunk_lines: int = 2000, warn=None,
-                  options: LineOptions = LineOptions(), constraints=None):
-        check_supported(cfg, options, constraints)
-        return super().translate(lines, cfg, chunk_lines, warn, options, constraints)
+    def check_supported(self, cfg: SearchConfig, options: LineOptions, constrained: bool) -> None:
+        check_supported(cfg, options, constrained)
 
     def search_segments(self, segments: list[Segment], cfg: SearchConfig,
                         options: LineOptions) -> None:
@@ -140,21 +138,25 @@ class CT2Translator(LineTranslator):
 
     def _search(self, batch: list[Segment], cfg: SearchConfig) -> None:
         pieces = [self.src_tok.sp.id_to_piece(s.ids.tolist()) for s in batch]
+        prefixes = [self.tgt_tok.sp.id_to_piece(list(s.prefix)) for s in batch]
         longest = max(len(p) for p in pieces)
+        # the PyTorch engine's limit (search_loop.run_search), for the batch's longest source
+        # and prefix: CTranslate2 takes one limit per batch
+        limit = int(cfg.max_len_a * longest + cfg.max_len_b) + max(map(len, prefixes)) + 1
         results = self.engine.translate_batch(
             pieces, beam_size=cfg.beam, num_hypotheses=cfg.nbest, length_penalty=cfg.lenpen,
-            return_scores=True,
-            max_decoding_length=int(cfg.max_len_a * longest + cfg.max_len_b) + 1)
+            return_scores=True, max_decoding_length=limit,
+            target_prefix=prefixes if any(prefixes) else None)
         for segment, result in zip(batch, results):
             segment.found = [Found(self.tgt_tok.sp.piece_to_id(hyp), score)
                              for hyp, score in zip(result.hypotheses, result.scores)]
 
 
-def check_supported(cfg: SearchConfig, options: LineOptions, constraints) -> None:
+def check_supported(cfg: SearchConfig, options: LineOptions, constrained: bool) -> None:
     if cfg.sampling:
         raise UserError("--engine ctranslate2: cannot reproduce samples from a --seed; use "
                         "--engine torch for --sample")
-    if constraints is not None or options.glossary is not None:
+    if constrained or options.glossary is not None:
         raise UserError("--engine ctranslate2: has no lexical constraints; use --engine torch "
                         "for --constraints and --glossary")
     if options.alignment:

@@ -3,12 +3,13 @@
 A stream of lines is read in chunks (one line at a time when a person types them). Each line
 becomes one or more segments: its sentences (sentences.py; a paragraph given whole to a model
 trained on single sentences loses some of them), or, when asked, itself. A line's constraints
-become target phrases of its segments, and a glossary's terms are found in them (terminology.py).
+become target phrases of its segments, and a glossary's terms are found in them (terminology.py);
+a line's prefix (the words its translation must begin with) goes with its first segment.
 The engine searches the segments however it batches them; the glossary terms are put in place
 in what it found; then each line is assembled again from its segments: one Translation per
 line, in input order, whatever the lines contain.
 
-The engines: translate.Translator (the PyTorch model: search.py, constraints.py, sampling.py)
+The engines: translate.Translator (the PyTorch model: search_loop.py and its strategies)
 and ct2engine.CT2Translator (CTranslate2's C++ engine). This module imports no torch, so that the
 second needs none.
 """
@@ -73,6 +74,7 @@ class Segment:
     text: str
     ids: np.ndarray  # source piece ids, without EOS
     phrases: list[Phrase]  # target piece ids the translation must contain
+    prefix: Phrase = ()  # target piece ids the translation must begin with
     terms: list[TermMatch] = field(default_factory=list)  # glossary terms to place (method place)
     found: list[Found] | None = None  # filled by the engine
     alignments: list[Alignment] | None = None  # one per hypothesis
@@ -108,52 +110,50 @@ class LineTranslator(ABC):
         """The decoder's layers and heads where this engine records its attention, else None."""
         return None
 
+    def check_supported(self, cfg: SearchConfig, options: LineOptions, constrained: bool) -> None:
+        """Raise a UserError, before any work, for what this engine cannot do (`constrained`:
+        the lines come with constraints)."""
+
     def translate(self, lines: Iterable[str], cfg: SearchConfig, chunk_lines: int = 2000,
                   warn: Warn | None = None, options: LineOptions = LineOptions(),
-                  constraints: Iterable[list[str]] | None = None) -> Iterator[Translation]:
+                  constraints: Iterable[list[str]] | None = None,
+                  prefixes: Iterable[str] | None = None) -> Iterator[Translation]:
         """Translate a stream of lines; yields one Translation per line, in input order.
 
         Lines are read `chunk_lines` at a time; the engine batches a chunk's segments
         (`cfg.batch_tokens` source tokens x beams, or x samples, per batch). `constraints`, when
         given, pairs with `lines`: the target phrases of each line (a list, maybe empty), and
-        must have as many items."""
+        must have as many items. So does `prefixes`: the text each line's translation begins
+        with ("" for none), the rest found by the search (autocompletion)."""
         warn = warn or (lambda message: None)
+        self.check_supported(cfg, options, constraints is not None)
         check_sampling_alone(cfg, constraints is not None or options.glossary is not None)
-        phrases = iter(constraints) if constraints is not None else None
-        chunk: list[tuple[str, list[str]]] = []
+        line_phrases = PairedInput("constraints", constraints, [])
+        line_prefixes = PairedInput("prefixes", prefixes, "")
+        chunk: list[tuple[str, list[str], str]] = []
         first_line = 1
         for line in lines:
-            chunk.append((line, self._line_phrases(phrases, first_line + len(chunk))))
+            number = first_line + len(chunk)
+            chunk.append((line, line_phrases.next_for(number), line_prefixes.next_for(number)))
             if len(chunk) >= chunk_lines:
                 yield from self._translate_chunk(chunk, first_line, cfg, warn, options)
                 first_line += len(chunk)
                 chunk = []
         if chunk:
             yield from self._translate_chunk(chunk, first_line, cfg, warn, options)
-        if phrases is not None and next(phrases, None) is not None:
-            raise UserError(f"constraints: more lines than the {first_line + len(chunk) - 1} "
-                            "input lines")
+        for paired in (line_phrases, line_prefixes):
+            paired.check_exhausted(first_line + len(chunk) - 1)
 
-    @staticmethod
-    def _line_phrases(phrases: Iterator[list[str]] | None, number: int) -> list[str]:
-        if phrases is None:
-            return []
-        found = next(phrases, None)
-        if found is None:
-            raise UserError(f"constraints: none for input line {number}; give one line of "
-                            "constraints (maybe empty) per input line")
-        return found
-
-    def _translate_chunk(self, chunk: list[tuple[str, list[str]]], first_line: int,
+    def _translate_chunk(self, chunk: list[tuple[str, list[str], str]], first_line: int,
                          cfg: SearchConfig, warn: Warn,
                          options: LineOptions) -> Iterator[Translation]:
-        texts = [line.strip() for line, _ in chunk]
+        texts = [line.strip() for line, _, _ in chunk]
         encoded = self.src_tok.encode(texts)  # one call for the chunk: lines that fit are done
-        segments = [segment for index, (text, ids, (_, phrases))
+        segments = [segment for index, (text, ids, (_, phrases, prefix))
                     in enumerate(zip(texts, encoded, chunk))
                     for segment in self.segments(index, first_line + index, text,
                                                  np.asarray(ids, dtype=np.int64), phrases,
-                                                 options, warn)]
+                                                 options, warn, prefix)]
         self.search_segments([s for s in segments if len(s.ids)], cfg, options)
         self.place_terms([s for s in segments if s.terms and s.found], cfg, options,
                          first_line, warn)
@@ -165,23 +165,24 @@ class LineTranslator(ABC):
             yield self.assemble(parts, options.alignment, len(line.split()))
 
     def segments(self, index: int, number: int, line: str, ids: np.ndarray, phrases: list[str],
-                 options: LineOptions, warn: Warn) -> list[Segment]:
+                 options: LineOptions, warn: Warn, prefix: str = "") -> list[Segment]:
         """A line (stripped, and its source ids) as the segments it is translated in: its
         sentences, each cut further if too long for the model (sentences.split_to_fit); or, with
-        options.split_sentences False or constraints on a line that fits, itself, cut to the
-        model's length."""
+        options.split_sentences False or constraints or a prefix on a line that fits, itself,
+        cut to the model's length."""
         texts = [line]
         fits = len(ids) <= self.max_source_pieces
-        # a line with constraints that fits stays whole: its phrases belong to all of it
-        if not options.split_sentences or (phrases and fits):
+        # a line with constraints or a prefix that fits stays whole: they belong to all of it
+        if not options.split_sentences or ((phrases or prefix) and fits):
             ids = self.cut_to_fit(ids, number, warn)
         else:
             sentences = split_sentences(line, self.source_language)
             if not fits or len(sentences) > 1:
                 texts = fit_sentences(sentences, self._fits) or [""]
-        if len(texts) > 1 and phrases:
-            warn(f"line {number}: split into {len(texts)} sentences; its constraints go with "
-                 "the first")
+        if len(texts) > 1 and (phrases or prefix):
+            warn(f"line {number}: split into {len(texts)} sentences; its constraints and its "
+                 "prefix go with the first")
+        prefix_ids = self.prefix_ids(prefix, number, warn) if prefix else ()
         result = []
         for k, text in enumerate(texts):
             found = list(phrases if k == 0 else [])
@@ -190,7 +191,8 @@ class LineTranslator(ABC):
             if options.glossary_method == "constrain":
                 found, terms = found + targets, []
             result.append(Segment(index, text, ids if len(texts) == 1 else self._encode(text),
-                                  self.phrase_ids(found, number, warn) if found else [], terms))
+                                  self.phrase_ids(found, number, warn) if found else [],
+                                  prefix_ids if k == 0 else (), terms))
         return result
 
     def place_terms(self, segments: list[Segment], cfg: SearchConfig, options: LineOptions,
@@ -253,6 +255,14 @@ class LineTranslator(ABC):
             result.append(tuple(ids))
         return result
 
+    def prefix_ids(self, prefix: str, number: int, warn: Warn) -> Phrase:
+        """A prefix as target piece ids (a prefix ending inside a word is completed from there)."""
+        ids = tuple(self.tgt_tok.encode([prefix])[0])
+        if UNK_ID in ids:
+            warn(f"line {number}: the prefix has characters the target vocabulary lacks; they "
+                 "will show as ⁇")
+        return ids
+
     def assemble(self, parts: list[Segment], alignment: bool, line_words: int = 0) -> Translation:
         """One line's Translation from its segments: the n-th entry joins each segment's n-th
         hypothesis (or its last, when it has fewer); scores add up; alignments shift by the
@@ -271,6 +281,29 @@ class LineTranslator(ABC):
             if alignment:
                 alignments.append(shifted_alignment(parts, texts, picked, line_words))
         return Translation(nbest[0][1], nbest, alignments if alignment else None)
+
+
+class PairedInput:
+    """Items that pair with the input lines one to one (constraints, prefixes): each line asks
+    for its own, and a stream with too few or too many is an error that names it. Without a
+    stream (None), every line gets `default`."""
+
+    def __init__(self, name: str, items: Iterable | None, default: object):
+        self.name, self.default = name, default
+        self.items = iter(items) if items is not None else None
+
+    def next_for(self, number: int):
+        if self.items is None:
+            return self.default
+        found = next(self.items, None)
+        if found is None:
+            raise UserError(f"{self.name}: none for input line {number}; give one line (maybe "
+                            "empty) per input line")
+        return found
+
+    def check_exhausted(self, lines: int) -> None:
+        if self.items is not None and next(self.items, None) is not None:
+            raise UserError(f"{self.name}: more lines than the {lines} input lines")
 
 
 def check_sampling_alone(cfg: SearchConfig, constrained: bool) -> None:

@@ -10,7 +10,8 @@ Many translation apps and plugins already call LibreTranslate, so the same reque
     GET  /            a page that translates as you type and draws the cross-attention
 
 tinytrans' own optional fields in a /translate request: "beam", "alignment" (Moses-style word
-pairs per line) and "attention" (what `tinytrans attention --json` prints, per line). Every
+pairs per line), "attention" (what `tinytrans attention --json` prints, per line) and "prefix"
+(the words the translation begins with, for autocompletion: a string, or one per item of q). Every
 mistake is a 4xx with a one-line {"error": "..."}: 400 for a bad request, 413 for a body over
 the limit, 429 when too many requests wait; 503 when a request timed out or the server is
 stopping; 500 only for a bug. The event loop never runs the model: requests go to
@@ -43,6 +44,7 @@ from tinytrans.batching import Batcher, Closed, QueueFull
 from tinytrans.config import MAX_BEAM, SearchConfig, ServeConfig
 from tinytrans.errors import UserError
 from tinytrans.lines import LineOptions, LineTranslator, format_alignment
+from tinytrans.terminology import check_prefix
 
 LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "cs": "Czech", "es": "Spanish",
                   "it": "Italian", "nl": "Dutch", "pt": "Portuguese", "pl": "Polish",
@@ -127,6 +129,19 @@ class TranslateRequest:
     alternatives: int
     alignment: bool
     attention: bool
+    prefixes: list[str] | None = None  # per item of q: what its translation begins with
+
+    @property
+    def lines(self) -> list[str]:
+        """The lines the items of q hold: each is translated alone."""
+        return [line for text in self.texts for line in text.split("\n")]
+
+    def line_prefixes(self) -> list[str] | None:
+        """Per line, its prefix: an item's prefix goes with its first line."""
+        if self.prefixes is None:
+            return None
+        return [prefix if k == 0 else "" for text, prefix in zip(self.texts, self.prefixes)
+                for k in range(len(text.split("\n")))]
 
 
 def translate_request(fields: dict[str, Any], pair: tuple[str, str], serve_cfg: ServeConfig,
@@ -144,7 +159,7 @@ def translate_request(fields: dict[str, Any], pair: tuple[str, str], serve_cfg: 
     attention = bool_field(fields, "attention")
     if attention and not shows_attention:
         raise Problem(400, "attention: this engine shows no attention; serve with --engine torch")
-    lines = [line for text in texts for line in text.split("\n")]
+    lines = [line for text in texts for line in text.split("\n")]  # as TranslateRequest.lines
     chars = sum(map(len, texts))
     if chars > serve_cfg.max_chars:
         raise Problem(400, f"q: {chars:,} characters; at most {serve_cfg.max_chars:,} per request")
@@ -155,7 +170,26 @@ def translate_request(fields: dict[str, Any], pair: tuple[str, str], serve_cfg: 
                            "attention")
     return TranslateRequest(texts, many, source == "auto",
                             SearchConfig(beam=beam, nbest=alternatives + 1), alternatives,
-                            bool_field(fields, "alignment"), attention)
+                            bool_field(fields, "alignment"), attention,
+                            prefix_field(fields.get("prefix"), texts, many))
+
+
+def prefix_field(prefix: Any, texts: list[str], many: bool) -> list[str] | None:
+    """The optional `prefix` (not LibreTranslate's: tinytrans' autocompletion): the words the
+    translation begins with; a string for a string q, a list of strings (maybe empty) for a
+    list q."""
+    if prefix is None:
+        return None
+    items = prefix if many else [prefix]
+    if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
+        raise Problem(400, f"prefix: {shown(prefix)} must be "
+                           + ("a list of strings, one per item of q" if many else "a string"))
+    if len(items) != len(texts):
+        raise Problem(400, f"prefix: {len(items)} items, but q has {len(texts)}; one per item")
+    try:
+        return [check_prefix(checked_text(item, "prefix"), "prefix") for item in items]
+    except UserError as error:
+        raise Problem(400, str(error)) from None
 
 
 def query_texts(q: Any) -> tuple[list[str], bool]:
@@ -282,10 +316,10 @@ class Routes:
 
     async def decoded(self, wanted: TranslateRequest):
         """The request's lines, translated by the batcher's inference thread."""
-        lines = [line for text in wanted.texts for line in text.split("\n")]
         try:
-            future = self.batcher.submit(lines, wanted.cfg,
-                                         LineOptions(alignment=wanted.alignment), wanted.attention)
+            future = self.batcher.submit(wanted.lines, wanted.cfg,
+                                         LineOptions(alignment=wanted.alignment), wanted.attention,
+                                         wanted.line_prefixes())
         except QueueFull as full:
             raise Problem(429, f"too many requests waiting ({full}); retry later") from None
         except Closed:

@@ -1,8 +1,11 @@
 """Terminology as text: the phrases each line's translation must contain, from a file of
-constraints or a glossary, and glossary terms put in place in a translation.
+constraints or a glossary, and glossary terms put in place in a translation; and the prefix
+each line's translation must begin with.
 
     --constraints FILE   one line per input line: that line's target phrases, tab-separated
                          (an empty line: none); constraints.py makes the search honour them
+    --prefix FILE        one line per input line: the words its translation begins with (an
+                         empty line: none); search_loop.py forces them, the search goes on
     --glossary FILE.tsv  `source term<TAB>target term` per line: where a source term occurs in
                          an input line, its translation holds the target term, in the place
                          its source term was translated (place_terms); or, with
@@ -17,7 +20,7 @@ from __future__ import annotations
 
 import bisect
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +29,24 @@ from tinytrans.textio import open_binary
 
 MAX_PHRASES = 50  # per line: more is a misuse (each one widens the search)
 MAX_PHRASE_CHARS = 500
+MAX_PREFIX_CHARS = 2000
+
+
+def read_prefixes(path: Path) -> Iterator[str]:
+    """The prefix of each line of a prefix file, lazily (it pairs with a stream)."""
+    for where, text in numbered_lines(path):
+        yield check_prefix(text, where)
+
+
+def check_prefix(text: str, where: str) -> str:
+    """A prefix with its whitespace made single spaces; a prefix is one line, of bounded length."""
+    if not isinstance(text, str):
+        raise UserError(f"{where}: {text!r} is not a prefix (a str)")
+    text = " ".join(text.split())
+    if len(text) > MAX_PREFIX_CHARS:
+        raise UserError(f"{where}: a prefix of {len(text):,} characters; at most "
+                        f"{MAX_PREFIX_CHARS:,}")
+    return text
 
 
 def read_constraints(path: Path) -> Iterator[list[str]]:
@@ -45,16 +66,27 @@ def numbered_lines(path: Path) -> Iterator[tuple[str, str]]:
 
 
 def constraints_for(path: Path, input: Path | None) -> Iterable[list[str]]:
-    """The phrases of `--constraints PATH`, one list per input line. A file is read and checked
-    whole before any work (it is small), and must have as many lines as an --input file; a pipe
-    can only be read as it streams, beside the input (the translator checks the pairing)."""
+    """The phrases of `--constraints PATH`, one list per input line."""
+    return paired_with_input(path, input, "--constraints", read_constraints)
+
+
+def prefixes_for(path: Path, input: Path | None) -> Iterable[str]:
+    """The prefixes of `--prefix PATH`, one per input line."""
+    return paired_with_input(path, input, "--prefix", read_prefixes)
+
+
+def paired_with_input(path: Path, input: Path | None, flag: str,
+                      read: Callable[[Path], Iterator]) -> Iterable:
+    """A file with one line per input line, read by `read`. A file is read and checked whole
+    before any work (it is small), and must have as many lines as an --input file; a pipe can
+    only be read as it streams, beside the input (the translator checks the pairing)."""
     if not path.is_file():
-        return read_constraints(path)
-    phrases = list(read_constraints(path))
-    if input is not None and input.is_file() and count_lines(input) != len(phrases):
-        raise UserError(f"--constraints {path}: {len(phrases)} lines, but --input {input} has "
+        return read(path)
+    items = list(read(path))
+    if input is not None and input.is_file() and count_lines(input) != len(items):
+        raise UserError(f"{flag} {path}: {len(items)} lines, but --input {input} has "
                         f"{count_lines(input)}; give one line (maybe empty) per input line")
-    return phrases
+    return items
 
 
 def count_lines(path: Path) -> int:

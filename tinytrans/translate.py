@@ -74,16 +74,19 @@ class Translator(LineTranslator):
         return AttentionShape(model.n_decoder_layers, model.n_heads)
 
     def translate_batch(self, ids: list[np.ndarray], cfg: SearchConfig,
-                        phrases: list[list[Phrase]] | None = None) -> list[list[Hypothesis]]:
+                        phrases: list[list[Phrase]] | None = None,
+                        prefixes: list[Phrase] | None = None) -> list[list[Hypothesis]]:
         """Search one batch of source id arrays (without EOS): sampled when cfg says so,
-        constrained when some sentence has phrases, else beam (or greedy) search."""
+        constrained when some sentence has phrases, else beam (or greedy) search; each
+        sentence's hypotheses begin with its prefix, when `prefixes` gives one."""
         src = pad_sentences(ids, [], [EOS_ID]).to(self.device)
         with autocast(self.device, self.precision):
             if cfg.sampling:
-                return sample(self.model, src, replace(cfg, seed=batch_seed(cfg.seed, ids)))
+                seeded = replace(cfg, seed=batch_seed(cfg.seed, ids))
+                return sample(self.model, src, seeded, prefixes)
             if phrases is not None and any(phrases):
-                return constrained_beam_search(self.model, src, cfg, phrases)
-            return search(self.model, src, cfg)
+                return constrained_beam_search(self.model, src, cfg, phrases, prefixes)
+            return search(self.model, src, cfg, prefixes)
 
     def source_ids(self, lines: list[str], first_line: int = 1,
                    warn: Warn | None = None) -> list[np.ndarray]:
@@ -98,7 +101,8 @@ class Translator(LineTranslator):
         for batch in length_batches(list(range(len(segments))), [len(s.ids) for s in segments],
                                     cfg.batch_tokens, cfg.rows_per_sentence):
             rows = [segments[i] for i in batch]
-            found = self.translate_batch([s.ids for s in rows], cfg, [s.phrases for s in rows])
+            found = self.translate_batch([s.ids for s in rows], cfg, [s.phrases for s in rows],
+                                         [s.prefix for s in rows])
             for segment, hyps in zip(rows, found):
                 segment.found = hyps
             if options.alignment or any(s.terms for s in rows):  # terms are placed by them
