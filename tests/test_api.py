@@ -56,6 +56,17 @@ def test_nbest_gives_scored_lists_led_by_the_best(model):
         assert scores == sorted(scores, reverse=True)
 
 
+def test_prefixes_begin_the_translations_and_are_checked(model):
+    free = model.translate(LINES[:3], beam=3)
+    started = model.translate(LINES[:3], beam=3, prefixes=["Ein  kleiner", "", "Zwei"])
+    assert started[0].startswith("Ein kleiner ") and started[1] == free[1]
+    assert started[2].startswith("Zwei")
+    for wrong, cause in (("Ein", "must be a list"), (["Ein"], "1 items but sentences has 3"),
+                         ([1, "", ""], "is not a prefix"), (["x" * 3000, "", ""], "3,000")):
+        with pytest.raises(UserError, match=cause):
+            model.translate(LINES[:3], prefixes=wrong)
+
+
 def test_score_is_what_the_search_found(model):
     """With no length penalty a hypothesis' search score is its log-probability, and forced
     decoding of its text gives it back, whenever the text turns back into the same pieces."""

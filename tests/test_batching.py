@@ -67,6 +67,17 @@ def test_requests_waiting_together_share_one_call(translator):
     batcher.close()
 
 
+def test_prefixes_travel_with_their_lines_in_a_shared_call(translator):
+    batcher, _ = held(translator, max_wait=0.05)
+    plain = batcher.submit(["a", "b"], SearchConfig())
+    started = batcher.submit(["c", "d"], SearchConfig(), prefixes=["C is", ""])
+    translator.gate.set()
+    assert (texts(plain), texts(started)) == (["A", "B"], ["C", "D"])
+    assert translator.calls[1] == ["a", "b", "c", "d"]
+    assert translator.prefixes == [None, ["", "", "C is", ""]]  # the held line had none
+    batcher.close()
+
+
 def test_requests_with_other_settings_do_not_share_a_call(translator):
     batcher, _ = held(translator, max_wait=0.05)
     beam2 = batcher.submit(["x"], SearchConfig(beam=2))

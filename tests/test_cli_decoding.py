@@ -70,6 +70,28 @@ def test_constraints_file_puts_its_phrases_in_the_translations(run_dir, source, 
         assert all(p in text for p in wanted.split("\t") if p)
 
 
+def test_prefix_file_begins_each_translation_and_the_search_completes_it(run_dir, source,
+                                                                         tmp_path):
+    plain = translate(run_dir, "--input", source, "--beam", "3").stdout.splitlines()
+    starts = ["Ein Hund", "", "Zwei Katzen sitzen", "", "Der", plain[5].split()[0]]
+    prefix = tmp_path / "p.txt"
+    prefix.write_text("".join(p + "\n" for p in starts), encoding="utf-8")
+    result = translate(run_dir, "--input", source, "--beam", "3", "--prefix", prefix)
+    assert result.exit_code == 0, result.output
+    out = result.stdout.splitlines()
+    assert len(out) == len(LINES)
+    for text, start, free in zip(out, starts, plain):
+        assert text.startswith(start) and len(text) > len(start)
+        if not start:
+            assert text == free  # a line without a prefix is translated as without the file
+    short = tmp_path / "short.txt"
+    short.write_text("Ein\n", encoding="utf-8")
+    result = translate(run_dir, "--input", source, "--prefix", short)
+    assert_one_line_error(result, 2, "--prefix", "1 lines", f"has {len(LINES)}")
+    result = translate(run_dir, "--prefix", short, input="A house.\nA dog.\n")
+    assert_one_line_error(result, 2, "prefixes: none for input line 2")
+
+
 def test_glossary_terms_appear_where_their_source_terms_occur(run_dir, tmp_path):
     glossary = tmp_path / "g.tsv"
     glossary.write_text("man\tFahrrad\n", encoding="utf-8")

@@ -67,6 +67,23 @@ def test_nbest(engine):
     assert scores == sorted(scores, reverse=True)
 
 
+def test_prefixes_as_the_pytorch_engine_completes_them(engine, varied_run):
+    """Greedy completes a prefix as the PyTorch engine does. A beam may rank its finished
+    hypotheses otherwise: CTranslate2 scores the continuation alone (its log-probability over its
+    length), tinytrans the whole hypothesis, prefix included, as fairseq does."""
+    torch_engine = Translator(varied_run, precision="fp32", device="cpu")
+    starts = ["Ein kleiner", "", "Zwei Frauen", "Der Hund", ""] * 2
+    for cfg in (SearchConfig(beam=1), SearchConfig(beam=4)):
+        ours = [t.text for t in torch_engine.translate(LINES[:10], cfg, prefixes=starts)]
+        theirs = [t.text for t in engine.translate(LINES[:10], cfg, prefixes=starts)]
+        assert all(text.startswith(start) and len(text) > len(start)
+                   for text, start in zip(theirs, starts))
+        assert [a for a, s in zip(ours, starts) if not s] == [b for b, s in zip(theirs, starts) if not s]
+        if cfg.beam == 1:
+            same = sum(a == b for a, b in zip(ours, theirs, strict=True))
+            assert same >= 9, [(a, b) for a, b in zip(ours, theirs) if a != b]
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"constraints": [["Haus"]]}, "no lexical constraints"),
     ({"options": LineOptions(glossary=Glossary.from_pairs({"a": "b"}))}, "no lexical constraints"),

@@ -172,6 +172,20 @@ def test_alignment_and_attention_extras(server, translator):
     assert all(abs(sum(row) - 1) < 1e-3 for row in cross[0][0])
 
 
+def test_a_prefix_begins_the_translation_of_its_item(server, translator):
+    status, answer = translate(server, q=LINES[0], prefix="Zwei Hunde")
+    assert status == 200
+    assert answer["translatedText"] == [t.text for t in translator.translate(
+        LINES[:1], SearchConfig(), prefixes=["Zwei Hunde"])][0]
+    assert answer["translatedText"].startswith("Zwei Hunde")
+    status, answer = translate(server, q=[LINES[1], f"{LINES[2]}\n{LINES[3]}"],
+                               prefix=["", "Ein Mann"])
+    assert status == 200
+    first, (second, third) = answer["translatedText"][0], answer["translatedText"][1].split("\n")
+    assert first == expected(translator, LINES[1:2])[0]
+    assert second.startswith("Ein Mann") and third == expected(translator, LINES[3:4])[0]
+
+
 def test_attention_of_a_line_too_long_for_the_model_is_refused(server):
     long_line = " ".join(["house"] * 200)  # translated in pieces: no one set of weights
     status, answer = translate(server, q=long_line, attention=True)
@@ -203,6 +217,12 @@ BAD = [
      "alternatives: 99"),
     (b'{"q": "a", "source": "en", "target": "de", "alignment": "maybe"}', "application/json", 400,
      "alignment"),
+    (b'{"q": "a", "source": "en", "target": "de", "prefix": ["b"]}', "application/json", 400,
+     "prefix: ['b'] must be a string"),
+    (b'{"q": ["a", "b"], "source": "en", "target": "de", "prefix": ["b"]}', "application/json",
+     400, "prefix: 1 items, but q has 2"),
+    (b'{"q": ["a"], "source": "en", "target": "de", "prefix": "b"}', "application/json",
+     400, "prefix: 'b' must be a list of strings"),
     (b'{"q": "a", "source": "en", "target": "de", "beam": "\xc2\xb2"}', "application/json", 400,
      "beam"),  # a superscript two: a digit to str.isdigit, not to int()
     (b"alternatives=--1&q=a&source=en&target=de", "application/x-www-form-urlencoded", 400,

@@ -55,6 +55,19 @@ def test_a_line_too_long_for_the_model_comes_back_whole_in_one_line(translator):
     assert result.text == " ".join(t for t in alone if t)
 
 
+def test_a_line_with_a_prefix_stays_whole_and_one_too_long_gives_it_to_its_first_sentence(
+        translator):
+    paragraph = f"{LINES[0]} {LINES[1]}"
+    [whole] = translator.translate([paragraph], SearchConfig(beam=3), prefixes=["Ein"])
+    assert whole.text.startswith("Ein ")
+    assert whole.text != texts(translator, [paragraph])[0]  # not split: searched as one line
+    line, warnings = long_document(240), []
+    [result] = translator.translate([line], SearchConfig(beam=1), warn=warnings.append,
+                                    prefixes=["Zwei Hunde"])
+    assert result.text.startswith("Zwei Hunde")
+    assert any("its prefix go with the first" in w for w in warnings)
+
+
 def test_splitting_can_be_turned_off_and_then_the_line_is_cut(translator):
     line = long_document(240)
     warnings = []

@@ -180,8 +180,8 @@ class LineTranslator(ABC):
             if not fits or len(sentences) > 1:
                 texts = fit_sentences(sentences, self._fits) or [""]
         if len(texts) > 1 and (phrases or prefix):
-            warn(f"line {number}: split into {len(texts)} sentences; its constraints and its "
-                 "prefix go with the first")
+            what = " and its ".join(n for n, v in (("constraints", phrases), ("prefix", prefix)) if v)
+            warn(f"line {number}: split into {len(texts)} sentences; its {what} go with the first")
         prefix_ids = self.prefix_ids(prefix, number, warn) if prefix else ()
         result = []
         for k, text in enumerate(texts):
