@@ -15,6 +15,7 @@ from tinytrans.model import (AttentionWeights, LayerCache, Transformer, attentio
                              count_parameters, padding_mask, reorder_cache, sinusoidal_encoding)
 from tinytrans.config import SearchConfig
 from tinytrans.search import greedy_search
+from tinytrans.quantize import quantize_dynamic_int8
 from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 ATOL = 1e-5
@@ -543,3 +544,29 @@ def test_the_configs_parameter_count_is_the_models(pre_norm: bool, tie: bool):
                       d_ff=24, n_encoder_layers=2, n_decoder_layers=3, pre_norm=pre_norm,
                       tie_embeddings=tie)
     assert parameter_count(cfg) == count_parameters(Transformer(cfg))
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_step_logits_are_the_logits_and_follow_the_weights_as_they_change(tied):
+    model = toy_model(4, tie_embeddings=tied)
+    states = torch.randn(5, model.cfg.d_model)
+    assert torch.allclose(model.step_logits(states), model.logits(states), atol=1e-5)
+    with torch.no_grad():  # an optimizer step: the matrix changes in place
+        (model.embedding if tied else model.output_projection).weight.mul_(2.0)
+    assert torch.allclose(model.step_logits(states), model.logits(states), atol=1e-5)
+    model.load_state_dict({k: v * 0.5 for k, v in model.state_dict().items()})
+    assert torch.allclose(model.step_logits(states), model.logits(states), atol=1e-5)
+
+
+def test_step_logits_of_a_quantised_model_are_its_own():
+    model = quantize_dynamic_int8(toy_model(4))
+    states = torch.randn(3, model.cfg.d_model)
+    assert torch.equal(model.step_logits(states), model.logits(states))
+
+
+def test_positions_come_from_a_table_that_grows_and_equal_the_formula():
+    model = toy_model(0)
+    D = model.cfg.d_model
+    assert torch.equal(model.positions(0, 7, torch.device("cpu")), sinusoidal_encoding(7, D))
+    far = model.positions(300, 5, torch.device("cpu"))  # past the first table
+    assert torch.equal(far, sinusoidal_encoding(5, D, offset=300))

@@ -389,8 +389,8 @@ class CacheFreeModel:
     def encode(self, src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
         return self.model.encode(src, src_mask)
 
-    def logits(self, states: torch.Tensor) -> torch.Tensor:
-        return self.model.logits(states)
+    def step_logits(self, states: torch.Tensor) -> torch.Tensor:
+        return self.model.step_logits(states)
 
     def new_cache(self) -> list[LayerCache]:
         return [LayerCache()]
