@@ -78,6 +78,28 @@ def test_prefixes_travel_with_their_lines_in_a_shared_call(translator):
     batcher.close()
 
 
+def test_a_lone_client_does_not_wait_for_company(translator):
+    batcher = Batcher(translator, max_wait=2.0)
+    start = time.monotonic()
+    for i in range(3):  # one request after the other, as one client sends them
+        assert texts(batcher.submit([f"x{i}"], SearchConfig())) == [f"X{i}"]
+    assert time.monotonic() - start < 1.5  # not 3 x 2 s
+    batcher.close()
+
+
+def test_requests_in_company_wait_for_more(translator):
+    batcher, first = held(translator, "a", max_wait=1.0)
+    together = [batcher.submit([x], SearchConfig()) for x in "bc"]
+    translator.gate.set()
+    assert [texts(f) for f in (first, *together)] == [["A"], ["B"], ["C"]]  # b and c shared
+    early = batcher.submit(["d"], SearchConfig())
+    time.sleep(0.1)  # well within max_wait: the thread still waits for company
+    late = batcher.submit(["e"], SearchConfig())
+    assert (texts(early), texts(late)) == (["D"], ["E"])
+    assert translator.calls[-1] == ["d", "e"]
+    batcher.close()
+
+
 def test_requests_with_other_settings_do_not_share_a_call(translator):
     batcher, _ = held(translator, max_wait=0.05)
     beam2 = batcher.submit(["x"], SearchConfig(beam=2))
