@@ -72,6 +72,18 @@ def commit() -> str:
         return "unknown"
 
 
+def worktree(revision: str) -> Path:
+    """The source tree of `revision`: a git worktree under bench/work (made once), or, for
+    "HEAD+", the working tree itself."""
+    if revision == "HEAD+":
+        return ROOT
+    tree = WORK / f"tree-{revision}"
+    if not tree.exists():
+        subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], cwd=ROOT,
+                       check=True, capture_output=True)
+    return tree
+
+
 def library_tree() -> Path:
     """The checkout whose tinytrans package this process imports."""
     import tinytrans

@@ -25,21 +25,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BUNDLED, MULTI30K, ROOT, WORK, record  # noqa: E402
+from common import BUNDLED, MULTI30K, WORK, record, worktree  # noqa: E402
 
 STEPS, ROUNDS = 200, 2
 MULTI30K_RUN = WORK / "quality-multi30k"
-
-
-def checkout(revision: str) -> Path:
-    """The source tree of `revision`: a worktree under bench/work, or the working tree itself."""
-    if revision == "HEAD+":
-        return ROOT
-    tree = WORK / f"tree-{revision}"
-    if not tree.exists():
-        subprocess.run(["git", "worktree", "add", "--detach", str(tree), revision], cwd=ROOT,
-                       check=True, capture_output=True)
-    return tree
 
 
 def run(tree: Path, out: Path) -> dict:
@@ -113,7 +102,7 @@ def multi30k_identical(results: dict[str, list[dict]], before: str, after: str) 
 def main() -> None:
     before = sys.argv[1]
     after = sys.argv[2] if len(sys.argv) > 2 else "HEAD+"
-    trees = {name: checkout(name) for name in (before, after)}
+    trees = {name: worktree(name) for name in (before, after)}
     results: dict[str, list[dict]] = {before: [], after: []}
     for _ in range(ROUNDS):
         for name, tree in trees.items():

@@ -11,12 +11,17 @@ its own translations (compared with `tinytrans translate --input` of the same se
 model, engine and precision), and the server's peak RSS. The bar: 16 clients give at least 3x
 the sentences/s of 1 client. Each engine in turn, in the same run: PyTorch on the run directory
 (fp32), then CTranslate2 on its export (`tinytrans export`, fp32), one server at a time.
+
+    --baseline REV   also serve with the PyTorch engine of commit REV (a git worktree), in the
+                     same run, before the others: the same work, the same machine, minutes apart
+    --clients 1,16   the client counts to measure (default 1,4,16,64)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -29,18 +34,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import WORK, multi30k_test_set, record  # noqa: E402
+from common import ROOT, WORK, multi30k_test_set, record, worktree  # noqa: E402
 
 
 CLIENTS = (1, 4, 16, 64)
 
 
-def start_server(run_dir: Path, engine: str, threads: int) -> tuple[subprocess.Popen, str]:
+def start_server(run_dir: Path, engine: str, threads: int,
+                 tree: Path = ROOT) -> tuple[subprocess.Popen, str]:
     engine_flags = ["--precision", "fp32"] if engine == "torch" else ["--engine", engine]
     process = subprocess.Popen(
         [sys.executable, "-m", "tinytrans", "serve", "--model", str(run_dir), "--port", "0",
          "--host", "127.0.0.1", "--device", "cpu", "--threads", str(threads), *engine_flags],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=tree,
+        env={**os.environ, "PYTHONPATH": str(tree)})
     for line in process.stderr:
         found = re.search(r"http://127\.0\.0\.1:\d+", line)
         if found:
@@ -113,27 +120,31 @@ def percentile(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1]
 
 
-def measure(model: Path, engine: str, sentences: list[str], threads: int) -> list[str]:
+def measure(model: Path, engine: str, sentences: list[str], threads: int,
+            clients_counts: tuple[int, ...] = CLIENTS, tree: Path = ROOT,
+            label: str = "") -> list[str]:
     wanted = reference_translations(model, engine, sentences, threads)
-    process, url = start_server(model, engine, threads)
+    process, url = start_server(model, engine, threads, tree)
     rows, rates = [], {}
     try:
         load(url, sentences[:16], 4)  # warm-up
-        for clients in CLIENTS:
+        for clients in clients_counts:
             seconds, results = load(url, sentences, clients)
             latencies = [r[1] for r in results]
             errors = sum(r[2] != 200 for r in results)
             own = sum(r[2] == 200 and r[3] == wanted[r[0]] for r in results)
             rates[clients] = len(sentences) / seconds
-            rows.append(f"| {engine} | {clients} | {rates[clients]:.1f} | "
+            rows.append(f"| {engine}{label} | {clients} | {rates[clients]:.1f} | "
                         + " | ".join(f"{1000 * percentile(latencies, p):.0f}" for p in (50, 95, 99))
                         + f" | {errors} | {own}/{len(results)} |")
         rss = peak_rss_mb(process.pid)
     finally:
         process.terminate()
         code = process.wait(timeout=120)
-    rows.append(f"| {engine}: 16 clients / 1 = {rates[16] / rates[1]:.1f}x (bar >= 3x); peak RSS "
-                f"{rss:.0f} MB; exit after SIGTERM {code} | | | | | | |")
+    scaling = (f"16 clients / 1 = {rates[16] / rates[1]:.1f}x (bar >= 3x); "
+               if 1 in rates and 16 in rates else "")
+    rows.append(f"| {engine}{label}: {scaling}peak RSS {rss:.0f} MB; exit after SIGTERM {code} "
+                "| | | | | | |")
     return rows
 
 
@@ -143,13 +154,19 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=256)
     parser.add_argument("--engines", default="torch,ctranslate2")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--baseline", help="a commit whose PyTorch engine serves first")
+    parser.add_argument("--clients", default=",".join(map(str, CLIENTS)))
     args = parser.parse_args()
+    clients = tuple(int(c) for c in args.clients.split(","))
     sentences = multi30k_test_set()[0][: args.requests]
     rows = ["| engine | clients | sentences/s | p50 ms | p95 ms | p99 ms | errors | own translations |",
             "|---|---|---|---|---|---|---|---|"]
+    if args.baseline:
+        rows += measure(args.run_dir, "torch", sentences, args.threads, clients,
+                        worktree(args.baseline), f" @{args.baseline}")
     for engine in args.engines.split(","):
         model = args.run_dir if engine == "torch" else exported(args.run_dir)
-        rows += measure(model, engine, sentences, args.threads)
+        rows += measure(model, engine, sentences, args.threads, clients)
     rows += ["", f"- {args.requests} sentences per row (Multi30k test_2016_flickr, en-de), beam 5, "
              f"fp32, server --threads {args.threads}; the clients run on the same 2-core machine "
              "over loopback; one server at a time",
