@@ -9,8 +9,9 @@ falls on both: `tinytrans train` (tiny preset, 200 updates, fp32, 2 threads, bun
 losses, the final weights and the translations are identical (md5), target tokens/s, and the
 seconds of the translate process (start-up and model load included).
 Where the Multi30k model of `python bench/train_quality.py multi30k` exists, each side also
-translates Multi30k's test_2016_flickr (1,000 sentences) with it, beam 5 and greedy: md5 of the
-output and seconds of the process.
+translates Multi30k's test_2016_flickr with it in every decoding mode (multi30k_modes: beam 5,
+greedy, n-best, two samplings, constraints, alignments, and CTranslate2 on its export): md5 of
+the output and seconds of the process.
 Both sides do exactly the same work.
 """
 
@@ -25,10 +26,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import BUNDLED, MULTI30K, WORK, record, worktree  # noqa: E402
+from common import BUNDLED, MULTI30K, WORK, multi30k_test_set, record, worktree  # noqa: E402
 
 STEPS, ROUNDS = 200, 2
 MULTI30K_RUN = WORK / "quality-multi30k"
+CT2_EXPORT = WORK / "ct2-quality-multi30k-fp32"  # its export, made by the tree that runs this
 
 
 def run(tree: Path, out: Path) -> dict:
@@ -72,20 +74,57 @@ def older_readable_copy(run_dir: Path) -> Path:
     return copy
 
 
+def multi30k_modes() -> dict[str, list[str]]:
+    """The decoding modes compared, each as the arguments of `tinytrans translate` (the first 300
+    test sentences for the slower ones): every strategy of the search loop, and CTranslate2."""
+    source = WORK / "same-test.en"
+    short, constraints = WORK / "same-test300.en", WORK / "same-test300.constraints"
+    if not constraints.is_file():
+        english, german = multi30k_test_set()
+        source.write_text("".join(line + "\n" for line in english), encoding="utf-8")
+        short.write_text("".join(line + "\n" for line in english[:300]), encoding="utf-8")
+        constraints.write_text("".join(line + "\n" for line in reference_phrases(german[:300])),
+                               encoding="utf-8")
+    run = ["--model", str(older_readable_copy(MULTI30K_RUN)), "--precision", "fp32"]
+    ct2 = ["--model", str(CT2_EXPORT), "--engine", "ctranslate2"]
+    return {
+        "beam 5": [*run, "--beam", "5", "--input", str(source)],
+        "beam 1": [*run, "--beam", "1", "--input", str(source)],
+        "n-best 5": [*run, "--beam", "5", "--nbest", "5", "--input", str(short)],
+        "sampling top-10, seed 7": [*run, "--sample", "10", "--nbest", "3", "--seed", "7",
+                                    "--input", str(short)],
+        "sampling top-p 0.9": [*run, "--sample", "all", "--temperature", "0.7", "--top-p", "0.9",
+                               "--seed", "3", "--input", str(short)],
+        "constraints": [*run, "--constraints", str(constraints), "--input", str(short)],
+        "alignments, n-best 2": [*run, "--nbest", "2", "--alignment", "--input", str(short)],
+        "ctranslate2 beam 5, n-best 2": [*ct2, "--beam", "5", "--nbest", "2", "--input", str(source)],
+        "ctranslate2 beam 1": [*ct2, "--beam", "1", "--input", str(source)],
+    }
+
+
+def reference_phrases(references: list[str]) -> list[str]:
+    """Constraints for every other sentence: its reference's longest word (every fifth, its two
+    longest, tab-separated)."""
+    lines = []
+    for i, reference in enumerate(references):
+        words = sorted(reference.rstrip(".").split(), key=len, reverse=True)
+        lines.append("" if i % 2 else "\t".join(words[:2]) if i % 5 == 0 else words[0])
+    return lines
+
+
 def translate_multi30k(tree: Path, env: dict[str, str]) -> dict:
-    """md5 and seconds of `tinytrans translate` of test_2016_flickr, beam 5 and greedy."""
-    source = Path(f"{MULTI30K}/test_2016_flickr.en.gz")
-    if not (MULTI30K_RUN / "config.toml").is_file() or not source.is_file():
+    """md5 and seconds of `tinytrans translate` of test_2016_flickr in each decoding mode."""
+    if not (MULTI30K_RUN / "config.toml").is_file() or not (MULTI30K / "test_2016_flickr.en.gz").is_file():
         return {}
-    run_dir = older_readable_copy(MULTI30K_RUN)
+    if not CT2_EXPORT.is_dir():
+        subprocess.run([sys.executable, "-m", "tinytrans", "export", "--model", str(MULTI30K_RUN),
+                        "--output", str(CT2_EXPORT)], check=True, capture_output=True)
     found = {}
-    for beam in (5, 1):
+    for mode, args in multi30k_modes().items():
         start = time.perf_counter()
-        output = subprocess.run([sys.executable, "-m", "tinytrans", "translate", "--model",
-                                 str(run_dir), "--precision", "fp32", "--threads", "2",
-                                 "--beam", str(beam), "--input", str(source)],
-                                cwd=tree, env=env, check=True, capture_output=True).stdout
-        found[f"multi30k beam {beam}"] = (hashlib.md5(output).hexdigest(), time.perf_counter() - start)
+        output = subprocess.run([sys.executable, "-m", "tinytrans", "translate", "--threads", "2",
+                                 *args], cwd=tree, env=env, check=True, capture_output=True).stdout
+        found[f"multi30k {mode}"] = (hashlib.md5(output).hexdigest(), time.perf_counter() - start)
     return found
 
 

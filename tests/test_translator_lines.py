@@ -236,10 +236,10 @@ def test_sampling_at_temperature_zero_is_greedy(translator):
 
 
 def test_the_engine_contract_is_a_class_not_attributes_to_probe(translator):
-    """An engine is a LineTranslator: it cannot be made without search_segments, and says with
+    """An engine is a LineTranslator: it cannot be made without search_batch, and says with
     attention_shape, not with the attributes it happens to have, whether it shows attention."""
     from tinytrans.lines import AttentionShape, LineTranslator
-    with pytest.raises(TypeError, match="search_segments"):
+    with pytest.raises(TypeError, match="search_batch"):
         LineTranslator(translator.src_tok, translator.tgt_tok, 128, "en", "de")
     model = translator.config.model
     assert translator.attention_shape() == AttentionShape(model.n_decoder_layers, model.n_heads)

@@ -9,6 +9,7 @@
     model.translate(["A man rides a bike."], constraints=[["Fahrrad"]])  # phrases that must appear
     model.translate(["A dog."], glossary={"dog": "Hund"})         # terms, wherever they occur
     model.translate(["A man."], alignment=True)          # [(translation, [(src, tgt) word pairs])]
+    model.translate(["A man."], prefixes=["Ein"])        # translations that begin with "Ein"
     model.translate(["A man."], sample="all", nbest=4, seed=1)  # four sampled translations
 
 Everything goes through translate.Translator, the code behind the CLI's translate and evaluate, so

@@ -161,7 +161,7 @@ class SearchConfig:
     lenpen: float = 1.0  # alpha: rank finished hypotheses by log-prob / length^alpha (0 = raw sum)
     max_len_a: float = 1.5  # at most a * source length + b target pieces
     max_len_b: int = 10
-    batch_tokens: int = 12000  # source tokens x rows_per_sentence (beam or samples) per batch
+    batch_tokens: int = 12000  # source tokens x decoder rows (beam or samples) per batch
     # Sampling instead of search (for back-translation and diverse outputs): each token drawn
     # from the `sample` most probable ones (0: from all), their probabilities sharpened or
     # flattened by `temperature` (0: the most probable, as greedy) and cut to the smallest set
@@ -213,11 +213,6 @@ class SearchConfig:
     @property
     def sampling(self) -> bool:
         return self.sample is not None
-
-    @property
-    def rows_per_sentence(self) -> int:
-        """Decoder rows one sentence takes in a batch: its beams, or its samples."""
-        return self.nbest if self.sampling else self.beam
 
 
 GLOSSARY_METHODS = ("place", "constrain")  # how glossary terms enter a translation (lines.py)

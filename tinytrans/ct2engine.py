@@ -28,7 +28,6 @@ from pathlib import Path
 
 from tinytrans.config import SearchConfig
 from tinytrans.errors import UserError
-from tinytrans.lengths import length_batches
 from tinytrans.lines import LineOptions, LineTranslator, Segment
 from tinytrans.tokenizer import Tokenizer, tokenizer_names
 
@@ -127,16 +126,8 @@ class CT2Translator(LineTranslator):
     def check_supported(self, cfg: SearchConfig, options: LineOptions, constrained: bool) -> None:
         check_supported(cfg, options, constrained)
 
-    def search_segments(self, segments: list[Segment], cfg: SearchConfig,
-                        options: LineOptions) -> None:
-        """Segments sorted by length and cut into batches of about cfg.batch_tokens, as the
-        PyTorch engine cuts them (lengths.length_batches), each searched by CTranslate2 with the
-        length limit of its longest source."""
-        for batch in length_batches(list(range(len(segments))), [len(s.ids) for s in segments],
-                                    cfg.batch_tokens, cfg.rows_per_sentence):
-            self._search([segments[i] for i in batch], cfg)
-
-    def _search(self, batch: list[Segment], cfg: SearchConfig) -> None:
+    def search_batch(self, batch: list[Segment], cfg: SearchConfig, options: LineOptions) -> None:
+        """One batch searched by CTranslate2, with the length limit of its longest source."""
         pieces = [self.src_tok.sp.id_to_piece(s.ids.tolist()) for s in batch]
         prefixes = [self.tgt_tok.sp.id_to_piece(list(s.prefix)) for s in batch]
         longest = max(len(p) for p in pieces)

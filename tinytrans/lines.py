@@ -25,6 +25,7 @@ import numpy as np
 
 from tinytrans.config import SearchConfig
 from tinytrans.errors import UserError
+from tinytrans.lengths import length_batches
 from tinytrans.sentences import fit_sentences, join_translations, split_sentences
 from tinytrans.terminology import Alignment, Glossary, TermLinks, TermMatch, place_terms
 from tinytrans.textio import LineCounter, decode_line
@@ -92,7 +93,7 @@ class AttentionShape(NamedTuple):
 class LineTranslator(ABC):
     """The line handling every engine shares, and the contract an engine fulfils: it gives its
     tokenizers, the longest source it takes and its language pair to __init__, implements
-    search_segments, and says with attention_shape whether it can show attention. The server and
+    search_batch, and says with attention_shape whether it can show attention. The server and
     the API rely on this contract alone (never on an engine's other attributes)."""
 
     def __init__(self, src_tok: Tokenizer, tgt_tok: Tokenizer, max_source_pieces: int,
@@ -101,10 +102,21 @@ class LineTranslator(ABC):
         self.max_source_pieces = max_source_pieces
         self.source_language, self.target_language = source_language, target_language
 
-    @abstractmethod
     def search_segments(self, segments: list[Segment], cfg: SearchConfig,
                         options: LineOptions) -> None:
-        """Fill each non-empty segment's `found` (and `alignments` when options ask)."""
+        """Segments sorted by length and cut into batches of about cfg.batch_tokens source tokens
+        x decoder rows (lengths.length_batches: training's batcher), each searched by the engine.
+        A sentence takes a row per beam, or per sample."""
+        rows = cfg.nbest if cfg.sampling else cfg.beam
+        for batch in length_batches(list(range(len(segments))), [len(s.ids) for s in segments],
+                                    cfg.batch_tokens, rows):
+            self.search_batch([segments[i] for i in batch], cfg, options)
+
+    @abstractmethod
+    def search_batch(self, segments: list[Segment], cfg: SearchConfig,
+                     options: LineOptions) -> None:
+        """Fill each segment's `found` (and `alignments` when options ask): one batch, searched
+        at once."""
 
     def attention_shape(self) -> AttentionShape | None:
         """The decoder's layers and heads where this engine records its attention, else None."""

@@ -1,9 +1,9 @@
 """Translation with the PyTorch model: lines in, exactly one translation out per line, in order.
 
-lines.LineTranslator reads the lines, splits those too long into sentences and assembles each
-line's translation again; here the segments of a chunk are sorted by length into batches
-(`cfg.batch_tokens` source tokens x rows per sentence: the beam, or the samples) and searched: beam or greedy search
-(search.py), with constraints (constraints.py), or sampled (sampling.py); the word alignments
+lines.LineTranslator reads the lines, splits them into sentences, cuts the segments into batches
+by length and assembles each line's translation again; here each batch is searched by the one
+search loop (search_loop.run_search) with the strategy it needs: beam or greedy search
+(search.py), with constraints (constraints.py), or sampled (sampling.py). The word alignments
 come from the cross-attention along each hypothesis (alignment.py).
 """
 
@@ -20,7 +20,7 @@ from tinytrans.alignment import PLACEMENT_LAYERS, links_both_ways, word_alignmen
 from tinytrans.average import resolve_with_average
 from tinytrans.checkpoint import load_model_weights
 from tinytrans.config import SearchConfig
-from tinytrans.constraints import constrained_beam_search
+from tinytrans.constraints import Constrained
 from tinytrans.data import pad_sentences
 from tinytrans.errors import UserError
 from tinytrans.hardware import (Probe, autocast, pick_device, pick_precision, set_threads,
@@ -31,8 +31,9 @@ from tinytrans.lines import (AttentionShape, LineOptions, LineTranslator, Phrase
 from tinytrans.model import AttentionWeights, Transformer, padding_mask
 from tinytrans.quantize import quantize_dynamic_int8
 from tinytrans.rundir import check_tokenizers, load_run_config, load_tokenizers
-from tinytrans.sampling import sample
-from tinytrans.search import Hypothesis, search
+from tinytrans.sampling import Sampling
+from tinytrans.search import Beam, Greedy, Hypothesis, search
+from tinytrans.search_loop import Strategy, run_search
 from tinytrans.terminology import TermLinks
 from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
@@ -76,17 +77,12 @@ class Translator(LineTranslator):
     def translate_batch(self, ids: list[np.ndarray], cfg: SearchConfig,
                         phrases: list[list[Phrase]] | None = None,
                         prefixes: list[Phrase] | None = None) -> list[list[Hypothesis]]:
-        """Search one batch of source id arrays (without EOS): sampled when cfg says so,
-        constrained when some sentence has phrases, else beam (or greedy) search; each
-        sentence's hypotheses begin with its prefix, when `prefixes` gives one."""
-        src = pad_sentences(ids, [], [EOS_ID]).to(self.device)
-        with autocast(self.device, self.precision):
-            if cfg.sampling:
-                seeded = replace(cfg, seed=batch_seed(cfg.seed, ids))
-                return sample(self.model, src, seeded, prefixes)
-            if phrases is not None and any(phrases):
-                return constrained_beam_search(self.model, src, cfg, phrases, prefixes)
-            return search(self.model, src, cfg, prefixes)
+        """Search one batch of source id arrays (without EOS), with each sentence's phrases and
+        prefix when given: search_batch for ids rather than segments."""
+        segments = [Segment(0, "", x, list(p), tuple(start)) for x, p, start in
+                    zip(ids, phrases or [[]] * len(ids), prefixes or [()] * len(ids), strict=True)]
+        self.search_batch(segments, cfg, LineOptions())
+        return [segment.found for segment in segments]
 
     def source_ids(self, lines: list[str], first_line: int = 1,
                    warn: Warn | None = None) -> list[np.ndarray]:
@@ -95,18 +91,28 @@ class Translator(LineTranslator):
         return [self.cut_to_fit(np.asarray(x, dtype=np.int64), first_line + offset, warn)
                 for offset, x in enumerate(ids)]
 
-    def search_segments(self, segments: list[Segment], cfg: SearchConfig,
-                        options: LineOptions) -> None:
-        """Segments sorted by length into batches, each searched (and aligned) at once."""
-        for batch in length_batches(list(range(len(segments))), [len(s.ids) for s in segments],
-                                    cfg.batch_tokens, cfg.rows_per_sentence):
-            rows = [segments[i] for i in batch]
-            found = self.translate_batch([s.ids for s in rows], cfg, [s.phrases for s in rows],
-                                         [s.prefix for s in rows])
-            for segment, hyps in zip(rows, found):
-                segment.found = hyps
-            if options.alignment or any(s.terms for s in rows):  # terms are placed by them
-                self.align(rows, shown=options.alignment)
+    def search_batch(self, segments: list[Segment], cfg: SearchConfig,
+                     options: LineOptions) -> None:
+        """One batch searched at once by the strategy cfg asks for: sampled, constrained when
+        some segment has phrases, else beam (or greedy) search; each hypothesis begins with its
+        segment's prefix. Aligned when options ask, or when glossary terms are to be placed."""
+        ids, phrases = [s.ids for s in segments], [s.phrases for s in segments]
+        src = pad_sentences(ids, [], [EOS_ID]).to(self.device)  # (N, S)
+        if cfg.sampling:
+            cfg = replace(cfg, seed=batch_seed(cfg.seed, ids))
+            strategy: Strategy = Sampling(len(ids), cfg, self.device)
+        elif any(phrases):
+            strategy = Constrained(cfg, phrases, self.device)
+        elif cfg.beam == 1:
+            strategy = Greedy(len(ids), cfg)
+        else:
+            strategy = Beam(len(ids), cfg, self.device)
+        with autocast(self.device, self.precision):
+            found = run_search(self.model, src, cfg, strategy, [s.prefix for s in segments])
+        for segment, hyps in zip(segments, found, strict=True):
+            segment.found = hyps
+        if options.alignment or any(s.terms for s in segments):  # terms are placed by them
+            self.align(segments, shown=options.alignment)
 
     def align(self, segments: list[Segment], shown: bool = True) -> None:
         """Word alignments of every hypothesis of the segments, from the cross-attention along
