@@ -45,7 +45,7 @@ def start_server(run_dir: Path, engine: str, threads: int,
     engine_flags = ["--precision", "fp32"] if engine == "torch" else ["--engine", engine]
     process = subprocess.Popen(
         [sys.executable, "-m", "tinytrans", "serve", "--model", str(run_dir), "--port", "0",
-         "--host", "127.0.0.1", "--device", "cpu", "--threads", str(threads), *engine_flags],
+         "--host", "127.0.0.1", "--device", "cpu", *threads_flag(threads), *engine_flags],
         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=tree,
         env={**os.environ, "PYTHONPATH": str(tree)})
     for line in process.stderr:
@@ -54,6 +54,10 @@ def start_server(run_dir: Path, engine: str, threads: int,
             threading.Thread(target=lambda: [None for _ in process.stderr], daemon=True).start()
             return process, found[0]
     sys.exit("the server did not start")
+
+
+def threads_flag(threads: int | None) -> list[str]:
+    return [] if threads is None else ["--threads", str(threads)]
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -102,7 +106,7 @@ def reference_translations(model: Path, engine: str, sentences: list[str],
     source.write_text("".join(s + "\n" for s in sentences), encoding="utf-8")
     engine_flags = ["--precision", "fp32"] if engine == "torch" else ["--engine", engine]
     subprocess.run([sys.executable, "-m", "tinytrans", "translate", "--model", str(model),
-                    *engine_flags, "--device", "cpu", "--threads", str(threads),
+                    *engine_flags, "--device", "cpu", *threads_flag(threads),
                     "--input", str(source), "--output", str(output)], check=True)
     return output.read_text(encoding="utf-8").splitlines()
 
@@ -123,7 +127,7 @@ def percentile(values: list[float], p: float) -> float:
 def measure(model: Path, engine: str, sentences: list[str], threads: int,
             clients_counts: tuple[int, ...] = CLIENTS, tree: Path = ROOT,
             label: str = "") -> list[str]:
-    wanted = reference_translations(model, engine, sentences, threads)
+    wanted = reference_translations(model, engine, sentences, threads or 1)
     process, url = start_server(model, engine, threads, tree)
     rows, rates = [], {}
     try:
@@ -153,7 +157,7 @@ def main() -> None:
     parser.add_argument("run_dir", nargs="?", type=Path, default=WORK / "quality-multi30k")
     parser.add_argument("--requests", type=int, default=256)
     parser.add_argument("--engines", default="torch,ctranslate2")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, help="the server's --threads (default: its own)")
     parser.add_argument("--baseline", help="a commit whose PyTorch engine serves first")
     parser.add_argument("--clients", default=",".join(map(str, CLIENTS)))
     args = parser.parse_args()
@@ -168,7 +172,7 @@ def main() -> None:
         model = args.run_dir if engine == "torch" else exported(args.run_dir)
         rows += measure(model, engine, sentences, args.threads, clients)
     rows += ["", f"- {args.requests} sentences per row (Multi30k test_2016_flickr, en-de), beam 5, "
-             f"fp32, server --threads {args.threads}; the clients run on the same 2-core machine "
+             f"fp32, server --threads {args.threads or 'by default (HEAD: every core but one)'}; the clients run on the same 2-core machine "
              "over loopback; one server at a time",
              f"- model: {args.run_dir} (CTranslate2: its export, `tinytrans export`)"]
     record("Serving under load: tinytrans serve, PyTorch and CTranslate2 engines", rows)
