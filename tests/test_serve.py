@@ -472,3 +472,11 @@ def test_the_ctranslate2_engine_serves_the_same_api(run_dir, tmp_path_factory):
         assert status == 400 and "no alignments" in answer["error"]
     finally:
         assert server.stop() == 0
+
+
+def test_serve_leaves_the_event_loop_a_core_unless_told(monkeypatch):
+    from tinytrans import cli
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert cli._serving_threads(None) == 3 and cli._serving_threads(4) == 4
+    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0})
+    assert cli._serving_threads(None) == 1  # one core: the model still gets it

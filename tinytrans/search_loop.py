@@ -132,7 +132,8 @@ def run_search(model: Transformer, src: torch.Tensor, cfg: SearchConfig, strateg
     for number in range(int(limit.max()) + 1):
         log_probs = next_log_probs(model, last, memory, src_mask, cache)  # (R, V)
         at_limit = limit[sentence] <= number  # (R,)
-        force_eos(log_probs, at_limit.nonzero().flatten().to(device))
+        if at_limit.any():  # rarely: most sentences end before their limit
+            force_eos(log_probs, at_limit.nonzero().flatten().to(device))
         if forced is not None and number < forced.size(1):
             force_prefix(log_probs, forced[sentence, number], device)
         choice = strategy.choose(log_probs, Step(number, sentence, at_limit))
