@@ -387,10 +387,11 @@ class Transformer(nn.Module):
         """(R, D) states of one search step -> (R, V) logits: `logits`, read the fast way.
 
         For a search step's few rows, the product is bound by reading the (V, D) output matrix,
-        which F.linear reads across; a (D, V) copy read along its rows took 217 instead of 379
-        microseconds on a CPU (V 8,000, D 128, 5 rows, one thread: bench/RESULTS.md, "Decoder
-        step"). The copy is made once and kept while the matrix is unchanged: a tensor's
-        version counts its in-place updates (an optimizer step), its storage its replacement.
+        which F.linear reads across; a (D, V) copy read along its rows took 180 instead of 382
+        microseconds on a CPU (V 8,000, D 128, 5 rows, one thread; as fast for 1 row or 2,500:
+        bench/RESULTS.md, "Decoder step: the output layer read two ways"). The copy is made once
+        and kept while the matrix is unchanged: a tensor's version counts its in-place updates
+        (an optimizer step), its storage its replacement. It costs the matrix's memory again.
         A quantised output layer (int8) has its own kernel and is called as it is.
         """
         if self.output_projection is not None and not isinstance(self.output_projection, nn.Linear):
