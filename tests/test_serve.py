@@ -184,6 +184,8 @@ def test_a_prefix_begins_the_translation_of_its_item(server, translator):
     first, (second, third) = answer["translatedText"][0], answer["translatedText"][1].split("\n")
     assert first == expected(translator, LINES[1:2])[0]
     assert second.startswith("Ein Mann") and third == expected(translator, LINES[3:4])[0]
+    status, answer = translate(server, q=LINES[0], prefix="Zwei Hunde", attention=True)
+    assert status == 200 and answer["attention"][0]["translation"] == answer["translatedText"]
 
 
 def test_attention_of_a_line_too_long_for_the_model_is_refused(server):

@@ -79,12 +79,14 @@ class SentenceAttention:
 
 
 def sentence_attention(translator: Translator, source: str, cfg: SearchConfig,
-                       warn: Warn | None = None) -> SentenceAttention:
-    """Translate `source` with `cfg` and record the attention along the best hypothesis."""
+                       warn: Warn | None = None, prefix: str = "") -> SentenceAttention:
+    """Translate `source` with `cfg` (beginning with `prefix`, when given) and record the
+    attention along the best hypothesis."""
     ids = translator.source_ids([source], warn=warn)[0]
     if len(ids) == 0:
         raise UserError("attention: the sentence is empty, there is nothing to attend to")
-    best = translator.translate_batch([ids], cfg)[0][0]
+    start = translator.prefix_ids(prefix, 1, warn or (lambda message: None)) if prefix else ()
+    best = translator.translate_batch([ids], cfg, prefixes=[start])[0][0]
     with autocast(translator.device, translator.precision):
         return record_attention(translator.model, translator.src_tok, translator.tgt_tok, [ids],
                                 [best.tokens], translator.device)[0]

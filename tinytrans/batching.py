@@ -189,7 +189,9 @@ class Batcher:
         for request in requests:
             mine = translations[start: start + len(request.lines)]
             start += len(request.lines)
-            attention = [self._attention(line, request.cfg) for line in request.lines] \
+            starts = request.prefixes or [""] * len(request.lines)
+            attention = [self._attention(line, request.cfg, start)
+                         for line, start in zip(request.lines, starts)] \
                 if request.attention else None
             answers.append(Result(mine, attention))
         return answers
@@ -200,7 +202,7 @@ class Batcher:
         except Exception:  # noqa: BLE001 (a failing logger must not stop the inference thread)
             pass
 
-    def _attention(self, line: str, cfg: SearchConfig) -> dict | None:
+    def _attention(self, line: str, cfg: SearchConfig, prefix: str = "") -> dict | None:
         if self.translator.attention_shape() is None:
             raise UserError("attention: this engine shows no attention; serve with --engine torch")
         from tinytrans.attention import sentence_attention  # PyTorch's engine only
@@ -211,7 +213,7 @@ class Batcher:
         if pieces > self.translator.max_source_pieces:  # it was translated in sentences
             raise UserError(f"attention: a line of {pieces} pieces is longer than the model's "
                             f"{self.translator.max_source_pieces}; send its sentences one by one")
-        return sentence_attention(self.translator, line, cfg).to_json()
+        return sentence_attention(self.translator, line, cfg, prefix=prefix).to_json()
 
 
 def by_settings(requests: list[Request]) -> list[list[Request]]:
