@@ -558,6 +558,13 @@ def test_step_logits_are_the_logits_and_follow_the_weights_as_they_change(tied):
     assert torch.allclose(model.step_logits(states), model.logits(states), atol=1e-5)
 
 
+def test_step_logits_of_a_model_made_under_inference_mode():
+    with torch.inference_mode():  # its weights are inference tensors: they keep no version
+        model = toy_model(4)
+        states = torch.randn(3, model.cfg.d_model)
+        assert torch.equal(model.step_logits(states), model.logits(states))
+
+
 def test_step_logits_of_a_quantised_model_are_its_own():
     model = quantize_dynamic_int8(toy_model(4))
     states = torch.randn(3, model.cfg.d_model)

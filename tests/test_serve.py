@@ -186,6 +186,14 @@ def test_a_prefix_begins_the_translation_of_its_item(server, translator):
     assert second.startswith("Ein Mann") and third == expected(translator, LINES[3:4])[0]
     status, answer = translate(server, q=LINES[0], prefix="Zwei Hunde", attention=True)
     assert status == 200 and answer["attention"][0]["translation"] == answer["translatedText"]
+    status, answer = translate(server, q=f"\n{LINES[1]}", prefix="Zwei Hunde")
+    assert status == 200  # the item's first line with text gets its prefix
+    assert answer["translatedText"].split("\n")[1].startswith("Zwei Hunde")
+    body = urllib.parse.urlencode([("q", LINES[2]), ("q", LINES[3]), ("prefix", "Ein Mann"),
+                                   ("prefix", ""), ("source", "en"), ("target", "de")]).encode()
+    status, answer = request(server.url + "/translate", body, "application/x-www-form-urlencoded")
+    assert status == 200 and answer["translatedText"][0].startswith("Ein Mann")
+    assert answer["translatedText"][1] == expected(translator, LINES[3:4])[0]
 
 
 def test_attention_of_a_line_too_long_for_the_model_is_refused(server):
@@ -225,6 +233,8 @@ BAD = [
      400, "prefix: 1 items, but q has 2"),
     (b'{"q": ["a"], "source": "en", "target": "de", "prefix": "b"}', "application/json",
      400, "prefix: 'b' must be a list of strings"),
+    (json.dumps({"q": "a" * 1001, "prefix": "x" * 2000, "source": "en", "target": "de"}).encode(),
+     "application/json", 400, "prefixes included"),
     (b'{"q": "a", "source": "en", "target": "de", "beam": "\xc2\xb2"}', "application/json", 400,
      "beam"),  # a superscript two: a digit to str.isdigit, not to int()
     (b"alternatives=--1&q=a&source=en&target=de", "application/x-www-form-urlencoded", 400,
@@ -477,8 +487,13 @@ def test_the_ctranslate2_engine_serves_the_same_api(run_dir, tmp_path_factory):
 
 
 def test_serve_leaves_the_event_loop_a_core_unless_told(monkeypatch):
+    import torch
+
     from tinytrans import cli
-    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
     assert cli._serving_threads(None) == 3 and cli._serving_threads(4) == 4
-    monkeypatch.setattr(cli.os, "sched_getaffinity", lambda pid: {0})
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
     assert cli._serving_threads(None) == 1  # one core: the model still gets it
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert cli._serving_threads(None) is None  # the user's choice, left to PyTorch

@@ -68,6 +68,18 @@ def test_a_line_with_a_prefix_stays_whole_and_one_too_long_gives_it_to_its_first
     assert any("its prefix go with the first" in w for w in warnings)
 
 
+def test_a_prefix_on_an_empty_line_is_said_unused_and_glossary_terms_keep_it(translator):
+    warnings = []
+    out = [t.text for t in translator.translate(["", LINES[0]], SearchConfig(beam=3),
+                                                 warn=warnings.append, prefixes=["Ein", ""])]
+    assert out[0] == "" and any("line 1: empty" in w for w in warnings)
+    glossary = Glossary.from_pairs({"man": "Kerl"})
+    [result] = translator.translate([LINES[0]], SearchConfig(beam=4), prefixes=["Zwei"],
+                                    options=LineOptions(glossary=glossary))
+    assert result.text.startswith("Zwei")  # the term is searched for, not placed over it
+    assert "man" not in LINES[0] or "Kerl" in result.text
+
+
 def test_splitting_can_be_turned_off_and_then_the_line_is_cut(translator):
     line = long_document(240)
     warnings = []

@@ -5,8 +5,8 @@ and the model would sit mostly idle between matrix products too small to fill th
 the inference thread takes the first waiting request, then whatever else arrives within a few
 milliseconds (up to a token budget), and translates all of their lines in one call of the
 Translator, which sorts them by length into batches. Throughput then grows with the number of
-clients. The thread waits those milliseconds only while requests come in company (the last
-call served more than one): a lone client, one request after the other, never waits for
+clients. The thread waits those milliseconds only while requests come in company (its last
+gathering took more than one): a lone client, one request after the other, never waits for
 others who are not there (with one client, 5 ms of waiting was a sixth of each request's time).
 
 Requests that must be searched differently (another beam, n-best, alignments) cannot share a
@@ -85,7 +85,7 @@ class Batcher:
         self.lock = threading.Lock()  # submit and close: nothing is queued after the end mark
         self.batches = 0  # calls of the translator so far: how much batching happened
         self.translating = 0  # requests being translated now
-        self.in_company = False  # the last call served more than one request: wait for more
+        self.in_company = False  # the last gathering took more than one request: wait for more
         self.thread = threading.Thread(target=self._run, name="tinytrans-inference", daemon=True)
         self.thread.start()
 

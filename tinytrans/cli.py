@@ -585,15 +585,16 @@ def _own_the_process(threads: int | None) -> None:
     keep_freed_memory()
 
 
-def _serving_threads(threads: int | None) -> int:
-    """serve's thread count for the model: as asked, or every core but one. The event loop reads
-    requests and writes answers while the model runs, and a model thread it preempts holds up
-    every other at the next synchronisation: on 2 cores, 2 threads served one client 10.2
-    sentences/s and 16 clients 39.8, 1 thread 29.2 and 74.2 (bench/RESULTS.md, "Serving")."""
-    if threads is not None:
+def _serving_threads(threads: int | None) -> int | None:
+    """serve's thread count for the PyTorch model: as asked (--threads, or OMP_NUM_THREADS), or
+    one fewer than PyTorch would take. The event loop reads requests and writes answers while
+    the model runs, and a model thread it preempts holds up every other at the next
+    synchronisation: on 2 cores, 2 threads served one client 10.2 sentences/s and 16 clients
+    39.8, 1 thread 29.2 and 74.2 (bench/RESULTS.md, "Serving")."""
+    if threads is not None or os.environ.get("OMP_NUM_THREADS"):
         return threads
-    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
-    return max(1, len(usable) - 1)
+    import torch
+    return max(1, torch.get_num_threads() - 1)
 
 
 def _stdin_fd() -> int:
@@ -764,7 +765,7 @@ def serve(
     request_timeout: Annotated[float, typer.Option(help="Seconds a client has to send a whole request, from connecting or from its last answer (408 and closed beyond).")] = DEFAULT_SERVE.request_timeout,
     device: Annotated[Device, typer.Option(help="auto: a CUDA GPU when there is one.")] = "auto",
     precision: Annotated[InferencePrecision, typer.Option(help="int8: quantised, CPU only; auto: bf16 where measured faster, else fp32.")] = "auto",
-    threads: Annotated[Optional[int], typer.Option(help="CPU threads for the model (default: every core but one, which the server's HTTP work keeps).")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads for the model (torch engine default: one fewer than PyTorch would take, leaving the server's HTTP work a core)")] = None,
     engine: EngineOption = "torch",
 ) -> None:
     """Serve a model over HTTP: LibreTranslate's API, and a page that shows attention."""
@@ -778,7 +779,7 @@ def serve(
                       max_body=max_body, queue=queue, timeout=timeout,
                       max_connections=max_connections, request_timeout=request_timeout)
     translator = _load_engine(engine, model, checkpoint, device, precision,
-                              _serving_threads(threads))
+                              _serving_threads(threads) if engine == "torch" else threads)
     # uvicorn handles SIGTERM and Ctrl-C itself (stop accepting, finish what is in flight), then
     # raises the signal again once it has stopped: by then there is nothing left to interrupt.
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -5,15 +5,16 @@ one Translation per line), with CTranslate2 doing the search, target prefixes (-
 included. Nothing here imports torch, so a process that translates with this engine starts
 faster and stays smaller.
 
-The segments are sorted by length and cut into batches here, as the PyTorch engine does, so that
-each batch's output length limit follows its own longest source.
+The segments are sorted by length and cut into batches by lines.LineTranslator, as for the
+PyTorch engine, so that each batch's output length limit follows its own longest source.
 
 What it does not do, and says so in one line before any work: constraints and glossaries
 (CTranslate2 has prefixes, not lexical constraints), word alignments, and sampling (CTranslate2
 seeds each of its worker threads once, when it first draws, so a --seed could not reproduce
-its samples). Its output length limit
-is one per batch (a x the batch's longest source + b), where the PyTorch engine limits each
-sentence by its own length: the two can differ on sentences that reach the limit.
+its samples). Its output length limit is one per batch (a x the batch's longest source + b +
+the batch's longest prefix), where the PyTorch engine limits each sentence by its own length
+and prefix: the two can differ on sentences that reach the limit. CTranslate2 scores a
+hypothesis without its prefix's log-probabilities, tinytrans with them.
 
 The export directory holds, besides CTranslate2's model files, the run's tokenizer(s) and
 EXPORT_INFO: the language pair and maximum source length the run was trained with.

@@ -194,13 +194,16 @@ class LineTranslator(ABC):
         if len(texts) > 1 and (phrases or prefix):
             what = " and its ".join(n for n, v in (("constraints", phrases), ("prefix", prefix)) if v)
             warn(f"line {number}: split into {len(texts)} sentences; its {what} go with the first")
-        prefix_ids = self.prefix_ids(prefix, number, warn) if prefix else ()
+        if prefix and not line:
+            warn(f"line {number}: empty, so its prefix is not used")
+        prefix_ids = self.prefix_ids(prefix, number, warn) if prefix and line else ()
         result = []
         for k, text in enumerate(texts):
             found = list(phrases if k == 0 else [])
             terms = options.glossary.matches(text) if options.glossary is not None else []
             targets = list(dict.fromkeys(m.target for m in terms if m.target not in found))
-            if options.glossary_method == "constrain":
+            # placing rewrites words after the search, which could rewrite the prefix's
+            if options.glossary_method == "constrain" or (k == 0 and prefix_ids):
                 found, terms = found + targets, []
             result.append(Segment(index, text, ids if len(texts) == 1 else self._encode(text),
                                   self.phrase_ids(found, number, warn) if found else [],

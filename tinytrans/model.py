@@ -392,11 +392,15 @@ class Transformer(nn.Module):
         bench/RESULTS.md, "Decoder step: the output layer read two ways"). The copy is made once
         and kept while the matrix is unchanged: a tensor's version counts its in-place updates
         (an optimizer step), its storage its replacement. It costs the matrix's memory again.
-        A quantised output layer (int8) has its own kernel and is called as it is.
+        A quantised output layer (int8) has its own kernel, and weights made under
+        torch.inference_mode() keep no version: those are multiplied by `logits` as they are.
         """
-        if self.output_projection is not None and not isinstance(self.output_projection, nn.Linear):
-            return self.output_projection(states)
-        weight = self.embedding.weight if self.output_projection is None else self.output_projection.weight
+        projection = self.output_projection
+        if projection is not None and not (isinstance(projection, nn.Linear) and projection.bias is None):
+            return self.logits(states)
+        weight = self.embedding.weight if projection is None else projection.weight
+        if weight.is_inference():
+            return self.logits(states)
         key = (weight.data_ptr(), weight._version, weight.device, weight.dtype)
         if self._transposed_output[0] != key:
             self._transposed_output = (key, weight.detach().t().contiguous())  # (D, V)

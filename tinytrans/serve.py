@@ -99,14 +99,15 @@ def client_name(request: Request) -> str:
 
 def parse_fields(body: bytes, content_type: str) -> dict[str, Any]:
     """A JSON object, or a form (application/x-www-form-urlencoded, as LibreTranslate accepts;
-    a repeated q is a list)."""
+    a repeated q is a list, and then so is prefix, one per q)."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as error:
         raise Problem(400, f"the body is not valid UTF-8 (byte {error.start})") from None
     if "application/x-www-form-urlencoded" in content_type:
         form = parse_qs(text, keep_blank_values=True)
-        return {k: (v if k == "q" and len(v) > 1 else v[-1]) for k, v in form.items()}
+        listed = {"q", "prefix"} if len(form.get("q", [])) > 1 else set()
+        return {k: (v if k in listed else v[-1]) for k, v in form.items()}
     try:
         fields = json.loads(text)
     except json.JSONDecodeError as error:
@@ -137,11 +138,15 @@ class TranslateRequest:
         return [line for text in self.texts for line in text.split("\n")]
 
     def line_prefixes(self) -> list[str] | None:
-        """Per line, its prefix: an item's prefix goes with its first line."""
+        """Per line, its prefix: an item's prefix goes with its first line that has text."""
         if self.prefixes is None:
             return None
-        return [prefix if k == 0 else "" for text, prefix in zip(self.texts, self.prefixes)
-                for k in range(len(text.split("\n")))]
+        result = []
+        for text, prefix in zip(self.texts, self.prefixes):
+            lines = text.split("\n")
+            first = next((k for k, line in enumerate(lines) if line.strip()), 0)
+            result += [prefix if k == first else "" for k in range(len(lines))]
+        return result
 
 
 def translate_request(fields: dict[str, Any], pair: tuple[str, str], serve_cfg: ServeConfig,
@@ -160,9 +165,11 @@ def translate_request(fields: dict[str, Any], pair: tuple[str, str], serve_cfg: 
     if attention and not shows_attention:
         raise Problem(400, "attention: this engine shows no attention; serve with --engine torch")
     lines = [line for text in texts for line in text.split("\n")]  # as TranslateRequest.lines
-    chars = sum(map(len, texts))
+    prefixes = prefix_field(fields.get("prefix"), texts, many)
+    chars = sum(map(len, texts)) + sum(map(len, prefixes or []))  # a prefix is decoded too
     if chars > serve_cfg.max_chars:
-        raise Problem(400, f"q: {chars:,} characters; at most {serve_cfg.max_chars:,} per request")
+        raise Problem(400, f"q: {chars:,} characters (prefixes included); at most "
+                           f"{serve_cfg.max_chars:,} per request")
     if len(lines) > serve_cfg.max_lines:
         raise Problem(400, f"q: {len(lines):,} lines; at most {serve_cfg.max_lines:,} per request")
     if attention and len(lines) > MAX_ATTENTION_LINES:
@@ -170,8 +177,7 @@ def translate_request(fields: dict[str, Any], pair: tuple[str, str], serve_cfg: 
                            "attention")
     return TranslateRequest(texts, many, source == "auto",
                             SearchConfig(beam=beam, nbest=alternatives + 1), alternatives,
-                            bool_field(fields, "alignment"), attention,
-                            prefix_field(fields.get("prefix"), texts, many))
+                            bool_field(fields, "alignment"), attention, prefixes)
 
 
 def prefix_field(prefix: Any, texts: list[str], many: bool) -> list[str] | None:
