@@ -37,6 +37,10 @@ def engine(exported: Path) -> CT2Translator:
     return CT2Translator(exported, threads=1)
 
 
+def test_the_export_keeps_the_runs_language_identifier(engine):
+    assert [g.language for g in engine.detect(["A man is walking.", "Ein Mann geht."])] == ["en", "de"]
+
+
 def test_the_export_says_what_the_engine_needs(exported, varied_run):
     info = read_export_info(exported)
     assert (info["src"], info["tgt"], info["joint_vocab"]) == ("en", "de", True)

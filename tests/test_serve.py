@@ -28,7 +28,7 @@ import pytest
 pytest.importorskip("starlette", reason="the serve extra (starlette, uvicorn) is not installed")
 pytest.importorskip("uvicorn", reason="the serve extra (starlette, uvicorn) is not installed")
 
-from tinytrans.config import SearchConfig  # noqa: E402
+from tinytrans.config import SearchConfig, ServeConfig  # noqa: E402
 from tinytrans.translate import LineOptions, Translator  # noqa: E402
 from toyrun import BUNDLED  # noqa: E402
 
@@ -170,6 +170,20 @@ def test_alignment_and_attention_extras(server, translator):
     cross = first["weights"]["cross"]  # [layer][head][row][column]
     assert len(cross[0][0]) == len(first["target"]) and len(cross[0][0][0]) == len(first["source"])
     assert all(abs(sum(row) - 1) < 1e-3 for row in cross[0][0])
+
+
+def test_detect_and_source_auto_name_each_items_language(server):
+    status, answer = request(server.url + "/detect", json.dumps({"q": "Ein Mann geht mit dem Hund."}).encode())
+    assert status == 200 and answer[0]["language"] == "de" and 0 < answer[0]["confidence"] <= 100
+    status, answer = request(server.url + "/detect", json.dumps({"q": ["A man.", "Ein Mann."]}).encode())
+    assert status == 200 and [a[0]["language"] for a in answer] == ["en", "de"]
+    status, answer = translate(server, q=["A man is walking.", "Ein Mann geht."], source="auto")
+    assert status == 200 and [d["language"] for d in answer["detectedLanguage"]] == ["en", "de"]
+    status, answer = request(server.url + "/detect", json.dumps({"q": 5}).encode())
+    assert status == 400 and "q: must be" in answer["error"]
+    status, answer = request(server.url + "/detect",
+                             json.dumps({"q": "x" * 3001}).encode())
+    assert status == 400 and "3,001 characters" in answer["error"]
 
 
 def test_a_prefix_begins_the_translation_of_its_item(server, translator):
@@ -497,3 +511,12 @@ def test_serve_leaves_the_event_loop_a_core_unless_told(monkeypatch):
     assert cli._serving_threads(None) == 1  # one core: the model still gets it
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     assert cli._serving_threads(None) is None  # the user's choice, left to PyTorch
+
+
+def test_a_run_without_an_identifier_answers_its_source_language_for_auto():
+    from types import SimpleNamespace
+
+    from tinytrans.serve import Routes
+    old_run = SimpleNamespace(source_language="en", target_language="de", identifier=None)
+    routes = Routes(old_run, None, ServeConfig(), lambda line: None)
+    assert routes.detected(["Ein Mann.", "x"]) == [{"language": "en", "confidence": 100.0}] * 2

@@ -10,6 +10,7 @@
     model.translate(["A dog."], glossary={"dog": "Hund"})         # terms, wherever they occur
     model.translate(["A man."], alignment=True)          # [(translation, [(src, tgt) word pairs])]
     model.translate(["A man."], prefixes=["Ein"])        # translations that begin with "Ein"
+    model.detect(["Ein Mann.", "A man."])                # [("de", 100.0), ("en", 100.0)]
     model.translate(["A man."], sample="all", nbest=4, seed=1)  # four sampled translations
 
 Everything goes through translate.Translator, the code behind the CLI's translate and evaluate, so
@@ -108,6 +109,11 @@ class TranslationModel:
             return [[(score, text, pairs) for (score, text), pairs in zip(t.nbest, t.alignments)]
                     for t in results]
         return [t.nbest for t in results]
+
+    def detect(self, texts: Iterable[str]) -> list[tuple[str, float]]:
+        """Which of the run's languages each text is in: (language, confidence in percent)."""
+        return [(g.language, g.confidence)
+                for g in self.translator.detect(_sentences("texts", texts))]
 
     def score(self, sources: Iterable[str], targets: Iterable[str]) -> list[float]:
         """Forced decoding: log P(target | source) of each pair, EOS included, no length penalty.

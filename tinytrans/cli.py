@@ -627,6 +627,31 @@ class _LineCounter:
         return False
 
 
+@app.command()
+@friendly_errors
+def detect(
+    model: Annotated[Path, typer.Option("--model", "-m", help="Run directory, or a directory 'tinytrans export' wrote.")],
+    input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Read this file instead of stdin.")] = None,
+) -> None:
+    """Which of the model's languages each line of stdin (or --input) is in: language<TAB>confidence."""
+    from tinytrans.langid import identifier_in
+    from tinytrans.lines import decode_input
+    from tinytrans.textio import open_binary
+
+    if not model.is_dir():
+        raise UserError(f"--model {model}: not a directory")
+    identifier = identifier_in(model)
+    if identifier is None:
+        raise UserError(f"--model {model}: has no language identifier (runs trained since it "
+                        "was added have one)")
+    warn = lambda message: say(message, "warning: ", "yellow")  # noqa: E731
+    with ExitStack() as files, _QuietBrokenPipe():
+        source = files.enter_context(open_binary(input)) if input else sys.stdin.buffer
+        for line in decode_input(source, str(input or "<stdin>"), warn):
+            guess = identifier.identify(line)
+            sys.stdout.write(f"{guess.language}\t{guess.confidence:.1f}\n")
+
+
 # ---------------------------------------------------------------------------------------------
 # evaluate
 

@@ -8,6 +8,7 @@ decoder specs whose variables are filled here) and saved as a model directory:
     OUT/shared_vocabulary.json    the SentencePiece pieces in id order (source_/target_ when untied)
     OUT/tokenizer.model           the run's SentencePiece model(s), to make pieces with
     OUT/tinytrans.json            the language pair and the maximum source length (ct2engine)
+    OUT/langid.json               the run's language identifier, when it has one (langid.py)
 
 What must agree for CTranslate2 to compute what tinytrans computes:
 - positions: CTranslate2 would build its own sinusoidal table with sines and cosines in two
@@ -24,6 +25,7 @@ What must agree for CTranslate2 to compute what tinytrans computes:
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,7 @@ from tinytrans.config import EXPORT_FORMATS as FORMATS
 from tinytrans.config import QUANTIZATIONS
 from tinytrans.ct2engine import EXPORT_INFO
 from tinytrans.errors import UserError
+from tinytrans.langid import LANGID_FILE
 from tinytrans.model import MultiHeadAttention, Transformer, sinusoidal_encoding
 from tinytrans.rundir import check_tokenizers, load_run_config, load_tokenizers, tokenizer_files
 from tinytrans.tokenizer import BOS_ID, EOS_ID, UNK_ID, Tokenizer
@@ -86,6 +89,8 @@ def export_ctranslate2(run_dir: Path, output: Path, checkpoint: str = "best",
         # what ct2engine needs besides CTranslate2's files: the pair and the source length limit
         (Path(directory) / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n",
                                                   encoding="utf-8")
+        if (run_dir / LANGID_FILE).is_file():
+            shutil.copyfile(run_dir / LANGID_FILE, Path(directory) / LANGID_FILE)
     write_directory(output, save)
     return output
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from tinytrans.config import SearchConfig
 from tinytrans.errors import UserError
+from tinytrans.langid import Guess, LanguageIdentifier
 from tinytrans.lengths import length_batches
 from tinytrans.sentences import fit_sentences, join_translations, split_sentences
 from tinytrans.terminology import Alignment, Glossary, TermLinks, TermMatch, place_terms
@@ -97,10 +98,19 @@ class LineTranslator(ABC):
     the API rely on this contract alone (never on an engine's other attributes)."""
 
     def __init__(self, src_tok: Tokenizer, tgt_tok: Tokenizer, max_source_pieces: int,
-                 source_language: str, target_language: str):
+                 source_language: str, target_language: str,
+                 identifier: LanguageIdentifier | None = None):
         self.src_tok, self.tgt_tok = src_tok, tgt_tok
         self.max_source_pieces = max_source_pieces
         self.source_language, self.target_language = source_language, target_language
+        self.identifier = identifier  # which of its languages a text is in (langid.py)
+
+    def detect(self, texts: list[str]) -> list[Guess]:
+        """The language of each text, among those of the model's run (langid.py)."""
+        if self.identifier is None:
+            raise UserError("detect: this model has no language identifier (runs trained "
+                            "since it was added have one); train the run again")
+        return [self.identifier.identify(text) for text in texts]
 
     def search_segments(self, segments: list[Segment], cfg: SearchConfig,
                         options: LineOptions) -> None:

@@ -5,6 +5,7 @@ Many translation apps and plugins already call LibreTranslate, so the same reque
     POST /translate   {"q": "text" or ["text", ...], "source": "en", "target": "de",
                        "format": "text", "alternatives": 2}
                       -> {"translatedText": "..." or [...], "alternatives": [...]}
+    POST /detect      {"q": "text"} -> [{"language": "en", "confidence": 100.0}]
     GET  /languages   -> [{"code": "en", "name": "English", "targets": ["de"]}]
     GET  /health      -> {"status": "ok", ...}
     GET  /            a page that translates as you type and draws the cross-attention
@@ -261,8 +262,10 @@ def bool_field(fields: dict[str, Any], name: str) -> bool:
 # Answering
 
 
-def translate_answer(request: TranslateRequest, result, pair: tuple[str, str]) -> dict[str, Any]:
-    """LibreTranslate's response: per item of q, its lines' translations joined by newlines."""
+def translate_answer(request: TranslateRequest, result, pair: tuple[str, str],
+                     detected: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """LibreTranslate's response: per item of q, its lines' translations joined by newlines;
+    with source "auto", `detected` holds each item's language."""
     per_item, alternatives, alignments, attention = [], [], [], []
     results = iter(zip(result.translations, result.attention or [None] * len(result.translations)))
     for text in request.texts:
@@ -281,9 +284,8 @@ def translate_answer(request: TranslateRequest, result, pair: tuple[str, str]) -
     answer: dict[str, Any] = {"translatedText": shaped(per_item)}
     if request.alternatives:
         answer["alternatives"] = shaped(alternatives)
-    if request.source_auto:  # no detection happens: the model has one source language
-        answer["detectedLanguage"] = shaped([{"language": pair[0], "confidence": 100.0}]
-                                            * len(per_item))
+    if request.source_auto:
+        answer["detectedLanguage"] = shaped(detected)
     if request.alignment:
         answer["alignment"] = shaped(alignments)
     if request.attention:
@@ -314,11 +316,42 @@ class Routes:
         except Gone as gone:
             self.note(str(gone))
             return Response(status_code=400)  # written to no one: the connection is closed
-        answer = translate_answer(wanted, result, self.pair)
+        detected = self.detected(wanted.texts) if wanted.source_auto else None
+        answer = translate_answer(wanted, result, self.pair, detected)
         if wanted.attention:  # megabytes of weights: encoded in a worker thread, not the loop
             body = await run_in_threadpool(json.dumps, answer, ensure_ascii=False)
             return Response(body, media_type="application/json")
         return JSONResponse(answer)
+
+    def detected(self, texts: list[str]) -> list[dict[str, Any]]:
+        """Each text's language and confidence, as LibreTranslate's detectedLanguage: found by
+        the run's identifier (langid.py; microseconds a line, so on the event loop), or, for a
+        run made before identifiers, the model's one source language."""
+        if self.translator.identifier is None:
+            return [{"language": self.pair[0], "confidence": 100.0} for _ in texts]
+        return [{"language": g.language, "confidence": g.confidence}
+                for g in self.translator.detect(texts)]
+
+    async def detect(self, request: Request) -> Response:
+        """POST /detect: LibreTranslate's {"q": text} -> [{"language", "confidence"}]; a list q
+        gets one such list per item."""
+        try:
+            fields = parse_fields(await read_body(request, self.cfg.max_body),
+                                  request.headers.get("content-type", ""))
+            texts, many = query_texts(fields.get("q"))
+            if sum(map(len, texts)) > self.cfg.max_chars:
+                raise Problem(400, f"q: {sum(map(len, texts)):,} characters; at most "
+                                   f"{self.cfg.max_chars:,} per request")
+            if self.translator.identifier is None:
+                raise Problem(400, "detect: this model has no language identifier (runs trained "
+                                   "since it was added have one)")
+        except Problem as problem:
+            return error_response(problem.status, str(problem))
+        except Gone as gone:
+            self.note(str(gone))
+            return Response(status_code=400)
+        found = [[guess] for guess in self.detected(texts)]
+        return JSONResponse(found if many else found[0])
 
     async def decoded(self, wanted: TranslateRequest):
         """The request's lines, translated by the batcher's inference thread."""
@@ -374,6 +407,7 @@ def create_app(translator: LineTranslator, batcher: Batcher, cfg: ServeConfig,
     """The ASGI application: the routes, and every error as one-line JSON."""
     routes = Routes(translator, batcher, cfg, note)
     return Starlette(routes=[Route("/translate", routes.translate, methods=["POST"]),
+                             Route("/detect", routes.detect, methods=["POST"]),
                              Route("/languages", routes.languages, methods=["GET"]),
                              Route("/health", routes.health, methods=["GET"]),
                              Route("/", routes.index, methods=["GET"])],

@@ -46,6 +46,7 @@ from tinytrans.distributed import (ONE_PROCESS, Ranks, any_rank, barrier, epoch_
 from tinytrans.errors import UserError
 from tinytrans.events import Event
 from tinytrans.hardware import PrecisionChoice, Probe, pick_precision, time_both_ways
+from tinytrans.langid import LANGID_FILE, LanguageIdentifier, evenly_spaced
 from tinytrans.model import Transformer, count_parameters
 from tinytrans.objective import TeacherForcing
 from tinytrans.prepared import PreparedData, open_prepared
@@ -325,6 +326,8 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
     cfg = with_vocab_sizes(cfg, src_tok.vocab_size, tgt_tok.vocab_size)
     check_fits_in_memory(cfg.model, TRAINING_BYTES_PER_PARAMETER)
     corpus, epoch_corpus, valid = _training_data(cfg, prepared, src_tok, tgt_tok, report, ranks)
+    if ranks.main and not (run_dir / LANGID_FILE).exists():
+        train_language_identifier(cfg, corpus, src_tok, tgt_tok).save(run_dir / LANGID_FILE)
     precision = _agreed_precision(cfg, device, ranks, corpus)
     torch.manual_seed(cfg.train.seed)
     model = Transformer(cfg.model).to(device)
@@ -341,6 +344,19 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
     run = Run(cfg, model, wrap(TeacherForcing(model), ranks, device), optimizer, corpus,
               epoch_corpus, valid, tgt_tok, files, device, precision.precision, ranks, report)
     return run, state
+
+
+def train_language_identifier(cfg: RunConfig, corpus: EncodedCorpus, src_tok: Tokenizer,
+                              tgt_tok: Tokenizer) -> LanguageIdentifier:
+    """The run's identifier of its languages (langid.py), from lines of its training corpus
+    spread over it, decoded back to text (a prepared corpus keeps only ids)."""
+    picked = evenly_spaced(len(corpus))
+    samples: dict[str, list[str]] = {}
+    for language, tokenizer, side in ((cfg.data.src, src_tok, corpus.src),
+                                      (cfg.data.tgt, tgt_tok, corpus.tgt)):
+        lines = tokenizer.decode([side[i].tolist() for i in picked])
+        samples.setdefault(language, []).extend(lines)
+    return LanguageIdentifier.train(samples)
 
 
 def _training_data(cfg: RunConfig, prepared: PreparedData | None, src_tok: Tokenizer,
