@@ -790,10 +790,14 @@ def serve(
     request_timeout: Annotated[float, typer.Option(help="Seconds a client has to send a whole request, from connecting or from its last answer (408 and closed beyond).")] = DEFAULT_SERVE.request_timeout,
     device: Annotated[Device, typer.Option(help="auto: a CUDA GPU when there is one.")] = "auto",
     precision: Annotated[InferencePrecision, typer.Option(help="int8: quantised, CPU only; auto: bf16 where measured faster, else fp32.")] = "auto",
+    api_keys: Annotated[Optional[Path], typer.Option("--api-keys", help="A line per key: KEY<TAB>REQUESTS_PER_MINUTE; every request must then carry a listed api_key (403), within its limit (429).")] = None,
+    req_limit: Annotated[int, typer.Option("--req-limit", help="Without --api-keys: requests a minute per client address (0: no limit).")] = DEFAULT_SERVE.req_limit,
+    cors: Annotated[Optional[list[str]], typer.Option("--cors", help="An origin whose pages may read the answers (https://example.org, or *); repeat for more.")] = None,
     threads: Annotated[Optional[int], typer.Option(help="CPU threads for the model (torch engine default: one fewer than PyTorch would take, leaving the server's HTTP work a core)")] = None,
     engine: EngineOption = "torch",
 ) -> None:
     """Serve a model over HTTP: LibreTranslate's API, and a page that shows attention."""
+    from tinytrans.access import read_api_keys
     try:
         from tinytrans.serve import serve as run_server
     except ImportError as missing:
@@ -802,7 +806,9 @@ def serve(
 
     cfg = ServeConfig(host=host, port=port, beam=beam, max_chars=max_chars, max_lines=max_lines,
                       max_body=max_body, queue=queue, timeout=timeout,
-                      max_connections=max_connections, request_timeout=request_timeout)
+                      max_connections=max_connections, request_timeout=request_timeout,
+                      req_limit=req_limit, cors=tuple(cors or ()))
+    keys = read_api_keys(api_keys) if api_keys is not None else None  # before the model loads
     translator = _load_engine(engine, model, checkpoint, device, precision,
                               _serving_threads(threads) if engine == "torch" else threads)
     # uvicorn handles SIGTERM and Ctrl-C itself (stop accepting, finish what is in flight), then
@@ -810,7 +816,8 @@ def serve(
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: None)
     run_server(translator, cfg, announce=say,
-               log_error=lambda error: say(describe_error(error)[0], "error: ", "bold red"))
+               log_error=lambda error: say(describe_error(error)[0], "error: ", "bold red"),
+               api_keys=keys)
     say("stopped")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import tomllib
 import types
 import typing
@@ -239,6 +240,8 @@ class ServeConfig:
     max_wait: float = 0.005  # seconds the inference thread waits to gather a batch
     max_connections: int = 256  # open connections at once; more are closed at once
     request_timeout: float = 10.0  # seconds a client has to send each whole request; then 408
+    req_limit: int = 0  # requests a minute per client address, without API keys (0: no limit)
+    cors: tuple[str, ...] = ()  # origins whose pages may read the answers ("*": any)
 
     def __post_init__(self) -> None:
         for flag, value, least, most in (
@@ -246,9 +249,14 @@ class ServeConfig:
                 ("--max-chars", self.max_chars, 1, 100_000_000),
                 ("--max-lines", self.max_lines, 1, 1_000_000),
                 ("--max-body", self.max_body, 1, 2**31 - 1), ("--queue", self.queue, 1, 1_000_000),
-                ("--max-connections", self.max_connections, 1, MAX_CONNECTIONS)):
+                ("--max-connections", self.max_connections, 1, MAX_CONNECTIONS),
+                ("--req-limit", self.req_limit, 0, 1_000_000)):
             if not least <= value <= most:
                 raise UserError(f"{flag}: {value} must lie between {least} and {most:,}")
+        for origin in self.cors:
+            if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+", origin):
+                raise UserError(f"--cors: '{origin}' must be * or an origin such as "
+                                "https://example.org (scheme and host, maybe a port, no path)")
         for flag, seconds in (("--timeout", self.timeout),
                               ("--request-timeout", self.request_timeout)):
             if not 0 < seconds <= MAX_SECONDS:

@@ -7,6 +7,7 @@ Many translation apps and plugins already call LibreTranslate, so the same reque
                       -> {"translatedText": "..." or [...], "alternatives": [...]}
     POST /detect      {"q": "text"} -> [{"language": "en", "confidence": 100.0}]
     GET  /languages   -> [{"code": "en", "name": "English", "targets": ["de"]}]
+    GET  /frontend/settings -> {"charLimit": ..., "keyRequired": ..., "language": ...}
     GET  /health      -> {"status": "ok", ...}
     GET  /            a page that translates as you type and draws the cross-attention
 
@@ -35,12 +36,15 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from tinytrans.access import Limiter, Refused
 from tinytrans.batching import Batcher, Closed, QueueFull
 from tinytrans.config import MAX_BEAM, SearchConfig, ServeConfig
 from tinytrans.errors import UserError
@@ -298,8 +302,9 @@ class Routes:
     one line for what the server's log should show (a client that left mid-request)."""
 
     def __init__(self, translator: LineTranslator, batcher: Batcher, cfg: ServeConfig,
-                 note: Callable[[str], None]):
+                 note: Callable[[str], None], limiter: Limiter | None = None):
         self.translator, self.batcher, self.cfg, self.note = translator, batcher, cfg, note
+        self.limiter = limiter or Limiter(None, cfg.req_limit)
         self.pair = (translator.source_language, translator.target_language)
         self.page = resources.files("tinytrans").joinpath("page.html").read_text(encoding="utf-8")
 
@@ -308,6 +313,7 @@ class Routes:
         try:
             fields = parse_fields(await read_body(request, self.cfg.max_body),
                                   request.headers.get("content-type", ""))
+            self.admit(request, fields)
             shows_attention = self.translator.attention_shape() is not None
             wanted = translate_request(fields, self.pair, self.cfg, shows_attention)
             result = await self.decoded(wanted)
@@ -322,6 +328,25 @@ class Routes:
             body = await run_in_threadpool(json.dumps, answer, ensure_ascii=False)
             return Response(body, media_type="application/json")
         return JSONResponse(answer)
+
+    def admit(self, request: Request, fields: dict[str, Any]) -> None:
+        """The access rules (access.py): a valid api_key when keys are required, and the limit
+        of the key or of the client's address."""
+        address = request.client.host if request.client else "unknown"
+        try:
+            self.limiter.admit(fields.get("api_key"), address)
+        except Refused as refused:
+            raise Problem(refused.status, str(refused)) from None
+
+    async def settings(self, request: Request) -> JSONResponse:
+        """GET /frontend/settings: what LibreTranslate's clients ask before they translate."""
+        source, target = self.pair
+        return JSONResponse({
+            "charLimit": self.cfg.max_chars, "frontendTimeout": 500,
+            "keyRequired": self.limiter.keys_required, "suggestions": False,
+            "filesTranslation": False, "supportedFilesFormat": [],
+            "language": {"source": {"code": source, "name": LANGUAGE_NAMES.get(source, source)},
+                         "target": {"code": target, "name": LANGUAGE_NAMES.get(target, target)}}})
 
     def detected(self, texts: list[str]) -> list[dict[str, Any]]:
         """Each text's language and confidence, as LibreTranslate's detectedLanguage: found by
@@ -338,6 +363,7 @@ class Routes:
         try:
             fields = parse_fields(await read_body(request, self.cfg.max_body),
                                   request.headers.get("content-type", ""))
+            self.admit(request, fields)
             texts, many = query_texts(fields.get("q"))
             if sum(map(len, texts)) > self.cfg.max_chars:
                 raise Problem(400, f"q: {sum(map(len, texts)):,} characters; at most "
@@ -403,14 +429,22 @@ async def internal_error(request: Request, error: Exception) -> JSONResponse:
 
 
 def create_app(translator: LineTranslator, batcher: Batcher, cfg: ServeConfig,
-               note: Callable[[str], None] = lambda line: None) -> Starlette:
-    """The ASGI application: the routes, and every error as one-line JSON."""
-    routes = Routes(translator, batcher, cfg, note)
+               note: Callable[[str], None] = lambda line: None,
+               limiter: Limiter | None = None) -> Starlette:
+    """The ASGI application: the routes, CORS when origins are named, and every error as
+    one-line JSON."""
+    routes = Routes(translator, batcher, cfg, note, limiter)
+    # answers a page from another origin may read (the browser asks first with OPTIONS)
+    middleware = [Middleware(CORSMiddleware, allow_origins=list(cfg.cors),
+                             allow_methods=["GET", "POST"], allow_headers=["Content-Type"])] \
+        if cfg.cors else []
     return Starlette(routes=[Route("/translate", routes.translate, methods=["POST"]),
                              Route("/detect", routes.detect, methods=["POST"]),
                              Route("/languages", routes.languages, methods=["GET"]),
+                             Route("/frontend/settings", routes.settings, methods=["GET"]),
                              Route("/health", routes.health, methods=["GET"]),
                              Route("/", routes.index, methods=["GET"])],
+                     middleware=middleware,
                      exception_handlers={HTTPException: http_error, Exception: internal_error})
 
 
@@ -519,7 +553,8 @@ def attention_shape(translator: LineTranslator) -> dict[str, int]:
 
 
 def serve(translator: LineTranslator, cfg: ServeConfig, announce: Callable[[str], None],
-          log_error: Callable[[BaseException], None] | None = None) -> None:
+          log_error: Callable[[BaseException], None] | None = None,
+          api_keys: dict[str, int] | None = None) -> None:
     """Serve until SIGTERM or Ctrl-C; then stop accepting, finish the requests in flight, and
     return. `announce` gets one line with the address (the port, when 0 was asked for)."""
     import uvicorn
@@ -528,13 +563,15 @@ def serve(translator: LineTranslator, cfg: ServeConfig, announce: Callable[[str]
     sock = listen(cfg.host, cfg.port)
     host, port = sock.getsockname()[:2]
     server = uvicorn.Server(uvicorn.Config(
-        create_app(translator, batcher, cfg, note=announce), log_level="warning",
+        create_app(translator, batcher, cfg, note=announce,
+                   limiter=Limiter(api_keys, cfg.req_limit)), log_level="warning",
         lifespan="off", timeout_graceful_shutdown=cfg.timeout, ws="none",  # no WebSocket route
         http=guarded_http(cfg.max_connections, cfg.request_timeout)))
     pair = f"{translator.source_language}->{translator.target_language}"
     if not is_loopback(cfg.host):
         announce(f"warning: --host {cfg.host} is reachable from the network; tinytrans serve has "
-                 "no authentication and no TLS: put it behind a reverse proxy that has them")
+                 "no TLS" + ("" if api_keys else " and, without --api-keys, no authentication")
+                 + ": put it behind a reverse proxy that has TLS")
     announce(f"serving {pair} on http://{host}:{port} (Ctrl-C stops)")
     try:
         server.run(sockets=[sock])
