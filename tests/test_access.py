@@ -5,6 +5,7 @@ LibreTranslate settings endpoint)."""
 from __future__ import annotations
 
 import json
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from helpers_cli import assert_one_line_error, invoke
 from test_serve import Server, request
-from tinytrans.access import WINDOW, Limiter, Refused, read_api_keys
+from tinytrans.access import FAILED_PER_MINUTE, WINDOW, Limiter, Refused, client, read_api_keys
 from tinytrans.config import ServeConfig
 from tinytrans.errors import UserError
 
@@ -26,8 +27,8 @@ def keys_file(tmp_path: Path, text: str) -> Path:
 
 
 def test_a_keys_file_gives_each_key_its_limit(tmp_path):
-    path = keys_file(tmp_path, f"# operator's keys\n{SECRET}\t2\n\nother\t100\n")
-    assert read_api_keys(path) == {SECRET: 2, "other": 100}
+    path = keys_file(tmp_path, f"\ufeff{SECRET}\t2\n# operator's keys\n\nother-key\t100\n")
+    assert read_api_keys(path) == {SECRET: 2, "other-key": 100}  # the byte-order mark is not a key
 
 
 @pytest.mark.parametrize("text, cause", [
@@ -35,8 +36,9 @@ def test_a_keys_file_gives_each_key_its_limit(tmp_path):
     (f"{SECRET}\t0\n", ":1: requests per minute"),
     (f"{SECRET}\tmany\n", ":1: requests per minute"),
     (f"{SECRET}\t²\n", ":1: requests per minute"),
-    (f"a\t1\n{SECRET}\t1\n{SECRET}\t2\n", ":3: this key is listed twice"),
-    (f"{'k' * 201}\t1\n", ":1: a key is 1 to 200"),
+    (f"another-key\t1\n{SECRET}\t1\n{SECRET}\t2\n", ":3: this key is listed twice"),
+    (f"{'k' * 201}\t1\n", ":1: a key is 8 to 200"),
+    ("short\t1\n", ":1: a key is 8 to 200"),
     ("# nothing\n", "lists no key"),
 ])
 def test_a_bad_keys_file_is_one_line_that_never_shows_a_key(tmp_path, text, cause):
@@ -61,17 +63,30 @@ def test_the_limiter_refuses_missing_and_unknown_keys_and_counts_a_minute_per_ke
     limiter.admit(SECRET, "1.2.3.4")
 
 
-def test_without_keys_each_address_has_its_own_limit_and_idle_ones_are_forgotten(monkeypatch):
+def test_wrong_keys_count_against_their_address():
+    limiter = Limiter({SECRET: 1000}, clock=lambda: 0.0)
+    statuses = []
+    for _ in range(FAILED_PER_MINUTE + 1):
+        with pytest.raises(Refused) as caught:
+            limiter.admit("guess-guess", "2001:db8::1")
+        statuses.append(caught.value.status)
+    assert statuses == [403] * FAILED_PER_MINUTE + [429]
+    with pytest.raises(Refused) as caught:  # the same /64: the same client
+        limiter.admit("guess-guess", "2001:db8::ffff")
+    assert caught.value.status == 429
+    limiter.admit(SECRET, "2001:db8::1")  # a right key still gets in
+
+
+def test_without_keys_each_address_has_its_own_limit_and_the_longest_unused_are_forgotten(monkeypatch):
     now = [0.0]
     limiter = Limiter(None, per_address=1, clock=lambda: now[0])
     limiter.admit(None, "a")
     limiter.admit(None, "b")
     with pytest.raises(Refused, match="at most 1 requests a minute"):
         limiter.admit(None, "a")
-    monkeypatch.setattr("tinytrans.access.FORGET_ABOVE", 2)
-    now[0] = 2 * WINDOW
-    limiter.admit(None, "c")  # a third identity: the idle a and b are dropped
-    assert list(limiter.recent) == ["address c"]
+    monkeypatch.setattr("tinytrans.access.MAX_IDENTITIES", 2)
+    limiter.admit(None, "c")  # a third identity: the longest unused, b (a was just refused), goes
+    assert list(limiter.recent) == ["address a", "address c"]
     Limiter(None, per_address=0).admit(None, "a")  # no limit at all
 
 
@@ -102,12 +117,21 @@ def ask(server: Server, **fields) -> tuple[int, dict]:
     return request(server.url + "/translate", json.dumps(body).encode())
 
 
+def test_an_ipv6_client_is_its_64_network():
+    assert client("2001:db8:1:2:3::9") == "2001:db8:1:2::/64"
+    assert client("192.0.2.7") == "192.0.2.7" and client("unknown") == "unknown"
+
+
 def test_keys_are_required_limited_and_never_logged(guarded):
     assert ask(guarded)[0] == 403
     status, answer = ask(guarded, api_key="guess")
     assert status == 403 and answer == {"error": "Invalid API key"}
     assert request(guarded.url + "/detect", json.dumps({"q": "A man."}).encode())[0] == 403
-    assert [ask(guarded, api_key=SECRET)[0] for _ in range(3)] == [200, 200, 200]
+    assert [ask(guarded, api_key=SECRET)[0] for _ in range(2)] == [200, 200]
+    form = urllib.parse.urlencode({"q": "A man.", "source": "en", "target": "de"}).encode()
+    status, _ = request(guarded.url + f"/translate?api_key={SECRET}", form,
+                        "application/x-www-form-urlencoded")
+    assert status == 200  # a form client may send its key in the query string
     status, answer = ask(guarded, api_key=SECRET)
     assert status == 429 and "3 requests a minute" in answer["error"]
     assert SECRET not in "".join(guarded.stderr)

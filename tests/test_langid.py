@@ -12,6 +12,7 @@ import pytest
 
 import tinytrans
 from helpers_cli import assert_one_line_error, invoke
+from tinytrans.config import SearchConfig
 from tinytrans.errors import UserError
 from tinytrans.langid import (LANGID_FILE, LanguageIdentifier, evenly_spaced, identifier_in,
                               ngrams)
@@ -87,10 +88,19 @@ def damaged(tmp_path: Path, change) -> Path:
     (lambda d: d["languages"]["en"].update(floor="x"), "'en' is damaged"),
     (lambda d: d["languages"]["de"]["log_probs"].update({"ab": float("nan")}), "'de' is damaged"),
     (lambda d: d["languages"].update(de=[1, 2]), "'de' is damaged"),
+    (lambda d: d["languages"]["en"].update(floor=-1e308), "'en' is damaged"),  # sums to -inf
+    (lambda d: d["languages"].update({"\udc80x": d["languages"]["en"]}), "not a language code"),
 ])
 def test_a_damaged_file_is_one_line(tmp_path, change, cause):
     with pytest.raises(UserError, match=cause):
         LanguageIdentifier.load(damaged(tmp_path, change))
+
+
+def test_an_oversized_file_is_refused_before_it_is_parsed(tmp_path, monkeypatch):
+    LanguageIdentifier.train(SAMPLES).save(tmp_path / LANGID_FILE)
+    monkeypatch.setattr("tinytrans.langid.MAX_FILE_BYTES", 100)
+    with pytest.raises(UserError, match="over 100 bytes"):
+        LanguageIdentifier.load(tmp_path / LANGID_FILE)
 
 
 def test_a_file_that_is_not_json_is_one_line(tmp_path):
@@ -130,6 +140,20 @@ def test_detect_prints_language_and_confidence_per_line(varied_run):
 def test_detect_mistakes_are_one_line(varied_run, tmp_path):
     assert_one_line_error(invoke("detect", "--model", tmp_path / "none"), 2, "not a directory")
     assert_one_line_error(invoke("detect", "--model", tmp_path), 2, "no language identifier")
+
+
+def test_a_damaged_identifier_stops_detection_not_translation(varied_run, tmp_path):
+    from tinytrans.translate import Translator
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for path in varied_run.iterdir():
+        (copy / path.name).symlink_to(path)
+    (copy / LANGID_FILE).unlink()
+    (copy / LANGID_FILE).write_text("{", encoding="utf-8")
+    translator = Translator(copy, precision="fp32", device="cpu")  # loads: no detection asked
+    assert next(iter(translator.translate(["A man."], SearchConfig(beam=1)))).text
+    with pytest.raises(UserError, match="unreadable"):
+        translator.detect(["A man."])
 
 
 def test_the_api_detects(varied_run):

@@ -184,6 +184,8 @@ def test_detect_and_source_auto_name_each_items_language(server):
     status, answer = request(server.url + "/detect",
                              json.dumps({"q": "x" * 3001}).encode())
     assert status == 400 and "3,001 characters" in answer["error"]
+    status, answer = request(server.url + "/detect", json.dumps({"q": [""] * 51}).encode())
+    assert status == 400 and "51 items" in answer["error"]  # empty items cost work too
 
 
 def test_a_prefix_begins_the_translation_of_its_item(server, translator):

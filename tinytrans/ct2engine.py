@@ -29,7 +29,6 @@ from pathlib import Path
 
 from tinytrans.config import SearchConfig
 from tinytrans.errors import UserError
-from tinytrans.langid import identifier_in
 from tinytrans.lines import LineOptions, LineTranslator, Segment
 from tinytrans.tokenizer import Tokenizer, tokenizer_names
 
@@ -109,7 +108,7 @@ class CT2Translator(LineTranslator):
         src_tok, tgt_tok = (loaded[0], loaded[0]) if len(loaded) == 1 else loaded
         check_vocabularies(model_dir, src_tok, tgt_tok)
         super().__init__(src_tok, tgt_tok, info["max_length"], info["src"], info["tgt"],
-                         identifier_in(model_dir))
+                         model_dir)
         self.precision = "int8" if info.get("quantization") == "int8" else "fp32"
         device = "cuda" if device == "cuda" else "cpu"  # auto: the CPU, where this engine shines
         torch = sys.modules.get("torch")  # loaded by someone else: its thread count is theirs

@@ -25,7 +25,6 @@ What must agree for CTranslate2 to compute what tinytrans computes:
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +38,7 @@ from tinytrans.config import EXPORT_FORMATS as FORMATS
 from tinytrans.config import QUANTIZATIONS
 from tinytrans.ct2engine import EXPORT_INFO
 from tinytrans.errors import UserError
-from tinytrans.langid import LANGID_FILE
+from tinytrans.langid import LANGID_FILE, identifier_in
 from tinytrans.model import MultiHeadAttention, Transformer, sinusoidal_encoding
 from tinytrans.rundir import check_tokenizers, load_run_config, load_tokenizers, tokenizer_files
 from tinytrans.tokenizer import BOS_ID, EOS_ID, UNK_ID, Tokenizer
@@ -84,13 +83,15 @@ def export_ctranslate2(run_dir: Path, output: Path, checkpoint: str = "best",
             "joint_vocab": config.data.joint_vocab, "quantization": quantization or "float32",
             "run": str(run_dir.resolve()), "checkpoint": checkpoint}
 
+    identifier = identifier_in(run_dir)
+
     def save(directory: str) -> None:
         spec.save(directory)
         # what ct2engine needs besides CTranslate2's files: the pair and the source length limit
         (Path(directory) / EXPORT_INFO).write_text(json.dumps(info, indent=2) + "\n",
                                                   encoding="utf-8")
-        if (run_dir / LANGID_FILE).is_file():
-            shutil.copyfile(run_dir / LANGID_FILE, Path(directory) / LANGID_FILE)
+        if identifier is not None:  # read and checked, then written anew
+            identifier.save(Path(directory) / LANGID_FILE)
     write_directory(output, save)
     return output
 

@@ -36,6 +36,9 @@ ORDERS = (1, 2, 3, 4)  # n-gram lengths, in characters
 DEFAULT_KEEP = 4000  # n-grams kept per language
 MAX_KEEP = 100_000
 MAX_LANGUAGES = 200
+MAX_FILE_BYTES = 64_000_000
+LOWEST_LOG_PROB = -1e4  # a saved log-probability below this is damage (no sum may reach -inf)
+LANGUAGE_CODE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 _DIGITS = re.compile(r"\d")
 
 
@@ -108,6 +111,8 @@ class LanguageIdentifier:
     def load(cls, path: Path) -> LanguageIdentifier:
         """Read a saved identifier, every field checked (a damaged file is one line)."""
         try:
+            if path.stat().st_size > MAX_FILE_BYTES:
+                raise UserError(f"{path}: over {MAX_FILE_BYTES:,} bytes; not a language identifier")
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise UserError(f"{path}: missing: this run has no language identifier (runs "
@@ -122,6 +127,8 @@ class LanguageIdentifier:
             raise UserError(f"{path}: 'languages' must name 1 to {MAX_LANGUAGES} languages")
         log_probs, floors = {}, {}
         for language, entry in languages.items():
+            if not LANGUAGE_CODE.fullmatch(language):
+                raise UserError(f"{path}: {language!a} is not a language code")
             table = entry.get("log_probs") if isinstance(entry, dict) else None
             floor = entry.get("floor") if isinstance(entry, dict) else None
             if not isinstance(table, dict) or len(table) > MAX_KEEP or not _log_prob(floor) \
@@ -146,4 +153,4 @@ def evenly_spaced(count: int, wanted: int = SAMPLE_LINES) -> list[int]:
 
 
 def _log_prob(value: object) -> bool:
-    return type(value) in (int, float) and math.isfinite(value) and value <= 0
+    return type(value) in (int, float) and LOWEST_LOG_PROB <= value <= 0

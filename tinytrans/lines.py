@@ -19,13 +19,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
 from typing import NamedTuple, Protocol
 
 import numpy as np
 
 from tinytrans.config import SearchConfig
 from tinytrans.errors import UserError
-from tinytrans.langid import Guess, LanguageIdentifier
+from tinytrans.langid import Guess, LanguageIdentifier, identifier_in
 from tinytrans.lengths import length_batches
 from tinytrans.sentences import fit_sentences, join_translations, split_sentences
 from tinytrans.terminology import Alignment, Glossary, TermLinks, TermMatch, place_terms
@@ -98,12 +100,17 @@ class LineTranslator(ABC):
     the API rely on this contract alone (never on an engine's other attributes)."""
 
     def __init__(self, src_tok: Tokenizer, tgt_tok: Tokenizer, max_source_pieces: int,
-                 source_language: str, target_language: str,
-                 identifier: LanguageIdentifier | None = None):
+                 source_language: str, target_language: str, model_dir: Path | None = None):
         self.src_tok, self.tgt_tok = src_tok, tgt_tok
         self.max_source_pieces = max_source_pieces
         self.source_language, self.target_language = source_language, target_language
-        self.identifier = identifier  # which of its languages a text is in (langid.py)
+        self.model_dir = model_dir  # where the run (or its export) keeps its langid.json
+
+    @cached_property
+    def identifier(self) -> LanguageIdentifier | None:
+        """Which of its languages a text is in (langid.py), read when first asked for: a
+        damaged file stops detection, not translation; None for a run made before them."""
+        return identifier_in(self.model_dir) if self.model_dir is not None else None
 
     def detect(self, texts: list[str]) -> list[Guess]:
         """The language of each text, among those of the model's run (langid.py)."""

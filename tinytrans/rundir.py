@@ -32,6 +32,7 @@ from tinytrans.checkpoint import (BEST, CHECKPOINT_DIR, CHECKPOINT_NAMES, TrainS
 from tinytrans.config import (RunConfig, build_config, differences, read_toml, resolve_train_config,
                               to_toml, with_vocab_sizes)
 from tinytrans.errors import UserError
+from tinytrans.langid import LANGID_FILE
 from tinytrans.events import Event
 from tinytrans.tokenizer import Tokenizer, as_pair, make_tokenizers, tokenizer_names
 
@@ -138,7 +139,7 @@ def remove_killed_writes(run_dir: Path, cfg: RunConfig) -> None:
     beside the run's own files and its checkpoints."""
     remove_leftovers(run_dir / CHECKPOINT_DIR)
     tokenizers = tokenizer_names(cfg.data.joint_vocab)
-    remove_leftovers(run_dir, [CONFIG_FILE, METRICS_FILE, CURVES_FILE, *tokenizers,
+    remove_leftovers(run_dir, [CONFIG_FILE, METRICS_FILE, CURVES_FILE, LANGID_FILE, *tokenizers,
                                *(Path(name).with_suffix(".vocab").name for name in tokenizers)])
 
 

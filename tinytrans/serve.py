@@ -14,9 +14,10 @@ Many translation apps and plugins already call LibreTranslate, so the same reque
 tinytrans' own optional fields in a /translate request: "beam", "alignment" (Moses-style word
 pairs per line), "attention" (what `tinytrans attention --json` prints, per line) and "prefix"
 (the words the translation begins with, for autocompletion: a string, or one per item of q). Every
-mistake is a 4xx with a one-line {"error": "..."}: 400 for a bad request, 413 for a body over
-the limit, 429 when too many requests wait; 503 when a request timed out or the server is
-stopping; 500 only for a bug. The event loop never runs the model: requests go to
+mistake is a 4xx with a one-line {"error": "..."}: 400 for a bad request, 403 for a missing or
+wrong api_key (with --api-keys), 413 for a body over the limit, 429 when too many requests wait
+or a key or address is over its requests a minute (access.py); 503 when a request timed out or
+the server is stopping; 500 only for a bug. The event loop never runs the model: requests go to
 batching.Batcher's inference thread, which translates what many clients sent in one batch.
 
 Starlette (on uvicorn) is the stack: a maintained ASGI toolkit with routing and responses and
@@ -322,7 +323,7 @@ class Routes:
         except Gone as gone:
             self.note(str(gone))
             return Response(status_code=400)  # written to no one: the connection is closed
-        detected = self.detected(wanted.texts) if wanted.source_auto else None
+        detected = await self.detected_for_auto(wanted.texts) if wanted.source_auto else None
         answer = translate_answer(wanted, result, self.pair, detected)
         if wanted.attention:  # megabytes of weights: encoded in a worker thread, not the loop
             body = await run_in_threadpool(json.dumps, answer, ensure_ascii=False)
@@ -333,8 +334,10 @@ class Routes:
         """The access rules (access.py): a valid api_key when keys are required, and the limit
         of the key or of the client's address."""
         address = request.client.host if request.client else "unknown"
+        # LibreTranslate's form clients may send the key in the query string
+        key = fields.get("api_key") or request.query_params.get("api_key")
         try:
-            self.limiter.admit(fields.get("api_key"), address)
+            self.limiter.admit(key, address)
         except Refused as refused:
             raise Problem(refused.status, str(refused)) from None
 
@@ -350,12 +353,22 @@ class Routes:
 
     def detected(self, texts: list[str]) -> list[dict[str, Any]]:
         """Each text's language and confidence, as LibreTranslate's detectedLanguage: found by
-        the run's identifier (langid.py; microseconds a line, so on the event loop), or, for a
-        run made before identifiers, the model's one source language."""
+        the run's identifier (langid.py; about a millisecond per 1,000 characters and language,
+        so callers run it off the event loop), or, for a run made before identifiers, the
+        model's one source language."""
         if self.translator.identifier is None:
             return [{"language": self.pair[0], "confidence": 100.0} for _ in texts]
         return [{"language": g.language, "confidence": g.confidence}
                 for g in self.translator.detect(texts)]
+
+    async def detected_for_auto(self, texts: list[str]) -> list[dict[str, Any]]:
+        """detectedLanguage for `source: "auto"`, off the event loop; a damaged identifier is
+        logged and the translation still answered (with the model's source language)."""
+        try:
+            return await run_in_threadpool(self.detected, texts)
+        except UserError as error:
+            self.note(f"error: {error}")
+            return [{"language": self.pair[0], "confidence": 100.0} for _ in texts]
 
     async def detect(self, request: Request) -> Response:
         """POST /detect: LibreTranslate's {"q": text} -> [{"language", "confidence"}]; a list q
@@ -368,15 +381,20 @@ class Routes:
             if sum(map(len, texts)) > self.cfg.max_chars:
                 raise Problem(400, f"q: {sum(map(len, texts)):,} characters; at most "
                                    f"{self.cfg.max_chars:,} per request")
+            if len(texts) > self.cfg.max_lines:
+                raise Problem(400, f"q: {len(texts):,} items; at most {self.cfg.max_lines:,} "
+                                   "per request")
             if self.translator.identifier is None:
                 raise Problem(400, "detect: this model has no language identifier (runs trained "
                                    "since it was added have one)")
+            found = [[guess] for guess in await run_in_threadpool(self.detected, texts)]
         except Problem as problem:
             return error_response(problem.status, str(problem))
+        except UserError as error:  # a damaged langid.json
+            return error_response(400, str(error))
         except Gone as gone:
             self.note(str(gone))
             return Response(status_code=400)
-        found = [[guess] for guess in self.detected(texts)]
         return JSONResponse(found if many else found[0])
 
     async def decoded(self, wanted: TranslateRequest):

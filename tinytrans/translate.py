@@ -25,7 +25,6 @@ from tinytrans.data import pad_sentences
 from tinytrans.errors import UserError
 from tinytrans.hardware import (Probe, autocast, pick_device, pick_precision, set_threads,
                                 time_both_ways)
-from tinytrans.langid import identifier_in
 from tinytrans.lengths import length_batches
 from tinytrans.lines import (AttentionShape, LineOptions, LineTranslator, Phrase,  # noqa: F401
                              Segment, Translation, Warn, decode_input)
@@ -54,7 +53,7 @@ class Translator(LineTranslator):
         self.config = load_run_config(run_dir)
         data = self.config.data
         super().__init__(*load_tokenizers(run_dir, self.config), data.max_length, data.src,
-                         data.tgt, identifier_in(run_dir))
+                         data.tgt, run_dir)
         self.device = pick_device(device)
         set_threads(threads)  # only when asked: the thread count is the whole process's
         self.model = Transformer(self.config.model)
