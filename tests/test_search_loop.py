@@ -15,9 +15,9 @@ from tinytrans.config import SearchConfig
 from tinytrans.constraints import constrained_beam_search
 from tinytrans.model import LayerCache
 from tinytrans.sampling import sample
-from tinytrans.search import beam_search, greedy_search
-from tinytrans.search_loop import (NEG_INF, follow, force_eos, force_prefix, force_token,
-                                   prefix_table)
+from tinytrans.search import Greedy, beam_search, greedy_search
+from tinytrans.search_loop import (NEG_INF, NewWord, follow, force_eos, force_prefix,
+                                   force_token, new_word_steps, prefix_table, run_search)
 from tinytrans.tokenizer import EOS_ID
 from tinytrans.translate import forced_log_probs
 
@@ -168,3 +168,27 @@ def test_a_row_forced_to_end_and_no_candidate_left_ends_the_search(model, src):
             if name != "constrained":  # constraints get room for their phrase
                 assert all(len(h.tokens) <= 1 for h in row), name
             assert all(h.log_prob > NEG_INF for h in row), name
+
+
+def test_a_finished_last_word_makes_the_next_piece_begin_a_word(model, src):
+    """NewWord: right after a prefix whose last word is finished, only word-initial pieces (here
+    5 and EOS) may come; a sentence without the flag goes on as before."""
+    pieces = torch.zeros(VOCAB, dtype=torch.bool)
+    pieces[[5, EOS_ID]] = True
+    prefixes = [[9, 9], [9, 9], [], [7]]
+    cfg = SearchConfig(beam=1)
+    free = greedy_search(model, src, cfg, prefixes)
+    hyps = [h[0] for h in run_search(model, src, cfg, Greedy(src.size(0), cfg), prefixes,
+                                     NewWord([True, False, True, True], pieces))]
+    assert hyps[0].tokens[:3] == [9, 9, 5] or hyps[0].tokens == [9, 9]
+    assert hyps[3].tokens[:2] == [7, 5] or hyps[3].tokens == [7]
+    assert hyps[1].tokens == free[1].tokens  # not flagged
+    assert hyps[2].tokens == free[2].tokens  # flagged, but no prefix: nothing to finish
+
+
+def test_new_word_steps_are_the_prefix_lengths_of_flagged_sentences():
+    forced = prefix_table([[4, 5], [], [6]], 3)
+    pieces = torch.ones(VOCAB, dtype=torch.bool)
+    assert new_word_steps(forced, NewWord([True, True, False], pieces)).tolist() == [2, -1, -1]
+    assert new_word_steps(forced, NewWord([False] * 3, pieces)) is None
+    assert new_word_steps(None, NewWord([True] * 3, pieces)) is None

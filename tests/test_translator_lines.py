@@ -68,6 +68,20 @@ def test_a_line_with_a_prefix_stays_whole_and_one_too_long_gives_it_to_its_first
     assert any("its prefix go with the first" in w for w in warnings)
 
 
+def test_a_prefix_ending_with_a_space_finishes_its_last_word(translator):
+    from tinytrans.terminology import check_prefix
+    assert check_prefix("Ein  Mann ", "p") == "Ein Mann " and check_prefix(" Ein", "p") == "Ein"
+    assert check_prefix("   ", "p") == ""
+    line = "A man."
+    [segment] = translator.segments(0, 1, line, translator.source_ids([line])[0], [],
+                                    LineOptions(), lambda m: None, "Ein ")
+    assert segment.prefix_ends_word and segment.prefix == tuple(translator.tgt_tok.encode(["Ein"])[0])
+    starts = translator.word_starts
+    assert starts.sum() > 0 and bool(starts[3])  # EOS may follow a finished word
+    [result] = translator.translate([line], SearchConfig(beam=3), prefixes=["Ein "])
+    assert result.text.startswith("Ein ")
+
+
 def test_a_prefix_on_an_empty_line_is_said_unused_and_glossary_terms_keep_it(translator):
     warnings = []
     out = [t.text for t in translator.translate(["", LINES[0]], SearchConfig(beam=3),

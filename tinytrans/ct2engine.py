@@ -14,7 +14,8 @@ seeds each of its worker threads once, when it first draws, so a --seed could no
 its samples). Its output length limit is one per batch (a x the batch's longest source + b +
 the batch's longest prefix), where the PyTorch engine limits each sentence by its own length
 and prefix: the two can differ on sentences that reach the limit. CTranslate2 scores a
-hypothesis without its prefix's log-probabilities, tinytrans with them.
+hypothesis without its prefix's log-probabilities, tinytrans with them, and cannot make the
+piece after a prefix that ends with a space begin a new word (search_loop.NewWord).
 
 The export directory holds, besides CTranslate2's model files, the run's tokenizer(s) and
 EXPORT_INFO: the language pair and maximum source length the run was trained with.

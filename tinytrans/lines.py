@@ -79,6 +79,7 @@ class Segment:
     ids: np.ndarray  # source piece ids, without EOS
     phrases: list[Phrase]  # target piece ids the translation must contain
     prefix: Phrase = ()  # target piece ids the translation must begin with
+    prefix_ends_word: bool = False  # the prefix ended with a space: its last word is finished
     terms: list[TermMatch] = field(default_factory=list)  # glossary terms to place (method place)
     found: list[Found] | None = None  # filled by the engine
     alignments: list[Alignment] | None = None  # one per hypothesis
@@ -224,7 +225,8 @@ class LineTranslator(ABC):
                 found, terms = found + targets, []
             result.append(Segment(index, text, ids if len(texts) == 1 else self._encode(text),
                                   self.phrase_ids(found, number, warn) if found else [],
-                                  prefix_ids if k == 0 else (), terms))
+                                  prefix_ids if k == 0 else (),
+                                  k == 0 and bool(prefix_ids) and prefix.endswith(" "), terms))
         return result
 
     def place_terms(self, segments: list[Segment], cfg: SearchConfig, options: LineOptions,

@@ -74,6 +74,15 @@ def force_eos(log_probs: torch.Tensor, rows: torch.Tensor) -> None:
 
 
 @dataclass(frozen=True)
+class NewWord:
+    """Where a prefix ends with a finished word (its user typed a space after it), the piece
+    after the prefix must begin a new word: `Ein ` may go on as `Ein Mann`, not as `Eine`."""
+
+    after: Sequence[bool]  # per sentence: its prefix ends with a finished word
+    pieces: torch.Tensor  # (V,) bool: the pieces that begin a word, and EOS
+
+
+@dataclass(frozen=True)
 class Step:
     """What a strategy is told at each step, beside the log-probabilities."""
 
@@ -110,12 +119,14 @@ class Strategy(ABC):
 
 @torch.inference_mode()
 def run_search(model: Transformer, src: torch.Tensor, cfg: SearchConfig, strategy: Strategy,
-               prefixes: Sequence[Prefix] | None = None) -> list[list[Hypothesis]]:
+               prefixes: Sequence[Prefix] | None = None,
+               new_word: NewWord | None = None) -> list[list[Hypothesis]]:
     """Search translations of (N, S) `src` (ids ending with EOS) with `strategy`.
 
     `prefixes`, when given, holds one prefix per sentence (maybe empty): its hypotheses begin
-    with those pieces, forced one per step, then go on freely (autocompletion). A sentence's
-    length limit grows by its prefix, which uses none of the room its source gives.
+    with those pieces, forced one per step, then go on freely (autocompletion); `new_word` says
+    which prefixes end with a finished word. A sentence's length limit grows by its prefix,
+    which uses none of the room its source gives.
     """
     n, device = src.size(0), src.device
     src_mask = padding_mask(src)  # (N, 1, 1, S)
@@ -124,6 +135,7 @@ def run_search(model: Transformer, src: torch.Tensor, cfg: SearchConfig, strateg
     limit = strategy.room(max_lengths(src, cfg))  # (N,) on the CPU
     if forced is not None:
         limit = limit + (forced >= 0).sum(dim=1)
+    word_step = new_word_steps(forced, new_word)  # (N,) or None
     sentence = torch.arange(n).repeat_interleave(strategy.rows_at_start)  # (R,)
     if strategy.rows_at_start > 1:
         memory, src_mask = memory[sentence.to(device)], src_mask[sentence.to(device)]
@@ -136,6 +148,9 @@ def run_search(model: Transformer, src: torch.Tensor, cfg: SearchConfig, strateg
             force_eos(log_probs, at_limit.nonzero().flatten().to(device))
         if forced is not None and number < forced.size(1):
             force_prefix(log_probs, forced[sentence, number], device)
+        if word_step is not None:
+            begin_a_word(log_probs, (word_step[sentence] == number).nonzero().flatten(),
+                         new_word.pieces)
         choice = strategy.choose(log_probs, Step(number, sentence, at_limit))
         if choice.parents.numel() == 0:
             break
@@ -161,6 +176,23 @@ def force_prefix(log_probs: torch.Tensor, tokens: torch.Tensor, device: torch.de
     rows = (tokens >= 0).nonzero().flatten()
     if rows.numel():
         force_token(log_probs, rows.to(device), tokens[rows].to(device))
+
+
+def new_word_steps(forced: torch.Tensor | None, new_word: NewWord | None) -> torch.Tensor | None:
+    """(N,) the step at which each sentence's next piece must begin a word (the one right after
+    its prefix), -1 for none; None when no sentence has such a prefix."""
+    if forced is None or new_word is None or not any(new_word.after):
+        return None
+    lengths = (forced >= 0).sum(dim=1)  # (N,)
+    after = torch.as_tensor(list(new_word.after), dtype=torch.bool)
+    return torch.where(after & (lengths > 0), lengths, torch.full_like(lengths, -1))
+
+
+def begin_a_word(log_probs: torch.Tensor, rows: torch.Tensor, pieces: torch.Tensor) -> None:
+    """The rows' next token must be one of `pieces` (V,): every other gets -inf."""
+    if rows.numel():
+        rows = rows.to(log_probs.device)
+        log_probs[rows] = log_probs[rows].masked_fill(~pieces.to(log_probs.device), NEG_INF)
 
 
 def follow(parents: torch.Tensor, sentence: torch.Tensor, memory: torch.Tensor,

@@ -39,10 +39,13 @@ def read_prefixes(path: Path) -> Iterator[str]:
 
 
 def check_prefix(text: str, where: str) -> str:
-    """A prefix with its whitespace made single spaces; a prefix is one line, of bounded length."""
+    """A prefix with its whitespace made single spaces, one kept at the end if it ended with
+    any (its last word is finished); a prefix is one line, of bounded length."""
     if not isinstance(text, str):
         raise UserError(f"{where}: {text!r} is not a prefix (a str)")
+    finished = text[-1:].isspace()
     text = " ".join(text.split())
+    text += " " if text and finished else ""
     if len(text) > MAX_PREFIX_CHARS:
         raise UserError(f"{where}: a prefix of {len(text):,} characters; at most "
                         f"{MAX_PREFIX_CHARS:,}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ from tinytrans.quantize import quantize_dynamic_int8
 from tinytrans.rundir import check_tokenizers, load_run_config, load_tokenizers
 from tinytrans.sampling import Sampling
 from tinytrans.search import Beam, Greedy, Hypothesis, search
-from tinytrans.search_loop import Strategy, run_search
+from tinytrans.search_loop import NewWord, Strategy, run_search
 from tinytrans.terminology import TermLinks
 from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
@@ -69,6 +70,14 @@ class Translator(LineTranslator):
         self.precision = self.precision_choice.precision
         if self.precision == "int8":
             self.model = quantize_dynamic_int8(self.model)
+
+    @cached_property
+    def word_starts(self) -> torch.Tensor:
+        """(V,) bool: the target pieces that begin a word (SentencePiece marks them with ▁),
+        and EOS: what may follow a prefix whose last word is finished."""
+        starts = [piece.startswith("\u2581") for piece in self.tgt_tok.pieces()]
+        starts[EOS_ID] = True
+        return torch.tensor(starts, dtype=torch.bool)
 
     def attention_shape(self) -> AttentionShape:
         model = self.config.model
@@ -107,8 +116,11 @@ class Translator(LineTranslator):
             strategy = Greedy(len(ids), cfg)
         else:
             strategy = Beam(len(ids), cfg, self.device)
+        new_word = NewWord([s.prefix_ends_word for s in segments], self.word_starts) \
+            if any(s.prefix_ends_word for s in segments) else None
         with autocast(self.device, self.precision):
-            found = run_search(self.model, src, cfg, strategy, [s.prefix for s in segments])
+            found = run_search(self.model, src, cfg, strategy, [s.prefix for s in segments],
+                               new_word)
         for segment, hyps in zip(segments, found, strict=True):
             segment.found = hyps
         if options.alignment or any(s.terms for s in segments):  # terms are placed by them
