@@ -47,6 +47,20 @@ def test_a_bad_keys_file_is_one_line_that_never_shows_a_key(tmp_path, text, caus
     assert SECRET not in str(caught.value)
 
 
+def test_a_keys_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "keys.tsv"
+    path.write_bytes(SECRET.encode() + b"\t1\n\xff\t1\n")
+    with pytest.raises(UserError, match=":2: not valid UTF-8"):
+        read_api_keys(path)
+
+
+def test_too_many_keys_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setattr("tinytrans.access.MAX_KEYS", 2)
+    text = "".join(f"key-number-{i}\t1\n" for i in range(3))
+    with pytest.raises(UserError, match="more than 2 keys"):
+        read_api_keys(keys_file(tmp_path, text))
+
+
 def test_the_limiter_refuses_missing_and_unknown_keys_and_counts_a_minute_per_key():
     now = [0.0]
     limiter = Limiter({SECRET: 2}, clock=lambda: now[0])

@@ -29,6 +29,7 @@ pytest.importorskip("starlette", reason="the serve extra (starlette, uvicorn) is
 pytest.importorskip("uvicorn", reason="the serve extra (starlette, uvicorn) is not installed")
 
 from tinytrans.config import SearchConfig, ServeConfig  # noqa: E402
+from tinytrans.errors import UserError  # noqa: E402
 from tinytrans.translate import LineOptions, Translator  # noqa: E402
 from toyrun import BUNDLED  # noqa: E402
 
@@ -515,10 +516,14 @@ def test_serve_leaves_the_event_loop_a_core_unless_told(monkeypatch):
     assert cli._serving_threads(None) is None  # the user's choice, left to PyTorch
 
 
-def test_a_run_without_an_identifier_answers_its_source_language_for_auto():
-    from types import SimpleNamespace
+def test_a_run_without_an_identifier_answers_its_source_language_for_auto(run_dir):
+    import asyncio
 
     from tinytrans.serve import Routes
-    old_run = SimpleNamespace(source_language="en", target_language="de", identifier=None)
+    old_run = Translator(run_dir, precision="fp32", device="cpu")
+    old_run.model_dir = None  # as a run made before identifiers: nothing to read
     routes = Routes(old_run, None, ServeConfig(), lambda line: None)
-    assert routes.detected(["Ein Mann.", "x"]) == [{"language": "en", "confidence": 100.0}] * 2
+    assert asyncio.run(routes.detected_for_auto(["Ein Mann.", "x"])) == \
+        [{"language": "en", "confidence": 100.0}] * 2
+    with pytest.raises(UserError, match="detect: this model has no language identifier"):
+        routes.detected(["Ein Mann."])  # what POST /detect answers with a 400

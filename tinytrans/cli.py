@@ -634,7 +634,7 @@ def detect(
     input: Annotated[Optional[Path], typer.Option("--input", "-i", help="Read this file instead of stdin.")] = None,
 ) -> None:
     """Which of the model's languages each line of stdin (or --input) is in: language<TAB>confidence."""
-    from tinytrans.langid import identifier_in
+    from tinytrans.langid import identifier_in, missing_identifier
     from tinytrans.lines import decode_input
     from tinytrans.textio import open_binary
 
@@ -642,8 +642,7 @@ def detect(
         raise UserError(f"--model {model}: not a directory")
     identifier = identifier_in(model)
     if identifier is None:
-        raise UserError(f"--model {model}: has no language identifier (runs trained since it "
-                        "was added have one)")
+        raise missing_identifier(f"--model {model}")
     warn = lambda message: say(message, "warning: ", "yellow")  # noqa: E731
     with ExitStack() as files, _QuietBrokenPipe():
         source = files.enter_context(open_binary(input)) if input else sys.stdin.buffer

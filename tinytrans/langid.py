@@ -115,8 +115,7 @@ class LanguageIdentifier:
                 raise UserError(f"{path}: over {MAX_FILE_BYTES:,} bytes; not a language identifier")
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise UserError(f"{path}: missing: this run has no language identifier (runs "
-                            "trained since it was added have one)") from None
+            raise missing_identifier(str(path)) from None
         except (OSError, ValueError, RecursionError) as error:
             raise UserError(f"{path}: unreadable ({type(error).__name__})") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT \
@@ -136,6 +135,12 @@ class LanguageIdentifier:
                 raise UserError(f"{path}: the entry of '{language}' is damaged")
             log_probs[language], floors[language] = table, float(floor)
         return cls(log_probs, floors)
+
+
+def missing_identifier(where: str) -> UserError:
+    """The error for a model without an identifier: one made before runs trained one."""
+    return UserError(f"{where}: this model has no language identifier (runs trained since it "
+                     "was added have one; train the run again for one)")
 
 
 def identifier_in(directory: Path) -> LanguageIdentifier | None:

@@ -27,7 +27,7 @@ import numpy as np
 
 from tinytrans.config import SearchConfig
 from tinytrans.errors import UserError
-from tinytrans.langid import Guess, LanguageIdentifier, identifier_in
+from tinytrans.langid import Guess, LanguageIdentifier, identifier_in, missing_identifier
 from tinytrans.lengths import length_batches
 from tinytrans.sentences import fit_sentences, join_translations, split_sentences
 from tinytrans.terminology import Alignment, Glossary, TermLinks, TermMatch, place_terms
@@ -116,8 +116,7 @@ class LineTranslator(ABC):
     def detect(self, texts: list[str]) -> list[Guess]:
         """The language of each text, among those of the model's run (langid.py)."""
         if self.identifier is None:
-            raise UserError("detect: this model has no language identifier (runs trained "
-                            "since it was added have one); train the run again")
+            raise missing_identifier("detect")
         return [self.identifier.identify(text) for text in texts]
 
     def search_segments(self, segments: list[Segment], cfg: SearchConfig,

@@ -140,8 +140,7 @@ class TranslateRequest:
 
     @property
     def lines(self) -> list[str]:
-        """The lines the items of q hold: each is translated alone."""
-        return [line for text in self.texts for line in text.split("\n")]
+        return item_lines(self.texts)
 
     def line_prefixes(self) -> list[str] | None:
         """Per line, its prefix: an item's prefix goes with its first line that has text."""
@@ -170,7 +169,7 @@ def translate_request(fields: dict[str, Any], pair: tuple[str, str], serve_cfg: 
     attention = bool_field(fields, "attention")
     if attention and not shows_attention:
         raise Problem(400, "attention: this engine shows no attention; serve with --engine torch")
-    lines = [line for text in texts for line in text.split("\n")]  # as TranslateRequest.lines
+    lines = item_lines(texts)
     prefixes = prefix_field(fields.get("prefix"), texts, many)
     chars = sum(map(len, texts)) + sum(map(len, prefixes or []))  # a prefix is decoded too
     if chars > serve_cfg.max_chars:
@@ -202,6 +201,11 @@ def prefix_field(prefix: Any, texts: list[str], many: bool) -> list[str] | None:
         return [check_prefix(checked_text(item, "prefix"), "prefix") for item in items]
     except UserError as error:
         raise Problem(400, str(error)) from None
+
+
+def item_lines(texts: list[str]) -> list[str]:
+    """The lines the items of q hold: each is translated alone."""
+    return [line for text in texts for line in text.split("\n")]
 
 
 def query_texts(q: Any) -> tuple[list[str], bool]:
@@ -352,23 +356,22 @@ class Routes:
                          "target": {"code": target, "name": LANGUAGE_NAMES.get(target, target)}}})
 
     def detected(self, texts: list[str]) -> list[dict[str, Any]]:
-        """Each text's language and confidence, as LibreTranslate's detectedLanguage: found by
+        """Each text's language and confidence, as LibreTranslate's detectedLanguage, found by
         the run's identifier (langid.py; about a millisecond per 1,000 characters and language,
-        so callers run it off the event loop), or, for a run made before identifiers, the
-        model's one source language."""
-        if self.translator.identifier is None:
-            return [{"language": self.pair[0], "confidence": 100.0} for _ in texts]
+        so callers run it off the event loop). Raises UserError for a run without one."""
         return [{"language": g.language, "confidence": g.confidence}
                 for g in self.translator.detect(texts)]
 
     async def detected_for_auto(self, texts: list[str]) -> list[dict[str, Any]]:
-        """detectedLanguage for `source: "auto"`, off the event loop; a damaged identifier is
-        logged and the translation still answered (with the model's source language)."""
+        """detectedLanguage for `source: "auto"`, off the event loop. A run made before
+        identifiers reads only its source language, which is answered; a damaged identifier is
+        logged and answered the same way, so that the translation still comes back."""
         try:
-            return await run_in_threadpool(self.detected, texts)
+            if self.translator.identifier is not None:
+                return await run_in_threadpool(self.detected, texts)
         except UserError as error:
             self.note(f"error: {error}")
-            return [{"language": self.pair[0], "confidence": 100.0} for _ in texts]
+        return [{"language": self.pair[0], "confidence": 100.0} for _ in texts]
 
     async def detect(self, request: Request) -> Response:
         """POST /detect: LibreTranslate's {"q": text} -> [{"language", "confidence"}]; a list q
@@ -384,13 +387,10 @@ class Routes:
             if len(texts) > self.cfg.max_lines:
                 raise Problem(400, f"q: {len(texts):,} items; at most {self.cfg.max_lines:,} "
                                    "per request")
-            if self.translator.identifier is None:
-                raise Problem(400, "detect: this model has no language identifier (runs trained "
-                                   "since it was added have one)")
             found = [[guess] for guess in await run_in_threadpool(self.detected, texts)]
         except Problem as problem:
             return error_response(problem.status, str(problem))
-        except UserError as error:  # a damaged langid.json
+        except UserError as error:  # no identifier, or a damaged langid.json
             return error_response(400, str(error))
         except Gone as gone:
             self.note(str(gone))
