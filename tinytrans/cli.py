@@ -300,8 +300,10 @@ def corpus_check(
 @friendly_errors
 def train(
     output: Annotated[Path, typer.Option("--output", "-o", help="Run directory (resumed if it exists).")],
-    train: Annotated[Optional[str], typer.Option("--train", help="Training corpus prefix.")] = None,
-    valid: Annotated[Optional[str], typer.Option("--valid", help="Validation corpus prefix.")] = None,
+    train: Annotated[Optional[list[str]], typer.Option("--train", help="Training corpus prefix (PREFIX.SRC, PREFIX.TGT); with --directions a multi-way prefix (PREFIX.LANG for every language), or repeated as PREFIX:en-de for bilingual corpora.")] = None,
+    valid: Annotated[Optional[list[str]], typer.Option("--valid", help="Validation corpus prefix, given as --train is.")] = None,
+    directions: Annotated[Optional[str], typer.Option("--directions", help="Train one model for several directions: en-de,de-en,en-fr,... (a target-language tag starts each source).")] = None,
+    temperature: Annotated[Optional[float], typer.Option("--temperature", help="With --directions: share each epoch among them by (size)^(1/T); 1 keeps their sizes, larger evens them out.")] = None,
     data: Annotated[Optional[Path], typer.Option("--data", help="A corpus made by 'tinytrans prepare' (instead of --train/--valid).")] = None,
     src: Annotated[Optional[str], typer.Option(help="Source language suffix.")] = None,
     tgt: Annotated[Optional[str], typer.Option(help="Target language suffix.")] = None,
@@ -342,8 +344,10 @@ def train(
     from tinytrans.rundir import resolve_run_config
     from tinytrans.train import train as run_training
 
-    data_flags = {"train": train, "valid": valid, "src": src, "tgt": tgt, "tokenizer": tokenizer,
-                  "vocab_size": vocab_size, "max_length": max_length, "utf8_errors": utf8_errors}
+    data_flags = {"train": _corpora(train), "valid": _corpora(valid), "src": src, "tgt": tgt,
+                  "tokenizer": tokenizer, "vocab_size": vocab_size, "max_length": max_length,
+                  "utf8_errors": utf8_errors, "directions": directions,
+                  "temperature": temperature}
     given = [name for name, value in data_flags.items() if value is not None]
     if data is not None and given:
         flag = "--" + given[0].replace("_", "-")
@@ -370,6 +374,12 @@ def train(
     finally:
         stop.restore()
         display.close()
+
+
+def _corpora(prefixes: list[str] | None) -> str | None:
+    """--train (or --valid) given once or more: one string, the entries joined by commas (the
+    form data.train takes in a config file, directions.direction_corpora reads it)."""
+    return ",".join(prefixes) if prefixes else None
 
 
 class _StopOnSignal:

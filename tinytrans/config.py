@@ -84,6 +84,15 @@ class DataConfig:
     max_ratio: float = 3.0
     utf8_errors: str = "strict"
     prepared: str | None = None  # a directory made by `tinytrans prepare`; it fixes the keys above
+    # Many directions in one model (directions.py): "en-de,de-en,..." ("" = the one pair src-tgt,
+    # untagged). `train`/`valid` are then a multi-way prefix or PREFIX:SRC-TGT entries joined by
+    # commas; `temperature` shares the epoch among the directions by their sizes.
+    directions: str = ""
+    temperature: float = 5.0
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self.directions)
 
 
 @dataclass(frozen=True)
@@ -475,6 +484,7 @@ RULES: dict[str, dict[str, Interval | OneOf | NonEmpty | ZeroOr]] = {
         "vocab_size": VOCAB, "model_type": OneOf(MODEL_TYPES),
         "max_length": Interval(1, 65_536), "max_ratio": Interval(1, 1000),
         "utf8_errors": OneOf(UTF8_POLICIES), "sampling_alpha": PROBABILITY,
+        "temperature": Interval(1, 1000),
     },
     "train": {
         "batch_tokens": Interval(1, MAX_BATCH_TOKENS), "update_freq": Interval(1, 100_000),
@@ -578,9 +588,29 @@ def _check_together(values: dict[str, dict[str, Any]], where: _Where) -> None:
         raise UserError(f"{where('data', 'sampling_alpha')} = {d['sampling_alpha']} segments the text "
                         f"anew each epoch, but the prepared corpus {d['prepared']} is encoded once: "
                         "train on the text (--train) instead")
+    if d["directions"]:
+        _check_multilingual(d, where)
     if t["average_last"] is not None and t["average_last"] > t["keep_last"]:
         raise UserError(f"{where('train', 'average_last')} = {t['average_last']} needs that many step "
                         f"checkpoints, but {where('train', 'keep_last')} = {t['keep_last']} keeps fewer")
+
+
+def _check_multilingual(d: dict[str, Any], where: _Where) -> None:
+    """A multilingual run's data keys: its directions parse, its corpora give each of them, and
+    what it cannot do yet is refused."""
+    from tinytrans.directions import direction_corpora, parse_directions
+    directions = parse_directions(d["directions"], where("data", "directions"))
+    if not d["joint_vocab"]:
+        raise UserError(f"{where('data', 'directions')} needs one joint vocabulary for every "
+                        f"language, but {where('data', 'joint_vocab')} is false")
+    if d["prepared"]:
+        raise UserError(f"{where('data', 'directions')}: a prepared corpus holds one pair; "
+                        "train a multilingual run on the text (--train)")
+    if d["sampling_alpha"] > 0:
+        raise UserError(f"{where('data', 'sampling_alpha')}: not with several directions yet")
+    for key in ("train", "valid"):
+        if d[key]:
+            direction_corpora(d[key], directions, where("data", key))
 
 
 def dotted_key(section: str, key: str) -> str:

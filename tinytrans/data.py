@@ -85,9 +85,44 @@ class EncodedCorpus:
     src: RaggedIds
     tgt: RaggedIds
     stats: FilterStats = field(default_factory=FilterStats)
+    # a multilingual corpus: its directions' pairs laid end to end, as (src, tgt, pairs) in order
+    parts: list[tuple[str, str, int]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.src)
+
+
+def with_tag(ragged: RaggedIds, tag: int) -> RaggedIds:
+    """Every sentence with the id `tag` in front (a multilingual source's target-language tag)."""
+    lengths = ragged.lengths + 1
+    offsets = np.zeros(len(ragged) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    ids = np.empty(int(offsets[-1]), dtype=np.result_type(ragged.ids.dtype, id_dtype(tag + 1)))
+    ids[offsets[:-1]] = tag
+    rest = np.ones(len(ids), dtype=bool)
+    rest[offsets[:-1]] = False
+    ids[rest] = ragged.ids
+    return RaggedIds(ids, offsets)
+
+
+def concatenate(raggeds: list[RaggedIds]) -> RaggedIds:
+    """The sentences of every RaggedIds, in order, as one."""
+    ids = np.concatenate([r.ids for r in raggeds])
+    lengths = np.concatenate([r.lengths for r in raggeds])
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    return RaggedIds(ids, offsets)
+
+
+def gather(ragged: RaggedIds, indices: np.ndarray) -> RaggedIds:
+    """Sentences `indices` (repeats allowed), in that order, as a new RaggedIds."""
+    starts, lengths = ragged.offsets[indices], ragged.lengths[indices]
+    offsets = np.zeros(len(indices) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    # position j of the result reads starts[sentence of j] + (j - offsets[sentence of j])
+    sentence = np.repeat(np.arange(len(indices)), lengths)
+    positions = starts[sentence] + np.arange(int(offsets[-1])) - offsets[sentence]
+    return RaggedIds(ragged.ids[positions], offsets)
 
 
 def id_dtype(vocab_size: int) -> np.dtype:

@@ -327,9 +327,15 @@ def learning_curves(records: list[dict[str, Any]]) -> dict[str, Series]:
     """
     logs = [r for r in records if r["event"] == Event.LOG]
     vals = [r for r in records if r["event"] == Event.VALID]
-    return {"train_nll": ([r["step"] for r in logs], [r["nll"] for r in logs]),
-            "valid_nll": ([r["step"] for r in vals], [r["loss"] for r in vals]),
-            "valid_bleu": ([r["step"] for r in vals], [r["bleu"] for r in vals])}
+    curves = {"train_nll": ([r["step"] for r in logs], [r["nll"] for r in logs]),
+              "valid_nll": ([r["step"] for r in vals], [r["loss"] for r in vals]),
+              "valid_bleu": ([r["step"] for r in vals], [r["bleu"] for r in vals])}
+    # a multilingual run's validations hold each direction's too: valid_bleu is their mean
+    for name in dict.fromkeys(n for r in vals for n in r.get("directions", {})):
+        each = [r for r in vals if name in r.get("directions", {})]
+        curves[f"valid_bleu {name}"] = ([r["step"] for r in each],
+                                        [r["directions"][name]["bleu"] for r in each])
+    return curves
 
 
 def plot_curves(files: RunFiles) -> Path | None:
@@ -349,7 +355,13 @@ def plot_curves(files: RunFiles) -> Path | None:
     ax_loss.set(xlabel="update", ylabel="NLL per target token (no label smoothing)",
                 title="Negative log-likelihood")
     ax_loss.legend()
-    ax_bleu.plot(*curves["valid_bleu"], "o-", color="tab:green")
+    directions = [name for name in curves if name.startswith("valid_bleu ")]
+    ax_bleu.plot(*curves["valid_bleu"], "o-", color="tab:green",
+                 label="mean of the directions" if directions else None)
+    for name in directions:
+        ax_bleu.plot(*curves[name], ".-", label=name.split(" ", 1)[1])
+    if directions:
+        ax_bleu.legend()
     ax_bleu.set(xlabel="update", ylabel="BLEU (sacrebleu, greedy search)", title="Validation BLEU")
     fig.tight_layout()
     path = files.run_dir / CURVES_FILE

@@ -96,12 +96,15 @@ def train_tokenizer(
     max_sentences: int | None = None,
     seed: int = 1,
     utf8: str = "strict",
+    lines: Iterator[str] | None = None,
+    control_symbols: list[str] | None = None,
 ) -> Tokenizer:
     """Train a SentencePiece model on the lines of `inputs`; write PREFIX.model and PREFIX.vocab.
 
     With `max_sentences`, a uniform sample of that many lines (reservoir sampling, seeded) is used,
     so a huge corpus never has to fit in memory. `utf8` is the policy for invalid UTF-8 (see
-    textio.read_lines).
+    textio.read_lines). `lines`, when given, are the text to train on instead (`inputs` then
+    only names it in errors); `control_symbols` get ids of their own that no text encodes to.
     """
     if model_type not in MODEL_TYPES:
         raise UserError(f"--model-type: '{model_type}' is not one of {', '.join(MODEL_TYPES)}")
@@ -113,10 +116,12 @@ def train_tokenizer(
         output_prefix.parent.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UserError(f"{output_prefix}: cannot create its directory ({error.strerror})") from None
-    lines = _nonempty(_all_lines(inputs, utf8))
-    if max_sentences is not None:
-        lines = iter(reservoir_sample(lines, max_sentences, seed))
-    proto = _train_proto(lines, vocab_size, model_type, character_coverage, inputs)
+    if lines is None:
+        lines = _nonempty(_all_lines(inputs, utf8))
+        if max_sentences is not None:
+            lines = iter(reservoir_sample(lines, max_sentences, seed))
+    proto = _train_proto(lines, vocab_size, model_type, character_coverage, inputs,
+                         control_symbols or [])
     tokenizer = Tokenizer(proto, f"{output_prefix}.model")
     tokenizer.save(Path(f"{output_prefix}.model"))
     vocab = "".join(
@@ -129,6 +134,7 @@ def train_tokenizer(
 
 def _train_proto(
     lines: Iterator[str], vocab_size: int, model_type: str, coverage: float, inputs: list[Path],
+    control_symbols: list[str],
 ) -> bytes:
     model = _CountingIterator(lines)
     writer = _BytesWriter()
@@ -142,6 +148,7 @@ def _train_proto(
             pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID,
             num_threads=2,
             max_sentence_length=1 << 16,
+            **({"control_symbols": control_symbols} if control_symbols else {}),
             minloglevel=2,
         )
     except Exception as error:
@@ -231,6 +238,8 @@ def make_tokenizers(data: DataConfig, paths: list[Path], seed: int) -> tuple[Tok
                             "tinytrans trains one tokenizer per language itself")
         loaded = [Tokenizer.load(data.tokenizer)]
         loaded[0].save(paths[0])
+    elif data.multilingual:
+        loaded = [train_multilingual_tokenizer(data, paths[0], seed)]
     else:
         # Check the corpus as a parallel one first, so that its errors (unequal line counts,
         # invalid UTF-8) are reported as such rather than as a tokenizer training failure.
@@ -245,6 +254,41 @@ def make_tokenizers(data: DataConfig, paths: list[Path], seed: int) -> tuple[Tok
             for inputs, path in zip(sides, paths)
         ]
     return as_pair(loaded)
+
+
+def train_multilingual_tokenizer(data: DataConfig, path: Path, seed: int) -> Tokenizer:
+    """One joint SentencePiece model for every language of data.directions, with a control
+    symbol per language (directions.tag_piece).
+
+    Trained on a balanced sample: up to TOKENIZER_SAMPLE / languages lines of each language, the
+    smaller samples repeated up to the largest, so that a language with little text keeps its
+    pieces instead of being split into characters by a vocabulary made for the others."""
+    from tinytrans.directions import direction_corpora, languages_of, parse_directions, tag_piece
+    directions = parse_directions(data.directions)
+    corpora = direction_corpora(data.train, directions)
+    files: dict[str, list[Path]] = {}
+    for direction, prefix in corpora.items():
+        # each corpus read as a parallel one first: unequal line counts are reported as such
+        for _ in read_parallel(prefix, direction.src, direction.tgt, data.utf8_errors):
+            pass
+        for language in (direction.src, direction.tgt):
+            path_of = corpus_file(prefix, language)
+            files.setdefault(language, [])
+            if path_of not in files[language]:
+                files[language].append(path_of)
+    per_language = max(TOKENIZER_SAMPLE // len(files), 1)
+    samples = {language: reservoir_sample(_nonempty(_all_lines(paths, data.utf8_errors)),
+                                          per_language, seed)
+               for language, paths in files.items()}
+    largest = max(len(sample) for sample in samples.values())
+    balanced = [line for sample in samples.values() if sample
+                for line in (sample * (largest // len(sample) + 1))[:largest]]
+    # a tag for every language, not only today's targets: a run fine-tuned from this one may
+    # add the directions between them
+    tags = [tag_piece(language) for language in languages_of(directions)]
+    return train_tokenizer([p for paths in files.values() for p in paths], path.with_suffix(""),
+                           data.vocab_size, data.model_type, seed=seed, utf8=data.utf8_errors,
+                           lines=iter(balanced), control_symbols=tags)
 
 
 def as_pair(loaded: list[Tokenizer]) -> tuple[Tokenizer, Tokenizer]:

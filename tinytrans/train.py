@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
@@ -38,15 +39,17 @@ from tinytrans.checkpoint import (TrainState, check_layout, file_sha256, load_in
                                   training_checkpoints)
 from tinytrans.config import (TRAINING_BYTES_PER_PARAMETER, RunConfig, check_fits_in_memory,
                               check_kept_from_init, with_vocab_sizes)
-from tinytrans.data import (Batch, EncodedCorpus, FilterConfig, ResampledCorpus, encode_parallel,
-                            length_sorted_batches, make_batch)
+from tinytrans.data import (Batch, EncodedCorpus, FilterConfig, FilterStats, ResampledCorpus,
+                            concatenate, encode_parallel, gather, length_sorted_batches,
+                            make_batch, with_tag)
+from tinytrans.directions import direction_corpora, epoch_sample, parse_directions, tag_id
 from tinytrans.distributed import (ONE_PROCESS, Ranks, any_rank, barrier, epoch_plan, process_0_says,
                                    my_share, process_device, process_group, ranks_from_environment,
                                    seed_dropout, sum_over_ranks, backend_errors_as_user_errors, wrap)
 from tinytrans.errors import UserError
 from tinytrans.events import Event
 from tinytrans.hardware import PrecisionChoice, Probe, pick_precision, time_both_ways
-from tinytrans.langid import LANGID_FILE, LanguageIdentifier, evenly_spaced
+from tinytrans.langid import LANGID_FILE, SAMPLE_LINES, LanguageIdentifier, evenly_spaced
 from tinytrans.model import Transformer, count_parameters
 from tinytrans.objective import TeacherForcing
 from tinytrans.prepared import PreparedData, open_prepared
@@ -56,7 +59,7 @@ from tinytrans.rundir import (RunFiles, check_inputs_outside, init_config_file, 
                               undone_if_refused)
 from tinytrans.textio import LineCounter, ParallelCounter, read_parallel
 from tinytrans.tokenizer import Tokenizer
-from tinytrans.validation import ValidationSet, load_validation_data, validate
+from tinytrans.validation import ValidationSets, load_validation_data, validate
 
 Report = Callable[[dict[str, Any]], None]
 INTERRUPTED = "interrupted; run the same command again to resume"
@@ -95,6 +98,8 @@ def load_training_data(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer,
     """The training pairs as ids, and the function that gives each epoch's ids: the same ones,
     or with data.sampling_alpha a new sampled segmentation of the text each epoch."""
     data = cfg.data
+    if data.multilingual:
+        return load_multilingual_data(cfg, src_tok, report)
     counter = ParallelCounter(LineCounter(), LineCounter())
     pairs = read_parallel(data.train, data.src, data.tgt, data.utf8_errors, counter)
     filters = FilterConfig(data.max_length, data.max_ratio)
@@ -112,6 +117,47 @@ def load_training_data(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer,
         return corpus, ResampledCorpus(pairs, src_tok, tgt_tok, filters, data.sampling_alpha,
                                        cfg.train.seed)
     return corpus, lambda epoch: corpus
+
+
+def load_multilingual_data(cfg: RunConfig, tokenizer: Tokenizer,
+                           report: Report) -> tuple[EncodedCorpus, Callable[[int], EncodedCorpus]]:
+    """Every direction's pairs, each source with its target's tag in front (directions.py),
+    laid end to end (EncodedCorpus.parts says where), and the function that gives each epoch's
+    pairs: drawn by temperature over the directions' sizes (directions.epoch_sample)."""
+    data = cfg.data
+    directions = parse_directions(data.directions)
+    corpora = direction_corpora(data.train, directions)
+    filters = FilterConfig(data.max_length, data.max_ratio)
+    sources, targets, parts, total, replaced = [], [], [], FilterStats(), 0
+    for direction in directions:
+        counter = ParallelCounter(LineCounter(), LineCounter())
+        pairs = read_parallel(corpora[direction], direction.src, direction.tgt, data.utf8_errors,
+                              counter)
+        part = encode_parallel(pairs, tokenizer, tokenizer, filters)
+        if part.stats.kept == 0:
+            raise UserError(f"{corpora[direction]}: no usable training pairs for "
+                            f"{direction.name} ({part.stats.read} read, all dropped as empty, "
+                            "too long or of extreme length ratio)")
+        sources.append(with_tag(part.src, tag_id(tokenizer, direction.tgt)))
+        targets.append(part.tgt)
+        parts.append((direction.src, direction.tgt, part.stats.kept))
+        for name in ("read", "kept", "empty", "too_long", "bad_ratio"):
+            setattr(total, name, getattr(total, name) + getattr(part.stats, name))
+        replaced += counter.src.replaced + counter.tgt.replaced
+    corpus = EncodedCorpus(concatenate(sources), concatenate(targets), total, parts)
+    report({"event": Event.DATA, "split": "train", "read": total.read, "kept": total.kept,
+            "empty": total.empty, "too_long": total.too_long, "bad_ratio": total.bad_ratio,
+            "utf8_replaced": replaced,
+            "directions": {f"{src}-{tgt}": kept for src, tgt, kept in parts}})
+    sizes = [kept for _, _, kept in parts]
+
+    def epoch_corpus(epoch: int) -> EncodedCorpus:
+        picked = epoch_sample(sizes, data.temperature, cfg.train.seed, epoch)
+        if picked is None:
+            return corpus
+        return EncodedCorpus(gather(corpus.src, picked), gather(corpus.tgt, picked),
+                             corpus.stats, corpus.parts)
+    return corpus, epoch_corpus
 
 
 def prepared_data_events(prepared: PreparedData, report: Report) -> None:
@@ -301,7 +347,7 @@ class Run:
     optimizer: torch.optim.Optimizer
     corpus: EncodedCorpus
     epoch_corpus: Callable[[int], EncodedCorpus]  # the ids of epoch e (resampled or the same)
-    valid: ValidationSet | None  # process 0's alone: only it validates
+    valid: ValidationSets | None  # process 0's alone: only it validates
     tgt_tok: Tokenizer
     files: RunFiles
     device: torch.device
@@ -349,13 +395,19 @@ def _set_up(cfg: RunConfig, run_dir: Path, overwrite: bool, report: Report, rank
 def train_language_identifier(cfg: RunConfig, corpus: EncodedCorpus, src_tok: Tokenizer,
                               tgt_tok: Tokenizer) -> LanguageIdentifier:
     """The run's identifier of its languages (langid.py), from lines of its training corpus
-    spread over it, decoded back to text (a prepared corpus keeps only ids)."""
-    picked = evenly_spaced(len(corpus))
+    spread over it, decoded back to text (a prepared corpus keeps only ids). A multilingual
+    corpus gives each language the same number of lines, spread over the directions it is a
+    side of (decoding leaves the sources' tags out)."""
+    parts = corpus.parts or [(cfg.data.src, cfg.data.tgt, len(corpus))]
+    sides = Counter(language for src, tgt, _ in parts for language in (src, tgt))
     samples: dict[str, list[str]] = {}
-    for language, tokenizer, side in ((cfg.data.src, src_tok, corpus.src),
-                                      (cfg.data.tgt, tgt_tok, corpus.tgt)):
-        lines = tokenizer.decode([side[i].tolist() for i in picked])
-        samples.setdefault(language, []).extend(lines)
+    start = 0
+    for src, tgt, count in parts:
+        for language, tokenizer, side in ((src, src_tok, corpus.src), (tgt, tgt_tok, corpus.tgt)):
+            picked = evenly_spaced(count, -(-SAMPLE_LINES // sides[language]))
+            lines = tokenizer.decode([side[start + i].tolist() for i in picked])
+            samples.setdefault(language, []).extend(lines)
+        start += count
     return LanguageIdentifier.train(samples)
 
 
@@ -365,8 +417,8 @@ def _training_data(cfg: RunConfig, prepared: PreparedData | None, src_tok: Token
     the text encoded now."""
     if prepared is not None:
         prepared_data_events(prepared, report)
-        return prepared.train, (lambda epoch: prepared.train), \
-            prepared.valid if ranks.main else None
+        valid = {"": prepared.valid} if prepared.valid is not None and ranks.main else None
+        return prepared.train, (lambda epoch: prepared.train), valid
     corpus, epoch_corpus = load_training_data(cfg, src_tok, tgt_tok, report)
     valid = load_validation_data(cfg, src_tok, tgt_tok, report) if ranks.main else None
     return corpus, epoch_corpus, valid

@@ -18,7 +18,8 @@ import torch
 
 from tinytrans.config import RunConfig
 from tinytrans.data import (EncodedCorpus, ValidationSet, encode_validation, length_sorted_batches,
-                            make_batch)
+                            make_batch, with_tag)
+from tinytrans.directions import direction_corpora, parse_directions, tag_id
 from tinytrans.errors import UserError
 from tinytrans.events import Event
 from tinytrans.hardware import autocast
@@ -32,9 +33,14 @@ from tinytrans.tokenizer import Tokenizer
 Report = Callable[[dict[str, Any]], None]
 
 
+# The validation sets of a run, by direction name ("en-de"); a run of one pair has one, named "".
+ValidationSets = dict[str, ValidationSet]
+
+
 def load_validation_data(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer,
-                         report: Report) -> ValidationSet | None:
-    """The validation pairs with pieces on both sides, and their references, in one order.
+                         report: Report) -> ValidationSets | None:
+    """The validation pairs with pieces on both sides, and their references, in one order: one
+    set per direction of a multilingual run (each source with its target's tag), else one.
 
     A pair is dropped when either side encodes to no pieces (an empty or blank line, or only
     characters the tokenizer's normalisation removes, such as a zero-width space): a loss or a
@@ -44,10 +50,25 @@ def load_validation_data(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer,
     data = cfg.data
     if data.valid is None:
         return None
-    pairs = list(read_parallel(data.valid, data.src, data.tgt, data.utf8_errors))
+    if not data.multilingual:
+        return {"": _validation_set(data.valid, data.src, data.tgt, cfg, src_tok, tgt_tok, report)}
+    directions = parse_directions(data.directions)
+    corpora = direction_corpora(data.valid, directions, "--valid")
+    found = {}
+    for direction in directions:
+        valid = _validation_set(corpora[direction], direction.src, direction.tgt, cfg, src_tok,
+                                tgt_tok, report)
+        valid.corpus.src = with_tag(valid.corpus.src, tag_id(src_tok, direction.tgt))
+        found[direction.name] = valid
+    return found
+
+
+def _validation_set(prefix: str, src: str, tgt: str, cfg: RunConfig, src_tok: Tokenizer,
+                    tgt_tok: Tokenizer, report: Report) -> ValidationSet:
+    pairs = list(read_parallel(prefix, src, tgt, cfg.data.utf8_errors))
     valid = encode_validation(pairs, src_tok, tgt_tok)
     if not valid.references:
-        raise UserError(f"{data.valid}: the validation set has no non-empty pairs")
+        raise UserError(f"{prefix}: the validation set of {src}-{tgt} has no non-empty pairs")
     report({"event": Event.VALID_DATA, "read": len(pairs), "kept": len(valid.references)})
     return valid
 
@@ -79,8 +100,25 @@ def greedy_translations(model: Transformer, corpus: EncodedCorpus, tokenizer: To
     return outputs
 
 
-def validate(model: Transformer, valid: ValidationSet, tgt_tok: Tokenizer, cfg: RunConfig,
+def validate(model: Transformer, valid: ValidationSets, tgt_tok: Tokenizer, cfg: RunConfig,
              device: torch.device, precision: str) -> dict[str, Any]:
+    """Loss, BLEU and a sample translation; for several directions, their means (the best
+    checkpoint is kept on the mean BLEU) and each direction's own under "directions"."""
+    if list(valid) == [""]:
+        return validate_one(model, valid[""], tgt_tok, cfg, device, precision)
+    each = {name: validate_one(model, one, tgt_tok, cfg, device, precision)
+            for name, one in valid.items()}
+    loss = sum(s["loss"] for s in each.values()) / len(each)
+    first = next(iter(each.values()))
+    return {"loss": loss, "ppl": math.exp(min(loss, 50.0)),
+            "bleu": sum(s["bleu"] for s in each.values()) / len(each),
+            "bleu_signature": first["bleu_signature"], "sample": first["sample"],
+            "directions": {name: {"loss": s["loss"], "bleu": s["bleu"]}
+                           for name, s in each.items()}}
+
+
+def validate_one(model: Transformer, valid: ValidationSet, tgt_tok: Tokenizer, cfg: RunConfig,
+                 device: torch.device, precision: str) -> dict[str, Any]:
     model.eval()
     loss = validation_loss(model, valid.corpus, cfg.train.batch_tokens, device, precision)
     hyps = greedy_translations(model, valid.corpus, tgt_tok, cfg.train.batch_tokens, device, precision)
