@@ -490,6 +490,11 @@ GlossaryFile = Annotated[Optional[Path], typer.Option("--glossary", help="TSV of
 GlossaryMethod = Annotated[GlossaryMethodName, typer.Option("--glossary-method", help="place: translate, then put each term where its source term was translated (by word alignment); constrain: make the search include each term.")]
 
 
+SourceLanguage = Annotated[Optional[str], typer.Option("--src", help="The input's language, for a model of several directions (default: detected per line).")]
+TargetLanguage = Annotated[Optional[str], typer.Option("--tgt", help="The language to translate into, for a model of several target languages.")]
+ZeroShot = Annotated[bool, typer.Option("--zero-shot", help="A pair the model was not trained on: straight there with its tag, not through a pivot language (rarely good).")]
+
+
 @app.command()
 @friendly_errors
 def translate(
@@ -517,10 +522,13 @@ def translate(
     top_p: Annotated[float, typer.Option(help="With --sample: draw from the most probable tokens holding this much probability.")] = DEFAULT_SEARCH.top_p,
     seed: Annotated[int, typer.Option(help="With --sample: the same seed and input give the same samples.")] = DEFAULT_SEARCH.seed,
     engine: EngineOption = "torch",
+    src: SourceLanguage = None,
+    tgt: TargetLanguage = None,
+    zero_shot: ZeroShot = False,
 ) -> None:
     """Translate lines from stdin (or --input) to stdout: one output line per input line."""
     from tinytrans.atomic import atomic_text_output, check_writable, same_file
-    from tinytrans.lines import LineOptions, check_sampling_alone, decode_input
+    from tinytrans.lines import Languages, LineOptions, check_sampling_alone, decode_input
     from tinytrans.terminology import constraints_for, prefixes_for, read_glossary
     from tinytrans.textio import open_binary
 
@@ -539,6 +547,8 @@ def translate(
             raise UserError(f"--output {output}: is the input file; write the translation elsewhere")
         check_writable(output)
     translator = _load_engine(engine, model, checkpoint, device, precision, threads)
+    languages = Languages(src, tgt, zero_shot)
+    translator.route("", languages)  # a language the model lacks: refused before any input
     warn = lambda message: say(message, "warning: ", "yellow")  # noqa: E731
     interactive = input is None and sys.stdin.isatty()
     progress = _LineCounter(enabled=stderr.is_terminal and not interactive)
@@ -547,7 +557,7 @@ def translate(
         sink = files.enter_context(atomic_text_output(output)) if output else sys.stdout
         lines = decode_input(source, str(input or "<stdin>"), warn)
         for result in translator.translate(lines, cfg, 1 if interactive else 2000, warn,
-                                           options, phrases, prefixes):
+                                           options, phrases, prefixes, languages):
             progress.advance()
             sink.write(_output_lines(result, cfg.nbest, alignment))
             if interactive:

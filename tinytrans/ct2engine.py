@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinytrans.config import SearchConfig
+from tinytrans.directions import Direction, Directions, parse_directions
 from tinytrans.errors import UserError
 from tinytrans.lines import LineOptions, LineTranslator, Segment
 from tinytrans.tokenizer import Tokenizer, tokenizer_names
@@ -65,7 +66,16 @@ def read_export_info(model_dir: Path) -> dict:
             raise UserError(f"{path}: '{key}' must be a {kind.__name__}")
     if info["max_length"] < 1:
         raise UserError(f"{path}: 'max_length' must be at least 1")
+    if type(info.get("directions", "")) is not str:  # an export older than them has none
+        raise UserError(f"{path}: 'directions' must be a str")
     return info
+
+
+def export_directions(info: dict, path: Path) -> Directions:
+    """The directions of an export (its run's: see rundir.run_directions)."""
+    if info.get("directions"):
+        return Directions(parse_directions(info["directions"], f"{path}: 'directions'"), True)
+    return Directions((Direction(info["src"], info["tgt"]),), tagged=False)
 
 
 def check_vocabularies(model_dir: Path, src_tok: Tokenizer, tgt_tok: Tokenizer) -> None:
@@ -108,8 +118,8 @@ class CT2Translator(LineTranslator):
         loaded = [Tokenizer.load(model_dir / name) for name in tokenizer_names(info["joint_vocab"])]
         src_tok, tgt_tok = (loaded[0], loaded[0]) if len(loaded) == 1 else loaded
         check_vocabularies(model_dir, src_tok, tgt_tok)
-        super().__init__(src_tok, tgt_tok, info["max_length"], info["src"], info["tgt"],
-                         model_dir)
+        super().__init__(src_tok, tgt_tok, info["max_length"],
+                         export_directions(info, model_dir / EXPORT_INFO), model_dir)
         self.precision = "int8" if info.get("quantization") == "int8" else "fp32"
         device = "cuda" if device == "cuda" else "cpu"  # auto: the CPU, where this engine shines
         torch = sys.modules.get("torch")  # loaded by someone else: its thread count is theirs
@@ -131,7 +141,7 @@ class CT2Translator(LineTranslator):
 
     def search_batch(self, batch: list[Segment], cfg: SearchConfig, options: LineOptions) -> None:
         """One batch searched by CTranslate2, with the length limit of its longest source."""
-        pieces = [self.src_tok.sp.id_to_piece(s.ids.tolist()) for s in batch]
+        pieces = [self.src_tok.sp.id_to_piece(s.source.tolist()) for s in batch]
         prefixes = [self.tgt_tok.sp.id_to_piece(list(s.prefix)) for s in batch]
         longest = max(len(p) for p in pieces)
         # the PyTorch engine's limit (search_loop.run_search), for the batch's longest source

@@ -194,7 +194,7 @@ class Directions:
     def route(self, src: str, tgt: str, zero_shot: bool = False, where: str = "") -> Route:
         """The Route from `src` to `tgt`; a pair the model cannot reach is a UserError that names
         the directions it has."""
-        for flag, language in (("--src", src), ("--tgt", tgt)):
+        for flag, language in (("--tgt", tgt), ("--src", src)):
             if language not in self.languages:
                 raise UserError(f"{where}{flag} {language}: the model knows "
                                 f"{', '.join(self.languages)}")

@@ -79,7 +79,8 @@ def export_ctranslate2(run_dir: Path, output: Path, checkpoint: str = "best",
         spec.register_file(str(path))
     spec.validate()
     spec.optimize(quantization=quantization)
-    info = {"src": config.data.src, "tgt": config.data.tgt, "max_length": config.data.max_length,
+    info = {"src": config.data.src, "tgt": config.data.tgt, "directions": config.data.directions,
+            "max_length": config.data.max_length,
             "joint_vocab": config.data.joint_vocab, "quantization": quantization or "float32",
             "run": str(run_dir.resolve()), "checkpoint": checkpoint}
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import NamedTuple, Protocol
@@ -26,6 +26,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 
 from tinytrans.config import SearchConfig
+from tinytrans.directions import Direction, Directions, Route, tag_id
 from tinytrans.errors import UserError
 from tinytrans.langid import Guess, LanguageIdentifier, identifier_in, missing_identifier
 from tinytrans.lengths import length_batches
@@ -81,10 +82,28 @@ class Segment:
     prefix: Phrase = ()  # target piece ids the translation must begin with
     prefix_ends_word: bool = False  # the prefix ended with a space: its last word is finished
     terms: list[TermMatch] = field(default_factory=list)  # glossary terms to place (method place)
+    tag: Phrase = ()  # source ids before the text's own: a multilingual model's target tag
     found: list[Found] | None = None  # filled by the engine
     alignments: list[Alignment] | None = None  # one per hypothesis
     term_links: list[TermLinks] | None = None  # one per hypothesis, for placing terms
     texts: list[str] | None = None  # the hypotheses' texts (with their terms placed)
+
+    @property
+    def source(self) -> np.ndarray:
+        """What the model reads (without EOS): the tag, then the text's ids."""
+        return np.concatenate([np.asarray(self.tag, dtype=np.int64), self.ids]) if self.tag \
+            else self.ids
+
+
+@dataclass(frozen=True)
+class Languages:
+    """The languages asked of a line: `src` None is detected (a model of one pair: its
+    source), `tgt` None is the model's only target; `zero_shot` goes straight to a pair the
+    model was not trained on, where it would otherwise take a pivot or refuse."""
+
+    src: str | None = None
+    tgt: str | None = None
+    zero_shot: bool = False
 
 
 class AttentionShape(NamedTuple):
@@ -101,11 +120,43 @@ class LineTranslator(ABC):
     the API rely on this contract alone (never on an engine's other attributes)."""
 
     def __init__(self, src_tok: Tokenizer, tgt_tok: Tokenizer, max_source_pieces: int,
-                 source_language: str, target_language: str, model_dir: Path | None = None):
+                 directions: Directions, model_dir: Path | None = None):
         self.src_tok, self.tgt_tok = src_tok, tgt_tok
-        self.max_source_pieces = max_source_pieces
-        self.source_language, self.target_language = source_language, target_language
+        self.directions = directions
+        # a tagged source is one piece longer than its text
+        self.max_source_pieces = max_source_pieces - (1 if directions.tagged else 0)
         self.model_dir = model_dir  # where the run (or its export) keeps its langid.json
+
+    @property
+    def source_language(self) -> str:
+        """A model of one pair: its source; a multilingual one: its first language."""
+        return self.directions.trained[0].src
+
+    @property
+    def target_language(self) -> str:
+        return self.directions.trained[0].tgt
+
+    @cached_property
+    def tags(self) -> dict[str, Phrase]:
+        """The source ids that ask for each target language: its tag, or none for a model of one
+        pair."""
+        if not self.directions.tagged:
+            return {language: () for language in self.directions.languages}
+        return {language: (tag_id(self.src_tok, language),)
+                for language in self.directions.languages}
+
+    def route(self, text: str, languages: Languages, where: str = "") -> Route:
+        """The way a line goes: from its language (given, or detected among the model's) to the
+        one asked for (directions.Directions.route)."""
+        directions = self.directions
+        tgt = languages.tgt or directions.default_target()
+        if tgt is None:
+            raise UserError(f"{where}--tgt: this model translates into "
+                            f"{', '.join(sorted({d.tgt for d in directions.trained}))}; name one")
+        src = languages.src or directions.default_source()
+        if src is None:
+            src = self.detect([text])[0].language if text.strip() else tgt
+        return directions.route(src, tgt, languages.zero_shot, where)
 
     @cached_property
     def identifier(self) -> LanguageIdentifier | None:
@@ -146,43 +197,70 @@ class LineTranslator(ABC):
     def translate(self, lines: Iterable[str], cfg: SearchConfig, chunk_lines: int = 2000,
                   warn: Warn | None = None, options: LineOptions = LineOptions(),
                   constraints: Iterable[list[str]] | None = None,
-                  prefixes: Iterable[str] | None = None) -> Iterator[Translation]:
+                  prefixes: Iterable[str] | None = None,
+                  languages: Languages | Iterable[Languages] = Languages()) -> Iterator[Translation]:
         """Translate a stream of lines; yields one Translation per line, in input order.
 
         Lines are read `chunk_lines` at a time; the engine batches a chunk's segments
         (`cfg.batch_tokens` source tokens x beams, or x samples, per batch). `constraints`, when
         given, pairs with `lines`: the target phrases of each line (a list, maybe empty), and
         must have as many items. So does `prefixes`: the text each line's translation begins
-        with ("" for none), the rest found by the search (autocompletion)."""
+        with ("" for none), the rest found by the search (autocompletion). `languages`: for every
+        line, or one per line, the languages asked (Languages)."""
         warn = warn or (lambda message: None)
         self.check_supported(cfg, options, constraints is not None)
         check_sampling_alone(cfg, constraints is not None or options.glossary is not None)
         line_phrases = PairedInput("constraints", constraints, [])
         line_prefixes = PairedInput("prefixes", prefixes, "")
-        chunk: list[tuple[str, list[str], str]] = []
+        one_for_all = isinstance(languages, Languages)
+        line_languages = PairedInput("languages", None if one_for_all else languages,
+                                     languages if one_for_all else None)
+        chunk: list[Line] = []
         first_line = 1
         for line in lines:
             number = first_line + len(chunk)
-            chunk.append((line, line_phrases.next_for(number), line_prefixes.next_for(number)))
+            where = f"line {number}: " if not one_for_all or self.directions.tagged else ""
+            route = self.route(line, line_languages.next_for(number), where)
+            chunk.append(Line(line.strip(), line_phrases.next_for(number),
+                              line_prefixes.next_for(number), route))
             if len(chunk) >= chunk_lines:
                 yield from self._translate_chunk(chunk, first_line, cfg, warn, options)
                 first_line += len(chunk)
                 chunk = []
         if chunk:
             yield from self._translate_chunk(chunk, first_line, cfg, warn, options)
-        for paired in (line_phrases, line_prefixes):
+        for paired in (line_phrases, line_prefixes, line_languages):
             paired.check_exhausted(first_line + len(chunk) - 1)
 
-    def _translate_chunk(self, chunk: list[tuple[str, list[str], str]], first_line: int,
-                         cfg: SearchConfig, warn: Warn,
-                         options: LineOptions) -> Iterator[Translation]:
-        texts = [line.strip() for line, _, _ in chunk]
+    def _translate_chunk(self, chunk: list[Line], first_line: int, cfg: SearchConfig,
+                         warn: Warn, options: LineOptions) -> Iterator[Translation]:
+        """The chunk's lines translated: those going through a pivot first into it (the best
+        translation of each, with default options), then every line its last step."""
+        pivoted = [i for i, line in enumerate(chunk) if len(line.route.steps) > 1]
+        if pivoted:
+            check_pivot_options(options, [chunk[i] for i in pivoted], first_line + pivoted[0])
+            halfway = [replace(chunk[i], phrases=[], prefix="",
+                               route=Route(chunk[i].route.src, chunk[i].route.steps[0].tgt,
+                                           chunk[i].route.steps[:1])) for i in pivoted]
+            found = self._translate_lines(halfway, first_line, replace(cfg, nbest=1) if
+                                          not cfg.sampling else cfg, warn, LineOptions())
+            for i, translation in zip(pivoted, found):
+                route = chunk[i].route
+                chunk[i] = replace(chunk[i], text=translation.text,
+                                   route=Route(route.steps[1].src, route.tgt, route.steps[1:]))
+        yield from self._translate_lines(chunk, first_line, cfg, warn, options)
+
+    def _translate_lines(self, chunk: list[Line], first_line: int, cfg: SearchConfig,
+                         warn: Warn, options: LineOptions) -> Iterator[Translation]:
+        """Lines of one step (or none) each: segments, the search, terms placed, lines again."""
+        texts = [line.text for line in chunk]
         encoded = self.src_tok.encode(texts)  # one call for the chunk: lines that fit are done
-        segments = [segment for index, (text, ids, (_, phrases, prefix))
-                    in enumerate(zip(texts, encoded, chunk))
+        segments = [segment for index, (text, ids, line) in enumerate(zip(texts, encoded, chunk))
+                    if line.route.steps
                     for segment in self.segments(index, first_line + index, text,
-                                                 np.asarray(ids, dtype=np.int64), phrases,
-                                                 options, warn, prefix)]
+                                                 np.asarray(ids, dtype=np.int64), line.phrases,
+                                                 options, warn, line.prefix,
+                                                 line.route.steps[-1])]
         self.search_segments([s for s in segments if len(s.ids)], cfg, options)
         self.place_terms([s for s in segments if s.terms and s.found], cfg, options,
                          first_line, warn)
@@ -190,11 +268,15 @@ class LineTranslator(ABC):
         by_line: list[list[Segment]] = [[] for _ in chunk]
         for segment in segments:
             by_line[segment.line].append(segment)
-        for line, parts in zip(texts, by_line):
-            yield self.assemble(parts, options.alignment, len(line.split()))
+        for line, text, parts in zip(chunk, texts, by_line):
+            if not line.route.steps:  # already in the language asked for
+                yield unchanged(text, options.alignment)
+            else:
+                yield self.assemble(parts, options.alignment, len(text.split()))
 
     def segments(self, index: int, number: int, line: str, ids: np.ndarray, phrases: list[str],
-                 options: LineOptions, warn: Warn, prefix: str = "") -> list[Segment]:
+                 options: LineOptions, warn: Warn, prefix: str = "",
+                 direction: Direction | None = None) -> list[Segment]:
         """A line (stripped, and its source ids) as the segments it is translated in: its
         sentences, each cut further if too long for the model (sentences.split_to_fit); or, with
         options.split_sentences False or constraints or a prefix on a line that fits, itself,
@@ -205,7 +287,8 @@ class LineTranslator(ABC):
         if not options.split_sentences or ((phrases or prefix) and fits):
             ids = self.cut_to_fit(ids, number, warn)
         else:
-            sentences = split_sentences(line, self.source_language)
+            direction = direction or self.directions.trained[0]
+            sentences = split_sentences(line, direction.src)
             if not fits or len(sentences) > 1:
                 texts = fit_sentences(sentences, self._fits) or [""]
         if len(texts) > 1 and (phrases or prefix):
@@ -214,6 +297,7 @@ class LineTranslator(ABC):
         if prefix and not line:
             warn(f"line {number}: empty, so its prefix is not used")
         prefix_ids = self.prefix_ids(prefix, number, warn) if prefix and line else ()
+        tag = self.tags[(direction or self.directions.trained[0]).tgt]
         result = []
         for k, text in enumerate(texts):
             found = list(phrases if k == 0 else [])
@@ -225,7 +309,8 @@ class LineTranslator(ABC):
             result.append(Segment(index, text, ids if len(texts) == 1 else self._encode(text),
                                   self.phrase_ids(found, number, warn) if found else [],
                                   prefix_ids if k == 0 else (),
-                                  k == 0 and bool(prefix_ids) and prefix.endswith(" "), terms))
+                                  k == 0 and bool(prefix_ids) and prefix.endswith(" "), terms,
+                                  tag))
         return result
 
     def place_terms(self, segments: list[Segment], cfg: SearchConfig, options: LineOptions,
@@ -314,6 +399,35 @@ class LineTranslator(ABC):
             if alignment:
                 alignments.append(shifted_alignment(parts, texts, picked, line_words))
         return Translation(nbest[0][1], nbest, alignments if alignment else None)
+
+
+@dataclass(frozen=True)
+class Line:
+    """One input line (stripped) and what goes with it: constraints, prefix, route."""
+
+    text: str
+    phrases: list[str]
+    prefix: str
+    route: Route
+
+
+def unchanged(text: str, alignment: bool) -> Translation:
+    """A line already in the language asked for is its own translation (as LibreTranslate
+    answers a request whose source is its target), each word aligned with itself."""
+    pairs = [(i, i) for i in range(len(text.split()))]
+    return Translation(text, [(0.0, text)] if text else [], [pairs] if alignment else None)
+
+
+def check_pivot_options(options: LineOptions, lines: list[Line], number: int) -> None:
+    """What a line translated through a pivot cannot have: words aligned with a source it was
+    not translated from, glossary terms of a language it no longer is in."""
+    what = "--alignment" if options.alignment else "--glossary" if options.glossary else None
+    if what is not None:
+        route = lines[0].route
+        raise UserError(f"line {number}: {route.src}-{route.tgt} goes through "
+                        f"{route.steps[0].tgt}, and {what} cannot follow a line through two "
+                        "translations; translate into the pivot and from it yourself, or add "
+                        "--zero-shot")
 
 
 class PairedInput:

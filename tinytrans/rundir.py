@@ -29,8 +29,9 @@ from tinytrans.atomic import atomic_write, atomic_write_text, remove_leftovers
 from tinytrans.checkpoint import (BEST, CHECKPOINT_DIR, CHECKPOINT_NAMES, TrainState,
                                   checkpoint_tokenizers, file_sha256, prune_checkpoints,
                                   read_training_state, save_checkpoint, step_name)
-from tinytrans.config import (RunConfig, build_config, differences, read_toml, resolve_train_config,
+from tinytrans.config import (DataConfig, RunConfig, build_config, differences, read_toml, resolve_train_config,
                               to_toml, with_vocab_sizes)
+from tinytrans.directions import Direction, Directions, parse_directions
 from tinytrans.errors import UserError
 from tinytrans.langid import LANGID_FILE
 from tinytrans.events import Event
@@ -52,6 +53,13 @@ def load_run_config(run_dir: Path) -> RunConfig:
     if not path.is_file():
         raise UserError(f"{run_dir}: not a tinytrans run directory (no {CONFIG_FILE})")
     return build_config(read_toml(path), str(path))
+
+
+def run_directions(data: DataConfig) -> Directions:
+    """The directions a run was trained on: data.directions, tagged, or its one pair."""
+    if data.multilingual:
+        return Directions(parse_directions(data.directions), tagged=True)
+    return Directions((Direction(data.src, data.tgt),), tagged=False)
 
 
 def tokenizer_files(run_dir: Path, joint: bool) -> list[Path]:

@@ -31,7 +31,7 @@ from tinytrans.lines import (AttentionShape, LineOptions, LineTranslator, Phrase
                              Segment, Translation, Warn, decode_input)
 from tinytrans.model import AttentionWeights, Transformer, padding_mask
 from tinytrans.quantize import quantize_dynamic_int8
-from tinytrans.rundir import check_tokenizers, load_run_config, load_tokenizers
+from tinytrans.rundir import check_tokenizers, load_run_config, load_tokenizers, run_directions
 from tinytrans.sampling import Sampling
 from tinytrans.search import Beam, Greedy, Hypothesis, search
 from tinytrans.search_loop import NewWord, Strategy, run_search
@@ -53,8 +53,8 @@ class Translator(LineTranslator):
         run_dir = Path(run_dir)
         self.config = load_run_config(run_dir)
         data = self.config.data
-        super().__init__(*load_tokenizers(run_dir, self.config), data.max_length, data.src,
-                         data.tgt, run_dir)
+        super().__init__(*load_tokenizers(run_dir, self.config), data.max_length,
+                         run_directions(data), run_dir)
         self.device = pick_device(device)
         set_threads(threads)  # only when asked: the thread count is the whole process's
         self.model = Transformer(self.config.model)
@@ -105,7 +105,7 @@ class Translator(LineTranslator):
         """One batch searched at once by the strategy cfg asks for: sampled, constrained when
         some segment has phrases, else beam (or greedy) search; each hypothesis begins with its
         segment's prefix. Aligned when options ask, or when glossary terms are to be placed."""
-        ids, phrases = [s.ids for s in segments], [s.phrases for s in segments]
+        ids, phrases = [s.source for s in segments], [s.phrases for s in segments]
         src = pad_sentences(ids, [], [EOS_ID]).to(self.device)  # (N, S)
         if cfg.sampling:
             cfg = replace(cfg, seed=batch_seed(cfg.seed, ids))
@@ -132,7 +132,8 @@ class Translator(LineTranslator):
         search (as attention.py explains), so these are the weights that chose each piece.
         `shown`: the alignments the user asked for; segments with glossary terms also get the
         links that place them (Segment.term_links)."""
-        sources = [s.ids for s in segments for _ in s.found]
+        sources = [s.source for s in segments for _ in s.found]
+        tags = [len(s.tag) for s in segments for _ in s.found]  # columns that are no word
         targets = [np.asarray(h.tokens, dtype=np.int64) for s in segments for h in s.found]
         src = pad_sentences(sources, [], [EOS_ID]).to(self.device)
         recorded = AttentionWeights()
@@ -144,8 +145,8 @@ class Translator(LineTranslator):
             segment.alignments, segment.term_links = [], []
             for hyp in segment.found:
                 S, T = len(sources[row]) + 1, len(hyp.tokens) + 1  # with </s>; the rest: padding
-                args = (cross[row, :, :, :T, :S],
-                        self.src_tok.sp.id_to_piece(sources[row].tolist()),
+                args = (cross[row, :, :, :T, tags[row]:S],
+                        self.src_tok.sp.id_to_piece(segment.ids.tolist()),
                         self.tgt_tok.sp.id_to_piece(hyp.tokens))
                 texts = dict(source_text=segment.text,
                              target_text=self.tgt_tok.decode([hyp.tokens])[0])
