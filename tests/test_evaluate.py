@@ -14,7 +14,7 @@ from tinytrans.errors import UserError
 from tinytrans import evaluate as evaluate_module
 from tinytrans.evaluate import (ScoreOptions, check_test_sets, evaluate_test_set, score_corpus,
                                 score_files)
-from tinytrans.config import SearchConfig
+from tinytrans.config import SearchConfig, build_config, to_toml
 from tinytrans.translate import Translation
 from tinytrans.train import train
 from toyrun import toy_config, write_corpus
@@ -131,7 +131,8 @@ class MustNotTranslate:
     def __init__(self, *args, **kwargs):
         self.calls = 0
 
-    def translate(self, lines: Iterable[str], cfg: SearchConfig) -> Iterator[Translation]:
+    def translate(self, lines: Iterable[str], cfg: SearchConfig,
+                  **what) -> Iterator[Translation]:
         self.calls += 1
         raise AssertionError("translated before the options were checked")
 
@@ -139,7 +140,8 @@ class MustNotTranslate:
 class Echo:
     """A translator that returns its input: a perfect score against the source as reference."""
 
-    def translate(self, lines: Iterable[str], cfg: SearchConfig) -> Iterator[Translation]:
+    def translate(self, lines: Iterable[str], cfg: SearchConfig,
+                  **what) -> Iterator[Translation]:
         return (Translation(line, [(0.0, line)]) for line in lines)
 
 
@@ -242,9 +244,9 @@ class StubTranslator(MustNotTranslate):
     translated = 0
     precision_choice = "fp32 (as asked)"
 
-    def translate(self, lines, cfg):
+    def translate(self, lines, cfg, **what):
         StubTranslator.translated += 1
-        return super().translate(lines, cfg)
+        return super().translate(lines, cfg, **what)
 
 
 def test_cli_checks_save_hyp_before_translating(tmp_path, monkeypatch):
@@ -253,6 +255,8 @@ def test_cli_checks_save_hyp_before_translating(tmp_path, monkeypatch):
     monkeypatch.setattr(StubTranslator, "translated", 0)
     test = same_corpus(tmp_path / "test", ["A man."])
     target = save_hyp_under_a_file(tmp_path)
+    # the command reads the run's directions from its config before loading anything
+    (tmp_path / "config.toml").write_text(to_toml(build_config({"data": {"train": "x"}})))
     result = CliRunner().invoke(app, ["evaluate", "--model", str(tmp_path), "--test", str(test),
                                       "--save-hyp", str(target)])
     assert result.exit_code == 2, result.output

@@ -12,6 +12,7 @@
     model.translate(["A man."], prefixes=["Ein"])        # translations that begin with "Ein"
     model.detect(["Ein Mann.", "A man."])                # [("de", 100.0), ("en", 100.0)]
     model.translate(["A man."], sample="all", nbest=4, seed=1)  # four sampled translations
+    model.translate(["Ein Mann."], tgt="fr")             # a model of several directions
 
 Everything goes through translate.Translator, the code behind the CLI's translate and evaluate, so
 a sentence gets the same translation either way. Lists in, lists out: one result per input, in
@@ -38,6 +39,7 @@ from tinytrans.config import (DEVICES, GLOSSARY_METHODS, INFERENCE_PRECISIONS, S
 from tinytrans.errors import UserError
 from tinytrans.terminology import Glossary, check_phrases, check_prefix
 from tinytrans.tokenizer import EOS_ID
+from tinytrans.lines import Languages
 from tinytrans.translate import LineOptions, Translator
 
 NBest = list[tuple[float, str]]  # (score, text) pairs, best first
@@ -74,7 +76,9 @@ class TranslationModel:
                   alignment: bool = False,
                   split_sentences: bool | None = True, sample: int | str | None = None,
                   temperature: float = SearchConfig.temperature,
-                  top_p: float = SearchConfig.top_p, seed: int = SearchConfig.seed) -> list:
+                  top_p: float = SearchConfig.top_p, seed: int = SearchConfig.seed,
+                  src: str | None = None, tgt: str | None = None,
+                  zero_shot: bool = False) -> list:
         """The best translation of each sentence (a list of str).
 
         With `nbest`, each sentence gets instead a list of up to `nbest` (score, text) pairs, best
@@ -88,7 +92,9 @@ class TranslationModel:
         older versions took, is taken as True) translates each sentence of a line apart and
         joins them back; False keeps each line whole (too long: cut, with a warning). sample: K
         or "all" draws translations (nbest of them) instead of searching, with temperature,
-        top_p and seed.
+        top_p and seed. src, tgt: the languages, for a model of several directions (src None:
+        detected per sentence; tgt None: the model's only target); a pair it was not trained on
+        goes through a pivot language, or, with zero_shot=True, straight there.
         """
         cfg = _search_config(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
                              nbest=1 if nbest is None else nbest,
@@ -101,8 +107,12 @@ class TranslationModel:
                               _choice("glossary_method", glossary_method, GLOSSARY_METHODS))
         phrases = None if constraints is None else _constraints(constraints, len(sentences))
         starts = None if prefixes is None else _prefixes(prefixes, len(sentences))
+        languages = Languages(_language("src", src), _language("tgt", tgt),
+                              _bool("zero_shot", zero_shot))
+        self.translator.route("", languages)  # a language the model lacks: before any work
         results = self.translator.translate(sentences, cfg, warn=_warn, options=options,
-                                            constraints=phrases, prefixes=starts)
+                                            constraints=phrases, prefixes=starts,
+                                            languages=languages)
         if nbest is None:
             return [(t.text, t.alignments[0]) if alignment else t.text for t in results]
         if alignment:
@@ -115,35 +125,49 @@ class TranslationModel:
         return [(g.language, g.confidence)
                 for g in self.translator.detect(_sentences("texts", texts))]
 
-    def score(self, sources: Iterable[str], targets: Iterable[str]) -> list[float]:
+    def score(self, sources: Iterable[str], targets: Iterable[str],
+              tgt: str | None = None) -> list[float]:
         """Forced decoding: log P(target | source) of each pair, EOS included, no length penalty.
 
         For rescoring n-best lists or filtering noisy corpora. A translation the model found
         itself scores what its search found (the log_prob, not the length-penalised score).
+        tgt: the targets' language, for a model of several.
         """
-        return [sum(row) for row in self._score(*_pairs(sources, targets))]
+        return [sum(row) for row in self._score(*_pairs(sources, targets), tgt)]
 
-    def score_pieces(self, sources: Iterable[str],
-                     targets: Iterable[str]) -> list[list[tuple[str, float]]]:
+    def score_pieces(self, sources: Iterable[str], targets: Iterable[str],
+                     tgt: str | None = None) -> list[list[tuple[str, float]]]:
         """Forced decoding, piece by piece: (piece, log-probability) for each target piece, then
         for </s>. The values of a pair add up to its score()."""
         sources, targets = _pairs(sources, targets)  # lists now: a generator is read once
-        scores = self._score(sources, targets)
+        scores = self._score(sources, targets, tgt)
         pieces = self.translator.tgt_tok.encode_pieces([t.strip() for t in targets])
         eos = self.translator.tgt_tok.sp.id_to_piece(EOS_ID)
         return [list(zip(p + [eos], row, strict=True)) for p, row in zip(pieces, scores)]
 
     def attention(self, source: str, beam: int = SearchConfig.beam,
                   lenpen: float = SearchConfig.lenpen, max_len_a: float = SearchConfig.max_len_a,
-                  max_len_b: int = SearchConfig.max_len_b) -> SentenceAttention:
-        """Translate one sentence; the attention weights that produced its best translation."""
+                  max_len_b: int = SearchConfig.max_len_b,
+                  tgt: str | None = None) -> SentenceAttention:
+        """Translate one sentence; the attention weights that produced its best translation.
+        tgt: the target language of a model of several (its tag shows as the first piece)."""
         if not isinstance(source, str):
             raise UserError(f"source: {_shown(source)} must be one sentence (a str)")
         cfg = _search_config(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b)
-        return sentence_attention(self.translator, source, cfg, warn=_warn)
+        return sentence_attention(self.translator, source, cfg, warn=_warn,
+                                  tag=self._tag(tgt))
 
-    def _score(self, sources: list[str], targets: list[str]) -> list[list[float]]:
-        return self.translator.score(sources, targets, warn=_warn)
+    def _tag(self, tgt: str | None) -> tuple[int, ...]:
+        """The source ids that ask for `tgt` (none for a model of one pair)."""
+        tgt = _language("tgt", tgt) or self.translator.directions.default_target()
+        if tgt is None or tgt not in self.translator.tags:
+            raise UserError(f"tgt: {_shown(tgt)}; this model translates into "
+                            f"{', '.join(sorted({d.tgt for d in self.translator.directions.trained}))}")
+        return self.translator.tags[tgt]
+
+    def _score(self, sources: list[str], targets: list[str],
+               tgt: str | None = None) -> list[list[float]]:
+        return self.translator.score(sources, targets, warn=_warn, tag=self._tag(tgt))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,6 +186,12 @@ def _sentences(name: str, sentences: Iterable[str]) -> list[str]:
         if not isinstance(sentence, str):
             raise UserError(f"{name}[{i}]: {_shown(sentence)} must be a sentence (a str)")
     return result
+
+
+def _language(name: str, value: object) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise UserError(f"{name}: {_shown(value)} must be a language code (a str) or None")
+    return value
 
 
 def _pairs(sources: Iterable[str], targets: Iterable[str]) -> tuple[list[str], list[str]]:

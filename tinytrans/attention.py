@@ -79,12 +79,15 @@ class SentenceAttention:
 
 
 def sentence_attention(translator: Translator, source: str, cfg: SearchConfig,
-                       warn: Warn | None = None, prefix: str = "") -> SentenceAttention:
+                       warn: Warn | None = None, prefix: str = "",
+                       tag: tuple[int, ...] = ()) -> SentenceAttention:
     """Translate `source` with `cfg` (beginning with `prefix`, when given) and record the
-    attention along the best hypothesis."""
+    attention along the best hypothesis. `tag`: a multilingual model's target tag
+    (LineTranslator.tags), which then shows as the first source piece."""
     ids = translator.source_ids([source], warn=warn)[0]
     if len(ids) == 0:
         raise UserError("attention: the sentence is empty, there is nothing to attend to")
+    ids = np.concatenate([np.asarray(tag, dtype=np.int64), ids]) if tag else ids
     start = translator.prefix_ids(prefix, 1, warn or (lambda message: None)) if prefix else ()
     best = translator.translate_batch([ids], cfg, prefixes=[start])[0][0]
     with autocast(translator.device, translator.precision):

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from tinytrans.config import SearchConfig, ServeConfig
 from tinytrans.errors import UserError
-from tinytrans.lines import LineOptions, LineTranslator, Translation
+from tinytrans.lines import Languages, LineOptions, LineTranslator, Translation
 
 DEFAULT_BATCH_WORDS = 2000  # whitespace words gathered into one call, at most
 
@@ -51,6 +51,7 @@ class Request:
     options: LineOptions
     attention: bool = False  # also the attention weights of each line's translation
     prefixes: list[str] | None = None  # per line: what its translation begins with
+    languages: list[Languages] | None = None  # per line: its languages (None: the model's)
     future: Future = field(default_factory=Future)
 
     @property
@@ -90,10 +91,12 @@ class Batcher:
         self.thread.start()
 
     def submit(self, lines: list[str], cfg: SearchConfig, options: LineOptions = LineOptions(),
-               attention: bool = False, prefixes: list[str] | None = None) -> Future:
-        """Queue the lines (and, maybe, a prefix per line); the future's result is a Result.
-        Raises QueueFull or Closed."""
-        request = Request(lines, cfg, options, attention, prefixes)
+               attention: bool = False, prefixes: list[str] | None = None,
+               languages: list[Languages] | None = None) -> Future:
+        """Queue the lines (and, maybe, a prefix and the languages of each line: requests of
+        several directions share a batch); the future's result is a Result. Raises QueueFull or
+        Closed."""
+        request = Request(lines, cfg, options, attention, prefixes, languages)
         with self.lock:
             if self.closed:
                 raise Closed("the server is shutting down")
@@ -182,16 +185,19 @@ class Batcher:
         prefixes = None
         if any(r.prefixes for r in requests):
             prefixes = [p for r in requests for p in (r.prefixes or [""] * len(r.lines))]
+        languages = [language for r in requests
+                     for language in (r.languages or [Languages()] * len(r.lines))]
         translations = list(self.translator.translate(lines, head.cfg, options=head.options,
-                                                      prefixes=prefixes))
+                                                      prefixes=prefixes, languages=languages))
         self.batches += 1
         answers, start = [], 0
         for request in requests:
             mine = translations[start: start + len(request.lines)]
             start += len(request.lines)
             starts = request.prefixes or [""] * len(request.lines)
-            attention = [self._attention(line, request.cfg, start)
-                         for line, start in zip(request.lines, starts)] \
+            asked = request.languages or [Languages()] * len(request.lines)
+            attention = [self._attention(line, request.cfg, start, language)
+                         for line, start, language in zip(request.lines, starts, asked)] \
                 if request.attention else None
             answers.append(Result(mine, attention))
         return answers
@@ -202,7 +208,8 @@ class Batcher:
         except Exception:  # noqa: BLE001 (a failing logger must not stop the inference thread)
             pass
 
-    def _attention(self, line: str, cfg: SearchConfig, prefix: str = "") -> dict | None:
+    def _attention(self, line: str, cfg: SearchConfig, prefix: str = "",
+                   languages: Languages = Languages()) -> dict | None:
         if self.translator.attention_shape() is None:
             raise UserError("attention: this engine shows no attention; serve with --engine torch")
         from tinytrans.attention import sentence_attention  # PyTorch's engine only
@@ -213,7 +220,11 @@ class Batcher:
         if pieces > self.translator.max_source_pieces:  # it was translated in sentences
             raise UserError(f"attention: a line of {pieces} pieces is longer than the model's "
                             f"{self.translator.max_source_pieces}; send its sentences one by one")
-        return sentence_attention(self.translator, line, cfg, prefix=prefix).to_json()
+        route = self.translator.route(line, languages, "attention: ")
+        if len(route.steps) != 1:  # no translation, or two of them
+            return None
+        return sentence_attention(self.translator, line, cfg, prefix=prefix,
+                                  tag=self.translator.tags[route.tgt]).to_json()
 
 
 def by_settings(requests: list[Request]) -> list[list[Request]]:

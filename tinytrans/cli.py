@@ -346,8 +346,7 @@ def train(
 
     data_flags = {"train": _corpora(train), "valid": _corpora(valid), "src": src, "tgt": tgt,
                   "tokenizer": tokenizer, "vocab_size": vocab_size, "max_length": max_length,
-                  "utf8_errors": utf8_errors, "directions": directions,
-                  "temperature": temperature}
+                  "utf8_errors": utf8_errors, "directions": directions}
     given = [name for name, value in data_flags.items() if value is not None]
     if data is not None and given:
         flag = "--" + given[0].replace("_", "-")
@@ -355,7 +354,7 @@ def train(
                         f"'tinytrans prepare'; give {flag} to prepare instead")
     resolved = resolve_run_config(output, {
         "data": {**data_flags, "prepared": str(data) if data is not None else None,
-                 "sampling_alpha": sampling_alpha},
+                 "sampling_alpha": sampling_alpha, "temperature": temperature},
         "model": {"dropout": dropout},
         "train": {"batch_tokens": batch_tokens, "update_freq": update_freq, "lr": lr,
                   "warmup_steps": warmup_steps, "lr_schedule": lr_schedule,
@@ -419,10 +418,11 @@ class _StopOnSignal:
 @friendly_errors
 def prepare(
     output: Annotated[Path, typer.Option("--output", "-o", help="Data directory to write (replaced if prepare wrote it).")],
-    train: Annotated[str, typer.Option("--train", help="Training corpus prefix.")],
-    valid: Annotated[Optional[str], typer.Option("--valid", help="Validation corpus prefix.")] = None,
+    train: Annotated[list[str], typer.Option("--train", help="Training corpus prefix (as train --train: with --directions, multi-way, or repeated as PREFIX:en-de).")],
+    valid: Annotated[Optional[list[str]], typer.Option("--valid", help="Validation corpus prefix, given as --train is.")] = None,
     src: Annotated[Optional[str], typer.Option(help="Source language suffix.")] = None,
     tgt: Annotated[Optional[str], typer.Option(help="Target language suffix.")] = None,
+    directions: Annotated[Optional[str], typer.Option("--directions", help="Several directions in one corpus, for one model (as train --directions).")] = None,
     preset: Annotated[Optional[Preset], typer.Option(help="The preset whose [data] settings to use (as train --preset).")] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file whose [data] table to use.")] = None,
     tokenizer: Annotated[Optional[str], typer.Option(help="Existing joint SentencePiece model.")] = None,
@@ -440,8 +440,9 @@ def prepare(
     from tinytrans.progress import TrainDisplay
 
     resolved = resolve_train_config(
-        {"data": {"train": train, "valid": valid, "src": src, "tgt": tgt, "tokenizer": tokenizer,
-                  "vocab_size": vocab_size, "max_length": max_length, "utf8_errors": utf8_errors},
+        {"data": {"train": _corpora(train), "valid": _corpora(valid), "src": src, "tgt": tgt,
+                  "directions": directions, "tokenizer": tokenizer, "vocab_size": vocab_size,
+                  "max_length": max_length, "utf8_errors": utf8_errors},
          "train": {"seed": seed}}, preset, config)
     display = TrainDisplay(stderr, quiet)  # the same lines as train's about the data
     status = stderr.status("preparing...") if stderr.is_terminal and not quiet else None
@@ -679,8 +680,10 @@ def detect(
 def evaluate(
     model: Annotated[Optional[Path], typer.Option("--model", "-m", help="Run directory to translate with.")] = None,
     test: Annotated[Optional[list[str]], typer.Option("--test", help="Test corpus prefix; repeat for more.")] = None,
-    src: Annotated[str, typer.Option(help="Source language suffix.")] = "en",
-    tgt: Annotated[str, typer.Option(help="Target language suffix.")] = "de",
+    src: Annotated[Optional[str], typer.Option(help="Source language suffix (default: the model's; a model of several directions: each of them).")] = None,
+    tgt: Annotated[Optional[str], typer.Option(help="Target language suffix (as --src).")] = None,
+    directions: Annotated[Optional[str], typer.Option("--directions", help="A model of several directions: score these (en-de,de-fr,...) instead of every trained one whose files exist.")] = None,
+    zero_shot: ZeroShot = False,
     hyp: Annotated[Optional[Path], typer.Option("--hyp", help="Score this translation file instead.")] = None,
     ref: Annotated[Optional[list[Path]], typer.Option("--ref", help="Reference file(s) for --hyp.")] = None,
     checkpoint: Annotated[str, typer.Option(help="best, last, average or a checkpoint path.")] = "best",
@@ -711,15 +714,25 @@ def evaluate(
             raise UserError("give --model RUN with --test PREFIX, or --hyp FILE with --ref FILE")
         cfg = SearchConfig(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
                            batch_tokens=batch_tokens)
-        check_test_sets(test, src, tgt, save_hyp)  # before the model loads or any translation
+        from tinytrans.rundir import load_run_config, run_directions
+        trained = run_directions(load_run_config(model).data)
+        wanted = test_directions(trained, test, src, tgt, directions)
+        for prefix, direction in wanted:  # before the model loads or any translation
+            check_test_sets([prefix], direction.src, direction.tgt, save_hyp)
+            trained.route(direction.src, direction.tgt, zero_shot)
         _own_the_process(threads)
         translator = Translator(model, checkpoint, device, precision)
-        results = [{**evaluate_test_set(translator, prefix, src, tgt, cfg, options, save_hyp),
-                    "precision": str(translator.precision_choice)} for prefix in test]
-    for result in results:
-        if as_json:
+        results = [{**evaluate_test_set(translator, prefix, direction.src, direction.tgt, cfg,
+                                        options, save_hyp, zero_shot),
+                    "precision": str(translator.precision_choice)}
+                   for prefix, direction in wanted]
+    if as_json:
+        for result in results:
             print(json.dumps(result))
-        else:
+    elif len(results) > 1 and all("direction" in r for r in results):
+        _print_directions(results)
+    else:
+        for result in results:
             _print_scores(result)
 
 
@@ -838,6 +851,53 @@ def serve(
                log_error=lambda error: say(describe_error(error)[0], "error: ", "bold red"),
                api_keys=keys)
     say("stopped")
+
+
+def test_directions(trained, prefixes: list[str], src: str | None, tgt: str | None,
+                    directions: str | None) -> list[tuple[str, Any]]:
+    """(test prefix, direction) pairs to score: --src/--tgt, or --directions, or, for a model of
+    one pair, its pair; for a multilingual model every trained direction whose two files the
+    test prefix has (at least one, else an error naming what is missing)."""
+    from tinytrans.directions import Direction, parse_directions
+    from tinytrans.textio import corpus_file
+    if directions is not None and (src or tgt):
+        raise UserError("--directions: give it, or --src and --tgt, not both")
+    if directions is not None:
+        chosen = list(parse_directions(directions, "--directions"))
+    elif src or tgt:
+        default = trained.trained[0]
+        chosen = [Direction(src or default.src, tgt or default.tgt)]
+    else:
+        chosen = list(trained.trained)
+    if directions is not None or src or tgt or not trained.tagged:
+        return [(prefix, d) for prefix in prefixes for d in chosen]
+    found = [(prefix, d) for prefix in prefixes for d in chosen
+             if all(_corpus_exists(prefix, lang) for lang in (d.src, d.tgt))]
+    if not found:
+        raise UserError(f"--test {prefixes[0]}: has the files of none of the model's directions "
+                        f"({', '.join(d.name for d in chosen)}): e.g. {corpus_file(prefixes[0], chosen[0].src)}")
+    return found
+
+
+def _corpus_exists(prefix: str, language: str) -> bool:
+    from tinytrans.textio import corpus_file
+    try:
+        return corpus_file(prefix, language).is_file()
+    except UserError:
+        return False
+
+
+def _print_directions(results: list[dict[str, Any]]) -> None:
+    """Several directions' scores as one table, a row per direction and test set."""
+    table = Table(title=Text("scores by direction"))
+    for column in ("test", "direction", "sentences", "BLEU", "chrF", "TER", "sentences/s"):
+        table.add_column(column, justify="left" if column in ("test", "direction") else "right")
+    for r in results:
+        table.add_row(Path(r["test"]).name, r["direction"], str(r["sentences"]), f"{r['bleu']:.2f}",
+                      f"{r['chrf']:.2f}", f"{r['ter']:.2f}", f"{r['sentences_per_second']:.1f}")
+    Console().print(table)
+    for name in ("bleu", "chrf", "ter"):
+        Console().print(f"{name} signature: {results[0]['signatures'][name]}")
 
 
 def _print_scores(result: dict[str, Any]) -> None:

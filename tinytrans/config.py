@@ -597,15 +597,12 @@ def _check_together(values: dict[str, dict[str, Any]], where: _Where) -> None:
 
 def _check_multilingual(d: dict[str, Any], where: _Where) -> None:
     """A multilingual run's data keys: its directions parse, its corpora give each of them, and
-    what it cannot do yet is refused."""
+    what it cannot do is refused."""
     from tinytrans.directions import direction_corpora, parse_directions
     directions = parse_directions(d["directions"], where("data", "directions"))
     if not d["joint_vocab"]:
         raise UserError(f"{where('data', 'directions')} needs one joint vocabulary for every "
                         f"language, but {where('data', 'joint_vocab')} is false")
-    if d["prepared"]:
-        raise UserError(f"{where('data', 'directions')}: a prepared corpus holds one pair; "
-                        "train a multilingual run on the text (--train)")
     if d["sampling_alpha"] > 0:
         raise UserError(f"{where('data', 'sampling_alpha')}: not with several directions yet")
     for key in ("train", "valid"):

@@ -17,6 +17,7 @@ from sacrebleu.metrics.base import Metric
 from tinytrans.atomic import atomic_write_text, check_writable
 from tinytrans.config import BLEU_TOKENIZE, SearchConfig
 from tinytrans.errors import UserError
+from tinytrans.lines import Languages
 from tinytrans.textio import corpus_file, read_lines, read_parallel
 
 # BLEU's tokenizers, as the installed sacrebleu knows them (they change between its versions).
@@ -84,8 +85,10 @@ def score_files(hyp: Path, refs: list[Path], options: ScoreOptions) -> dict[str,
 
 
 def evaluate_test_set(translator, prefix: str, src: str, tgt: str, search_cfg: SearchConfig,
-                      options: ScoreOptions, save_hyp: Path | None = None) -> dict[str, Any]:
-    """Translate PREFIX.SRC with `translator` and score it against PREFIX.TGT.
+                      options: ScoreOptions, save_hyp: Path | None = None,
+                      zero_shot: bool = False) -> dict[str, Any]:
+    """Translate PREFIX.SRC with `translator` (from src into tgt: for a model of several
+    directions, the one scored) and score it against PREFIX.TGT.
 
     Everything that can be wrong with the inputs and the output (missing, unequal or empty files,
     a --save-hyp that cannot be a directory) is found before the first line is translated.
@@ -93,12 +96,14 @@ def evaluate_test_set(translator, prefix: str, src: str, tgt: str, search_cfg: S
     pairs = read_test_set(prefix, src, tgt)
     saved_to = hyp_path(save_hyp, prefix, tgt) if save_hyp is not None else None
     start = time.perf_counter()
-    hyps = [t.text for t in translator.translate((s for s, _ in pairs), search_cfg)]
+    languages = Languages(src, tgt, zero_shot)
+    hyps = [t.text for t in translator.translate((s for s, _ in pairs), search_cfg,
+                                                 languages=languages)]
     seconds = max(time.perf_counter() - start, 1e-9)  # a coarse clock may not have ticked
     if saved_to is not None:
         atomic_write_text(saved_to, "".join(h + "\n" for h in hyps))
     scores = score_corpus(hyps, [[t for _, t in pairs]], options)
-    return {"test": prefix, **scores,
+    return {"test": prefix, "direction": f"{src}-{tgt}", **scores,
             "seconds": round(seconds, 3), "sentences_per_second": round(len(hyps) / seconds, 1)}
 
 

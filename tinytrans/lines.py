@@ -221,7 +221,7 @@ class LineTranslator(ABC):
             number = first_line + len(chunk)
             where = f"line {number}: " if not one_for_all or self.directions.tagged else ""
             route = self.route(line, line_languages.next_for(number), where)
-            chunk.append(Line(line.strip(), line_phrases.next_for(number),
+            chunk.append(Line(number, line.strip(), line_phrases.next_for(number),
                               line_prefixes.next_for(number), route))
             if len(chunk) >= chunk_lines:
                 yield from self._translate_chunk(chunk, first_line, cfg, warn, options)
@@ -238,7 +238,7 @@ class LineTranslator(ABC):
         translation of each, with default options), then every line its last step."""
         pivoted = [i for i, line in enumerate(chunk) if len(line.route.steps) > 1]
         if pivoted:
-            check_pivot_options(options, [chunk[i] for i in pivoted], first_line + pivoted[0])
+            check_pivot_options(options, chunk[pivoted[0]])
             halfway = [replace(chunk[i], phrases=[], prefix="",
                                route=Route(chunk[i].route.src, chunk[i].route.steps[0].tgt,
                                            chunk[i].route.steps[:1])) for i in pivoted]
@@ -257,7 +257,7 @@ class LineTranslator(ABC):
         encoded = self.src_tok.encode(texts)  # one call for the chunk: lines that fit are done
         segments = [segment for index, (text, ids, line) in enumerate(zip(texts, encoded, chunk))
                     if line.route.steps
-                    for segment in self.segments(index, first_line + index, text,
+                    for segment in self.segments(index, line.number, text,
                                                  np.asarray(ids, dtype=np.int64), line.phrases,
                                                  options, warn, line.prefix,
                                                  line.route.steps[-1])]
@@ -405,6 +405,7 @@ class LineTranslator(ABC):
 class Line:
     """One input line (stripped) and what goes with it: constraints, prefix, route."""
 
+    number: int  # in the input, from 1
     text: str
     phrases: list[str]
     prefix: str
@@ -418,13 +419,13 @@ def unchanged(text: str, alignment: bool) -> Translation:
     return Translation(text, [(0.0, text)] if text else [], [pairs] if alignment else None)
 
 
-def check_pivot_options(options: LineOptions, lines: list[Line], number: int) -> None:
+def check_pivot_options(options: LineOptions, line: Line) -> None:
     """What a line translated through a pivot cannot have: words aligned with a source it was
     not translated from, glossary terms of a language it no longer is in."""
     what = "--alignment" if options.alignment else "--glossary" if options.glossary else None
     if what is not None:
-        route = lines[0].route
-        raise UserError(f"line {number}: {route.src}-{route.tgt} goes through "
+        route = line.route
+        raise UserError(f"line {line.number}: {route.src}-{route.tgt} goes through "
                         f"{route.steps[0].tgt}, and {what} cannot follow a line through two "
                         "translations; translate into the pivot and from it yourself, or add "
                         "--zero-shot")

@@ -48,7 +48,10 @@ import numpy as np
 from tinytrans.atomic import atomic_directory, atomic_write, atomic_write_text, same_file
 from tinytrans.config import RULES, DataConfig
 from tinytrans.data import (ENCODE_CHUNK, EncodedCorpus, FilterConfig, FilterStats, RaggedIds,
-                            ValidationSet, chunks_of, encode_parallel, encode_validation, id_dtype)
+                            ValidationSet, chunks_of, encode_parallel, encode_validation, gather,
+                            id_dtype, with_tag)
+from tinytrans.directions import (DIRECTION_LANGUAGE, direction_corpora, parse_directions,
+                                  tag_id)
 from tinytrans.errors import UserError
 from tinytrans.events import Event
 from tinytrans.textio import LineCounter, ParallelCounter, corpus_file, read_parallel
@@ -206,7 +209,7 @@ def prepare(data: DataConfig, output: Path, workers: int | None = None, seed: in
     _check_output_dir(output)
     sources = {"train": _source_files(data.train, data)}
     if data.valid is not None:
-        sources["valid"] = _source_files(data.valid, data)
+        sources["valid"] = _source_files(data.valid, data, "--valid")
     with atomic_directory(output) as staging:
         return _write_prepared(data, staging, output, sources, workers, seed, report)
 
@@ -225,7 +228,8 @@ def _write_prepared(data: DataConfig, directory: Path, output: Path,
         splits["valid"] = _prepare_valid(data, directory, src_tok, tgt_tok, report)
     manifest = {
         "format": FORMAT, "version": FORMAT_VERSION,
-        "data": {"src": data.src, "tgt": data.tgt, "train": data.train, "valid": data.valid,
+        "data": {"src": data.src, "tgt": data.tgt, "directions": data.directions,
+                 "train": data.train, "valid": data.valid,
                  "model_type": data.model_type, "joint_vocab": data.joint_vocab,
                  "max_length": data.max_length, "max_ratio": data.max_ratio,
                  "utf8_errors": data.utf8_errors},
@@ -250,18 +254,28 @@ def _check_workers(workers: int | None) -> int:
 def _prepare_train(data: DataConfig, output: Path, src_tok: Tokenizer, tgt_tok: Tokenizer,
                    workers: int, report: Report) -> dict[str, Any]:
     counter = ParallelCounter(LineCounter(), LineCounter())
-    pairs = read_parallel(data.train, data.src, data.tgt, data.utf8_errors, counter)
     filters = FilterConfig(data.max_length, data.max_ratio)
     stats = FilterStats()
+    parts = []
     writers = [RaggedWriter(output, "train.src", id_dtype(src_tok.vocab_size)),
                RaggedWriter(output, "train.tgt", id_dtype(tgt_tok.vocab_size))]
     try:
-        for chunk in encoded_chunks(pairs, src_tok, tgt_tok, filters, workers):
-            writers[0].write(chunk.src)
-            writers[1].write(chunk.tgt)
-            for name in ("read", "kept", "empty", "too_long", "bad_ratio"):
-                setattr(stats, name, getattr(stats, name) + getattr(chunk.stats, name))
-            report({"event": Event.PROGRESS, "split": "train", "read": stats.read, "kept": stats.kept})
+        for direction, pairs in _pair_streams(data.train, data, "--train", counter):
+            kept = stats.kept
+            for chunk in encoded_chunks(pairs, src_tok, tgt_tok, filters, workers):
+                # a multilingual source begins with its target's tag (directions.py)
+                writers[0].write(chunk.src if direction is None else
+                                 with_tag(chunk.src, tag_id(src_tok, direction.tgt)))
+                writers[1].write(chunk.tgt)
+                for name in ("read", "kept", "empty", "too_long", "bad_ratio"):
+                    setattr(stats, name, getattr(stats, name) + getattr(chunk.stats, name))
+                report({"event": Event.PROGRESS, "split": "train", "read": stats.read,
+                        "kept": stats.kept})
+            if direction is not None:
+                if stats.kept == kept:
+                    raise UserError(f"{data.train}: no usable training pairs for "
+                                    f"{direction.name}")
+                parts.append([direction.src, direction.tgt, stats.kept - kept])
         if stats.kept == 0:
             raise UserError(f"{data.train}: no usable training pairs ({stats.read} read, all "
                             "dropped as empty, too long or of extreme length ratio)")
@@ -272,42 +286,73 @@ def _prepare_train(data: DataConfig, output: Path, src_tok: Tokenizer, tgt_tok: 
     summary = SplitSummary("train", stats.read, stats.kept, stats.empty, stats.too_long,
                            stats.bad_ratio, counter.src.replaced + counter.tgt.replaced)
     report({"event": Event.DATA, **asdict(summary)})
-    return {**asdict(summary), "files": files}
+    return {**asdict(summary), "files": files, **({"parts": parts} if parts else {})}
 
 
 def _prepare_valid(data: DataConfig, output: Path, src_tok: Tokenizer, tgt_tok: Tokenizer,
                    report: Report) -> dict[str, Any]:
     """The validation split, encoded as training reads it (see encode_validation); it is small,
     so it is encoded in one piece."""
-    pairs = list(read_parallel(data.valid, data.src, data.tgt, data.utf8_errors))
-    valid = encode_validation(pairs, src_tok, tgt_tok)
-    if not valid.references:
-        raise UserError(f"{data.valid}: the validation set has no non-empty pairs")
     writers = [RaggedWriter(output, "valid.src", id_dtype(src_tok.vocab_size)),
                RaggedWriter(output, "valid.tgt", id_dtype(tgt_tok.vocab_size))]
+    references, parts, read = [], [], 0
     try:
-        writers[0].write(valid.corpus.src)
-        writers[1].write(valid.corpus.tgt)
+        for direction, stream in _pair_streams(data.valid, data, "--valid"):
+            pairs = list(stream)
+            valid = encode_validation(pairs, src_tok, tgt_tok)
+            if not valid.references:
+                raise UserError(f"{data.valid}: the validation set"
+                                f"{'' if direction is None else ' of ' + direction.name} has "
+                                "no non-empty pairs")
+            writers[0].write(valid.corpus.src if direction is None else
+                             with_tag(valid.corpus.src, tag_id(src_tok, direction.tgt)))
+            writers[1].write(valid.corpus.tgt)
+            references += valid.references
+            read += len(pairs)
+            if direction is not None:
+                parts.append([direction.src, direction.tgt, len(valid.references)])
         files = {"src": writers[0].finish(), "tgt": writers[1].finish()}
     finally:
         for writer in writers:
             writer.discard()
     # one reference per line: a line break inside a reference would shift every later one
-    text = "".join(line.replace("\n", " ").replace("\r", " ") + "\n" for line in valid.references)
+    text = "".join(line.replace("\n", " ").replace("\r", " ") + "\n" for line in references)
     atomic_write_text(output / REFERENCES, text)
-    files["references"] = {"file": REFERENCES, "count": len(valid.references),
+    files["references"] = {"file": REFERENCES, "count": len(references),
                            "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
-    report({"event": Event.VALID_DATA, "read": len(pairs), "kept": len(valid.references)})
-    return {"read": len(pairs), "kept": len(valid.references), "files": files}
+    report({"event": Event.VALID_DATA, "read": read, "kept": len(references)})
+    return {"read": read, "kept": len(references), "files": files,
+            **({"parts": parts} if parts else {})}
 
 
-def _source_files(prefix: str, data: DataConfig) -> dict[str, dict[str, Any]]:
-    """Size and checksum of each side's file, as found now (before it is read)."""
+def _source_files(prefix: str, data: DataConfig, flag: str = "--train") -> dict[str, dict[str, Any]]:
+    """Size and checksum of each side's file, as found now (before it is read): by language, or
+    for several directions by file (a language may have a file in two corpora)."""
     found = {}
-    for lang in (data.src, data.tgt):
-        path = corpus_file(prefix, lang)
-        found[lang] = {"path": str(path), "bytes": path.stat().st_size, "sha256": _sha256(path)}
+    for key, (corpus, lang) in _sides(prefix, data, flag).items():
+        path = corpus_file(corpus, lang)
+        found[key] = {"path": str(path), "bytes": path.stat().st_size, "sha256": _sha256(path)}
     return found
+
+
+def _sides(prefix: str, data: DataConfig, flag: str) -> dict[str, tuple[str, str]]:
+    """The (corpus prefix, language) of every file a split reads, by a name for the manifest."""
+    if not data.multilingual:
+        return {lang: (prefix, lang) for lang in (data.src, data.tgt)}
+    corpora = direction_corpora(prefix, parse_directions(data.directions), flag)
+    return {str(corpus_file(corpus, lang)): (corpus, lang)
+            for direction, corpus in corpora.items() for lang in (direction.src, direction.tgt)}
+
+
+def _pair_streams(prefix: str, data: DataConfig, flag: str, counter: ParallelCounter | None = None):
+    """(direction, pairs) for each part of a split: the one pair (direction None), or each
+    direction of a multilingual corpus in order (directions.py)."""
+    if not data.multilingual:
+        return [(None, read_parallel(prefix, data.src, data.tgt, data.utf8_errors, counter))]
+    corpora = direction_corpora(prefix, parse_directions(data.directions), flag)
+    return [(direction, read_parallel(corpus, direction.src, direction.tgt, data.utf8_errors,
+                                      counter))
+            for direction, corpus in corpora.items()]
 
 
 def _sha256(path: Path) -> str:
@@ -371,8 +416,9 @@ def _check_output_dir(output: Path) -> None:
 def _input_files(data: DataConfig) -> list[Path]:
     """Every file prepare reads (each side of each corpus, the tokenizer), checked to be there
     before anything is written, so that a typo in a flag costs nothing."""
-    inputs = [corpus_file(prefix, lang) for prefix in (data.train, data.valid)
-              if prefix is not None for lang in (data.src, data.tgt)]
+    inputs = [corpus_file(corpus, lang) for prefix, flag in ((data.train, "--train"),
+                                                             (data.valid, "--valid"))
+              if prefix is not None for corpus, lang in _sides(prefix, data, flag).values()]
     if data.tokenizer is not None:
         Tokenizer.load(data.tokenizer)  # a UserError if it is missing or not a tokenizer
         inputs.append(Path(data.tokenizer))
@@ -419,7 +465,8 @@ class PreparedData:
         filters, and the corpora it was made from (recorded in the run's config)."""
         made = self.manifest["data"]
         return replace(data, prepared=str(self.directory), train=made["train"], valid=made["valid"],
-                       src=made["src"], tgt=made["tgt"], tokenizer=None,
+                       src=made["src"], tgt=made["tgt"], directions=made.get("directions", ""),
+                       tokenizer=None,
                        vocab_size=self.manifest["tokenizer"]["vocab_size"],
                        model_type=made["model_type"], joint_vocab=made["joint_vocab"],
                        max_length=made["max_length"], max_ratio=made["max_ratio"],
@@ -453,6 +500,20 @@ def open_prepared(directory: Path, verify: bool = True) -> PreparedData:
         corpus = _open_split(directory, splits["valid"], vocab, verify)
         valid = ValidationSet(corpus, _read_references(directory, splits["valid"], verify))
     return PreparedData(directory, manifest, train, valid)
+
+
+def validation_sets(valid: ValidationSet) -> dict[str, ValidationSet]:
+    """A prepared validation split as validation.ValidationSets: one set, named "", or one per
+    direction of a multilingual corpus (its parts, laid end to end)."""
+    if not valid.corpus.parts:
+        return {"": valid}
+    sets, start = {}, 0
+    for src, tgt, count in valid.corpus.parts:
+        rows = np.arange(start, start + count)
+        corpus = EncodedCorpus(gather(valid.corpus.src, rows), gather(valid.corpus.tgt, rows))
+        sets[f"{src}-{tgt}"] = ValidationSet(corpus, valid.references[start: start + count])
+        start += count
+    return sets
 
 
 def _read_manifest(directory: Path) -> dict[str, Any]:
@@ -543,13 +604,35 @@ def _data_rule(key: str, check: Check) -> Check:
     return lambda value: check(value) or (None if rule.admits(value) else f"must be {rule}")
 
 
+def _directions(value: Any) -> str | None:
+    """data.directions: "" for one pair, else directions that parse."""
+    if not isinstance(value, str):
+        return "must be a text"
+    try:
+        if value:
+            parse_directions(value)
+    except UserError:
+        return "must be directions such as en-de,de-en"
+    return None
+
+
+def _parts(value: Any) -> str | None:
+    """A split's directions in order: [[src, tgt, pairs], ...]."""
+    fine = isinstance(value, list) and value and all(
+        isinstance(part, list) and len(part) == 3 and all(
+            isinstance(x, str) and DIRECTION_LANGUAGE.fullmatch(x) for x in part[:2])
+        and type(part[2]) is int and part[2] >= 1 for part in value)
+    return None if fine else "must be a list of [source, target, pairs]"
+
+
 _ID_DTYPES = sorted({id_dtype(size).name for size in (1, 2**31 - 1)})  # what id_dtype chooses
 _ARRAY = {"file": _file_name, "count": _integer(0), "sha256": _checksum}
 _RAGGED = {"ids": {**_ARRAY, "dtype": _one_of(*_ID_DTYPES)},
            "offsets": {**_ARRAY, "dtype": _one_of(OFFSET_DTYPE.name)}}
 _PAIRS = {"read": _integer(0), "kept": _integer(1)}
 _MANIFEST_SHAPE = {
-    "data": {"src": _data_rule("src", _text), "tgt": _data_rule("tgt", _text), "train": _text,
+    "data": {"src": _data_rule("src", _text), "tgt": _data_rule("tgt", _text),
+             "directions": _Optional(_directions), "train": _text,
              "valid": _or_null(_text), "model_type": _data_rule("model_type", _text),
              "joint_vocab": _boolean, "max_length": _data_rule("max_length", _integer(1)),
              "max_ratio": _data_rule("max_ratio", _number),
@@ -560,8 +643,8 @@ _MANIFEST_SHAPE = {
     "splits": {
         "train": {**_PAIRS, "empty": _integer(0), "too_long": _integer(0),
                   "bad_ratio": _integer(0), "utf8_replaced": _integer(0),
-                  "files": {"src": _RAGGED, "tgt": _RAGGED}},
-        "valid": _Optional({**_PAIRS, "files": {
+                  "files": {"src": _RAGGED, "tgt": _RAGGED}, "parts": _Optional(_parts)},
+        "valid": _Optional({**_PAIRS, "parts": _Optional(_parts), "files": {
             "src": _RAGGED, "tgt": _RAGGED,
             "references": {"file": _file_name, "count": _integer(1), "sha256": _checksum}}}),
     },
@@ -684,6 +767,11 @@ def _open_split(directory: Path, split: dict[str, Any], vocab: tuple[int, int],
                         f"hold {len(corpus.src)} and {len(corpus.tgt)}; prepare it again")
     corpus.stats = FilterStats(**{k: split.get(k, 0) for k in ("read", "kept", "empty",
                                                                 "too_long", "bad_ratio")})
+    corpus.parts = [(src, tgt, count) for src, tgt, count in split.get("parts", [])]
+    if corpus.parts and sum(count for *_, count in corpus.parts) != len(corpus):
+        raise UserError(f"{directory}: the manifest's directions count "
+                        f"{sum(count for *_, count in corpus.parts)} pairs, the files hold "
+                        f"{len(corpus)}; prepare it again")
     return corpus
 
 

@@ -49,7 +49,8 @@ from tinytrans.access import Limiter, Refused
 from tinytrans.batching import Batcher, Closed, QueueFull
 from tinytrans.config import MAX_BEAM, SearchConfig, ServeConfig
 from tinytrans.errors import UserError
-from tinytrans.lines import LineOptions, LineTranslator, format_alignment
+from tinytrans.directions import Directions
+from tinytrans.lines import Languages, LineOptions, LineTranslator, format_alignment
 from tinytrans.terminology import check_prefix
 
 LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "cs": "Czech", "es": "Spanish",
@@ -137,6 +138,20 @@ class TranslateRequest:
     alignment: bool
     attention: bool
     prefixes: list[str] | None = None  # per item of q: what its translation begins with
+    source: str | None = None  # None: the model's own (one pair), or detected (source auto)
+    target: str | None = None
+
+    def line_languages(self, detected: list[dict[str, Any]] | None,
+                       multilingual: bool) -> list[Languages]:
+        """Per line, its languages: a multilingual model translates each item of q from the
+        language detected in it (source auto), as LibreTranslate #779 asks of a mixed list."""
+        result = []
+        for k, text in enumerate(self.texts):
+            source = self.source
+            if source is None and multilingual and detected is not None:
+                source = detected[k]["language"]
+            result += [Languages(source, self.target)] * len(text.split("\n"))
+        return result
 
     @property
     def lines(self) -> list[str]:
@@ -154,14 +169,12 @@ class TranslateRequest:
         return result
 
 
-def translate_request(fields: dict[str, Any], pair: tuple[str, str], serve_cfg: ServeConfig,
+def translate_request(fields: dict[str, Any], directions: Directions, serve_cfg: ServeConfig,
                       shows_attention: bool = True) -> TranslateRequest:
     """The fields of a /translate request, checked one by one."""
     texts, many = query_texts(fields.get("q"))
     source, target = language_field(fields, "source"), language_field(fields, "target")
-    if (source not in (pair[0], "auto")) or target != pair[1]:
-        raise Problem(400, f"this server translates {pair[0]} to {pair[1]}, not {shown(source)} "
-                           f"to {shown(target)}")
+    check_languages(directions, source, target)
     if fields.get("format", "text") != "text":
         raise Problem(400, f"format: {shown(fields.get('format'))} is not supported; only 'text'")
     alternatives = int_field(fields, "alternatives", 0, 0, MAX_ALTERNATIVES)
@@ -182,7 +195,29 @@ def translate_request(fields: dict[str, Any], pair: tuple[str, str], serve_cfg: 
                            "attention")
     return TranslateRequest(texts, many, source == "auto",
                             SearchConfig(beam=beam, nbest=alternatives + 1), alternatives,
-                            bool_field(fields, "alignment"), attention, prefixes)
+                            bool_field(fields, "alignment"), attention, prefixes,
+                            None if source == "auto" or not directions.tagged else source,
+                            target if directions.tagged else None)
+
+
+def check_languages(directions: Directions, source: str, target: str) -> None:
+    """A source ("auto" included) and target the model serves; for a named source, one it can
+    reach the target from (a trained direction, or through a pivot)."""
+    if not directions.tagged:
+        src, tgt = directions.trained[0].src, directions.trained[0].tgt
+        if source not in (src, "auto") or target != tgt:
+            raise Problem(400, f"this server translates {src} to {tgt}, not {shown(source)} to "
+                               f"{shown(target)}")
+        return
+    for name, value in (("target", target), ("source", source)):
+        if value not in directions.languages and not (name == "source" and value == "auto"):
+            raise Problem(400, f"{name}: {shown(value)} is not one of this server's languages "
+                               f"({', '.join(directions.languages)}, or auto for source)")
+    if source != "auto":
+        try:
+            directions.route(source, target)
+        except UserError as error:
+            raise Problem(400, str(error)) from None
 
 
 def prefix_field(prefix: Any, texts: list[str], many: bool) -> list[str] | None:
@@ -310,7 +345,7 @@ class Routes:
                  note: Callable[[str], None], limiter: Limiter | None = None):
         self.translator, self.batcher, self.cfg, self.note = translator, batcher, cfg, note
         self.limiter = limiter or Limiter(None, cfg.req_limit)
-        self.pair = (translator.source_language, translator.target_language)
+        self.pair = (translator.source_language, translator.target_language)  # the first
         self.page = resources.files("tinytrans").joinpath("page.html").read_text(encoding="utf-8")
 
     async def translate(self, request: Request) -> Response:
@@ -320,14 +355,17 @@ class Routes:
                                   request.headers.get("content-type", ""))
             self.admit(request, fields)
             shows_attention = self.translator.attention_shape() is not None
-            wanted = translate_request(fields, self.pair, self.cfg, shows_attention)
-            result = await self.decoded(wanted)
+            wanted = translate_request(fields, self.translator.directions, self.cfg,
+                                       shows_attention)
+            # detected first: a multilingual model translates each item from its language
+            detected = await self.detected_for_auto(wanted.texts) if wanted.source_auto else None
+            languages = wanted.line_languages(detected, self.translator.directions.tagged)
+            result = await self.decoded(wanted, languages)
         except Problem as problem:
             return error_response(problem.status, str(problem))
         except Gone as gone:
             self.note(str(gone))
             return Response(status_code=400)  # written to no one: the connection is closed
-        detected = await self.detected_for_auto(wanted.texts) if wanted.source_auto else None
         answer = translate_answer(wanted, result, self.pair, detected)
         if wanted.attention:  # megabytes of weights: encoded in a worker thread, not the loop
             body = await run_in_threadpool(json.dumps, answer, ensure_ascii=False)
@@ -397,12 +435,12 @@ class Routes:
             return Response(status_code=400)
         return JSONResponse(found if many else found[0])
 
-    async def decoded(self, wanted: TranslateRequest):
+    async def decoded(self, wanted: TranslateRequest, languages: list[Languages] | None = None):
         """The request's lines, translated by the batcher's inference thread."""
         try:
             future = self.batcher.submit(wanted.lines, wanted.cfg,
                                          LineOptions(alignment=wanted.alignment), wanted.attention,
-                                         wanted.line_prefixes())
+                                         wanted.line_prefixes(), languages)
         except QueueFull as full:
             raise Problem(429, f"too many requests waiting ({full}); retry later") from None
         except Closed:
@@ -417,16 +455,17 @@ class Routes:
             raise Problem(400, str(error)) from None
 
     async def languages(self, request: Request) -> JSONResponse:
-        """GET /languages: the pair served, as LibreTranslate lists its languages."""
-        source, target = self.pair
-        return JSONResponse([{"code": source, "name": LANGUAGE_NAMES.get(source, source),
-                              "targets": [target]},
-                             {"code": target, "name": LANGUAGE_NAMES.get(target, target),
-                              "targets": []}])
+        """GET /languages: every language served, each with the targets it can be translated
+        into (trained, or through a pivot), as LibreTranslate lists its languages."""
+        directions = self.translator.directions
+        return JSONResponse([{"code": code, "name": LANGUAGE_NAMES.get(code, code),
+                              "targets": directions.targets_of(code)}
+                             for code in directions.languages])
 
     async def health(self, request: Request) -> JSONResponse:
         """GET /health: the queue, the batches so far, the engine."""
         return JSONResponse({"status": "ok", "source": self.pair[0], "target": self.pair[1],
+                             "directions": [d.name for d in self.translator.directions.trained],
                              "waiting": self.batcher.waiting.qsize(),
                              "batches": self.batcher.batches,
                              "translating": self.batcher.translating,
@@ -585,7 +624,7 @@ def serve(translator: LineTranslator, cfg: ServeConfig, announce: Callable[[str]
                    limiter=Limiter(api_keys, cfg.req_limit)), log_level="warning",
         lifespan="off", timeout_graceful_shutdown=cfg.timeout, ws="none",  # no WebSocket route
         http=guarded_http(cfg.max_connections, cfg.request_timeout)))
-    pair = f"{translator.source_language}->{translator.target_language}"
+    pair = ", ".join(f"{d.src}->{d.tgt}" for d in translator.directions.trained)
     if not is_loopback(cfg.host):
         announce(f"warning: --host {cfg.host} is reachable from the network; tinytrans serve has "
                  "no TLS" + ("" if api_keys else " and, without --api-keys, no authentication")

@@ -52,7 +52,7 @@ from tinytrans.hardware import PrecisionChoice, Probe, pick_precision, time_both
 from tinytrans.langid import LANGID_FILE, SAMPLE_LINES, LanguageIdentifier, evenly_spaced
 from tinytrans.model import Transformer, count_parameters
 from tinytrans.objective import TeacherForcing
-from tinytrans.prepared import PreparedData, open_prepared
+from tinytrans.prepared import PreparedData, open_prepared, validation_sets
 from tinytrans.schedule import budget_progress, learning_rate, make_optimizer
 from tinytrans.rundir import (RunFiles, check_inputs_outside, init_config_file, load_run_config,
                               load_tokenizers, set_up_for_training, tokenizer_files,
@@ -149,15 +149,22 @@ def load_multilingual_data(cfg: RunConfig, tokenizer: Tokenizer,
             "empty": total.empty, "too_long": total.too_long, "bad_ratio": total.bad_ratio,
             "utf8_replaced": replaced,
             "directions": {f"{src}-{tgt}": kept for src, tgt, kept in parts}})
-    sizes = [kept for _, _, kept in parts]
+    return corpus, sampled_epochs(corpus, data.temperature, cfg.train.seed)
+
+
+def sampled_epochs(corpus: EncodedCorpus, temperature: float,
+                   seed: int) -> Callable[[int], EncodedCorpus]:
+    """The pairs of each epoch: for a corpus of several directions (EncodedCorpus.parts) drawn
+    by temperature over their sizes (directions.epoch_sample), else the corpus itself."""
+    sizes = [count for *_, count in corpus.parts]
 
     def epoch_corpus(epoch: int) -> EncodedCorpus:
-        picked = epoch_sample(sizes, data.temperature, cfg.train.seed, epoch)
+        picked = epoch_sample(sizes, temperature, seed, epoch) if sizes else None
         if picked is None:
             return corpus
         return EncodedCorpus(gather(corpus.src, picked), gather(corpus.tgt, picked),
                              corpus.stats, corpus.parts)
-    return corpus, epoch_corpus
+    return epoch_corpus
 
 
 def prepared_data_events(prepared: PreparedData, report: Report) -> None:
@@ -417,8 +424,10 @@ def _training_data(cfg: RunConfig, prepared: PreparedData | None, src_tok: Token
     the text encoded now."""
     if prepared is not None:
         prepared_data_events(prepared, report)
-        valid = {"": prepared.valid} if prepared.valid is not None and ranks.main else None
-        return prepared.train, (lambda epoch: prepared.train), valid
+        valid = validation_sets(prepared.valid) if prepared.valid is not None and ranks.main \
+            else None
+        return prepared.train, sampled_epochs(prepared.train, cfg.data.temperature,
+                                              cfg.train.seed), valid
     corpus, epoch_corpus = load_training_data(cfg, src_tok, tgt_tok, report)
     valid = load_validation_data(cfg, src_tok, tgt_tok, report) if ranks.main else None
     return corpus, epoch_corpus, valid

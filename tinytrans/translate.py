@@ -159,14 +159,16 @@ class Translator(LineTranslator):
 
     def score(self, sources: list[str], targets: list[str],
               batch_tokens: int = SearchConfig.batch_tokens,
-              warn: Warn | None = None) -> list[list[float]]:
+              warn: Warn | None = None, tag: Phrase = ()) -> list[list[float]]:
         """Forced decoding: for each pair, the log-probability of every target piece, then EOS's.
 
-        Sources are cut to the model's maximum length as for translation; targets are scored whole.
+        Sources are cut to the model's maximum length as for translation (and begin with `tag`,
+        a multilingual model's target tag); targets are scored whole.
         """
         if len(sources) != len(targets):
             raise UserError(f"{len(sources)} sources but {len(targets)} targets: they must pair up")
-        src_ids = self.source_ids(sources, warn=warn)
+        src_ids = [np.concatenate([np.asarray(tag, dtype=np.int64), ids]) if tag else ids
+                   for ids in self.source_ids(sources, warn=warn)]
         tgt_ids = [np.asarray(x, dtype=np.int64)
                    for x in self.tgt_tok.encode([t.strip() for t in targets])]
         results: list[list[float]] = [[] for _ in sources]
