@@ -26,7 +26,7 @@ class RecordingTranslator:
         self.gate.set()
         self.fail_on: str | None = None
 
-    def translate(self, lines, cfg, options=LineOptions(), prefixes=None):
+    def translate(self, lines, cfg, options=LineOptions(), prefixes=None, languages=None):
         lines = list(lines)
         self.gate.wait(10)
         self.calls.append(lines)

@@ -15,6 +15,7 @@ from tinytrans import evaluate as evaluate_module
 from tinytrans.evaluate import (ScoreOptions, check_test_sets, evaluate_test_set, score_corpus,
                                 score_files)
 from tinytrans.config import SearchConfig, build_config, to_toml
+from tinytrans.directions import Direction, Directions
 from tinytrans.translate import Translation
 from tinytrans.train import train
 from toyrun import toy_config, write_corpus
@@ -125,8 +126,13 @@ def test_an_empty_test_set_is_nothing_to_score(tmp_path, run):
 # Options and paths are checked before the first line is translated
 
 
+ONE_PAIR = Directions((Direction("en", "de"),), tagged=False)
+
+
 class MustNotTranslate:
     """A translator that fails the test if it is asked to translate anything."""
+
+    directions = ONE_PAIR
 
     def __init__(self, *args, **kwargs):
         self.calls = 0
@@ -139,6 +145,8 @@ class MustNotTranslate:
 
 class Echo:
     """A translator that returns its input: a perfect score against the source as reference."""
+
+    directions = ONE_PAIR
 
     def translate(self, lines: Iterable[str], cfg: SearchConfig,
                   **what) -> Iterator[Translation]:

@@ -225,8 +225,6 @@ def test_what_a_multilingual_run_cannot_do_is_refused_first(corpora, tmp_path):
     with pytest.raises(UserError, match="needs one joint vocabulary"):
         build_config({"model": {"tie_embeddings": False},
                       "data": {"train": prefix, "directions": DIRECTIONS, "joint_vocab": False}})
-    with pytest.raises(UserError, match="a prepared corpus holds one pair"):
-        build_config({"data": {"prepared": str(tmp_path), "directions": DIRECTIONS}})
     result = invoke("train", "--train", prefix, "--directions", "en-de,en-zz", "--output",
                     tmp_path / "out")
     assert_one_line_error(result, 2, "train.zz")  # the missing file of the zz side, named

@@ -54,7 +54,7 @@ def test_dropped_validation_pairs_take_their_references_with_them(corpus, tokeni
     kept = [i for i in range(8) if i not in (1, 3, 5)]
     events = []
     cfg = toy_config(corpus[0], tmp_path / "valid")
-    valid = load_validation_data(cfg, tokenizer, tokenizer, events.append)
+    valid = load_validation_data(cfg, tokenizer, tokenizer, events.append)[""]  # one pair: one set
 
     assert valid.references == [tgt[i] for i in kept]
     assert len(valid.corpus) == len(kept)
@@ -68,7 +68,7 @@ def test_dropped_validation_pairs_take_their_references_with_them(corpus, tokeni
     model = Transformer(replace(cfg.model, src_vocab_size=300, tgt_vocab_size=300)).eval()
     cpu = torch.device("cpu")
     hyps = greedy_translations(model, valid.corpus, tokenizer, 600, cpu, "fp32")
-    scores = validate(model, valid, tokenizer, cfg, cpu, "fp32")
+    scores = validate(model, {"": valid}, tokenizer, cfg, cpu, "fp32")
     assert scores["bleu"] == sacrebleu.corpus_bleu(hyps, [[tgt[i] for i in kept]]).score
 
 

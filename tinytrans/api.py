@@ -159,10 +159,11 @@ class TranslationModel:
 
     def _tag(self, tgt: str | None) -> tuple[int, ...]:
         """The source ids that ask for `tgt` (none for a model of one pair)."""
+        targets = sorted({d.tgt for d in self.translator.directions.trained})
         tgt = _language("tgt", tgt) or self.translator.directions.default_target()
-        if tgt is None or tgt not in self.translator.tags:
+        if tgt not in targets:
             raise UserError(f"tgt: {_shown(tgt)}; this model translates into "
-                            f"{', '.join(sorted({d.tgt for d in self.translator.directions.trained}))}")
+                            f"{', '.join(targets)}")
         return self.translator.tags[tgt]
 
     def _score(self, sources: list[str], targets: list[str],

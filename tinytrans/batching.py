@@ -185,8 +185,10 @@ class Batcher:
         prefixes = None
         if any(r.prefixes for r in requests):
             prefixes = [p for r in requests for p in (r.prefixes or [""] * len(r.lines))]
-        languages = [language for r in requests
-                     for language in (r.languages or [Languages()] * len(r.lines))]
+        languages: Languages | list[Languages] = Languages()  # the model's own, for every line
+        if any(r.languages for r in requests):
+            languages = [language for r in requests
+                         for language in (r.languages or [Languages()] * len(r.lines))]
         translations = list(self.translator.translate(lines, head.cfg, options=head.options,
                                                       prefixes=prefixes, languages=languages))
         self.batches += 1

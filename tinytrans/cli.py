@@ -344,7 +344,8 @@ def train(
     from tinytrans.rundir import resolve_run_config
     from tinytrans.train import train as run_training
 
-    data_flags = {"train": _corpora(train), "valid": _corpora(valid), "src": src, "tgt": tgt,
+    data_flags = {"train": _corpora(train), "valid": _corpora(valid, "--valid"), "src": src,
+                  "tgt": tgt,
                   "tokenizer": tokenizer, "vocab_size": vocab_size, "max_length": max_length,
                   "utf8_errors": utf8_errors, "directions": directions}
     given = [name for name, value in data_flags.items() if value is not None]
@@ -375,9 +376,14 @@ def train(
         display.close()
 
 
-def _corpora(prefixes: list[str] | None) -> str | None:
+def _corpora(prefixes: list[str] | None, flag: str = "--train") -> str | None:
     """--train (or --valid) given once or more: one string, the entries joined by commas (the
-    form data.train takes in a config file, directions.direction_corpora reads it)."""
+    form data.train takes in a config file, directions.direction_corpora reads it). Several
+    plain prefixes are a mistake: a multi-way corpus is one prefix, bilingual ones name their
+    pairs."""
+    if prefixes and len(prefixes) > 1 and not all(":" in p for p in prefixes):
+        raise UserError(f"{flag}: given {len(prefixes)} times; several corpora are for a model "
+                        "of several directions (--directions), each as PREFIX:en-de")
     return ",".join(prefixes) if prefixes else None
 
 
@@ -440,7 +446,8 @@ def prepare(
     from tinytrans.progress import TrainDisplay
 
     resolved = resolve_train_config(
-        {"data": {"train": _corpora(train), "valid": _corpora(valid), "src": src, "tgt": tgt,
+        {"data": {"train": _corpora(train), "valid": _corpora(valid, "--valid"), "src": src,
+                  "tgt": tgt,
                   "directions": directions, "tokenizer": tokenizer, "vocab_size": vocab_size,
                   "max_length": max_length, "utf8_errors": utf8_errors},
          "train": {"seed": seed}}, preset, config)
@@ -705,6 +712,7 @@ def evaluate(
     from tinytrans.translate import Translator
 
     options = ScoreOptions(lowercase=lowercase, tokenize=tokenize)
+    trained = None  # the model's directions, when a model is evaluated
     if hyp is not None:
         if not ref:
             raise UserError("--hyp needs at least one --ref")
@@ -719,7 +727,8 @@ def evaluate(
         wanted = test_directions(trained, test, src, tgt, directions)
         for prefix, direction in wanted:  # before the model loads or any translation
             check_test_sets([prefix], direction.src, direction.tgt, save_hyp)
-            trained.route(direction.src, direction.tgt, zero_shot)
+            if trained.tagged:  # a model of one pair: --src and --tgt name files only
+                trained.route(direction.src, direction.tgt, zero_shot)
         _own_the_process(threads)
         translator = Translator(model, checkpoint, device, precision)
         results = [{**evaluate_test_set(translator, prefix, direction.src, direction.tgt, cfg,
@@ -729,7 +738,7 @@ def evaluate(
     if as_json:
         for result in results:
             print(json.dumps(result))
-    elif len(results) > 1 and all("direction" in r for r in results):
+    elif trained is not None and trained.tagged:
         _print_directions(results)
     else:
         for result in results:
@@ -871,11 +880,15 @@ def test_directions(trained, prefixes: list[str], src: str | None, tgt: str | No
         chosen = list(trained.trained)
     if directions is not None or src or tgt or not trained.tagged:
         return [(prefix, d) for prefix in prefixes for d in chosen]
-    found = [(prefix, d) for prefix in prefixes for d in chosen
-             if all(_corpus_exists(prefix, lang) for lang in (d.src, d.tgt))]
-    if not found:
-        raise UserError(f"--test {prefixes[0]}: has the files of none of the model's directions "
-                        f"({', '.join(d.name for d in chosen)}): e.g. {corpus_file(prefixes[0], chosen[0].src)}")
+    found = []
+    for prefix in prefixes:
+        mine = [(prefix, d) for d in chosen
+                if all(_corpus_exists(prefix, lang) for lang in (d.src, d.tgt))]
+        if not mine:
+            raise UserError(f"--test {prefix}: has the files of none of the model's directions "
+                            f"({', '.join(d.name for d in chosen)}): e.g. "
+                            f"{corpus_file(prefix, chosen[0].src)}")
+        found += mine
     return found
 
 

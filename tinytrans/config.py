@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from tinytrans.directions import direction_corpora, has_pair, parse_directions
 from tinytrans.errors import UserError
 
 # The choices of string-valued keys, named once here and used by the CLI and every check.
@@ -590,6 +591,10 @@ def _check_together(values: dict[str, dict[str, Any]], where: _Where) -> None:
                         "train on the text (--train) instead")
     if d["directions"]:
         _check_multilingual(d, where)
+    elif any(has_pair(entry) for entry in d["train"].split(",")) and not d["prepared"]:
+        raise UserError(f"{where('data', 'train')} = {d['train']!r}: corpora named with their "
+                        f"pairs are for a model of several directions; give "
+                        f"{where('data', 'directions')}")
     if t["average_last"] is not None and t["average_last"] > t["keep_last"]:
         raise UserError(f"{where('train', 'average_last')} = {t['average_last']} needs that many step "
                         f"checkpoints, but {where('train', 'keep_last')} = {t['keep_last']} keeps fewer")
@@ -598,7 +603,6 @@ def _check_together(values: dict[str, dict[str, Any]], where: _Where) -> None:
 def _check_multilingual(d: dict[str, Any], where: _Where) -> None:
     """A multilingual run's data keys: its directions parse, its corpora give each of them, and
     what it cannot do is refused."""
-    from tinytrans.directions import direction_corpora, parse_directions
     directions = parse_directions(d["directions"], where("data", "directions"))
     if not d["joint_vocab"]:
         raise UserError(f"{where('data', 'directions')} needs one joint vocabulary for every "

@@ -93,11 +93,11 @@ def direction_corpora(train: str, directions: tuple[Direction, ...],
     as PREFIX:SRC-TGT entries joined by commas, each giving its pair both ways. A direction no
     corpus has is an error naming it."""
     entries = [entry.strip() for entry in train.split(",") if entry.strip()]
-    if len(entries) == 1 and not _has_pair(entries[0]):
+    if len(entries) == 1 and not has_pair(entries[0]):
         return {d: entries[0] for d in directions}
     corpora: dict[frozenset, str] = {}
     for entry in entries:
-        if not _has_pair(entry):
+        if not has_pair(entry):
             raise UserError(f"{flag} {entry}: several corpora each need their pair, as "
                             "PREFIX:en-de")
         prefix, pair = entry.rsplit(":", 1)
@@ -117,8 +117,12 @@ def direction_corpora(train: str, directions: tuple[Direction, ...],
     return found
 
 
-def _has_pair(entry: str) -> bool:
-    return ":" in entry and re.fullmatch(r"[^:]+-[^:]+", entry.rsplit(":", 1)[1]) is not None
+def has_pair(entry: str) -> bool:
+    """An entry of data.train of the form PREFIX:SRC-TGT."""
+    if ":" not in entry:
+        return False
+    pair = entry.rsplit(":", 1)[1].strip().split("-")
+    return len(pair) == 2 and all(DIRECTION_LANGUAGE.fullmatch(code) for code in pair)
 
 
 # ---------------------------------------------------------------------------------------------

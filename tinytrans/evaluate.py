@@ -94,9 +94,12 @@ def evaluate_test_set(translator, prefix: str, src: str, tgt: str, search_cfg: S
     a --save-hyp that cannot be a directory) is found before the first line is translated.
     """
     pairs = read_test_set(prefix, src, tgt)
-    saved_to = hyp_path(save_hyp, prefix, tgt) if save_hyp is not None else None
+    tagged = translator.directions.tagged
+    saved_to = hyp_path(save_hyp, prefix, tgt, src if tagged else None) \
+        if save_hyp is not None else None
     start = time.perf_counter()
-    languages = Languages(src, tgt, zero_shot)
+    # a model of one pair translates its pair: src and tgt name the test files only
+    languages = Languages(src, tgt, zero_shot) if tagged else Languages()
     hyps = [t.text for t in translator.translate((s for s, _ in pairs), search_cfg,
                                                  languages=languages)]
     seconds = max(time.perf_counter() - start, 1e-9)  # a coarse clock may not have ticked
@@ -125,8 +128,9 @@ def read_test_set(prefix: str, src: str, tgt: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def hyp_path(save_hyp: Path, prefix: str, tgt: str) -> Path:
-    """Where `--save-hyp DIR` keeps the translations of test set PREFIX: DIR/NAME.TGT.hyp.
+def hyp_path(save_hyp: Path, prefix: str, tgt: str, src: str | None = None) -> Path:
+    """Where `--save-hyp DIR` keeps the translations of test set PREFIX: DIR/NAME.TGT.hyp, or
+    for a model of several directions DIR/NAME.SRC-TGT.hyp (two sources may share a target).
 
     DIR is created here, and the file name checked, so that a caller can do it before the work.
     """
@@ -137,7 +141,7 @@ def hyp_path(save_hyp: Path, prefix: str, tgt: str) -> Path:
     except OSError as error:
         raise UserError(f"--save-hyp {save_hyp}: cannot create the directory "
                         f"({error.strerror})") from None
-    path = save_hyp / f"{Path(prefix).name}.{tgt}.hyp"
+    path = save_hyp / f"{Path(prefix).name}.{f'{src}-' if src else ''}{tgt}.hyp"
     check_writable(path)
     return path
 

@@ -91,12 +91,14 @@ class LanguageIdentifier:
         return {language: sum(table.get(g, self.floors[language]) for g in grams)
                 for language, table in self.log_probs.items()}
 
-    def identify(self, line: str) -> Guess:
-        """The most likely language of a line, with its posterior in percent. A line with no
-        text gets the first language and a confidence of 0."""
-        if not line.strip():
-            return Guess(self.languages[0], 0.0)
-        scores = self.scores(line)
+    def identify(self, line: str, among: Iterable[str] | None = None) -> Guess:
+        """The most likely language of a line, with its posterior in percent; `among`: only
+        these of the identifier's languages. A line with no text gets the first language and a
+        confidence of 0."""
+        candidates = [lang for lang in self.languages if among is None or lang in set(among)]
+        if not line.strip() or not candidates:
+            return Guess((candidates or self.languages)[0], 0.0)
+        scores = {lang: score for lang, score in self.scores(line).items() if lang in candidates}
         best = max(scores, key=scores.get)
         total = sum(math.exp(s - scores[best]) for s in scores.values())
         return Guess(best, round(100.0 / total, 1))

@@ -154,9 +154,13 @@ class LineTranslator(ABC):
             raise UserError(f"{where}--tgt: this model translates into "
                             f"{', '.join(sorted({d.tgt for d in directions.trained}))}; name one")
         src = languages.src or directions.default_source()
-        if src is None:
-            src = self.detect([text])[0].language if text.strip() else tgt
-        return directions.route(src, tgt, languages.zero_shot, where)
+        if src is None and text.strip() and tgt in directions.languages:
+            # among the languages that can reach the target: a line can only be translated
+            # from one of those, and is most likely in the one it most resembles
+            reach = [lang for lang in directions.languages
+                     if lang == tgt or directions.steps(lang, tgt, languages.zero_shot)]
+            src = self.detect([text], reach)[0].language
+        return directions.route(src or tgt, tgt, languages.zero_shot, where)
 
     @cached_property
     def identifier(self) -> LanguageIdentifier | None:
@@ -164,11 +168,12 @@ class LineTranslator(ABC):
         damaged file stops detection, not translation; None for a run made before them."""
         return identifier_in(self.model_dir) if self.model_dir is not None else None
 
-    def detect(self, texts: list[str]) -> list[Guess]:
-        """The language of each text, among those of the model's run (langid.py)."""
+    def detect(self, texts: list[str], among: list[str] | None = None) -> list[Guess]:
+        """The language of each text, among those of the model's run (langid.py), or only
+        `among` them."""
         if self.identifier is None:
             raise missing_identifier("detect")
-        return [self.identifier.identify(text) for text in texts]
+        return [self.identifier.identify(text, among) for text in texts]
 
     def search_segments(self, segments: list[Segment], cfg: SearchConfig,
                         options: LineOptions) -> None:
@@ -243,7 +248,8 @@ class LineTranslator(ABC):
                                route=Route(chunk[i].route.src, chunk[i].route.steps[0].tgt,
                                            chunk[i].route.steps[:1])) for i in pivoted]
             found = self._translate_lines(halfway, first_line, replace(cfg, nbest=1) if
-                                          not cfg.sampling else cfg, warn, LineOptions())
+                                          not cfg.sampling else cfg, warn,
+                                          LineOptions(split_sentences=options.split_sentences))
             for i, translation in zip(pivoted, found):
                 route = chunk[i].route
                 chunk[i] = replace(chunk[i], text=translation.text,
@@ -270,7 +276,7 @@ class LineTranslator(ABC):
             by_line[segment.line].append(segment)
         for line, text, parts in zip(chunk, texts, by_line):
             if not line.route.steps:  # already in the language asked for
-                yield unchanged(text, options.alignment)
+                yield unchanged(text, options.alignment, cfg.nbest)
             else:
                 yield self.assemble(parts, options.alignment, len(text.split()))
 
@@ -412,11 +418,13 @@ class Line:
     route: Route
 
 
-def unchanged(text: str, alignment: bool) -> Translation:
+def unchanged(text: str, alignment: bool, nbest: int = 1) -> Translation:
     """A line already in the language asked for is its own translation (as LibreTranslate
-    answers a request whose source is its target), each word aligned with itself."""
+    answers a request whose source is its target), `nbest` times, each word aligned with
+    itself."""
     pairs = [(i, i) for i in range(len(text.split()))]
-    return Translation(text, [(0.0, text)] if text else [], [pairs] if alignment else None)
+    return Translation(text, [(0.0, text)] * nbest if text else [],
+                       [pairs] * nbest if alignment else None)
 
 
 def check_pivot_options(options: LineOptions, line: Line) -> None:

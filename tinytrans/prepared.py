@@ -60,7 +60,8 @@ from tinytrans.tokenizer import Tokenizer, make_tokenizers, tokenizer_names
 Report = Callable[[dict[str, Any]], None]
 
 FORMAT = "tinytrans-prepared"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # a corpus of one pair
+MULTILINGUAL_VERSION = 2  # with data.directions and each split's parts: older readers refuse it
 MANIFEST = "manifest.json"
 REFERENCES = "valid.ref"
 OFFSET_DTYPE = np.dtype(np.int64)
@@ -227,7 +228,8 @@ def _write_prepared(data: DataConfig, directory: Path, output: Path,
     if data.valid is not None:
         splits["valid"] = _prepare_valid(data, directory, src_tok, tgt_tok, report)
     manifest = {
-        "format": FORMAT, "version": FORMAT_VERSION,
+        "format": FORMAT,
+        "version": MULTILINGUAL_VERSION if data.multilingual else FORMAT_VERSION,
         "data": {"src": data.src, "tgt": data.tgt, "directions": data.directions,
                  "train": data.train, "valid": data.valid,
                  "model_type": data.model_type, "joint_vocab": data.joint_vocab,
@@ -253,14 +255,14 @@ def _check_workers(workers: int | None) -> int:
 
 def _prepare_train(data: DataConfig, output: Path, src_tok: Tokenizer, tgt_tok: Tokenizer,
                    workers: int, report: Report) -> dict[str, Any]:
-    counter = ParallelCounter(LineCounter(), LineCounter())
+    counters: list[ParallelCounter] = []
     filters = FilterConfig(data.max_length, data.max_ratio)
     stats = FilterStats()
     parts = []
     writers = [RaggedWriter(output, "train.src", id_dtype(src_tok.vocab_size)),
                RaggedWriter(output, "train.tgt", id_dtype(tgt_tok.vocab_size))]
     try:
-        for direction, pairs in _pair_streams(data.train, data, "--train", counter):
+        for direction, pairs in _pair_streams(data.train, data, "--train", counters):
             kept = stats.kept
             for chunk in encoded_chunks(pairs, src_tok, tgt_tok, filters, workers):
                 # a multilingual source begins with its target's tag (directions.py)
@@ -284,7 +286,7 @@ def _prepare_train(data: DataConfig, output: Path, src_tok: Tokenizer, tgt_tok: 
         for writer in writers:
             writer.discard()  # nothing left to discard once finished
     summary = SplitSummary("train", stats.read, stats.kept, stats.empty, stats.too_long,
-                           stats.bad_ratio, counter.src.replaced + counter.tgt.replaced)
+                           stats.bad_ratio, sum(c.src.replaced + c.tgt.replaced for c in counters))
     report({"event": Event.DATA, **asdict(summary)})
     return {**asdict(summary), "files": files, **({"parts": parts} if parts else {})}
 
@@ -344,15 +346,21 @@ def _sides(prefix: str, data: DataConfig, flag: str) -> dict[str, tuple[str, str
             for direction, corpus in corpora.items() for lang in (direction.src, direction.tgt)}
 
 
-def _pair_streams(prefix: str, data: DataConfig, flag: str, counter: ParallelCounter | None = None):
+def _pair_streams(prefix: str, data: DataConfig, flag: str,
+                  counters: list[ParallelCounter] | None = None):
     """(direction, pairs) for each part of a split: the one pair (direction None), or each
-    direction of a multilingual corpus in order (directions.py)."""
-    if not data.multilingual:
-        return [(None, read_parallel(prefix, data.src, data.tgt, data.utf8_errors, counter))]
-    corpora = direction_corpora(prefix, parse_directions(data.directions), flag)
-    return [(direction, read_parallel(corpus, direction.src, direction.tgt, data.utf8_errors,
-                                      counter))
-            for direction, corpus in corpora.items()]
+    direction of a multilingual corpus in order (directions.py). With `counters`, a counter of
+    each part's lines is added to it."""
+    parts = [(None, prefix, data.src, data.tgt)] if not data.multilingual else \
+        [(d, corpus, d.src, d.tgt) for d, corpus in
+         direction_corpora(prefix, parse_directions(data.directions), flag).items()]
+    streams = []
+    for direction, corpus, src, tgt in parts:
+        counter = ParallelCounter(LineCounter(), LineCounter())
+        if counters is not None:
+            counters.append(counter)
+        streams.append((direction, read_parallel(corpus, src, tgt, data.utf8_errors, counter)))
+    return streams
 
 
 def _sha256(path: Path) -> str:
@@ -656,9 +664,10 @@ def check_manifest(path: Path, manifest: Any) -> dict[str, Any]:
     the first field that does not: `manifest.json: 'splits.train.kept' must be an integer >= 1`."""
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise UserError(f"{path}: not a tinytrans prepared-corpus manifest")
-    if manifest.get("version") != FORMAT_VERSION:
+    if manifest.get("version") not in (FORMAT_VERSION, MULTILINGUAL_VERSION):
         raise UserError(f"{path}: format version {manifest.get('version')!r:.20}, this tinytrans "
-                        f"reads version {FORMAT_VERSION}: prepare the corpus again")
+                        f"reads versions {FORMAT_VERSION} and {MULTILINGUAL_VERSION}: prepare the "
+                        "corpus again")
     problem = _shape_problem(manifest, _MANIFEST_SHAPE, "")
     if problem is not None:
         field, what = problem
@@ -670,7 +679,25 @@ def check_manifest(path: Path, manifest: Any) -> dict[str, Any]:
     if (manifest["data"]["valid"] is None) != ("valid" not in manifest["splits"]):
         raise UserError(f"{path}: 'splits.valid' must be there exactly when 'data.valid' names a "
                         "validation corpus")
+    _check_parts(path, manifest)
     return manifest
+
+
+def _check_parts(path: Path, manifest: dict[str, Any]) -> None:
+    """A multilingual corpus (version 2, data.directions) lists each split's directions in
+    their order, with their pairs; a corpus of one pair (version 1) lists none."""
+    directions = manifest["data"].get("directions", "")
+    expected = [[d.src, d.tgt] for d in parse_directions(directions)] if directions else None
+    if (manifest["version"] == MULTILINGUAL_VERSION) != bool(directions):
+        raise UserError(f"{path}: 'data.directions' must name directions exactly in a version "
+                        f"{MULTILINGUAL_VERSION} manifest")
+    for name, split in manifest["splits"].items():
+        parts = split.get("parts")
+        if [part[:2] for part in parts or []] != (expected or []) or \
+                (parts is not None and sum(part[2] for part in parts) != split["kept"]):
+            raise UserError(f"{path}: 'splits.{name}.parts' must list the directions of "
+                            f"'data.directions' in order, their pairs adding up to "
+                            f"'splits.{name}.kept'")
 
 
 def _shape_problem(value: Any, shape: Any, field: str) -> tuple[str, str] | None:

@@ -122,6 +122,9 @@ class TrainDisplay:
         self.say(f"validation at step {e['step']}: loss {e['loss']:.3f} | ppl {e['ppl']:.2f} | "
                  f"BLEU {e['bleu']:.2f} (best {e['best_bleu']:.2f} at step {e['best_step']}) "
                  f"[{e['bleu_signature']}]")
+        if "directions" in e:  # several directions: the figures above are their means
+            self.say("  by direction: " + ", ".join(f"{name} {v['bleu']:.2f}"
+                                                   for name, v in e["directions"].items()))
 
     def on_checkpoint(self, e: dict[str, Any]) -> None:
         if self.live is None:

@@ -31,7 +31,7 @@ from tinytrans.checkpoint import (BEST, CHECKPOINT_DIR, CHECKPOINT_NAMES, TrainS
                                   read_training_state, save_checkpoint, step_name)
 from tinytrans.config import (DataConfig, RunConfig, build_config, differences, read_toml, resolve_train_config,
                               to_toml, with_vocab_sizes)
-from tinytrans.directions import Direction, Directions, parse_directions
+from tinytrans.directions import Direction, Directions, direction_corpora, parse_directions
 from tinytrans.errors import UserError
 from tinytrans.langid import LANGID_FILE
 from tinytrans.events import Event
@@ -158,7 +158,9 @@ def check_inputs_outside(run_dir: Path, cfg: RunConfig) -> None:
     target = run_dir.resolve()
     d = cfg.data
     checkpoint = cfg.train.init_checkpoint  # best, last, average, or a file's path
-    for flag, value in (("--init", cfg.train.init), ("--train", d.train), ("--valid", d.valid),
+    corpora = [(flag, prefix) for flag, value in (("--train", d.train), ("--valid", d.valid))
+               for prefix in corpus_prefixes(value, d)]
+    for flag, value in (("--init", cfg.train.init), *corpora,
                         ("--tokenizer", d.tokenizer), ("--data", d.prepared),
                         ("--checkpoint", None if checkpoint in CHECKPOINT_NAMES else checkpoint)):
         if not value:
@@ -167,6 +169,16 @@ def check_inputs_outside(run_dir: Path, cfg: RunConfig) -> None:
         if path == target or target in path.parents:
             raise UserError(f"{flag} {value}: lies inside --output {run_dir}, which --overwrite "
                             "would delete; move it out, or train into another directory")
+
+
+def corpus_prefixes(value: str | None, data: DataConfig) -> list[str]:
+    """The corpus prefixes data.train (or data.valid) names: one, or for a model of several
+    directions each entry's (directions.direction_corpora)."""
+    if not value:
+        return []
+    if not data.multilingual:
+        return [value]
+    return sorted(set(direction_corpora(value, parse_directions(data.directions)).values()))
 
 
 @contextmanager

@@ -358,7 +358,8 @@ class Routes:
             wanted = translate_request(fields, self.translator.directions, self.cfg,
                                        shows_attention)
             # detected first: a multilingual model translates each item from its language
-            detected = await self.detected_for_auto(wanted.texts) if wanted.source_auto else None
+            detected = await self.detected_for_auto(wanted.texts, wanted.target) \
+                if wanted.source_auto else None
             languages = wanted.line_languages(detected, self.translator.directions.tagged)
             result = await self.decoded(wanted, languages)
         except Problem as problem:
@@ -393,20 +394,27 @@ class Routes:
             "language": {"source": {"code": source, "name": LANGUAGE_NAMES.get(source, source)},
                          "target": {"code": target, "name": LANGUAGE_NAMES.get(target, target)}}})
 
-    def detected(self, texts: list[str]) -> list[dict[str, Any]]:
+    def detected(self, texts: list[str], among: list[str] | None = None) -> list[dict[str, Any]]:
         """Each text's language and confidence, as LibreTranslate's detectedLanguage, found by
         the run's identifier (langid.py; about a millisecond per 1,000 characters and language,
-        so callers run it off the event loop). Raises UserError for a run without one."""
+        so callers run it off the event loop), maybe only `among` some languages. Raises
+        UserError for a run without one."""
         return [{"language": g.language, "confidence": g.confidence}
-                for g in self.translator.detect(texts)]
+                for g in self.translator.detect(texts, among)]
 
-    async def detected_for_auto(self, texts: list[str]) -> list[dict[str, Any]]:
-        """detectedLanguage for `source: "auto"`, off the event loop. A run made before
+    async def detected_for_auto(self, texts: list[str],
+                                target: str | None = None) -> list[dict[str, Any]]:
+        """detectedLanguage for `source: "auto"`, off the event loop: for a multilingual model
+        (`target` given), among the languages that can reach the target. A run made before
         identifiers reads only its source language, which is answered; a damaged identifier is
         logged and answered the same way, so that the translation still comes back."""
+        directions = self.translator.directions
+        among = None if target is None else \
+            [lang for lang in directions.languages
+             if lang == target or directions.steps(lang, target, False)]
         try:
             if self.translator.identifier is not None:
-                return await run_in_threadpool(self.detected, texts)
+                return await run_in_threadpool(self.detected, texts, among)
         except UserError as error:
             self.note(f"error: {error}")
         return [{"language": self.pair[0], "confidence": 100.0} for _ in texts]

@@ -15,6 +15,7 @@ import sentencepiece as spm
 
 from tinytrans.atomic import atomic_write_bytes, atomic_write_text
 from tinytrans.config import MIN_VOCAB_SIZE, MODEL_TYPES, DataConfig
+from tinytrans.directions import direction_corpora, languages_of, parse_directions, tag_piece
 from tinytrans.errors import UserError
 from tinytrans.textio import corpus_file, read_lines, read_parallel
 
@@ -263,7 +264,6 @@ def train_multilingual_tokenizer(data: DataConfig, path: Path, seed: int) -> Tok
     Trained on a balanced sample: up to TOKENIZER_SAMPLE / languages lines of each language, the
     smaller samples repeated up to the largest, so that a language with little text keeps its
     pieces instead of being split into characters by a vocabulary made for the others."""
-    from tinytrans.directions import direction_corpora, languages_of, parse_directions, tag_piece
     directions = parse_directions(data.directions)
     corpora = direction_corpora(data.train, directions)
     files: dict[str, list[Path]] = {}
