@@ -392,3 +392,32 @@ def test_a_prepared_multilingual_corpus_trains_as_the_text_does(corpora, tmp_pat
     assert sorted(next(r for r in records if r["event"] == "valid")["directions"]) == \
         ["de-en", "en-de", "en-xx"]
     assert load_run_config(data_run).data.directions == DIRECTIONS
+
+
+def test_two_processes_sample_the_directions_as_one_does(tmp_path):
+    """Directions of unequal sizes (drawn by temperature each epoch) on a prepared corpus: two
+    processes under torchrun's variables make the updates of one process with update_freq 2."""
+    import torch
+    from dataclasses import replace
+    from test_distributed import join, start_processes
+    from tinytrans.checkpoint import read_checkpoint
+    from tinytrans.prepared import prepare
+    big = write_three_way(tmp_path / "big", "train", 300)
+    small = write_three_way(tmp_path / "small", "train", 40)
+    valid = write_three_way(tmp_path / "valid", "valid", 10)
+    cfg = multilingual_config(f"{big}:en-de,{small}:en-xx", f"{valid}:en-de,{valid}:en-xx",
+                              "en-de,en-xx", max_steps=4, checkpoint_every=4, validate_every=4,
+                              batch_tokens=600)
+    with pytest.raises(UserError, match="a second corpus for en and xx"):
+        direction_corpora(f"{valid}:en-xx,{valid}:xx-en", parse_directions("en-xx"))
+    cfg = replace(cfg, data=replace(cfg.data, valid=f"{valid}:en-de,{small}:en-xx"))
+    prepare(cfg.data, tmp_path / "data", workers=1)
+    from tinytrans.config import DataConfig
+    prepared_cfg = replace(cfg, data=DataConfig(prepared=str(tmp_path / "data")))
+    assert join(start_processes(2, prepared_cfg, tmp_path / "two", tmp_path / "errors")) == [0, 0]
+    train(replace(prepared_cfg, train=replace(prepared_cfg.train, update_freq=2)), tmp_path / "one")
+    final = [read_checkpoint(run / "checkpoints" / "step-0000004.safetensors")[0]
+             for run in (tmp_path / "two", tmp_path / "one")]
+    for name, tensor in final[1].items():
+        if name.startswith("model/"):
+            torch.testing.assert_close(final[0][name], tensor, rtol=1e-4, atol=1e-6, msg=name)

@@ -37,7 +37,7 @@ except ImportError:  # older typer runs on click itself
 from tinytrans import __version__
 from tinytrans.config import (ATTENTION_KINDS, BLEU_TOKENIZE, DEVICES, ENGINES, EXPORT_FORMATS,
                               GLOSSARY_METHODS, INFERENCE_PRECISIONS, LR_SCHEDULES, MODEL_TYPES, PRECISIONS, PRESETS,
-                              QUANTIZATIONS, UTF8_POLICIES, DataConfig, SearchConfig,
+                              QUANTIZATIONS, TEXT_FORMATS, UTF8_POLICIES, DataConfig, SearchConfig,
                               ServeConfig, sample_option)
 from tinytrans.errors import UserError
 
@@ -54,6 +54,7 @@ ExportFormat = Literal[EXPORT_FORMATS]  # type: ignore[valid-type]
 Quantization = Literal[QUANTIZATIONS]  # type: ignore[valid-type]
 ModelType = Literal[MODEL_TYPES]  # type: ignore[valid-type]
 Engine = Literal[ENGINES]  # type: ignore[valid-type]
+TextFormat = Literal[TEXT_FORMATS]  # type: ignore[valid-type]
 
 USER_ERROR, INTERNAL_ERROR, INTERRUPTED = 2, 3, 130
 DEBUG_ENV = "TINYTRANS_DEBUG"
@@ -533,10 +534,12 @@ def translate(
     src: SourceLanguage = None,
     tgt: TargetLanguage = None,
     zero_shot: ZeroShot = False,
+    format: Annotated[TextFormat, typer.Option("--format", help="html: each line is HTML; its text is translated, its tags kept around the words they covered (placed by word alignment), scripts, code and translate=\"no\" left as they are.")] = "text",
 ) -> None:
     """Translate lines from stdin (or --input) to stdout: one output line per input line."""
     from tinytrans.atomic import atomic_text_output, check_writable, same_file
-    from tinytrans.lines import Languages, LineOptions, check_sampling_alone, decode_input
+    from tinytrans.lines import (Languages, LineOptions, check_markup_options,
+                                 check_sampling_alone, decode_input)
     from tinytrans.terminology import constraints_for, prefixes_for, read_glossary
     from tinytrans.textio import open_binary
 
@@ -549,6 +552,8 @@ def translate(
                           glossary_method)
     phrases = constraints_for(constraints, input) if constraints is not None else None
     prefixes = prefixes_for(prefix, input) if prefix is not None else None
+    if format == "html":
+        check_markup_options(cfg, options, phrases, prefixes)
     if output is not None:
         # Checked before anything is opened for writing: the output would replace the input.
         if same_file(output, input if input is not None else _stdin_fd()):
@@ -564,6 +569,14 @@ def translate(
         source = files.enter_context(open_binary(input)) if input else sys.stdin.buffer
         sink = files.enter_context(atomic_text_output(output)) if output else sys.stdout
         lines = decode_input(source, str(input or "<stdin>"), warn)
+        if format == "html":
+            for document in translator.translate_markup(lines, cfg, warn, languages):
+                progress.advance()
+                sink.write(document.replace("\n", " ") + "\n")
+                if interactive:
+                    sink.flush()
+            sink.flush()
+            return
         for result in translator.translate(lines, cfg, 1 if interactive else 2000, warn,
                                            options, phrases, prefixes, languages):
             progress.advance()

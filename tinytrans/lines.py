@@ -30,6 +30,7 @@ from tinytrans.directions import Direction, Directions, Route, tag_id
 from tinytrans.errors import UserError
 from tinytrans.langid import Guess, LanguageIdentifier, identifier_in, missing_identifier
 from tinytrans.lengths import length_batches
+from tinytrans.markup import translate_html
 from tinytrans.sentences import fit_sentences, join_translations, split_sentences
 from tinytrans.terminology import Alignment, Glossary, TermLinks, TermMatch, place_terms
 from tinytrans.textio import LineCounter, decode_line
@@ -194,6 +195,25 @@ class LineTranslator(ABC):
     def attention_shape(self) -> AttentionShape | None:
         """The decoder's layers and heads where this engine records its attention, else None."""
         return None
+
+    def aligns(self) -> bool:
+        """Whether this engine gives word alignments (LineOptions.alignment)."""
+        return False
+
+    def translate_markup(self, documents: Iterable[str], cfg: SearchConfig,
+                         warn: Warn | None = None,
+                         languages: Languages = Languages()) -> Iterator[str]:
+        """Each HTML document (or fragment) with its text translated and its markup kept, the
+        inline tags placed through the word alignments where the engine gives them
+        (markup.py). The runs of text of a document are translated in one call."""
+        aligned = self.aligns()
+
+        def translate_texts(texts: list[str]) -> list[tuple[str, Alignment | None]]:
+            found = self.translate(texts, cfg, warn=warn, languages=languages,
+                                   options=LineOptions(alignment=aligned))
+            return [(t.text, t.alignments[0] if aligned else None) for t in found]
+        for document in documents:
+            yield translate_html(document, translate_texts)
 
     def check_supported(self, cfg: SearchConfig, options: LineOptions, constrained: bool) -> None:
         """Raise a UserError, before any work, for what this engine cannot do (`constrained`:
@@ -460,6 +480,16 @@ class PairedInput:
     def check_exhausted(self, lines: int) -> None:
         if self.items is not None and next(self.items, None) is not None:
             raise UserError(f"{self.name}: more lines than the {lines} input lines")
+
+
+def check_markup_options(cfg: SearchConfig, options: LineOptions, constraints: object,
+                         prefixes: object) -> None:
+    """What --format html does not combine with: options that belong to lines of text."""
+    for flag, given in (("--alignment", options.alignment), ("--glossary", options.glossary),
+                        ("--constraints", constraints), ("--prefix", prefixes),
+                        ("--nbest", cfg.nbest > 1)):
+        if given:
+            raise UserError(f"--format html: not with {flag}, which belongs to lines of text")
 
 
 def check_sampling_alone(cfg: SearchConfig, constrained: bool) -> None:

@@ -79,6 +79,9 @@ class Translator(LineTranslator):
         starts[EOS_ID] = True
         return torch.tensor(starts, dtype=torch.bool)
 
+    def aligns(self) -> bool:
+        return True
+
     def attention_shape(self) -> AttentionShape:
         model = self.config.model
         return AttentionShape(model.n_decoder_layers, model.n_heads)
