@@ -189,6 +189,16 @@ def test_detect_and_source_auto_name_each_items_language(server):
     assert status == 400 and "51 items" in answer["error"]  # empty items cost work too
 
 
+def test_html_items_come_back_as_documents_with_their_tags(server, translator):
+    pages = ["<p>A man <b>rides</b> a bike.</p>\n<p>Two\ndogs.</p>", "<i>Hello</i>"]
+    status, answer = translate(server, q=pages, format="html", beam=2)
+    assert status == 200, answer
+    from tinytrans.config import SearchConfig
+    assert answer["translatedText"] == list(translator.translate_markup(pages,
+                                                                        SearchConfig(beam=2)))
+    assert answer["translatedText"][0].count("<b>") == 1 and "\n" in answer["translatedText"][0]
+
+
 def test_a_prefix_begins_the_translation_of_its_item(server, translator):
     status, answer = translate(server, q=LINES[0], prefix="Zwei Hunde")
     assert status == 200
@@ -236,8 +246,10 @@ BAD = [
     (b'{"q": "a", "target": "de"}', "application/json", 400, "source: missing"),
     (b'{"q": "a", "source": "fr", "target": "de"}', "application/json", 400, "translates en to de"),
     (b'{"q": "a", "source": "en", "target": "cs"}', "application/json", 400, "translates en to de"),
-    (b'{"q": "a", "source": "en", "target": "de", "format": "html"}', "application/json", 400,
-     "format"),
+    (b'{"q": "a", "source": "en", "target": "de", "format": "pdf"}', "application/json", 400,
+     "format: 'pdf' must be one of text, html"),
+    (b'{"q": "a", "source": "en", "target": "de", "format": "html", "alignment": true}',
+     "application/json", 400, "alignment: not with format 'html'"),
     (b'{"q": "a", "source": "en", "target": "de", "beam": 0}', "application/json", 400, "beam: 0"),
     (b'{"q": "a", "source": "en", "target": "de", "beam": "x"}', "application/json", 400, "beam"),
     (b'{"q": "a", "source": "en", "target": "de", "alternatives": 99}', "application/json", 400,

@@ -52,6 +52,7 @@ class Request:
     attention: bool = False  # also the attention weights of each line's translation
     prefixes: list[str] | None = None  # per line: what its translation begins with
     languages: list[Languages] | None = None  # per line: its languages (None: the model's)
+    markup: bool = False  # each "line" is an HTML document (LineTranslator.translate_markup)
     future: Future = field(default_factory=Future)
 
     @property
@@ -63,7 +64,7 @@ class Request:
         """What must be equal for two requests to share a translate call."""
         o = self.options  # a Glossary holds a dict, which cannot be hashed: its identity is
         return (self.cfg, o.split_sentences, o.alignment, id(o.glossary), o.glossary_method,
-                self.attention)
+                self.attention, self.markup)
 
 
 @dataclass(frozen=True)
@@ -92,11 +93,11 @@ class Batcher:
 
     def submit(self, lines: list[str], cfg: SearchConfig, options: LineOptions = LineOptions(),
                attention: bool = False, prefixes: list[str] | None = None,
-               languages: list[Languages] | None = None) -> Future:
+               languages: list[Languages] | None = None, markup: bool = False) -> Future:
         """Queue the lines (and, maybe, a prefix and the languages of each line: requests of
         several directions share a batch); the future's result is a Result. Raises QueueFull or
         Closed."""
-        request = Request(lines, cfg, options, attention, prefixes, languages)
+        request = Request(lines, cfg, options, attention, prefixes, languages, markup)
         with self.lock:
             if self.closed:
                 raise Closed("the server is shutting down")
@@ -189,8 +190,15 @@ class Batcher:
         if any(r.languages for r in requests):
             languages = [language for r in requests
                          for language in (r.languages or [Languages()] * len(r.lines))]
-        translations = list(self.translator.translate(lines, head.cfg, options=head.options,
-                                                      prefixes=prefixes, languages=languages))
+        if head.markup:
+            asked = languages if isinstance(languages, list) else [languages] * len(lines)
+            translations = [Translation(text, [(0.0, text)]) for document, language
+                            in zip(lines, asked) for text in
+                            self.translator.translate_markup([document], head.cfg,
+                                                             languages=language)]
+        else:
+            translations = list(self.translator.translate(lines, head.cfg, options=head.options,
+                                                          prefixes=prefixes, languages=languages))
         self.batches += 1
         answers, start = [], 0
         for request in requests:

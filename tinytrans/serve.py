@@ -3,7 +3,7 @@
 Many translation apps and plugins already call LibreTranslate, so the same requests work here:
 
     POST /translate   {"q": "text" or ["text", ...], "source": "en", "target": "de",
-                       "format": "text", "alternatives": 2}
+                       "format": "text" or "html", "alternatives": 2}
                       -> {"translatedText": "..." or [...], "alternatives": [...]}
     POST /detect      {"q": "text"} -> [{"language": "en", "confidence": 100.0}]
     GET  /languages   -> [{"code": "en", "name": "English", "targets": ["de"]}]
@@ -47,7 +47,7 @@ from starlette.routing import Route
 
 from tinytrans.access import Limiter, Refused
 from tinytrans.batching import Batcher, Closed, QueueFull
-from tinytrans.config import MAX_BEAM, SearchConfig, ServeConfig
+from tinytrans.config import MAX_BEAM, TEXT_FORMATS, SearchConfig, ServeConfig
 from tinytrans.errors import UserError
 from tinytrans.directions import Directions
 from tinytrans.lines import Languages, LineOptions, LineTranslator, format_alignment
@@ -140,6 +140,11 @@ class TranslateRequest:
     prefixes: list[str] | None = None  # per item of q: what its translation begins with
     source: str | None = None  # None: the model's own (one pair), or detected (source auto)
     target: str | None = None
+    markup: bool = False  # format "html": each item is one document (markup.py), not lines
+
+    def units(self, text: str) -> list[str]:
+        """What an item of q is translated as: its lines, or (html) itself."""
+        return [text] if self.markup else text.split("\n")
 
     def line_languages(self, detected: list[dict[str, Any]] | None,
                        multilingual: bool) -> list[Languages]:
@@ -150,12 +155,12 @@ class TranslateRequest:
             source = self.source
             if source is None and multilingual and detected is not None:
                 source = detected[k]["language"]
-            result += [Languages(source, self.target)] * len(text.split("\n"))
+            result += [Languages(source, self.target)] * len(self.units(text))
         return result
 
     @property
     def lines(self) -> list[str]:
-        return item_lines(self.texts)
+        return [unit for text in self.texts for unit in self.units(text)]
 
     def line_prefixes(self) -> list[str] | None:
         """Per line, its prefix: an item's prefix goes with its first line that has text."""
@@ -175,14 +180,22 @@ def translate_request(fields: dict[str, Any], directions: Directions, serve_cfg:
     texts, many = query_texts(fields.get("q"))
     source, target = language_field(fields, "source"), language_field(fields, "target")
     check_languages(directions, source, target)
-    if fields.get("format", "text") != "text":
-        raise Problem(400, f"format: {shown(fields.get('format'))} is not supported; only 'text'")
+    text_format = fields.get("format", "text")
+    if text_format not in TEXT_FORMATS:
+        raise Problem(400, f"format: {shown(text_format)} must be one of "
+                           f"{', '.join(TEXT_FORMATS)}")
     alternatives = int_field(fields, "alternatives", 0, 0, MAX_ALTERNATIVES)
+    if text_format == "html":
+        asked = [name for name in ("alternatives", "alignment", "attention", "prefix")
+                 if fields.get(name) not in (None, False, 0, "0", "false", "")]
+        if asked:
+            raise Problem(400, f"{asked[0]}: not with format 'html', which comes back as one "
+                               "document per item")
     beam = max(int_field(fields, "beam", serve_cfg.beam, 1, MAX_BEAM), alternatives + 1)
     attention = bool_field(fields, "attention")
     if attention and not shows_attention:
         raise Problem(400, "attention: this engine shows no attention; serve with --engine torch")
-    lines = item_lines(texts)
+    lines = texts if text_format == "html" else item_lines(texts)
     prefixes = prefix_field(fields.get("prefix"), texts, many)
     chars = sum(map(len, texts)) + sum(map(len, prefixes or []))  # a prefix is decoded too
     if chars > serve_cfg.max_chars:
@@ -197,7 +210,7 @@ def translate_request(fields: dict[str, Any], directions: Directions, serve_cfg:
                             SearchConfig(beam=beam, nbest=alternatives + 1), alternatives,
                             bool_field(fields, "alignment"), attention, prefixes,
                             None if source == "auto" or not directions.tagged else source,
-                            target if directions.tagged else None)
+                            target if directions.tagged else None, text_format == "html")
 
 
 def check_languages(directions: Directions, source: str, target: str) -> None:
@@ -313,7 +326,7 @@ def translate_answer(request: TranslateRequest, result, pair: tuple[str, str],
     per_item, alternatives, alignments, attention = [], [], [], []
     results = iter(zip(result.translations, result.attention or [None] * len(result.translations)))
     for text in request.texts:
-        mine = [next(results) for _ in text.split("\n")]
+        mine = [next(results) for _ in request.units(text)]
         per_item.append("\n".join(t.text for t, _ in mine))
         alternatives.append(["\n".join(t.nbest[k][1] if k < len(t.nbest) else t.text
                                        for t, _ in mine)
@@ -448,7 +461,7 @@ class Routes:
         try:
             future = self.batcher.submit(wanted.lines, wanted.cfg,
                                          LineOptions(alignment=wanted.alignment), wanted.attention,
-                                         wanted.line_prefixes(), languages)
+                                         wanted.line_prefixes(), languages, wanted.markup)
         except QueueFull as full:
             raise Problem(429, f"too many requests waiting ({full}); retry later") from None
         except Closed:
