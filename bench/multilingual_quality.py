@@ -89,7 +89,8 @@ def scored(translator, direction: str, zero_shot: bool = False) -> dict:
                                SearchConfig(beam=5), ScoreOptions(), hyp_dir, zero_shot)
     reference = data / "tok" / f"test_2016_flickr.lc.norm.tok.{tgt}"
     if reference.is_file():
-        hyps = (hyp_dir / f"test_2016_flickr.{tgt}.hyp").read_text(encoding="utf-8").splitlines()
+        name = f"{src}-{tgt}" if translator.directions.tagged else tgt  # evaluate.hyp_path
+        hyps = (hyp_dir / f"test_2016_flickr.{name}.hyp").read_text(encoding="utf-8").splitlines()
         result["tok_bleu"] = tokenized_bleu(hyps, reference, tgt)
     return result
 
