@@ -78,7 +78,7 @@ class TranslationModel:
                   temperature: float = SearchConfig.temperature,
                   top_p: float = SearchConfig.top_p, seed: int = SearchConfig.seed,
                   src: str | None = None, tgt: str | None = None,
-                  zero_shot: bool = False) -> list:
+                  zero_shot: bool = False, placeholders: bool = True) -> list:
         """The best translation of each sentence (a list of str).
 
         With `nbest`, each sentence gets instead a list of up to `nbest` (score, text) pairs, best
@@ -94,7 +94,9 @@ class TranslationModel:
         or "all" draws translations (nbest of them) instead of searching, with temperature,
         top_p and seed. src, tgt: the languages, for a model of several directions (src None:
         detected per sentence; tgt None: the model's only target); a pair it was not trained on
-        goes through a pivot language, or, with zero_shot=True, straight there.
+        goes through a pivot language, or, with zero_shot=True, straight there. placeholders:
+        URLs, e-mail addresses, numbers and {variables} come back byte for byte (the model
+        sees stand-ins); False gives them to the model as they are.
         """
         cfg = _search_config(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
                              nbest=1 if nbest is None else nbest,
@@ -104,7 +106,8 @@ class TranslationModel:
         split = True if split_sentences is None else split_sentences
         options = LineOptions(_bool("split_sentences", split),
                               _bool("alignment", alignment), _glossary(glossary),
-                              _choice("glossary_method", glossary_method, GLOSSARY_METHODS))
+                              _choice("glossary_method", glossary_method, GLOSSARY_METHODS),
+                              _bool("placeholders", placeholders))
         phrases = None if constraints is None else _constraints(constraints, len(sentences))
         starts = None if prefixes is None else _prefixes(prefixes, len(sentences))
         languages = Languages(_language("src", src), _language("tgt", tgt),

@@ -534,6 +534,7 @@ def translate(
     src: SourceLanguage = None,
     tgt: TargetLanguage = None,
     zero_shot: ZeroShot = False,
+    placeholders: Annotated[bool, typer.Option("--placeholders/--no-placeholders", help="Keep URLs, e-mail addresses, numbers and {variables} byte for byte: the model sees a stand-in, the translation gets them back.")] = True,
     format: Annotated[TextFormat, typer.Option("--format", help="html: each line is HTML; its text is translated, its tags kept around the words they covered (placed by word alignment), scripts, code and translate=\"no\" left as they are.")] = "text",
 ) -> None:
     """Translate lines from stdin (or --input) to stdout: one output line per input line."""
@@ -549,7 +550,7 @@ def translate(
     check_sampling_alone(cfg, constraints is not None or glossary is not None)
     options = LineOptions(split_sentences, alignment,
                           read_glossary(glossary) if glossary is not None else None,
-                          glossary_method)
+                          glossary_method, placeholders)
     phrases = constraints_for(constraints, input) if constraints is not None else None
     prefixes = prefixes_for(prefix, input) if prefix is not None else None
     if format == "html":
@@ -570,7 +571,8 @@ def translate(
         sink = files.enter_context(atomic_text_output(output)) if output else sys.stdout
         lines = decode_input(source, str(input or "<stdin>"), warn)
         if format == "html":
-            for document in translator.translate_markup(lines, cfg, warn, languages):
+            for document in translator.translate_markup(lines, cfg, warn, languages,
+                                                        options.placeholders):
                 progress.advance()
                 sink.write(document.replace("\n", " ") + "\n")
                 if interactive:

@@ -31,6 +31,7 @@ from tinytrans.errors import UserError
 from tinytrans.langid import Guess, LanguageIdentifier, identifier_in, missing_identifier
 from tinytrans.lengths import length_batches
 from tinytrans.markup import translate_html
+from tinytrans.placeholders import Masked, mask
 from tinytrans.sentences import fit_sentences, join_translations, split_sentences
 from tinytrans.terminology import Alignment, Glossary, TermLinks, TermMatch, place_terms
 from tinytrans.textio import LineCounter, decode_line
@@ -70,6 +71,9 @@ class LineOptions:
     # "constrain" makes the search include them (constraints.py), which for a term the model
     # would not choose itself tends to translate the source word too, or cut the sentence
     glossary_method: str = "place"
+    # URLs, e-mail addresses, numbers and {variables} replaced by stand-ins the model copies,
+    # and put back byte for byte (placeholders.py)
+    placeholders: bool = True
 
 
 @dataclass
@@ -201,8 +205,8 @@ class LineTranslator(ABC):
         return False
 
     def translate_markup(self, documents: Iterable[str], cfg: SearchConfig,
-                         warn: Warn | None = None,
-                         languages: Languages = Languages()) -> Iterator[str]:
+                         warn: Warn | None = None, languages: Languages = Languages(),
+                         placeholders: bool = True) -> Iterator[str]:
         """Each HTML document (or fragment) with its text translated and its markup kept, the
         inline tags placed through the word alignments where the engine gives them
         (markup.py). The runs of text of a document are translated in one call."""
@@ -210,7 +214,8 @@ class LineTranslator(ABC):
 
         def translate_texts(texts: list[str]) -> list[tuple[str, Alignment | None]]:
             found = self.translate(texts, cfg, warn=warn, languages=languages,
-                                   options=LineOptions(alignment=aligned))
+                                   options=LineOptions(alignment=aligned,
+                                                       placeholders=placeholders))
             return [(t.text, t.alignments[0] if aligned else None) for t in found]
         for document in documents:
             yield translate_html(document, translate_texts)
@@ -246,8 +251,9 @@ class LineTranslator(ABC):
             number = first_line + len(chunk)
             where = f"line {number}: " if not one_for_all or self.directions.tagged else ""
             route = self.route(line, line_languages.next_for(number), where)
-            chunk.append(Line(number, line.strip(), line_phrases.next_for(number),
-                              line_prefixes.next_for(number), route))
+            masked = mask(line.strip()) if options.placeholders else Masked(line.strip(), (), ())
+            chunk.append(Line(number, masked.text, line_phrases.next_for(number),
+                              line_prefixes.next_for(number), route, masked))
             if len(chunk) >= chunk_lines:
                 yield from self._translate_chunk(chunk, first_line, cfg, warn, options)
                 first_line += len(chunk)
@@ -274,7 +280,9 @@ class LineTranslator(ABC):
                 route = chunk[i].route
                 chunk[i] = replace(chunk[i], text=translation.text,
                                    route=Route(route.steps[1].src, route.tgt, route.steps[1:]))
-        yield from self._translate_lines(chunk, first_line, cfg, warn, options)
+        for line, translation in zip(chunk, self._translate_lines(chunk, first_line, cfg, warn,
+                                                                   options)):
+            yield restored(translation, line.masked)
 
     def _translate_lines(self, chunk: list[Line], first_line: int, cfg: SearchConfig,
                          warn: Warn, options: LineOptions) -> Iterator[Translation]:
@@ -432,10 +440,26 @@ class Line:
     """One input line (stripped) and what goes with it: constraints, prefix, route."""
 
     number: int  # in the input, from 1
-    text: str
+    text: str  # masked (placeholders.py)
     phrases: list[str]
     prefix: str
     route: Route
+    masked: Masked
+
+
+def restored(translation: Translation, masked: Masked) -> Translation:
+    """A line's Translation with its protected spans put back in every entry (placeholders.py),
+    each entry's alignment shifted to match."""
+    if not masked.spans:
+        return translation
+    nbest, alignments = [], []
+    for k, (score, text) in enumerate(translation.nbest):
+        pairs = translation.alignments[k] if translation.alignments else None
+        text, pairs = masked.restore(text, pairs)
+        nbest.append((score, text))
+        alignments.append(pairs)
+    text = nbest[0][1] if nbest else masked.restore(translation.text)[0]
+    return Translation(text, nbest, alignments if translation.alignments is not None else None)
 
 
 def unchanged(text: str, alignment: bool, nbest: int = 1) -> Translation:
