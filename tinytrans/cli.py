@@ -37,7 +37,7 @@ except ImportError:  # older typer runs on click itself
 from tinytrans import __version__
 from tinytrans.config import (ATTENTION_KINDS, BLEU_TOKENIZE, DEVICES, ENGINES, EXPORT_FORMATS,
                               GLOSSARY_METHODS, INFERENCE_PRECISIONS, LR_SCHEDULES, MODEL_TYPES, PRECISIONS, PRESETS,
-                              QUANTIZATIONS, TEXT_FORMATS, UTF8_POLICIES, DataConfig, SearchConfig,
+                              QUANTIZATIONS, FILE_FORMATS, UTF8_POLICIES, DataConfig, SearchConfig,
                               ServeConfig, sample_option)
 from tinytrans.errors import UserError
 
@@ -54,7 +54,7 @@ ExportFormat = Literal[EXPORT_FORMATS]  # type: ignore[valid-type]
 Quantization = Literal[QUANTIZATIONS]  # type: ignore[valid-type]
 ModelType = Literal[MODEL_TYPES]  # type: ignore[valid-type]
 Engine = Literal[ENGINES]  # type: ignore[valid-type]
-TextFormat = Literal[TEXT_FORMATS]  # type: ignore[valid-type]
+FileFormat = Literal[FILE_FORMATS]  # type: ignore[valid-type]
 
 USER_ERROR, INTERNAL_ERROR, INTERRUPTED = 2, 3, 130
 DEBUG_ENV = "TINYTRANS_DEBUG"
@@ -535,7 +535,7 @@ def translate(
     tgt: TargetLanguage = None,
     zero_shot: ZeroShot = False,
     placeholders: Annotated[bool, typer.Option("--placeholders/--no-placeholders", help="Keep URLs, e-mail addresses, numbers and {variables} byte for byte: the model sees a stand-in, the translation gets them back.")] = True,
-    format: Annotated[TextFormat, typer.Option("--format", help="html: each line is HTML; its text is translated, its tags kept around the words they covered (placed by word alignment), scripts, code and translate=\"no\" left as they are.")] = "text",
+    format: Annotated[Optional[FileFormat], typer.Option("--format", help="The input's kind (default: --input's extension, else text). html: HTML whose text is translated, its tags kept around the words they covered (placed by word alignment), script, code and translate=\"no\" left as they are (from stdin: each line a fragment); srt: subtitles, cue numbers and timings kept; docx: a Word document (--input and --output).")] = None,
 ) -> None:
     """Translate lines from stdin (or --input) to stdout: one output line per input line."""
     from tinytrans.atomic import atomic_text_output, check_writable, same_file
@@ -553,8 +553,13 @@ def translate(
                           glossary_method, placeholders)
     phrases = constraints_for(constraints, input) if constraints is not None else None
     prefixes = prefixes_for(prefix, input) if prefix is not None else None
-    if format == "html":
+    from tinytrans.documents import DOCUMENT_FORMATS, file_format
+    kind = file_format(input, format) if input is not None else (format or "text")
+    if kind != "text":
         check_markup_options(cfg, options, phrases, prefixes)
+    if kind == "docx" and (input is None or output is None):
+        raise UserError("--format docx: give the document with --input FILE and where to write "
+                        "its translation with --output FILE")
     if output is not None:
         # Checked before anything is opened for writing: the output would replace the input.
         if same_file(output, input if input is not None else _stdin_fd()):
@@ -564,13 +569,16 @@ def translate(
     languages = Languages(src, tgt, zero_shot)
     translator.route("", languages)  # a language the model lacks: refused before any input
     warn = lambda message: say(message, "warning: ", "yellow")  # noqa: E731
+    if kind in DOCUMENT_FORMATS and (input is not None or kind != "html"):
+        _translate_document(translator, input, output, kind, cfg, warn, languages, placeholders)
+        return
     interactive = input is None and sys.stdin.isatty()
     progress = _LineCounter(enabled=stderr.is_terminal and not interactive)
     with ExitStack() as files, _QuietBrokenPipe(), progress:
         source = files.enter_context(open_binary(input)) if input else sys.stdin.buffer
         sink = files.enter_context(atomic_text_output(output)) if output else sys.stdout
         lines = decode_input(source, str(input or "<stdin>"), warn)
-        if format == "html":
+        if kind == "html":  # from stdin: each line a fragment
             for document in translator.translate_markup(lines, cfg, warn, languages,
                                                         options.placeholders):
                 progress.advance()
@@ -586,6 +594,28 @@ def translate(
             if interactive:
                 sink.flush()
         sink.flush()
+
+
+def _translate_document(translator, input: Path | None, output: Path | None, kind: str,
+                        cfg: SearchConfig, warn, languages, placeholders: bool) -> None:
+    """A whole document (documents.py) read from --input (or stdin), its translation written
+    to --output (replaced only when complete) or stdout."""
+    from tinytrans.atomic import atomic_write_bytes
+    from tinytrans.documents import translate_document
+    from tinytrans.textio import open_binary
+    name = str(input or "<stdin>")
+    if input is not None:
+        with open_binary(input) as handle:
+            data = handle.read()
+    else:
+        data = sys.stdin.buffer.read()
+    translated = translate_document(data, name, kind, translator.texts_translator(
+        cfg, warn, languages, placeholders))
+    if output is not None:
+        atomic_write_bytes(output, translated)
+    else:
+        sys.stdout.buffer.write(translated)
+        sys.stdout.flush()
 
 
 def _output_lines(result, nbest: int, alignment: bool) -> str:

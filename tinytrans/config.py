@@ -228,7 +228,8 @@ class SearchConfig:
 
 GLOSSARY_METHODS = ("place", "constrain")  # how glossary terms enter a translation (lines.py)
 ENGINES = ("torch", "ctranslate2")  # what runs the search: translate/serve --engine
-TEXT_FORMATS = ("text", "html")  # translate --format, serve's "format": lines, or markup.py
+TEXT_FORMATS = ("text", "html")  # serve's "format": lines, or markup.py
+FILE_FORMATS = TEXT_FORMATS + ("srt", "docx")  # translate --format (documents.py)
 MAX_BEAM = 16  # a request to `tinytrans serve` may ask for this beam at most
 
 

@@ -210,6 +210,15 @@ class LineTranslator(ABC):
         """Each HTML document (or fragment) with its text translated and its markup kept, the
         inline tags placed through the word alignments where the engine gives them
         (markup.py). The runs of text of a document are translated in one call."""
+        translate_texts = self.texts_translator(cfg, warn, languages, placeholders)
+        for document in documents:
+            yield translate_html(document, translate_texts)
+
+    def texts_translator(self, cfg: SearchConfig, warn: Warn | None = None,
+                         languages: Languages = Languages(), placeholders: bool = True
+                         ) -> Callable[[list[str]], list[tuple[str, Alignment | None]]]:
+        """A function from texts to their (translation, word alignment or None), each text
+        one line: what markup.py and documents.py place their tags and runs with."""
         aligned = self.aligns()
 
         def translate_texts(texts: list[str]) -> list[tuple[str, Alignment | None]]:
@@ -217,8 +226,7 @@ class LineTranslator(ABC):
                                    options=LineOptions(alignment=aligned,
                                                        placeholders=placeholders))
             return [(t.text, t.alignments[0] if aligned else None) for t in found]
-        for document in documents:
-            yield translate_html(document, translate_texts)
+        return translate_texts
 
     def check_supported(self, cfg: SearchConfig, options: LineOptions, constrained: bool) -> None:
         """Raise a UserError, before any work, for what this engine cannot do (`constrained`:
