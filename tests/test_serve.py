@@ -539,3 +539,46 @@ def test_a_run_without_an_identifier_answers_its_source_language_for_auto(run_di
         [{"language": "en", "confidence": 100.0}] * 2
     with pytest.raises(UserError, match="detect: this model has no language identifier"):
         routes.detected(["Ein Mann."])  # what POST /detect answers with a 400
+
+
+def multipart(fields: dict[str, str], filename: str, data: bytes) -> tuple[bytes, str]:
+    boundary = "tinytrans-test-boundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+             for k, v in fields.items()]
+    parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                 f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+                 .encode() + data + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), \
+        f"multipart/form-data; boundary={boundary}"
+
+
+def test_a_file_round_trips_through_translate_file_and_download_file(server, translator):
+    srt = b"1\n00:00:01,000 --> 00:00:02,000\nA man rides\na bike.\n\n2\n00:00:03,000 --> " \
+          b"00:00:04,000\nHello.\n"
+    body, kind = multipart({"source": "en", "target": "de"}, "../../etc/film.srt", srt)
+    status, answer = request(server.url + "/translate_file", body, kind)
+    assert status == 200, answer
+    url = answer["translatedFileUrl"]
+    assert url.startswith(server.url + "/download_file/") and url.endswith(".film.srt")
+    with urllib.request.urlopen(url, timeout=60) as reply:
+        got = reply.read().decode()
+        assert 'filename="' in reply.headers["Content-Disposition"]
+    from tinytrans.documents import parse_srt
+    cues, _ = parse_srt(got, "download")
+    assert [(c.number, c.timing, len(c.lines)) for c in cues] == \
+        [("1", "00:00:01,000 --> 00:00:02,000", 2), ("2", "00:00:03,000 --> 00:00:04,000", 1)]
+    text_body, kind = multipart({"source": "en", "target": "de"}, "a.txt", b"A man.\r\nHello.\n")
+    status, answer = request(server.url + "/translate_file", text_body, kind)
+    with urllib.request.urlopen(answer["translatedFileUrl"], timeout=60) as reply:
+        lines = reply.read().decode().split("\n")
+    assert lines[0].endswith("\r") and lines[-1] == "" and len(lines) == 3
+    for bad in ("/download_file/..%2F..%2Fetc%2Fpasswd", "/download_file/" + "0" * 32 + ".x.srt"):
+        assert request(server.url + bad)[0] == 404
+    status, answer = request(server.url + "/translate_file", *multipart({"source": "en",
+                                                                        "target": "de"},
+                                                                       "x.pdf", b"%PDF"))
+    assert status == 400 and "x.pdf" in answer["error"]
+    status, answer = request(server.url + "/translate_file", b"{}", "application/json")
+    assert status == 400 and "multipart/form-data" in answer["error"]
+    status, settings = request(server.url + "/frontend/settings")
+    assert settings["filesTranslation"] is True and ".srt" in settings["supportedFilesFormat"]

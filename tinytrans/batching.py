@@ -53,6 +53,9 @@ class Request:
     prefixes: list[str] | None = None  # per line: what its translation begins with
     languages: list[Languages] | None = None  # per line: its languages (None: the model's)
     markup: bool = False  # each "line" is an HTML document (LineTranslator.translate_markup)
+    # a whole file's work (serve's /translate_file), run alone in the inference thread: the
+    # future's result is what it returns
+    job: Callable[[LineTranslator], bytes] | None = None
     future: Future = field(default_factory=Future)
 
     @property
@@ -62,6 +65,8 @@ class Request:
     @property
     def settings(self) -> tuple:
         """What must be equal for two requests to share a translate call."""
+        if self.job is not None:
+            return ("job", id(self))  # shares its call with no one
         o = self.options  # a Glossary holds a dict, which cannot be hashed: its identity is
         return (self.cfg, o.split_sentences, o.alignment, id(o.glossary), o.glossary_method,
                 self.attention, self.markup)
@@ -97,7 +102,14 @@ class Batcher:
         """Queue the lines (and, maybe, a prefix and the languages of each line: requests of
         several directions share a batch); the future's result is a Result. Raises QueueFull or
         Closed."""
-        request = Request(lines, cfg, options, attention, prefixes, languages, markup)
+        return self._queue(Request(lines, cfg, options, attention, prefixes, languages, markup))
+
+    def submit_job(self, job: Callable[[LineTranslator], bytes], cfg: SearchConfig) -> Future:
+        """Queue a whole file's work, run in the inference thread (the model is never run from
+        two threads); the future's result is what `job` returns. Raises QueueFull or Closed."""
+        return self._queue(Request([], cfg, LineOptions(), job=job))
+
+    def _queue(self, request: Request) -> Future:
         with self.lock:
             if self.closed:
                 raise Closed("the server is shutting down")
@@ -181,8 +193,10 @@ class Batcher:
 
     def _answers(self, requests: list[Request]) -> list[Result]:
         """One translate call for all the requests' lines; each request's share of it."""
-        lines = [line for r in requests for line in r.lines]
         head = requests[0]
+        if head.job is not None:
+            return [head.job(self.translator)]
+        lines = [line for r in requests for line in r.lines]
         prefixes = None
         if any(r.prefixes for r in requests):
             prefixes = [p for r in requests for p in (r.prefixes or [""] * len(r.lines))]

@@ -6,6 +6,9 @@ Many translation apps and plugins already call LibreTranslate, so the same reque
                        "format": "text" or "html", "alternatives": 2}
                       -> {"translatedText": "..." or [...], "alternatives": [...]}
     POST /detect      {"q": "text"} -> [{"language": "en", "confidence": 100.0}]
+    POST /translate_file  multipart: file (.txt, .html, .srt, .docx), source, target
+                      -> {"translatedFileUrl": "http://.../download_file/NAME"}
+    GET  /download_file/NAME   the translated file, kept 30 minutes (filestore.py)
     GET  /languages   -> [{"code": "en", "name": "English", "targets": ["de"]}]
     GET  /frontend/settings -> {"charLimit": ..., "keyRequired": ..., "language": ...}
     GET  /health      -> {"status": "ok", ...}
@@ -27,12 +30,16 @@ little else, where FastAPI would add pydantic models for a handful of fields che
 from __future__ import annotations
 
 import asyncio
+import email.policy
+import importlib.util
 import json
 import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.parser import BytesParser
 from importlib import resources
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -46,6 +53,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from tinytrans.access import Limiter, Refused
+from tinytrans.documents import FILE_FORMATS as FILE_KINDS, translate_document
+from tinytrans.filestore import KEEP_SECONDS, FileStore
 from tinytrans.batching import Batcher, Closed, QueueFull
 from tinytrans.config import MAX_BEAM, TEXT_FORMATS, SearchConfig, ServeConfig
 from tinytrans.errors import UserError
@@ -58,6 +67,13 @@ LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "cs": "Czech"
                   "ru": "Russian", "uk": "Ukrainian", "zh": "Chinese", "ja": "Japanese",
                   "ar": "Arabic", "tr": "Turkish", "sv": "Swedish", "fi": "Finnish"}
 MAX_ALTERNATIVES = 10
+DOCX_MEDIA = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+
+
+def supported_file_formats() -> list[str]:
+    """The extensions /translate_file takes: .docx where python-docx is installed."""
+    return [ext for ext in FILE_KINDS
+            if ext != ".docx" or importlib.util.find_spec("docx") is not None]
 MAX_ATTENTION_LINES = 20  # attention JSON grows with layers x heads x pieces^2 per line
 
 
@@ -350,14 +366,65 @@ def translate_answer(request: TranslateRequest, result, pair: tuple[str, str],
     return answer
 
 
+def parse_multipart(body: bytes, content_type: str) -> tuple[dict[str, str],
+                                                             tuple[str, bytes] | None]:
+    """The text fields of a multipart/form-data body, and its `file` as (name, bytes), read
+    with the standard library's e-mail parser (MIME is what multipart is)."""
+    if "multipart/form-data" not in content_type:
+        raise Problem(400, "translate_file: send multipart/form-data, the file as field 'file'")
+    try:
+        head = b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n"
+    except UnicodeEncodeError:
+        raise Problem(400, "Content-Type: not Latin-1 text") from None
+    message = BytesParser(policy=email.policy.HTTP).parsebytes(head + body)
+    if not message.is_multipart():
+        raise Problem(400, "translate_file: the body is not multipart/form-data")
+    fields: dict[str, str] = {}
+    upload = None
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True) or b""
+        if name == "file":
+            upload = (part.get_filename() or "file.txt", payload)
+        elif isinstance(name, str):
+            try:
+                fields[name] = checked_text(payload.decode("utf-8"), name)
+            except UnicodeDecodeError:
+                raise Problem(400, f"{name}: not UTF-8") from None
+    return fields, upload
+
+
+def file_job(data: bytes, name: str, kind: str, cfg: SearchConfig,
+             languages: Languages) -> Callable[[LineTranslator], bytes]:
+    """What the inference thread does with an uploaded file: a text file line by line (its
+    line breaks kept), a document whole (documents.py)."""
+    def job(translator: LineTranslator) -> bytes:
+        if kind != "text":
+            return translate_document(data, name, kind,
+                                      translator.texts_translator(cfg, languages=languages))
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise UserError(f"{name}: not UTF-8 (byte {error.start})") from None
+        lines = text.split("\n")
+        ends = [line.endswith("\r") for line in lines]
+        found = translator.translate([line.rstrip("\r") for line in lines], cfg,
+                                     languages=languages)
+        return "\n".join(t.text + ("\r" if end else "") for t, end in zip(found, ends)) \
+            .encode("utf-8")
+    return job
+
+
 class Routes:
     """The server's routes, one named method each, over one engine and its batcher; `note` gets
     one line for what the server's log should show (a client that left mid-request)."""
 
     def __init__(self, translator: LineTranslator, batcher: Batcher, cfg: ServeConfig,
-                 note: Callable[[str], None], limiter: Limiter | None = None):
+                 note: Callable[[str], None], limiter: Limiter | None = None,
+                 files: FileStore | None = None):
         self.translator, self.batcher, self.cfg, self.note = translator, batcher, cfg, note
         self.limiter = limiter or Limiter(None, cfg.req_limit)
+        self.files = files or FileStore()
         self.pair = (translator.source_language, translator.target_language)  # the first
         self.page = resources.files("tinytrans").joinpath("page.html").read_text(encoding="utf-8")
 
@@ -403,7 +470,7 @@ class Routes:
         return JSONResponse({
             "charLimit": self.cfg.max_chars, "frontendTimeout": 500,
             "keyRequired": self.limiter.keys_required, "suggestions": False,
-            "filesTranslation": False, "supportedFilesFormat": [],
+            "filesTranslation": True, "supportedFilesFormat": supported_file_formats(),
             "language": {"source": {"code": source, "name": LANGUAGE_NAMES.get(source, source)},
                          "target": {"code": target, "name": LANGUAGE_NAMES.get(target, target)}}})
 
@@ -466,6 +533,54 @@ class Routes:
             raise Problem(429, f"too many requests waiting ({full}); retry later") from None
         except Closed:
             raise Problem(503, "the server is shutting down") from None
+        return await self.waited(future)
+
+    async def translate_file(self, request: Request) -> Response:
+        """POST /translate_file: LibreTranslate's multipart upload (file, source, target,
+        api_key), translated into a file of the same kind, answered with its download URL."""
+        try:
+            fields, upload = parse_multipart(await read_body(request, self.cfg.max_body),
+                                             request.headers.get("content-type", ""))
+            self.admit(request, fields)
+            if upload is None:
+                raise Problem(400, "file: missing; send the file as the multipart field 'file'")
+            name, data = upload
+            kind = FILE_KINDS.get(Path(name).suffix.lower())
+            if kind is None or kind not in {FILE_KINDS[f] for f in supported_file_formats()}:
+                raise Problem(400, f"file: {shown(name)} is not one of "
+                                   f"{', '.join(supported_file_formats())}")
+            source, target = language_field(fields, "source"), language_field(fields, "target")
+            directions = self.translator.directions
+            check_languages(directions, source, target)
+            languages = Languages(None if source == "auto" or not directions.tagged else source,
+                                  target if directions.tagged else None)
+            cfg = SearchConfig(beam=self.cfg.beam)
+            translated = await self.waited(self.batcher.submit_job(
+                file_job(data, name, kind, cfg, languages), cfg))
+            stored = await run_in_threadpool(self.files.put, name, translated)
+        except Problem as problem:
+            return error_response(problem.status, str(problem))
+        except Gone as gone:
+            self.note(str(gone))
+            return Response(status_code=400)
+        return JSONResponse({"translatedFileUrl": f"{request.base_url}download_file/{stored}"})
+
+    async def download_file(self, request: Request) -> Response:
+        """GET /download_file/NAME: a file /translate_file made, while it is kept."""
+        name = request.path_params["name"]
+        data = await run_in_threadpool(self.files.get, name)
+        if data is None:
+            return error_response(404, "download_file: no such file (files are kept "
+                                       f"{KEEP_SECONDS / 60:g} minutes)")
+        upload = name.split(".", 1)[1]
+        media = {".html": "text/html", ".htm": "text/html", ".srt": "application/x-subrip",
+                 ".txt": "text/plain", ".docx": DOCX_MEDIA}.get(Path(upload).suffix.lower(),
+                                                                "application/octet-stream")
+        return Response(data, media_type=media,
+                        headers={"Content-Disposition": f'attachment; filename="{upload}"'})
+
+    async def waited(self, future):
+        """A batcher's future, awaited within --timeout; a UserError it raised is a 400."""
         try:
             return await asyncio.wait_for(asyncio.wrap_future(future), self.cfg.timeout)
         except asyncio.TimeoutError:
@@ -508,10 +623,10 @@ async def internal_error(request: Request, error: Exception) -> JSONResponse:
 
 def create_app(translator: LineTranslator, batcher: Batcher, cfg: ServeConfig,
                note: Callable[[str], None] = lambda line: None,
-               limiter: Limiter | None = None) -> Starlette:
+               limiter: Limiter | None = None, files: FileStore | None = None) -> Starlette:
     """The ASGI application: the routes, CORS when origins are named, and every error as
     one-line JSON."""
-    routes = Routes(translator, batcher, cfg, note, limiter)
+    routes = Routes(translator, batcher, cfg, note, limiter, files)
     # answers a page from another origin may read (the browser asks first with OPTIONS)
     middleware = [Middleware(CORSMiddleware, allow_origins=list(cfg.cors),
                              allow_methods=["GET", "POST"], allow_headers=["Content-Type"])] \
@@ -519,6 +634,9 @@ def create_app(translator: LineTranslator, batcher: Batcher, cfg: ServeConfig,
     return Starlette(routes=[Route("/translate", routes.translate, methods=["POST"]),
                              Route("/detect", routes.detect, methods=["POST"]),
                              Route("/languages", routes.languages, methods=["GET"]),
+                             Route("/translate_file", routes.translate_file, methods=["POST"]),
+                             Route("/download_file/{name}", routes.download_file,
+                                   methods=["GET"]),
                              Route("/frontend/settings", routes.settings, methods=["GET"]),
                              Route("/health", routes.health, methods=["GET"]),
                              Route("/", routes.index, methods=["GET"])],
@@ -638,11 +756,12 @@ def serve(translator: LineTranslator, cfg: ServeConfig, announce: Callable[[str]
     import uvicorn
 
     batcher = Batcher(translator, cfg.max_wait, queue_size=cfg.queue, on_error=log_error)
+    files = FileStore()  # translated files until their download; removed when the server stops
     sock = listen(cfg.host, cfg.port)
     host, port = sock.getsockname()[:2]
     server = uvicorn.Server(uvicorn.Config(
         create_app(translator, batcher, cfg, note=announce,
-                   limiter=Limiter(api_keys, cfg.req_limit)), log_level="warning",
+                   limiter=Limiter(api_keys, cfg.req_limit), files=files), log_level="warning",
         lifespan="off", timeout_graceful_shutdown=cfg.timeout, ws="none",  # no WebSocket route
         http=guarded_http(cfg.max_connections, cfg.request_timeout)))
     pair = ", ".join(f"{d.src}->{d.tgt}" for d in translator.directions.trained)
@@ -656,3 +775,4 @@ def serve(translator: LineTranslator, cfg: ServeConfig, announce: Callable[[str]
     finally:
         batcher.close()
         sock.close()
+        files.close()
