@@ -6,10 +6,12 @@ from tinytrans.filestore import FileStore, safe_name
 
 
 def test_names_cannot_leave_the_directory():
+    """...and the directory goes when the store closes."""
     assert safe_name("../../etc/passwd") == "passwd"
     assert safe_name("C:\\Users\\me\\Résumé final.docx") == "R_sum__final.docx"
     assert safe_name("...") == "file"
     store = FileStore()
+    assert store.directory is None  # nothing made until a file comes
     try:
         name = store.put("../x.srt", b"data")
         assert store.get(name) == b"data" and name.endswith(".x.srt")

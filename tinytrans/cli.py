@@ -556,7 +556,7 @@ def translate(
     from tinytrans.documents import DOCUMENT_FORMATS, file_format
     kind = file_format(input, format) if input is not None else (format or "text")
     if kind != "text":
-        check_markup_options(cfg, options, phrases, prefixes)
+        check_markup_options(cfg, options, phrases, prefixes, kind)
     if kind == "docx" and (input is None or output is None):
         raise UserError("--format docx: give the document with --input FILE and where to write "
                         "its translation with --output FILE")

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import re
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from tinytrans.markup import Element, Span, place, translate_html
 FILE_FORMATS = {".txt": "text", ".html": "html", ".htm": "html", ".srt": "srt", ".docx": "docx"}
 DOCUMENT_FORMATS = ("html", "srt", "docx")  # a file of these is one document, not lines
 MAX_DOCUMENT_BYTES = 50_000_000
+MAX_UNPACKED_BYTES = 200_000_000  # a .docx's XML and media together
 
 Alignment = list[tuple[int, int]]
 TranslateTexts = Callable[[list[str]], list[tuple[str, Alignment | None]]]
@@ -144,14 +146,18 @@ def translate_docx(data: bytes, name: str, translate: TranslateTexts) -> bytes:
     except ImportError:
         raise UserError("a .docx needs python-docx, which is not installed (pip install "
                         "'tinytrans[documents]')") from None
+    _check_unpacked_size(data, name)
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as error:  # python-docx raises zipfile, KeyError and lxml errors alike
         raise UserError(f"{name}: not a Word (.docx) document ({type(error).__name__})") from None
-    paragraphs = [p for p in _paragraphs(document) if p.text.strip()]
-    found = translate([" ".join(p.text.split()) for p in paragraphs])
-    for paragraph, (translation, alignment) in zip(paragraphs, found):
-        _put_runs(paragraph, translation, alignment)
+    seen: set[int] = set()  # a merged table cell is met once per cell it spans
+    paragraphs = [(p, runs) for p in _paragraphs(document)
+                  if not (id(p._p) in seen or seen.add(id(p._p)))
+                  and (runs := _text_runs(p)) and "".join(r.text for r in runs).strip()]
+    found = translate([" ".join("".join(r.text for r in runs).split()) for _, runs in paragraphs])
+    for (_, runs), (translation, alignment) in zip(paragraphs, found):
+        _put_runs(runs, translation, alignment)
     out = io.BytesIO()
     document.save(out)
     return out.getvalue()
@@ -173,11 +179,31 @@ def _paragraphs(document) -> Iterator:
                 yield from of(part)
 
 
-def _put_runs(paragraph, translation: str, alignment: Alignment | None) -> None:
-    """The translation's words shared out among the paragraph's runs (markup.place): each run
-    keeps its formatting around the target words aligned to its own; words no run takes go to
-    the run before them."""
-    runs = [run for run in paragraph.runs]
+def _check_unpacked_size(data: bytes, name: str) -> None:
+    """A .docx is a zip: refuse one that would unpack to more than MAX_UNPACKED_BYTES (a small
+    upload can hold gigabytes of XML)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            unpacked = sum(info.file_size for info in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise UserError(f"{name}: not a Word (.docx) document (not a zip archive)") from None
+    if unpacked > MAX_UNPACKED_BYTES:
+        raise UserError(f"{name}: unpacks to {unpacked:,} bytes; at most "
+                        f"{MAX_UNPACKED_BYTES:,}")
+
+
+def _text_runs(paragraph) -> list:
+    """The paragraph's runs that hold only text (and their formatting): a run with a picture,
+    a field, a break or a footnote mark is left as it is, and so is a hyperlink's text."""
+    from docx.oxml.ns import qn
+    allowed = {qn("w:rPr"), qn("w:t")}
+    return [run for run in paragraph.runs if all(child.tag in allowed for child in run._r)]
+
+
+def _put_runs(runs: list, translation: str, alignment: Alignment | None) -> None:
+    """The translation's words shared out among the paragraph's text runs (markup.place): each
+    run keeps its formatting around the target words aligned to its own; words no run takes go
+    to the run before them."""
     if not runs:
         return
     texts = [run.text for run in runs]

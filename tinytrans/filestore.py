@@ -35,7 +35,7 @@ def safe_name(upload: str) -> str:
 class FileStore:
     def __init__(self, keep_seconds: float = KEEP_SECONDS, max_files: int = MAX_FILES,
                  max_bytes: int = MAX_BYTES, clock=time.monotonic):
-        self.directory = Path(tempfile.mkdtemp(prefix="tinytrans-files-"))
+        self.directory: Path | None = None  # made with the first file
         self.keep_seconds, self.max_files, self.max_bytes = keep_seconds, max_files, max_bytes
         self.clock = clock
         self.files: OrderedDict[str, tuple[float, int]] = OrderedDict()  # name -> (kept, bytes)
@@ -44,6 +44,9 @@ class FileStore:
     def put(self, upload_name: str, data: bytes) -> str:
         """Keep `data`; its NAME for download."""
         name = f"{secrets.token_hex(16)}.{safe_name(upload_name)}"
+        with self.lock:
+            if self.directory is None:
+                self.directory = Path(tempfile.mkdtemp(prefix="tinytrans-files-"))
         (self.directory / name).write_bytes(data)
         with self.lock:
             self.files[name] = (self.clock(), len(data))
@@ -52,7 +55,7 @@ class FileStore:
 
     def get(self, name: str) -> bytes | None:
         """The file kept under `name`, or None: unknown, expired or not a name made here."""
-        if not NAME.fullmatch(name):
+        if not NAME.fullmatch(name) or self.directory is None:
             return None
         with self.lock:
             self._forget_old()
@@ -75,4 +78,5 @@ class FileStore:
             (self.directory / name).unlink(missing_ok=True)
 
     def close(self) -> None:
-        shutil.rmtree(self.directory, ignore_errors=True)
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)

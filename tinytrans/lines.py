@@ -219,7 +219,10 @@ class LineTranslator(ABC):
                          ) -> Callable[[list[str]], list[tuple[str, Alignment | None]]]:
         """A function from texts to their (translation, word alignment or None), each text
         one line: what markup.py and documents.py place their tags and runs with."""
-        aligned = self.aligns()
+        # a pair the model reaches through a pivot has no alignment: tags go by position
+        pivot = languages.src is not None and languages.tgt is not None and len(
+            self.route("", languages).steps) > 1
+        aligned = self.aligns() and not pivot
 
         def translate_texts(texts: list[str]) -> list[tuple[str, Alignment | None]]:
             found = self.translate(texts, cfg, warn=warn, languages=languages,
@@ -259,9 +262,11 @@ class LineTranslator(ABC):
             number = first_line + len(chunk)
             where = f"line {number}: " if not one_for_all or self.directions.tagged else ""
             route = self.route(line, line_languages.next_for(number), where)
-            masked = mask(line.strip()) if options.placeholders else Masked(line.strip(), (), ())
-            chunk.append(Line(number, masked.text, line_phrases.next_for(number),
-                              line_prefixes.next_for(number), route, masked))
+            phrases, prefix = line_phrases.next_for(number), line_prefixes.next_for(number)
+            # constraints and a prefix are target text, which may hold the spans themselves
+            masked = mask(line.strip()) if options.placeholders and not (phrases or prefix) \
+                else Masked(line.strip(), (), ())
+            chunk.append(Line(number, masked.text, phrases, prefix, route, masked))
             if len(chunk) >= chunk_lines:
                 yield from self._translate_chunk(chunk, first_line, cfg, warn, options)
                 first_line += len(chunk)
@@ -515,13 +520,13 @@ class PairedInput:
 
 
 def check_markup_options(cfg: SearchConfig, options: LineOptions, constraints: object,
-                         prefixes: object) -> None:
-    """What --format html does not combine with: options that belong to lines of text."""
+                         prefixes: object, kind: str = "html") -> None:
+    """What a document format does not combine with: options that belong to lines of text."""
     for flag, given in (("--alignment", options.alignment), ("--glossary", options.glossary),
                         ("--constraints", constraints), ("--prefix", prefixes),
                         ("--nbest", cfg.nbest > 1)):
         if given:
-            raise UserError(f"--format html: not with {flag}, which belongs to lines of text")
+            raise UserError(f"--format {kind}: not with {flag}, which belongs to lines of text")
 
 
 def check_sampling_alone(cfg: SearchConfig, constrained: bool) -> None:

@@ -28,6 +28,8 @@ from __future__ import annotations
 import html
 from collections.abc import Callable
 from dataclasses import dataclass, field
+import re
+from bisect import bisect_left, bisect_right
 from html.parser import HTMLParser
 
 from tinytrans.errors import UserError
@@ -72,34 +74,69 @@ class Raw:
 
 
 class _TreeBuilder(HTMLParser):
-    """html.parser's events into a tree of Element, text and Raw. Entities are kept as written
-    (convert_charrefs off): decoded in text to translate, verbatim in what is kept."""
+    """html.parser's events into a tree of Element, text and Raw. Text arrives with its
+    entities decoded (html.parser follows HTML5's rules: "&b=2" stays as it is); an untouched
+    element is kept as the slice of the source it spans, byte for byte."""
 
-    def __init__(self):
-        super().__init__(convert_charrefs=False)
+    def __init__(self, text: str):
+        super().__init__(convert_charrefs=True)
+        self.text = text
+        self.line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
         self.root = Element("#root", "", [])
         self.stack = [self.root]
+        self.verbatim: tuple[Element, int] | None = None  # an untouched element and its start
+
+    def source_offset(self) -> int:
+        """The source offset of the event being handled."""
+        line, column = self.getpos()
+        return self.line_starts[line - 1] + column
 
     def handle_starttag(self, tag: str, attrs) -> None:
+        if self.verbatim is not None:
+            return
         self._close_implied(tag)
         element = Element(tag, self.get_starttag_text() or f"<{tag}>", attrs)
         self.stack[-1].children.append(element)
-        if tag not in VOID:
-            if len(self.stack) > MAX_DEPTH:
-                raise UserError(f"--format html: elements nested more than {MAX_DEPTH} deep")
-            self.stack.append(element)
+        if tag in VOID:
+            return
+        if element.untouched:  # its source, start tag to end tag, is copied at its end
+            self.verbatim = (element, self.source_offset())
+        if len(self.stack) > MAX_DEPTH:
+            raise UserError(f"--format html: elements nested more than {MAX_DEPTH} deep")
+        self.stack.append(element)
 
     def handle_startendtag(self, tag: str, attrs) -> None:
+        if self.verbatim is not None:
+            return
         self._close_implied(tag)
         element = Element(tag, self.get_starttag_text() or f"<{tag}/>", attrs, end="")
         self.stack[-1].children.append(element)  # <br/>, <span/>: written as they were
 
     def handle_endtag(self, tag: str) -> None:
+        if self.verbatim is not None:
+            element, start = self.verbatim
+            if tag != element.tag:
+                return  # inside an untouched element: all of it is copied
+            end = self.text.find(">", self.source_offset())
+            self._keep_verbatim(element, start, len(self.text) if end < 0 else end + 1)
+            return
         if tag not in [e.tag for e in self.stack[1:]]:
             return  # a stray end tag: browsers drop it
         while self.stack[-1].tag != tag:
             self.stack.pop()  # left open: closed here, as its parent closes
         self.stack.pop().end = f"</{tag}>"
+
+    def _keep_verbatim(self, element: Element, start: int, end: int) -> None:
+        """The untouched element becomes the slice of the source it spans."""
+        parent = self.stack[-2]
+        parent.children[parent.children.index(element)] = Raw(self.text[start:end])
+        del self.stack[-1]
+        self.verbatim = None
+
+    def close(self) -> None:
+        super().close()
+        if self.verbatim is not None:  # left open: copied to the end
+            self._keep_verbatim(self.verbatim[0], self.verbatim[1], len(self.text))
 
     def _close_implied(self, tag: str) -> None:
         """A <p> closed by a block starting, an <li> by the next <li>, a <td> and its <tr> by
@@ -113,48 +150,44 @@ class _TreeBuilder(HTMLParser):
                     del self.stack[k:]
                     closed = True
                     break
-                if open_tag in BLOCK or self.stack[k].untouched:
+                if open_tag in BLOCK:
                     return  # nothing closes across a block that stays open
 
-    def _kept_verbatim(self) -> bool:
-        return any(e.untouched for e in self.stack)
-
     def handle_data(self, data: str) -> None:
-        self._text(data, data)
-
-    def handle_entityref(self, name: str) -> None:
-        self._text(f"&{name};", html.unescape(f"&{name};"))
-
-    def handle_charref(self, name: str) -> None:
-        self._text(f"&#{name};", html.unescape(f"&#{name};"))
-
-    def _text(self, raw: str, text: str) -> None:
+        if self.verbatim is not None:
+            return
         children = self.stack[-1].children
-        if self._kept_verbatim():
-            children.append(Raw(raw))
-        elif children and isinstance(children[-1], str):
-            children[-1] += text
+        if children and isinstance(children[-1], str):
+            children[-1] += data
         else:
-            children.append(text)
+            children.append(data)
 
     def handle_comment(self, data: str) -> None:
-        self.stack[-1].children.append(Raw(f"<!--{data}-->"))
+        self._raw(f"<!--{data}-->")
 
     def handle_decl(self, decl: str) -> None:
-        self.stack[-1].children.append(Raw(f"<!{decl}>"))
+        self._raw(f"<!{decl}>")
 
     def handle_pi(self, data: str) -> None:
-        self.stack[-1].children.append(Raw(f"<?{data}>"))
+        self._raw(f"<?{data}>")
 
     def unknown_decl(self, data: str) -> None:
-        self.stack[-1].children.append(Raw(f"<![{data}]>"))
+        self._raw(f"<![{data}]>")
+
+    def _raw(self, text: str) -> None:
+        if self.verbatim is None:
+            self.stack[-1].children.append(Raw(text))
 
 
 def parse(text: str) -> Element:
     """The page as a tree under a root element that writes nothing of its own."""
-    builder = _TreeBuilder()
-    builder.feed(text)
-    builder.close()
+    builder = _TreeBuilder(text)
+    try:
+        builder.feed(text)
+        builder.close()
+    except (AssertionError, ValueError, IndexError) as error:  # html.parser's own refusals
+        raise UserError(f"--format html: the HTML cannot be read ({type(error).__name__}: "
+                        f"{str(error)[:80]})") from None
     return builder.root
 
 
@@ -224,44 +257,38 @@ class Span:
 def flatten(items: list) -> tuple[str, list[Span]]:
     """A run's text (its pieces joined as they are) and its inline elements as word spans."""
     text_parts: list[str] = []
-    spans = _spans(items, text_parts)
+    spans = _spans(items, text_parts, [0])
     text = "".join(text_parts)
-    starts = _word_starts(text)
-    return text, [_to_words(span, starts) for span in spans]
+    words = [(m.start(), m.end()) for m in re.finditer(r"\S+", text)]
+    starts, ends = [a for a, _ in words], [b for _, b in words]
+    return text, [_to_words(span, starts, ends) for span in spans]
 
 
-def _spans(items: list, text_parts: list[str]) -> list:
+def _spans(items: list, text_parts: list[str], length: list[int]) -> list:
+    """(element, first character, end character, children) of each inline element; `length`
+    counts the characters so far (a running total: pages are long)."""
     result = []
     for item in items:
         if isinstance(item, str):
             text_parts.append(item)
+            length[0] += len(item)
             continue
-        begin = sum(map(len, text_parts))
-        children = _spans(item.children, text_parts)
-        result.append((item, begin, sum(map(len, text_parts)), children))
+        begin = length[0]
+        children = _spans(item.children, text_parts, length)
+        result.append((item, begin, length[0], children))
     return result
 
 
-def _word_starts(text: str) -> list[tuple[int, int]]:
-    """(start, end) character offsets of each whitespace word."""
-    words, position = [], 0
-    for word in text.split():
-        start = text.index(word, position)
-        words.append((start, start + len(word)))
-        position = start + len(word)
-    return words
-
-
-def _to_words(span, words: list[tuple[int, int]]) -> Span:
+def _to_words(span, starts: list[int], ends: list[int]) -> Span:
+    """An element's characters [begin, end) as the words they touch; none: placed before the
+    first word starting at or after it."""
     element, begin, end, children = span
-    covered = [k for k, (a, b) in enumerate(words) if a < end and b > begin] if end > begin \
-        else []
-    if covered:
-        first, last = covered[0], covered[-1]
-    else:  # no word: it sits before the first word starting at or after it
-        first = next((k for k, (a, _) in enumerate(words) if a >= begin), len(words))
+    first = bisect_right(ends, begin)  # the first word ending after `begin`
+    last = bisect_left(starts, end) - 1  # the last word starting before `end`
+    if end <= begin or last < first:
+        first = bisect_left(starts, begin)
         last = first - 1
-    return Span(element, first, last, [_to_words(c, words) for c in children])
+    return Span(element, first, last, [_to_words(c, starts, ends) for c in children])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,17 +25,14 @@ Alignment = list[tuple[int, int]]  # (source word, target word) pairs
 _URL = r"(?:(?:https?|ftp)://|www\.)[^\s<>\"'`]+[^\s<>\"'`.,;:!?)\]}]"
 _EMAIL = r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
 _VARIABLE = r"\{[A-Za-z_][A-Za-z0-9_.]*\}|\$\{[A-Za-z_][A-Za-z0-9_]*\}|%(?:\([A-Za-z_]\w*\))?[sdif]"
-# digits with their separators (1,000.50 / 1.000,50 / 1 000 with a narrow or no-break space /
-# 10'000), not inside a word (A4, 3rd)
-_NUMBER = r"(?<![\w.,])[-+]?\d+(?:[.,\u00a0\u202f']\d+)*(?![\w])"
+# digits with their separators (1,000.50 / 1.000,50 / 10'000), not inside a word (A4, 3rd,
+# COVID-19); a sign only where it stands alone (-5)
+_NUMBER = r"(?<![\w.,+-])[-+]?\d+(?:[.,']\d+)*(?![\w])"
 # a span glued to letters ("Hello{name}", "v10") is left: its stand-in would be glued too
 PROTECTED = re.compile(r"(?<!\w)(?:" + "|".join(f"(?:{p})" for p in (_URL, _EMAIL, _VARIABLE,
                                                                        _NUMBER)) + r")(?!\w)")
-
-
-def _stand_in(k: int) -> re.Pattern:
-    """The k-th stand-in where it stands alone (not inside a longer number or a word)."""
-    return re.compile(rf"(?<![\w.,]){FIRST_STAND_IN + k}(?!\d)")
+# a number standing alone, as a stand-in is written (not "10am", "v10", "1.10")
+STANDING_NUMBER = re.compile(r"(?<![\w.,])\d+(?![\w])")
 FIRST_STAND_IN = 10
 
 
@@ -49,31 +46,37 @@ class Masked:
 
     def restore(self, translation: str, alignment: Alignment | None = None
                 ) -> tuple[str, Alignment | None]:
-        """The translation with each stand-in replaced by its span, exactly once each."""
+        """The translation with each stand-in replaced by its span, exactly once each: in one
+        pass over the translation as the model wrote it (a span put back is never read as a
+        stand-in), then the lost ones put back."""
         if not self.spans:
             return translation, alignment
-        words = translation.split()
-        placed: set[int] = set()
+        seen: set[int] = set()
+
+        def put_back(match: re.Match) -> str:
+            k = int(match.group()) - FIRST_STAND_IN
+            if not 0 <= k < len(self.spans):
+                return match.group()  # a number of the model's own
+            if k in seen:
+                return ""  # a repeated stand-in: kept once
+            seen.add(k)
+            return self.spans[k]
+        words = [STANDING_NUMBER.sub(put_back, word) for word in translation.split()]
+        kept = [i for i, word in enumerate(words) if word]
+        if len(kept) < len(words):
+            new_index = {old: new for new, old in enumerate(kept)}
+            words = [words[i] for i in kept]
+            if alignment is not None:
+                alignment = [(s, new_index[t]) for s, t in alignment if t in new_index]
         for k, span in enumerate(self.spans):
-            pattern = _stand_in(k)
-            at = [i for i, word in enumerate(words) if pattern.search(word)]
-            if at:
-                words[at[0]] = pattern.sub(lambda m, s=span: s, words[at[0]], count=1)
-                placed.add(at[0])
-                for i in reversed(at[1:]):  # a repeated stand-in: kept once
-                    words[i] = pattern.sub("", words[i], count=1)
+            if k in seen:
                 continue
             where = self._target_of(k, len(words), alignment)
             words.insert(where, span)
-            placed.add(where)
             if alignment is not None:
-                alignment = [(s, t + 1 if t >= where else t) for s, t in alignment] + \
-                    [(self.words[k], where)]
-        kept = [i for i, word in enumerate(words) if word or i in placed]
-        if alignment is not None and len(kept) < len(words):
-            new_index = {old: new for new, old in enumerate(kept)}
-            alignment = [(s, new_index[t]) for s, t in alignment if t in new_index]
-        return " ".join(words[i] for i in kept), alignment
+                alignment = sorted([(s, t + 1 if t >= where else t) for s, t in alignment]
+                                   + [(self.words[k], where)], key=lambda pair: pair[1])
+        return " ".join(words), alignment
 
     def _target_of(self, k: int, n_target: int, alignment: Alignment | None) -> int:
         """Where a lost stand-in goes: after the target word its source word, or failing that
@@ -103,5 +106,7 @@ def mask(text: str) -> Masked:
     words = masked.split()
     indices = []
     for k in range(len(spans)):
-        indices.append(next(i for i, word in enumerate(words) if _stand_in(k).search(word)))
+        stand_in = str(FIRST_STAND_IN + k)
+        indices.append(next(i for i, word in enumerate(words)
+                            if stand_in in STANDING_NUMBER.findall(word)))
     return Masked(masked, tuple(spans), tuple(indices))

@@ -54,7 +54,7 @@ from starlette.routing import Route
 
 from tinytrans.access import Limiter, Refused
 from tinytrans.documents import FILE_FORMATS as FILE_KINDS, translate_document
-from tinytrans.filestore import KEEP_SECONDS, FileStore
+from tinytrans.filestore import KEEP_SECONDS, FileStore, safe_name
 from tinytrans.batching import Batcher, Closed, QueueFull
 from tinytrans.config import MAX_BEAM, TEXT_FORMATS, SearchConfig, ServeConfig
 from tinytrans.errors import UserError
@@ -67,6 +67,7 @@ LANGUAGE_NAMES = {"en": "English", "de": "German", "fr": "French", "cs": "Czech"
                   "ru": "Russian", "uk": "Ukrainian", "zh": "Chinese", "ja": "Japanese",
                   "ar": "Arabic", "tr": "Turkish", "sv": "Swedish", "fi": "Finnish"}
 MAX_ALTERNATIVES = 10
+FILE_CHARS = 10  # a file may hold this many times --max-chars of text
 DOCX_MEDIA = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 
 
@@ -394,19 +395,33 @@ def parse_multipart(body: bytes, content_type: str) -> tuple[dict[str, str],
     return fields, upload
 
 
-def file_job(data: bytes, name: str, kind: str, cfg: SearchConfig,
-             languages: Languages) -> Callable[[LineTranslator], bytes]:
+def file_job(data: bytes, name: str, kind: str, cfg: SearchConfig, languages: Languages,
+             max_chars: int) -> Callable[[LineTranslator], bytes]:
     """What the inference thread does with an uploaded file: a text file line by line (its
-    line breaks kept), a document whole (documents.py)."""
+    line breaks kept), a document whole (documents.py); a file of more than `max_chars`
+    characters of text is refused before any is translated."""
+    name = safe_name(name)  # it goes into error messages
+
+    def within_limit(texts: list[str]) -> None:
+        chars = sum(map(len, texts))
+        if chars > max_chars:
+            raise UserError(f"file: {chars:,} characters of text; at most {max_chars:,} per "
+                            "file (--max-chars x 10)")
+
     def job(translator: LineTranslator) -> bytes:
         if kind != "text":
-            return translate_document(data, name, kind,
-                                      translator.texts_translator(cfg, languages=languages))
+            translate = translator.texts_translator(cfg, languages=languages)
+
+            def checked(texts: list[str]):
+                within_limit(texts)
+                return translate(texts)
+            return translate_document(data, name, kind, checked)
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as error:
             raise UserError(f"{name}: not UTF-8 (byte {error.start})") from None
         lines = text.split("\n")
+        within_limit(lines)
         ends = [line.endswith("\r") for line in lines]
         found = translator.translate([line.rstrip("\r") for line in lines], cfg,
                                      languages=languages)
@@ -556,7 +571,7 @@ class Routes:
                                   target if directions.tagged else None)
             cfg = SearchConfig(beam=self.cfg.beam)
             translated = await self.waited(self.batcher.submit_job(
-                file_job(data, name, kind, cfg, languages), cfg))
+                file_job(data, name, kind, cfg, languages, FILE_CHARS * self.cfg.max_chars), cfg))
             stored = await run_in_threadpool(self.files.put, name, translated)
         except Problem as problem:
             return error_response(problem.status, str(problem))
