@@ -199,6 +199,7 @@ def main() -> None:
     rows.append(f"| .docx | {len(source.paragraphs)} paragraphs, a 4x2 table | {seconds:.2f} | "
                 f"{base:.2f} | {seconds / base:.2f}x | paragraphs the same: {same}; bold runs "
                 f"with words: {bold} of 39 | {'yes' if same else 'NO'} |")
+    quality = placeholder_quality(translator, cfg)
     server_rows = serve_checks(run, page, srt, word)
     record("Documents: HTML, SRT and Word files through the Multi30k model", [
         f"- model: {run} (beam 5, fp32, 2 threads, the torch engine: tags placed by word "
@@ -206,7 +207,30 @@ def main() -> None:
         "- baseline: the same texts (the page's runs of text, the cues, the paragraphs) "
         "translated as plain lines in the same process; a document also aligns each "
         "translation (one more teacher-forced pass), which is most of its overhead", "",
-        *server_rows])
+        *quality, "", *server_rows])
+
+
+def placeholder_quality(translator, cfg) -> list[str]:
+    """Placeholders are on by default: test_2016_flickr's BLEU with and without them, and on
+    the lines that have a number, URL or variable (the only ones they change)."""
+    import sacrebleu
+    from tinytrans.lines import LineOptions
+    data = require_multi30k()
+    sources = sentences()
+    references = list(read_lines(data / "test_2016_flickr.de.gz"))
+    rows = ["| placeholders | sacreBLEU, all 1,000 | lines with a span | sacreBLEU on those | "
+            "spans kept |", "|---|---|---|---|---|"]
+    with_spans = [i for i, line in enumerate(sources) if mask(line).spans]
+    for on in (True, False):
+        hyps = [t.text for t in translator.translate(sources, cfg,
+                                                     options=LineOptions(placeholders=on))]
+        kept = sum(all(h.count(s) >= 1 for s in mask(sources[i]).spans) for i, h in
+                   ((i, hyps[i]) for i in with_spans))
+        rows.append(f"| {'on' if on else 'off'} | "
+                    f"{sacrebleu.corpus_bleu(hyps, [references]).score:.2f} | {len(with_spans)} | "
+                    f"{sacrebleu.corpus_bleu([hyps[i] for i in with_spans], [[references[i] for i in with_spans]]).score:.2f} | "
+                    f"{kept} of {len(with_spans)} lines |")
+    return rows
 
 
 def _texts(items: list) -> list[str]:
