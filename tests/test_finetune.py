@@ -78,7 +78,7 @@ def test_a_fine_tuned_run_starts_from_the_init_weights_and_tokenizer(base, new, 
     model = Transformer(init_cfg.model)
     load_model_weights(base / "checkpoints" / "best.safetensors", model)
     tok, _ = load_tokenizers(base, init_cfg)
-    valid = load_validation_data(cfg, tok, tok, lambda event: None)
+    valid = load_validation_data(cfg, tok, tok, lambda event: None)[""]  # one pair: one set
     expected = validation_loss(model.eval(), valid.corpus, cfg.train.batch_tokens,
                                torch.device("cpu"), "fp32")
     first = records(run, "valid")[0]

@@ -99,7 +99,7 @@ def test_prepared_validation_set_equals_the_one_training_reads(corpus, tokenizer
                                                                prepared_dir):
     tok = Tokenizer.load(tokenizer_model)
     cfg = toy_config(*corpus)
-    expected = load_validation_data(cfg, tok, tok, lambda event: None)
+    expected = load_validation_data(cfg, tok, tok, lambda event: None)[""]  # one pair: one set
     got = open_prepared(prepared_dir).valid
     assert got.references == expected.references and len(got.references) == 30  # the empty one left out
     for side in ("src", "tgt"):
