@@ -558,6 +558,26 @@ def test_step_logits_are_the_logits_and_follow_the_weights_as_they_change(tied):
     assert torch.allclose(model.step_logits(states), model.logits(states), atol=1e-5)
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_step_logits_follow_training_updates_by_the_fused_optimizer(tied):
+    """Training's Adam (schedule.make_optimizer: fused) changes the weights without counting
+    their versions: validation after updates (eval(), as validate() does) must not read the
+    output matrix of an earlier validation."""
+    from tinytrans.config import RunConfig, DataConfig, TrainConfig
+    from tinytrans.schedule import make_optimizer
+    model = toy_model(4, tie_embeddings=tied)
+    optimizer = make_optimizer(model, RunConfig(model.cfg, DataConfig(), TrainConfig(lr=0.5)))
+    states = torch.randn(5, model.cfg.d_model)
+    for _ in range(2):  # validate, train a step, validate
+        model.eval()
+        with torch.inference_mode():
+            assert torch.allclose(model.step_logits(states), model.logits(states), atol=1e-5)
+        model.train()
+        model.logits(torch.randn(3, model.cfg.d_model)).pow(2).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+
 def test_step_logits_of_a_model_made_under_inference_mode():
     with torch.inference_mode():  # its weights are inference tensors: they keep no version
         model = toy_model(4)

@@ -383,6 +383,14 @@ class Transformer(nn.Module):
             return F.linear(states, self.embedding.weight)
         return self.output_projection(states)
 
+    def train(self, mode: bool = True) -> Transformer:
+        """Training or evaluation mode, as nn.Module's; either way the (D, V) copy of the output
+        matrix (step_logits) is dropped: a fused optimizer (Adam's fused=True, which training
+        uses) changes the weights without counting their versions, so a copy kept across
+        updates would be stale. Validation turns eval() on after every round of updates."""
+        self._transposed_output = ((), None)
+        return super().train(mode)
+
     def step_logits(self, states: torch.Tensor) -> torch.Tensor:
         """(R, D) states of one search step -> (R, V) logits: `logits`, read the fast way.
 
