@@ -16,6 +16,7 @@ one-line error naming it and the place, before anything is written.
 
 from __future__ import annotations
 
+import copy
 import io
 import re
 import zipfile
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tinytrans.errors import UserError
-from tinytrans.markup import Element, Span, place, translate_html
+from tinytrans.markup import translate_html
 
 FILE_FORMATS = {".txt": "text", ".html": "html", ".htm": "html", ".srt": "srt", ".docx": "docx"}
 DOCUMENT_FORMATS = ("html", "srt", "docx")  # a file of these is one document, not lines
@@ -201,60 +202,76 @@ def _text_runs(paragraph) -> list:
 
 
 def _put_runs(runs: list, translation: str, alignment: Alignment | None) -> None:
-    """The translation's words shared out among the paragraph's text runs (markup.place): each
-    run keeps its formatting around the target words aligned to its own; words no run takes go
-    to the run before them."""
+    """The translation's words shared out among the paragraph's text runs: each target word
+    takes the formatting of the run its source word was in (by the alignment; a word aligned to
+    nothing, that of the word before it; without an alignment, by relative position). Each
+    stretch of words of one run becomes a run with that run's formatting, in the order of the
+    translation, where the text runs were: a bold word stays bold wherever it went."""
     if not runs:
         return
-    texts = [run.text for run in runs]
-    source = "".join(texts)
-    words = _word_spans(source)
-    spans, offset = [], 0
-    for run, text in zip(runs, texts):
-        covered = [k for k, (a, b) in enumerate(words) if a < offset + len(text) and b > offset]
-        first = covered[0] if covered else next((k for k, (a, _) in enumerate(words)
-                                                 if a >= offset), len(words))
-        spans.append(Span(Element("run", "", []), first,
-                          covered[-1] if covered else first - 1, []))
-        offset += len(text)
+    run_of_word = _run_of_each_word(runs)  # source word -> run index
     target = translation.split()
-    placed = place(spans, len(words), len(target), alignment)
-    where = {id(span): (first, last) for span, first, last in placed}
-    owner = [None] * len(target)
-    for k, span in enumerate(spans):
-        first, last = where[id(span)]
-        for t in range(first, last + 1):
-            owner[t] = k
-    current = 0
-    for t in range(len(target)):  # words no run took: to the run before them
-        if owner[t] is None:
-            owner[t] = current
-        current = owner[t]
-    order = []
+    owners = _owners(run_of_word, len(target), alignment)
+    stretches: list[tuple[int, list[str]]] = []
+    for word, owner in zip(target, owners):
+        if stretches and stretches[-1][0] == owner:
+            stretches[-1][1].append(word)
+        else:
+            stretches.append((owner, [word]))
+    anchor = runs[0]._r
+    used: set[int] = set()
+    for position, (k, words) in enumerate(stretches):
+        # a run's first stretch is the run itself; another is a copy of it (its formatting)
+        element = runs[k]._r if k not in used else copy.deepcopy(runs[k]._r)
+        used.add(k)
+        anchor.addprevious(element)
+        _set_text(element, (" " if position else "") + " ".join(words))
     for k, run in enumerate(runs):
-        mine = [t for t in range(len(target)) if owner[t] == k]
-        run.text = (" " if mine and mine[0] > 0 else "") + " ".join(target[t] for t in mine)
-        # a run without words stays after the run before it
-        order.append((mine[0] if mine else (order[-1][0] if order else -1), k))
-    _reorder(runs, [k for _, k in sorted(order)])
+        if k not in used:
+            run._r.getparent().remove(run._r)
 
 
-def _reorder(runs: list, order: list[int]) -> None:
-    """The runs' XML elements put in `order` in the places the runs held (the translation may
-    have moved their words, and a run's formatting goes with its words)."""
-    if order == sorted(order):
-        return
-    elements = [run._r for run in runs]
-    markers = []
-    for element in elements:
-        marker = element.makeelement("marker", {})
-        element.addprevious(marker)
-        markers.append(marker)
-    for element in elements:
-        element.getparent().remove(element)
-    for marker, k in zip(markers, order):
-        marker.addnext(elements[k])
-        marker.getparent().remove(marker)
+def _run_of_each_word(runs: list) -> list[int]:
+    """For each whitespace word of the runs' text, the index of the run it starts in."""
+    owners, offset = [], 0
+    text = "".join(run.text for run in runs)
+    bounds = []
+    for k, run in enumerate(runs):
+        bounds.append((offset, offset + len(run.text), k))
+        offset += len(run.text)
+    for start, _ in _word_spans(text):
+        owners.append(next(k for a, b, k in bounds if a <= start < b))
+    return owners
+
+
+def _owners(run_of_word: list[int], n_target: int, alignment: Alignment | None) -> list[int]:
+    """The run of each target word (see _put_runs)."""
+    n_source = max(len(run_of_word), 1)
+    links: dict[int, int] = {}
+    for s, t in sorted(alignment or []):
+        links.setdefault(t, s)
+    owners: list[int] = []
+    for t in range(n_target):
+        if alignment is None:
+            source = min(len(run_of_word) - 1, t * n_source // max(n_target, 1))
+        else:
+            source = links.get(t)
+        if source is None or source >= len(run_of_word):
+            owners.append(owners[-1] if owners else run_of_word[0] if run_of_word else 0)
+        else:
+            owners.append(run_of_word[source])
+    return owners
+
+
+def _set_text(element, text: str) -> None:
+    """A run element's text: one <w:t> (spaces kept), after its formatting."""
+    from docx.oxml.ns import qn
+    for old in element.findall(qn("w:t")):
+        element.remove(old)
+    node = element.makeelement(qn("w:t"), {})
+    node.text = text
+    node.set("{http://www.w3.org/XML/1998/namespace}space", "preserve")
+    element.append(node)
 
 
 def _word_spans(text: str) -> list[tuple[int, int]]:
