@@ -216,3 +216,17 @@ def test_blocks_are_translated_apart():
     translate_html("<div>One two.<p>Three</p>four <b>five</b><br>six</div>", record)
     assert seen == ["One two.", "Three", "four five", "six"]
     assert "br" in BLOCK
+
+
+def test_the_api_translates_html(varied_run):
+    import tinytrans
+    from tinytrans.errors import UserError
+    model = tinytrans.load(varied_run, device="cpu", precision="fp32", threads=1)
+    pages = ["<p>A man <b>rides</b> a bike.</p>", "<i>Hello</i>"]
+    from tinytrans.config import SearchConfig
+    assert model.translate(pages, format="html") == \
+        list(model.translator.translate_markup(pages, SearchConfig()))
+    with pytest.raises(UserError, match="--format html: not with --nbest"):
+        model.translate(pages, format="html", nbest=2)
+    with pytest.raises(UserError, match="format"):
+        model.translate(pages, format="pdf")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tinytrans.placeholders import FIRST_STAND_IN, mask
+from tinytrans.placeholders import FIRST_STAND_IN, mask, mask_like
 
 SPANS = ["https://example.org/a?b=1&c=2", "me@example.de", "1,000.50", "{name}", "%s",
          "%(count)d", "${HOME}", "-5", "10'000"]
@@ -45,6 +45,13 @@ def test_a_lost_stand_in_goes_where_its_source_word_was_aligned():
     assert mask("call 555 now").restore("ruf jetzt an")[0] == "ruf 555 jetzt an"  # relative
 
 
+def test_target_text_asks_for_the_spans_as_their_stand_ins():
+    masked = mask("Pay 1,000.50 to {name} now")
+    assert mask_like(masked, "{name} zahlt 1,000.50") == "11 zahlt 10"
+    assert mask_like(masked, "{named} 1,000.500") == "{named} 1,000.500"  # other text stays
+    assert masked.restore(mask_like(masked, "{name} zahlt 1,000.50"))[0] == "{name} zahlt 1,000.50"
+
+
 def test_a_repeated_stand_in_is_kept_once_and_the_alignment_follows():
     masked = mask("pay 25 now")
     text, pairs = masked.restore("zahl 10 10 jetzt", [(0, 0), (1, 1), (1, 2), (2, 3)])
@@ -77,8 +84,13 @@ def test_spans_survive_beam_sampling_constraints_and_nbest(model):
     assert all(line_spans_once(text, line) for entries, line in zip(nbest, LINES)
                for _, text in entries)
     assert each_once(model.translate(LINES, sample="all", seed=3, temperature=1.5))
-    # a line with constraints or a prefix is not masked (they are target text): the others are
-    assert each_once(model.translate(LINES, constraints=[[], [], []]))
+    # constraints and prefixes that hold a span ask for it (as its stand-in): once each
+    constrained = model.translate(LINES, constraints=[["1,000.50"], ["Freunde"], ["42", "Katzen"]])
+    assert each_once(constrained) and "Freunde" in constrained[1] and "Katzen" in constrained[2]
+    # (the toy vocabulary has no digits, so a stand-in in a prefix comes out as ⁇ and its span
+    # is put back beside it: still exactly once)
+    prefixed = model.translate(LINES, prefixes=["Der Mann", "{name}", "42 alte"])
+    assert each_once(prefixed) and prefixed[0].startswith("Der Mann")
     assert each_once(model.translate(LINES, glossary={"cats": "Katzen"}))
     pairs = model.translate(LINES, alignment=True)
     for (text, alignment), line in zip(pairs, LINES):

@@ -13,6 +13,7 @@
     model.detect(["Ein Mann.", "A man."])                # [("de", 100.0), ("en", 100.0)]
     model.translate(["A man."], sample="all", nbest=4, seed=1)  # four sampled translations
     model.translate(["Ein Mann."], tgt="fr")             # a model of several directions
+    model.translate(["<p>A <b>man</b>.</p>"], format="html")  # tags kept around their words
 
 Everything goes through translate.Translator, the code behind the CLI's translate and evaluate, so
 a sentence gets the same translation either way. Lists in, lists out: one result per input, in
@@ -34,12 +35,12 @@ from pathlib import Path
 import torch
 
 from tinytrans.attention import SentenceAttention, sentence_attention
-from tinytrans.config import (DEVICES, GLOSSARY_METHODS, INFERENCE_PRECISIONS, SearchConfig,
-                              sample_option)
+from tinytrans.config import (DEVICES, GLOSSARY_METHODS, INFERENCE_PRECISIONS, TEXT_FORMATS,
+                              SearchConfig, sample_option)
 from tinytrans.errors import UserError
 from tinytrans.terminology import Glossary, check_phrases, check_prefix
 from tinytrans.tokenizer import EOS_ID
-from tinytrans.lines import Languages
+from tinytrans.lines import Languages, check_markup_options
 from tinytrans.translate import LineOptions, Translator
 
 NBest = list[tuple[float, str]]  # (score, text) pairs, best first
@@ -78,7 +79,8 @@ class TranslationModel:
                   temperature: float = SearchConfig.temperature,
                   top_p: float = SearchConfig.top_p, seed: int = SearchConfig.seed,
                   src: str | None = None, tgt: str | None = None,
-                  zero_shot: bool = False, placeholders: bool = True) -> list:
+                  zero_shot: bool = False, placeholders: bool = True,
+                  format: str = "text") -> list:
         """The best translation of each sentence (a list of str).
 
         With `nbest`, each sentence gets instead a list of up to `nbest` (score, text) pairs, best
@@ -96,7 +98,8 @@ class TranslationModel:
         detected per sentence; tgt None: the model's only target); a pair it was not trained on
         goes through a pivot language, or, with zero_shot=True, straight there. placeholders:
         URLs, e-mail addresses, numbers and {variables} come back byte for byte (the model
-        sees stand-ins); False gives them to the model as they are.
+        sees stand-ins); False gives them to the model as they are. format="html": each item is
+        HTML, given back with its text translated and its tags kept (markup.py).
         """
         cfg = _search_config(beam=beam, lenpen=lenpen, max_len_a=max_len_a, max_len_b=max_len_b,
                              nbest=1 if nbest is None else nbest,
@@ -113,6 +116,10 @@ class TranslationModel:
         languages = Languages(_language("src", src), _language("tgt", tgt),
                               _bool("zero_shot", zero_shot))
         self.translator.route("", languages)  # a language the model lacks: before any work
+        if _choice("format", format, TEXT_FORMATS) == "html":
+            check_markup_options(cfg, options, phrases, starts)
+            return list(self.translator.translate_markup(sentences, cfg, _warn, languages,
+                                                         options.placeholders))
         results = self.translator.translate(sentences, cfg, warn=_warn, options=options,
                                             constraints=phrases, prefixes=starts,
                                             languages=languages)

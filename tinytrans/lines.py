@@ -31,7 +31,7 @@ from tinytrans.errors import UserError
 from tinytrans.langid import Guess, LanguageIdentifier, identifier_in, missing_identifier
 from tinytrans.lengths import length_batches
 from tinytrans.markup import translate_html
-from tinytrans.placeholders import Masked, mask
+from tinytrans.placeholders import Masked, mask, mask_like
 from tinytrans.sentences import fit_sentences, join_translations, split_sentences
 from tinytrans.terminology import Alignment, Glossary, TermLinks, TermMatch, place_terms
 from tinytrans.textio import LineCounter, decode_line
@@ -263,9 +263,11 @@ class LineTranslator(ABC):
             where = f"line {number}: " if not one_for_all or self.directions.tagged else ""
             route = self.route(line, line_languages.next_for(number), where)
             phrases, prefix = line_phrases.next_for(number), line_prefixes.next_for(number)
-            # constraints and a prefix are target text, which may hold the spans themselves
-            masked = mask(line.strip()) if options.placeholders and not (phrases or prefix) \
-                else Masked(line.strip(), (), ())
+            masked = mask(line.strip()) if options.placeholders else Masked(line.strip(), (), ())
+            # constraints and a prefix are target text: a span in them is asked for as its
+            # stand-in, and comes back with the others
+            phrases = [mask_like(masked, phrase) for phrase in phrases]
+            prefix = mask_like(masked, prefix)
             chunk.append(Line(number, masked.text, phrases, prefix, route, masked))
             if len(chunk) >= chunk_lines:
                 yield from self._translate_chunk(chunk, first_line, cfg, warn, options)

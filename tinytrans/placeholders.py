@@ -91,6 +91,14 @@ class Masked:
         return min(n_target, round(source * n_target / n_source))
 
 
+def mask_like(masked: Masked, text: str) -> str:
+    """Target text given with a line (a constraint, a prefix) with the line's spans replaced by
+    their stand-ins, so that what it asks for is what the model writes; restore puts them back."""
+    for k, span in sorted(enumerate(masked.spans), key=lambda ks: -len(ks[1])):
+        text = re.sub(rf"(?<!\w){re.escape(span)}(?!\w)", str(FIRST_STAND_IN + k), text)
+    return text
+
+
 def mask(text: str) -> Masked:
     """`text` with every protected span replaced by its stand-in."""
     spans: list[str] = []
