@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -484,6 +485,24 @@ def test_the_page_translates_as_you_type_and_draws_the_attention(server, transla
         assert shown == pytest.approx(attention["weights"]["cross"][0][0][0], abs=1e-5)
         if os.environ.get("TINYTRANS_SCREENSHOT"):  # for the README's picture
             browser.save_screenshot(os.environ["TINYTRANS_SCREENSHOT"])
+        # formatted text: the toggle sends format html, and the tags come back
+        page = f"<p>{LINES[3]} <b>{LINES[4]}</b></p>"
+        browser.find_element(By.ID, "markup").click()
+        source = browser.find_element(By.ID, "source")
+        source.clear()
+        source.send_keys(page)
+        wanted = list(translator.translate_markup([page], SearchConfig(beam=ServeConfig.beam)))[0]
+        WebDriverWait(browser, 30).until(
+            lambda b: b.find_element(By.ID, "translation").text == wanted)
+        # a file: uploaded to /translate_file, a link to its translation
+        upload = Path(tempfile.mkdtemp()) / "lines.txt"
+        upload.write_text("\n".join(LINES[:3]) + "\n")
+        browser.find_element(By.ID, "file").send_keys(str(upload))
+        WebDriverWait(browser, 60).until(
+            lambda b: b.find_element(By.ID, "download").is_displayed())
+        link = browser.find_element(By.ID, "download").get_attribute("href")
+        with urllib.request.urlopen(link, timeout=60) as reply:
+            assert reply.read().decode().split("\n")[:3] == expected(translator, LINES[:3])
     finally:
         browser.quit()
 
