@@ -423,3 +423,36 @@ def test_two_processes_sample_the_directions_as_one_does(tmp_path):
     for name, tensor in final[1].items():
         if name.startswith("model/"):
             torch.testing.assert_close(final[0][name], tensor, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_every_feature_works_per_direction(model, corpora):
+    en = Path(f"{corpora[1]}.en").read_text(encoding="utf-8").splitlines()[:3]
+    for line, (text, pairs) in zip(en, model.translate(en, tgt="xx", alignment=True)):
+        # every target word once, each linked to a word of its own line (the tag is no word)
+        assert sorted(t for _, t in pairs) == list(range(len(text.split())))
+        assert all(s < len(line.split()) for s, _ in pairs)
+    constrained = model.translate(en, tgt="de", constraints=[["Haus"], [], ["Katze"]])
+    assert "Haus" in constrained[0] and "Katze" in constrained[2]
+    assert len(model.translate(en, tgt="xx", sample=5, seed=3, nbest=2)[0]) == 2
+    assert len(model.translate(en, tgt="de", glossary={"man": "Mann"})) == 3
+    assert model.translate([" ".join(en)], tgt="xx", beam=1) != [""]  # split into sentences
+
+
+def test_requests_of_several_directions_share_a_batch_and_get_their_own_lines(model, corpora):
+    from tinytrans.batching import Batcher
+    from tinytrans.config import SearchConfig
+    from tinytrans.lines import Languages
+    en = Path(f"{corpora[1]}.en").read_text(encoding="utf-8").splitlines()[:4]
+    de = Path(f"{corpora[1]}.de").read_text(encoding="utf-8").splitlines()[:4]
+    batcher = Batcher(model.translator, max_wait=0.2)
+    try:
+        cfg = SearchConfig(beam=2)
+        futures = [batcher.submit(en, cfg, languages=[Languages("en", "xx")] * 4),
+                   batcher.submit(de, cfg, languages=[Languages("de", "en")] * 4),
+                   batcher.submit(en[:2], cfg, languages=[Languages("en", "de")] * 2)]
+        got = [[t.text for t in f.result(120).translations] for f in futures]
+    finally:
+        batcher.close()
+    assert got == [model.translate(en, tgt="xx", beam=2), model.translate(de, src="de", tgt="en",
+                                                                          beam=2),
+                   model.translate(en[:2], tgt="de", beam=2)]
