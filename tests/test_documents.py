@@ -116,3 +116,36 @@ def test_the_command_line_translates_files_by_their_kind(varied_run, tmp_path):
                         tmp_path / "in.docx", "--output", tmp_path / "out.docx")
         assert result.exit_code == 0, result.output
         assert (tmp_path / "out.docx").read_bytes()[:2] == b"PK"
+
+
+def docx_with_runs(*runs: tuple[str, bool], tab_after: int | None = None) -> bytes:
+    docx = pytest.importorskip("docx", reason="python-docx (the documents extra) is not installed")
+    document = docx.Document()
+    paragraph = document.add_paragraph()
+    for k, (text, bold) in enumerate(runs):
+        paragraph.add_run(text).bold = bold
+        if k == tab_after:
+            paragraph.add_run().add_tab()
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+def test_runs_keep_their_words_in_order_and_tabs_stay_in_place():
+    docx = pytest.importorskip("docx", reason="python-docx (the documents extra) is not installed")
+    out = docx.Document(io.BytesIO(translate_document(
+        docx_with_runs(("a ", False), ("b", True), (" c", False)), "x.docx", "docx",
+        lambda texts: [(t.upper(), [(i, i) for i in range(len(t.split()))]) for t in texts])))
+    runs = out.paragraphs[0].runs
+    assert "".join(r.text for r in runs) == "A B C"
+    assert [r.text.strip() for r in runs if r.bold] == ["B"]
+    # the first run's words on both sides of another's: the first run is used twice
+    swapped = docx.Document(io.BytesIO(translate_document(
+        docx_with_runs(("a b ", False), ("c", True)), "x.docx", "docx",
+        lambda texts: [("A C B", [(0, 0), (2, 1), (1, 2)]) for _ in texts])))
+    runs = swapped.paragraphs[0].runs
+    assert "".join(r.text for r in runs) == "A C B" and [bool(r.bold) for r in runs] == [False, True, False]
+    tabbed = docx.Document(io.BytesIO(translate_document(
+        docx_with_runs(("Name:", False), ("Value", False), tab_after=0), "x.docx", "docx",
+        lambda texts: [(t.upper(), [(i, i) for i in range(len(t.split()))]) for t in texts])))
+    assert tabbed.paragraphs[0].text == "NAME:\tVALUE"

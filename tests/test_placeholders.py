@@ -48,7 +48,10 @@ def test_a_lost_stand_in_goes_where_its_source_word_was_aligned():
 def test_target_text_asks_for_the_spans_as_their_stand_ins():
     masked = mask("Pay 1,000.50 to {name} now")
     assert mask_like(masked, "{name} zahlt 1,000.50") == "11 zahlt 10"
-    assert mask_like(masked, "{named} 1,000.500") == "{named} 1,000.500"  # other text stays
+    assert mask_like(masked, "Sie zahlt") == "Sie zahlt"  # other text stays
+    assert mask_like(masked, "5.5 Euro") is None  # a span of its own: the line goes unmasked
+    swapped = mask("see 11 and 10")  # spans 11 and 10 stand in as 10 and 11: in one pass
+    assert mask_like(swapped, "siehe 11 und 10") == "siehe 10 und 11"
     assert masked.restore(mask_like(masked, "{name} zahlt 1,000.50"))[0] == "{name} zahlt 1,000.50"
 
 

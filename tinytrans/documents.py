@@ -155,8 +155,8 @@ def translate_docx(data: bytes, name: str, translate: TranslateTexts) -> bytes:
     seen: set[int] = set()  # a merged table cell is met once per cell it spans
     paragraphs = [(p, runs) for p in _paragraphs(document)
                   if not (id(p._p) in seen or seen.add(id(p._p)))
-                  and (runs := _text_runs(p)) and "".join(r.text for r in runs).strip()]
-    found = translate([" ".join("".join(r.text for r in runs).split()) for _, runs in paragraphs])
+                  and (runs := _text_runs(p)) and _joined(runs)[0].strip()]
+    found = translate([" ".join(_joined(runs)[0].split()) for _, runs in paragraphs])
     for (_, runs), (translation, alignment) in zip(paragraphs, found):
         _put_runs(runs, translation, alignment)
     out = io.BytesIO()
@@ -218,30 +218,48 @@ def _put_runs(runs: list, translation: str, alignment: Alignment | None) -> None
             stretches[-1][1].append(word)
         else:
             stretches.append((owner, [word]))
-    anchor = runs[0]._r
+    if not _side_by_side(runs):
+        # a tab, a field or a picture between text runs stays where it is: each run keeps its
+        # place and takes the words it owns
+        for k, run in enumerate(runs):
+            _set_text(run._r, " ".join(word for word, owner in zip(target, owners) if owner == k))
+        return
+    marker = runs[0]._r.makeelement("marker", {})  # where the text runs begin
+    runs[0]._r.addprevious(marker)
     used: set[int] = set()
     for position, (k, words) in enumerate(stretches):
         # a run's first stretch is the run itself; another is a copy of it (its formatting)
         element = runs[k]._r if k not in used else copy.deepcopy(runs[k]._r)
         used.add(k)
-        anchor.addprevious(element)
+        marker.addprevious(element)
         _set_text(element, (" " if position else "") + " ".join(words))
+    marker.getparent().remove(marker)
     for k, run in enumerate(runs):
         if k not in used:
             run._r.getparent().remove(run._r)
 
 
+def _side_by_side(runs: list) -> bool:
+    """Whether the text runs are neighbours in their paragraph, nothing between them."""
+    return len(_joined(runs)[0]) == sum(len(run.text) for run in runs)
+
+
+def _joined(runs: list) -> tuple[str, list[tuple[int, int, int]]]:
+    """The text runs' text as one, a space where something else (a tab, a field) stood
+    between two of them, and each run's (start, end, index) in it."""
+    text, bounds = "", []
+    for k, run in enumerate(runs):
+        if k and runs[k - 1]._r.getnext() is not run._r:
+            text += " "
+        bounds.append((len(text), len(text) + len(run.text), k))
+        text += run.text
+    return text, bounds
+
+
 def _run_of_each_word(runs: list) -> list[int]:
     """For each whitespace word of the runs' text, the index of the run it starts in."""
-    owners, offset = [], 0
-    text = "".join(run.text for run in runs)
-    bounds = []
-    for k, run in enumerate(runs):
-        bounds.append((offset, offset + len(run.text), k))
-        offset += len(run.text)
-    for start, _ in _word_spans(text):
-        owners.append(next(k for a, b, k in bounds if a <= start < b))
-    return owners
+    text, bounds = _joined(runs)
+    return [next(k for a, b, k in bounds if a <= start < b) for start, _ in _word_spans(text)]
 
 
 def _owners(run_of_word: list[int], n_target: int, alignment: Alignment | None) -> list[int]:

@@ -265,9 +265,12 @@ class LineTranslator(ABC):
             phrases, prefix = line_phrases.next_for(number), line_prefixes.next_for(number)
             masked = mask(line.strip()) if options.placeholders else Masked(line.strip(), (), ())
             # constraints and a prefix are target text: a span in them is asked for as its
-            # stand-in, and comes back with the others
-            phrases = [mask_like(masked, phrase) for phrase in phrases]
-            prefix = mask_like(masked, prefix)
+            # stand-in, and comes back with the others (a span the line has not: unmasked)
+            asked = [mask_like(masked, text) for text in [*phrases, prefix]]
+            if None in asked:
+                masked = Masked(line.strip(), (), ())
+            else:
+                phrases, prefix = asked[:-1], asked[-1]
             chunk.append(Line(number, masked.text, phrases, prefix, route, masked))
             if len(chunk) >= chunk_lines:
                 yield from self._translate_chunk(chunk, first_line, cfg, warn, options)

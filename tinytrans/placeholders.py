@@ -91,12 +91,16 @@ class Masked:
         return min(n_target, round(source * n_target / n_source))
 
 
-def mask_like(masked: Masked, text: str) -> str:
+def mask_like(masked: Masked, text: str) -> str | None:
     """Target text given with a line (a constraint, a prefix) with the line's spans replaced by
-    their stand-ins, so that what it asks for is what the model writes; restore puts them back."""
-    for k, span in sorted(enumerate(masked.spans), key=lambda ks: -len(ks[1])):
-        text = re.sub(rf"(?<!\w){re.escape(span)}(?!\w)", str(FIRST_STAND_IN + k), text)
-    return text
+    their stand-ins, in one pass and found as mask finds them, so that what it asks for is what
+    the model writes (restore puts them back). None when it holds a span the line has not: its
+    number would be read as a stand-in; such a line is translated unmasked."""
+    stand_ins = {span: str(FIRST_STAND_IN + k) for k, span in enumerate(masked.spans)}
+    foreign = [m.group() for m in PROTECTED.finditer(text) if m.group() not in stand_ins]
+    if foreign:
+        return None
+    return PROTECTED.sub(lambda m: stand_ins[m.group()], text)
 
 
 def mask(text: str) -> Masked:
