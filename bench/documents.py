@@ -36,7 +36,7 @@ from common import WORK, record, require_multi30k  # noqa: E402
 
 from tinytrans.config import SearchConfig  # noqa: E402
 from tinytrans.documents import parse_srt, translate_document  # noqa: E402
-from tinytrans.markup import Element, parse, runs_of  # noqa: E402
+from tinytrans.markup import Element, flatten, parse, runs_of  # noqa: E402
 from tinytrans.placeholders import mask  # noqa: E402
 from tinytrans.textio import read_lines  # noqa: E402
 from tinytrans.translate import Translator  # noqa: E402
@@ -165,8 +165,8 @@ def main() -> None:
     rows = ["| format | input | translated whole, s | same text as plain lines, s | overhead | "
             "kept | bars |", "|---|---|---|---|---|---|---|"]
     # HTML
-    plain = [" ".join("".join(t for t in _texts(r.items)).split()) for r in runs_of(parse(page))
-             if "".join(_texts(r.items)).strip()]
+    plain = [" ".join(text.split()) for text in
+             (flatten(run.items)[0] for run in runs_of(parse(page))) if text.strip()]
     out, seconds = timed(lambda: translate_document(page.encode(), "page.html", "html", texts))
     _, base = timed(lambda: list(translator.translate(plain, cfg)))
     out = out.decode()
@@ -231,12 +231,6 @@ def placeholder_quality(translator, cfg) -> list[str]:
                     f"{sacrebleu.corpus_bleu([hyps[i] for i in with_spans], [[references[i] for i in with_spans]]).score:.2f} | "
                     f"{kept} of {len(with_spans)} lines |")
     return rows
-
-
-def _texts(items: list) -> list[str]:
-    return [t for item in items for t in ([item] if isinstance(item, str) else
-                                          _texts(item.children) if isinstance(item, Element)
-                                          else [])]
 
 
 def serve_checks(run: Path, page: str, srt: str, word: bytes) -> list[str]:

@@ -149,3 +149,29 @@ def test_runs_keep_their_words_in_order_and_tabs_stay_in_place():
         docx_with_runs(("Name:", False), ("Value", False), tab_after=0), "x.docx", "docx",
         lambda texts: [(t.upper(), [(i, i) for i in range(len(t.split()))]) for t in texts])))
     assert tabbed.paragraphs[0].text == "NAME:\tVALUE"
+
+
+def test_a_docx_that_unpacks_too_big_is_refused_before_it_is_read(monkeypatch):
+    import tinytrans.documents as documents
+    data = make_docx()
+    monkeypatch.setattr(documents, "MAX_UNPACKED_BYTES", 1000)
+    with pytest.raises(UserError, match=r"x.docx: unpacks to [\d,]+ bytes; at most 1,000"):
+        translate_document(data, "x.docx", "docx", reversed_upper)
+
+
+def test_a_served_file_over_its_text_limit_is_refused_before_translation():
+    from tinytrans.config import SearchConfig
+    from tinytrans.lines import Languages
+    from tinytrans.serve import file_job
+
+    class NeverTranslates:
+        def translate(self, *args, **kwargs):
+            raise AssertionError("translated a file over its limit")
+
+        def texts_translator(self, *args, **kwargs):
+            return lambda texts: self.translate()
+    for name, data in (("a/b.txt", b"x" * 50), ("film.srt", SRT.encode())):
+        job = file_job(data, name, "text" if name.endswith("txt") else "srt", SearchConfig(),
+                       Languages(), max_chars=20)
+        with pytest.raises(UserError, match=r"^file: \d+ characters of text; at most 20"):
+            job(NeverTranslates())

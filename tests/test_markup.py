@@ -230,3 +230,9 @@ def test_the_api_translates_html(varied_run):
         model.translate(pages, format="html", nbest=2)
     with pytest.raises(UserError, match="format"):
         model.translate(pages, format="pdf")
+
+
+def test_html_the_parser_refuses_is_one_line():
+    from tinytrans.errors import UserError
+    with pytest.raises(UserError, match=r"^--format html: the HTML cannot be read"):
+        translate_html("<p>a</p><![foo[x]]>", same)

@@ -148,6 +148,8 @@ def test_routes_trained_pivot_zero_shot_same_and_refused():
         directions.route("en", "fr")
     assert directions.targets_of("de") == ["en", "xx"]
     assert directions.targets_of("xx") == []
+    assert directions.sources_for("de") == ["en", "de"]  # xx reaches de by neither route
+    assert directions.sources_for("de", zero_shot=True) == ["en", "de", "xx"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,7 +437,9 @@ def test_every_feature_works_per_direction(model, corpora):
     assert "Haus" in constrained[0] and "Katze" in constrained[2]
     assert len(model.translate(en, tgt="xx", sample=5, seed=3, nbest=2)[0]) == 2
     assert len(model.translate(en, tgt="de", glossary={"man": "Mann"})) == 3
-    assert model.translate([" ".join(en)], tgt="xx", beam=1) != [""]  # split into sentences
+    # a line of three sentences: translated sentence by sentence, joined
+    assert model.translate([" ".join(en)], tgt="xx", beam=1) == \
+        [" ".join(model.translate(en, tgt="xx", beam=1))]
 
 
 def test_requests_of_several_directions_share_a_batch_and_get_their_own_lines(model, corpora):
@@ -456,3 +460,21 @@ def test_requests_of_several_directions_share_a_batch_and_get_their_own_lines(mo
     assert got == [model.translate(en, tgt="xx", beam=2), model.translate(de, src="de", tgt="en",
                                                                           beam=2),
                    model.translate(en[:2], tgt="de", beam=2)]
+
+
+def test_a_manifest_whose_directions_and_parts_disagree_is_refused(corpora, tmp_path):
+    from tinytrans.prepared import MANIFEST, open_prepared, prepare
+    cfg = multilingual_config(str(corpora[0]), str(corpora[1]))
+    prepare(cfg.data, tmp_path / "data", workers=1)
+    path = tmp_path / "data" / MANIFEST
+    good = json.loads(path.read_text())
+    for change, cause in (
+            (lambda m: m["splits"]["train"]["parts"].reverse(), "'splits.train.parts' must list"),
+            (lambda m: m["splits"]["valid"].pop("parts"), "'splits.valid.parts' must list"),
+            (lambda m: m["data"].update(directions=""), "'data.directions' must name"),
+            (lambda m: m.update(version=1), "'data.directions' must name")):
+        manifest = json.loads(json.dumps(good))
+        change(manifest)
+        path.write_text(json.dumps(manifest))
+        with pytest.raises(UserError, match=cause):
+            open_prepared(tmp_path / "data")

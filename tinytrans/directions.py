@@ -176,13 +176,14 @@ class Directions:
         self.trained, self.tagged = trained, tagged
         self.languages = languages_of(trained)
 
-    @property
-    def multilingual(self) -> bool:
-        return self.tagged
-
     def targets_of(self, src: str) -> list[str]:
         """The languages a line in `src` can be translated into: trained, or through a pivot."""
         return [tgt for tgt in self.languages if tgt != src and self.steps(src, tgt, False)]
+
+    def sources_for(self, tgt: str, zero_shot: bool = False) -> list[str]:
+        """The languages a line can be in to be translated into `tgt` (`tgt` itself included):
+        what detection chooses among."""
+        return [src for src in self.languages if src == tgt or self.steps(src, tgt, zero_shot)]
 
     def steps(self, src: str, tgt: str, zero_shot: bool) -> tuple[Direction, ...] | None:
         direct = Direction(src, tgt)

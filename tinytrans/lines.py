@@ -162,9 +162,7 @@ class LineTranslator(ABC):
         if src is None and text.strip() and tgt in directions.languages:
             # among the languages that can reach the target: a line can only be translated
             # from one of those, and is most likely in the one it most resembles
-            reach = [lang for lang in directions.languages
-                     if lang == tgt or directions.steps(lang, tgt, languages.zero_shot)]
-            src = self.detect([text], reach)[0].language
+            src = self.detect([text], directions.sources_for(tgt, languages.zero_shot))[0].language
         return directions.route(src or tgt, tgt, languages.zero_shot, where)
 
     @cached_property

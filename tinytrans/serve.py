@@ -503,10 +503,7 @@ class Routes:
         (`target` given), among the languages that can reach the target. A run made before
         identifiers reads only its source language, which is answered; a damaged identifier is
         logged and answered the same way, so that the translation still comes back."""
-        directions = self.translator.directions
-        among = None if target is None else \
-            [lang for lang in directions.languages
-             if lang == target or directions.steps(lang, target, False)]
+        among = None if target is None else self.translator.directions.sources_for(target)
         try:
             if self.translator.identifier is not None:
                 return await run_in_threadpool(self.detected, texts, among)
