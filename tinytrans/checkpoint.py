@@ -44,6 +44,9 @@ def step_name(step: int) -> str:
 OLD_STATE_NAMES = {"stale": "validations_since_best", "regrouped": "update_sizes"}
 
 
+FLOAT_FIELDS = ("elapsed", "best_bleu", "best_loss")  # of TrainState; the others are counts
+
+
 @dataclass
 class TrainState:
     """Where training stands; saved in every checkpoint, so a resumed run continues exactly."""
@@ -52,7 +55,8 @@ class TrainState:
     epoch: int = 0
     batch: int = 0  # the next batch of this epoch to train on
     elapsed: float = 0.0  # seconds of training so far, over all resumptions
-    best_bleu: float = -1.0
+    best_bleu: float = -1.0  # the best checkpoint's BLEU (-1: none yet)
+    best_loss: float = -1.0  # and its loss (-1: none yet, or a run saved before this field)
     best_step: int = 0
     validations_since_best: int = 0  # what --patience counts
     # (batch, batches per update) from which this epoch's batches were shared among processes:
@@ -70,7 +74,7 @@ class TrainState:
                 raise UserError(f"{path}: unknown training state field '{key}'")
             if not _valid_state_value(key, value):
                 raise UserError(f"{path}: training state field '{key}' = {value!r} is not valid")
-        return cls(**{k: float(v) if k in ("elapsed", "best_bleu") else v for k, v in values.items()})
+        return cls(**{k: float(v) if k in FLOAT_FIELDS else v for k, v in values.items()})
 
 
 def _valid_state_value(key: str, value: Any) -> bool:
@@ -80,7 +84,7 @@ def _valid_state_value(key: str, value: Any) -> bool:
         return isinstance(value, list) and all(
             isinstance(pair, list) and len(pair) == 2 and all(count(x) for x in pair) and pair[1] >= 1
             for pair in value)
-    if key in ("elapsed", "best_bleu"):
+    if key in FLOAT_FIELDS:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return False
         try:  # a JSON integer of 400 digits is no float

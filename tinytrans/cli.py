@@ -35,8 +35,8 @@ except ImportError:  # older typer runs on click itself
     from click import exceptions as click_errors
 
 from tinytrans import __version__
-from tinytrans.config import (ATTENTION_KINDS, BLEU_TOKENIZE, DEVICES, ENGINES, EXPORT_FORMATS,
-                              GLOSSARY_METHODS, INFERENCE_PRECISIONS, LR_SCHEDULES, MODEL_TYPES, PRECISIONS, PRESETS,
+from tinytrans.config import (ATTENTION_KINDS, BEST_METRICS, BLEU_TOKENIZE, DEVICES, ENGINES,
+                              EXPORT_FORMATS, GLOSSARY_METHODS, INFERENCE_PRECISIONS, LR_SCHEDULES, MODEL_TYPES, PRECISIONS, PRESETS,
                               QUANTIZATIONS, FILE_FORMATS, UTF8_POLICIES, DataConfig, SearchConfig,
                               ServeConfig, sample_option)
 from tinytrans.errors import UserError
@@ -49,6 +49,7 @@ InferencePrecision = Literal[INFERENCE_PRECISIONS]  # type: ignore[valid-type]
 Utf8Policy = Literal[UTF8_POLICIES]  # type: ignore[valid-type]
 GlossaryMethodName = Literal[GLOSSARY_METHODS]  # type: ignore[valid-type]
 LrSchedule = Literal[LR_SCHEDULES]  # type: ignore[valid-type]
+BestMetric = Literal[BEST_METRICS]  # type: ignore[valid-type]
 AttentionKind = Literal[ATTENTION_KINDS]  # type: ignore[valid-type]
 ExportFormat = Literal[EXPORT_FORMATS]  # type: ignore[valid-type]
 Quantization = Literal[QUANTIZATIONS]  # type: ignore[valid-type]
@@ -328,7 +329,8 @@ def train(
     checkpoint_every: Annotated[Optional[int], typer.Option(help="Updates between checkpoints.")] = None,
     keep_last: Annotated[Optional[int], typer.Option(help="Step checkpoints to keep.")] = None,
     average_last: Annotated[Optional[int], typer.Option(help="At the end, average the last N step checkpoints.")] = None,
-    patience: Annotated[Optional[int], typer.Option(help="Stop after this many validations without a better BLEU.")] = None,
+    patience: Annotated[Optional[int], typer.Option(help="Stop after this many validations without a better --best-metric.")] = None,
+    best_metric: Annotated[Optional[BestMetric], typer.Option(help="What picks the best checkpoint and what --patience watches: a higher greedy validation BLEU, or a lower validation loss (fairseq's way).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed.")] = None,
     precision: Annotated[Optional[Precision], typer.Option(help="auto: bf16 where the hardware has it, else fp32.")] = None,
     device: Annotated[Optional[Device], typer.Option(help="auto: a CUDA GPU when there is one.")] = None,
@@ -363,6 +365,7 @@ def train(
                   "max_steps": max_steps, "max_epochs": max_epochs, "max_time": max_time,
                   "validate_every": validate_every, "checkpoint_every": checkpoint_every,
                   "keep_last": keep_last, "average_last": average_last, "patience": patience,
+                  "best_metric": best_metric,
                   "seed": seed, "precision": precision, "device": device, "threads": threads,
                   "init": str(init) if init is not None else None, "init_checkpoint": checkpoint,
                   "init_optimizer": init_optimizer or None}},

@@ -26,6 +26,7 @@ from tinytrans.errors import UserError
 MODEL_TYPES = ("bpe", "unigram")
 UTF8_POLICIES = ("strict", "replace")
 LR_SCHEDULES = ("inverse_sqrt", "linear")
+BEST_METRICS = ("bleu", "loss")  # what picks the best checkpoint and what --patience watches
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 INFERENCE_PRECISIONS = PRECISIONS + ("int8",)  # int8: dynamic quantisation, CPU decoding only
@@ -121,7 +122,11 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_last: int = 3
     average_last: int | None = None  # at the end, average the last N step checkpoints
-    patience: int | None = None  # validations without a new best BLEU before stopping
+    patience: int | None = None  # validations without a new best before stopping
+    # What makes a validation the best yet: a higher greedy BLEU (JoeyNMT's and OpenNMT's usual
+    # choice), or a lower loss (fairseq's default, which published recipes such as Wu et al.,
+    # 2021 stop on). The best checkpoint and --patience both follow it.
+    best_metric: str = "bleu"
     log_every: int = 100
     seed: int = 1
     precision: str = "auto"  # fp32, bf16 or auto
@@ -499,6 +504,7 @@ RULES: dict[str, dict[str, Interval | OneOf | NonEmpty | ZeroOr]] = {
         "max_time": Interval(0, 60 * 24 * 366 * 10, low_open=True),  # minutes: ten years
         "validate_every": COUNT, "checkpoint_every": COUNT,
         "keep_last": COUNT, "average_last": COUNT, "patience": COUNT, "log_every": COUNT,
+        "best_metric": OneOf(BEST_METRICS),
         "seed": Interval(0, 2**32 - 1), "precision": OneOf(PRECISIONS), "device": OneOf(DEVICES),
         "threads": Interval(1, 4096),
     },

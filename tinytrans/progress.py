@@ -120,7 +120,8 @@ class TrainDisplay:
 
     def on_valid(self, e: dict[str, Any]) -> None:
         self.say(f"validation at step {e['step']}: loss {e['loss']:.3f} | ppl {e['ppl']:.2f} | "
-                 f"BLEU {e['bleu']:.2f} (best {e['best_bleu']:.2f} at step {e['best_step']}) "
+                 f"BLEU {e['bleu']:.2f} (best checkpoint: step {e['best_step']}, BLEU "
+                 f"{e['best_bleu']:.2f}, loss {e['best_loss']:.3f}) "
                  f"[{e['bleu_signature']}]")
         if "directions" in e:  # several directions: the figures above are their means
             self.say("  by direction: " + ", ".join(f"{name} {v['bleu']:.2f}"
@@ -138,8 +139,9 @@ class TrainDisplay:
         table = Table(title="training finished", show_header=False)
         table.add_row("stopped", Text(r.stop_reason))
         table.add_row("updates", f"{r.state.step:,} (in epoch {r.state.epoch + 1})")
-        table.add_row("best BLEU (greedy, valid)", f"{r.state.best_bleu:.2f} at step {r.state.best_step}"
-                      if r.state.best_bleu >= 0 else "no validation set")
+        table.add_row("best checkpoint (valid)",
+                      f"step {r.state.best_step}: greedy BLEU {r.state.best_bleu:.2f}, loss "
+                      f"{r.state.best_loss:.3f}" if r.state.best_bleu >= 0 else "no validation set")
         table.add_row("training time", _clock(r.state.elapsed))
         table.add_row("target tokens/s", f"{r.tokens_per_second:,.0f}")
         table.add_row("run directory", Text(str(r.run_dir)))

@@ -324,7 +324,8 @@ def recover_best(state: TrainState, best_path: Path) -> TrainState:
     saved = read_training_state(best_path)
     if saved.best_step <= state.step:
         return state  # the checkpoint was written after this best, and knows it
-    return replace(state, best_bleu=saved.best_bleu, best_step=saved.best_step,
+    return replace(state, best_bleu=saved.best_bleu, best_loss=saved.best_loss,
+                   best_step=saved.best_step,
                    validations_since_best=0)
 
 

@@ -563,7 +563,8 @@ def _stop_reason(cfg: RunConfig, state: TrainState) -> str | None:
     if t.max_time is not None and state.elapsed >= t.max_time * 60:
         return f"reached max_time {t.max_time:g} min"
     if t.patience is not None and state.validations_since_best >= t.patience:
-        return f"no better BLEU in {t.patience} validations (early stopping)"
+        better = "BLEU" if t.best_metric == "bleu" else "loss"
+        return f"no better {better} in {t.patience} validations (early stopping)"
     return None
 
 
@@ -746,21 +747,29 @@ def _average_and_validate(run: Run, state: TrainState) -> None:
     run.report(record)
 
 
+def is_new_best(metric: str, scores: dict[str, Any], state: TrainState) -> bool:
+    """Whether a validation's `scores` beat the best so far by `metric` (config.BEST_METRICS)."""
+    if metric == "loss":
+        return state.best_loss < 0 or scores["loss"] < state.best_loss
+    return scores["bleu"] > state.best_bleu
+
+
 def _validate_and_keep_best(run: Run, state: TrainState, timings: Timings) -> dict[str, Any]:
     """Process 0's validation of the model as it stands: scores logged and reported, the best
     checkpoint written when they are the best yet, and the patience count kept."""
     start = time.perf_counter()
     scores = validate(run.model, run.valid, run.tgt_tok, run.cfg, run.device, run.precision)
     timings.validation += time.perf_counter() - start
-    if scores["bleu"] > state.best_bleu:
-        state.best_bleu, state.best_step, state.validations_since_best = scores["bleu"], state.step, 0
+    if is_new_best(run.cfg.train.best_metric, scores, state):
+        state.best_bleu, state.best_loss = scores["bleu"], scores["loss"]
+        state.best_step, state.validations_since_best = state.step, 0
         run.files.best(run.model, asdict(state))
     elif state.step > state.best_step:
         state.validations_since_best += 1
     # else: a validation re-run after a resume, at or before the step of a best found by the
     # killed attempt (see rundir.recover_best): it precedes that best, so it is not one "since the best"
     record = {"event": Event.VALID, "step": state.step, "epoch": state.epoch, **scores,
-              "best_bleu": state.best_bleu, "best_step": state.best_step}
+              "best_bleu": state.best_bleu, "best_loss": state.best_loss, "best_step": state.best_step}
     run.files.log(record)
     run.report(record)
     return record
