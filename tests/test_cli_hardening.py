@@ -81,6 +81,7 @@ def test_keys_that_disagree_are_refused_together(corpus: Path, tmp_path: Path) -
     (["train", "--device", "tpu"], "--device"),
     (["train", "--utf8-errors", "ignore"], "--utf8-errors"),
     (["train", "--lr-schedule", "cosine"], "--lr-schedule"),
+    (["train", "--best-metric", "chrf"], "--best-metric"),
     (["tokenizer", "train", "-i", "x", "-o", "y", "--model-type", "char"], "--model-type"),
     (["translate", "-m", "x", "--precision", "int4"], "--precision"),
     (["translate", "-m", "x", "--beam", "many"], "--beam"),

@@ -333,7 +333,8 @@ def test_every_number_and_choice_has_a_rule() -> None:
             hint = typing.get_type_hints(cls)[f.name]
             kinds = set(typing.get_args(hint)) or {hint}
             if kinds & {int, float} or f.name in ("src", "tgt", "model_type", "utf8_errors",
-                                                  "lr_schedule", "precision", "device"):
+                                                  "lr_schedule", "best_metric", "precision",
+                                                  "device"):
                 assert f.name in RULES[section], f"{section}.{f.name} has no allowed range"
 
 

@@ -105,11 +105,12 @@ class ScriptedValidation:
     """Stands in for train.validate: BLEU as a function of the step being validated, which it
     learns from the "log" event that precedes every validation (log_every = 1)."""
 
-    def __init__(self, bleu_by_step):
-        self.bleu_by_step, self.step = bleu_by_step, 0
+    def __init__(self, bleu_by_step, loss_by_step=None):
+        self.bleu_by_step, self.loss_by_step, self.step = bleu_by_step, loss_by_step, 0
 
     def __call__(self, *args) -> dict:
-        return {"loss": 1.0, "ppl": 2.7, "bleu": float(self.bleu_by_step[self.step]),
+        loss = float(self.loss_by_step[self.step]) if self.loss_by_step else 1.0
+        return {"loss": loss, "ppl": 2.7, "bleu": float(self.bleu_by_step[self.step]),
                 "bleu_signature": "scripted", "sample": ""}
 
 
@@ -228,6 +229,40 @@ def test_patience_stops_at_the_validation_that_runs_it_out(corpus, tokenizer_mod
     assert result.state.step == 12 and result.state.best_step == 6
     assert [r["step"] for r in records(tmp_path / "run", "valid")] == [2, 4, 6, 8, 10, 12]
     assert step_checkpoints(tmp_path / "run") == [12]  # the stop writes one
+
+
+# Validation loss by step: lowest at step 4, where BLEU (12) is not the best (step 6's 13).
+LOSS_BY_STEP = [9, 8, 7, 6, 5, 6, 5.5, 6, 7, 5.2, 6, 6, 6, 6, 7, 7, 7, 7, 8, 8, 8]
+
+
+def test_best_metric_loss_keeps_the_lowest_loss_and_runs_patience_out_on_it(
+        corpus, tokenizer_model, scripted, tmp_path):
+    scripted.loss_by_step = LOSS_BY_STEP
+    cfg = scripted_config(corpus, tokenizer_model, validate_every=2, checkpoint_every=100,
+                          patience=3, max_steps=None, best_metric="loss")
+    result = run(cfg, tmp_path / "run", scripted)
+    # losses at 2, 4, 6, 8, 10: 7, 5 (the best), 5.5, 7, 6: the third without a lower one is 10's
+    assert result.stop_reason == "no better loss in 3 validations (early stopping)"
+    assert (result.state.step, result.state.best_step) == (10, 4)
+    assert (result.state.best_loss, result.state.best_bleu) == (5.0, 12.0)  # BLEU at the best
+    assert read_state(tmp_path / "run" / "checkpoints" / BEST)["best_step"] == 4
+    assert [(r["step"], r["best_step"], r["best_loss"]) for r in records(tmp_path / "run", "valid")] \
+        == [(2, 2, 7.0), (4, 4, 5.0), (6, 4, 5.0), (8, 4, 5.0), (10, 4, 5.0)]
+
+
+def test_a_kill_after_a_lowest_loss_resumes_with_that_best(corpus, tokenizer_model, scripted,
+                                                           tmp_path):
+    """Killed after the best validation (step 4) and before a checkpoint knew of it (step 3's):
+    the resumed run keeps that best's loss to beat, as the straight run does."""
+    scripted.loss_by_step = LOSS_BY_STEP
+    cfg = scripted_config(corpus, tokenizer_model, validate_every=2, checkpoint_every=3,
+                          patience=3, max_steps=None, best_metric="loss")
+    straight = run(cfg, tmp_path / "straight", scripted)
+    with pytest.raises(Killed):
+        run(cfg, tmp_path / "killed", scripted, kill=("valid", 4))
+    resumed = run(cfg, tmp_path / "killed", scripted)
+    assert replace(resumed.state, elapsed=0) == replace(straight.state, elapsed=0)
+    assert resumed.state.best_loss == 5.0 and resumed.stop_reason == straight.stop_reason
 
 
 @pytest.mark.parametrize("interrupted_at, validated", [(4, [2, 4]), (3, [2])])
@@ -409,6 +444,16 @@ def test_a_checkpoint_with_the_old_state_names_still_resumes(tmp_path):
     state = TrainState.from_saved({"step": 7, "stale": 2, "regrouped": [[0, 1], [3, 2]]},
                                   tmp_path / "old.safetensors")
     assert (state.step, state.validations_since_best, state.update_sizes) == (7, 2, [[0, 1], [3, 2]])
+
+
+def test_best_loss_is_read_checked_and_absent_from_older_checkpoints(tmp_path):
+    from tinytrans.checkpoint import TrainState
+    path = tmp_path / "c.safetensors"
+    assert TrainState.from_saved({"step": 7, "best_bleu": 3.5}, path).best_loss == -1.0  # none yet
+    assert TrainState.from_saved({"best_loss": 2}, path).best_loss == 2.0
+    for forged in ("2.5", float("nan"), -3.0, True):
+        with pytest.raises(UserError, match=f"{path}: training state field 'best_loss'"):
+            TrainState.from_saved({"best_loss": forged}, path)
 
 
 def test_every_process_makes_the_same_collective_calls_and_stops_alike(monkeypatch, corpus):
