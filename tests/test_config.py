@@ -433,3 +433,18 @@ def test_every_serve_limit_is_bounded_both_ways(field, value, message) -> None:
     from tinytrans.config import ServeConfig
     with pytest.raises(UserError, match=re.escape(message)):
         ServeConfig(**{field: value})
+
+
+def test_the_reproduction_recipe_is_wu_et_al_transformer_tiny() -> None:
+    """bench/wu2021.toml (bench/reproduce_wu2021.py) stays a valid config with the paper's
+    shape and optimisation: the bench runs for hours, so a key that stops parsing must fail here."""
+    recipe = Path(__file__).resolve().parents[1] / "bench" / "wu2021.toml"
+    values = read_toml(recipe)
+    values["data"]["train"] = "unused"
+    cfg = build_config(values, str(recipe))
+    m, t = cfg.model, cfg.train
+    assert (m.d_model, m.d_ff, m.n_heads, m.n_encoder_layers, m.n_decoder_layers) == (128, 256, 4, 4, 4)
+    assert (m.dropout, m.pre_norm, m.tie_embeddings) == (0.3, False, True)
+    assert (t.batch_tokens * t.update_freq, t.lr, t.warmup_steps, t.max_steps) == (8192, 0.005, 2000, 8000)
+    assert (t.label_smoothing, t.adam_beta2, t.clip_norm, t.best_metric) == (0.0, 0.999, 25.0, "loss")
+    assert (t.patience, t.average_last, t.precision) == (10, 10, "fp32")
