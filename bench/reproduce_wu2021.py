@@ -4,6 +4,10 @@
     python bench/reproduce_wu2021.py evaluate    # test_2016_flickr, scored their way; RESULTS.md
     python bench/reproduce_wu2021.py train --label-smoothing 0.1    # one change: its own run
 
+A variant that changes only a limit (--patience, --max-steps) may go on from the recipe's run
+instead of starting again: copy bench/work/wu2021 to the variant's directory first (for
+`train --patience 1000`: bench/work/wu2021_patience_1000), and it resumes where that run stopped.
+
 Their recipe (README-baseline.md of LividWo/Revisit-MMT) is bench/wu2021.toml, key by key. Their
 data is the dataset's own lowercased, normalised, Moses-tokenized text (../shared/corpora/
 multi30k/tok), and their score fairseq's BLEU on that text after removing BPE: corpus BLEU with
