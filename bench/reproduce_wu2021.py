@@ -17,14 +17,18 @@ they come out of `tinytrans translate`.
 
 fairseq validates, saves a checkpoint and counts --patience once per epoch; this script sets
 validate_every and checkpoint_every to one epoch's updates, counted from the batches this
-toolkit makes of the training text (the same padded-token rule as fairseq's --max-tokens). Their
-evaluate.sh averages the last 10 epoch checkpoints and searches with beam 5, length penalty 1.
-Placeholders (numbers replaced before the model) are off: their model saw the text as it is.
+toolkit makes of the training text (the padded-token rule of fairseq's --max-tokens; fairseq
+also rounds each batch down to a multiple of 8 sentences, --required-batch-size-multiple, which
+makes its batches 1-2% smaller: not copied). Their evaluate.sh averages the last 10 epoch
+checkpoints and generates with beam 5, length penalty 1 and fairseq's length limit (200 pieces,
+whatever the source). Placeholders (numbers replaced before the model) are off: their model saw
+the text as it is.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 import subprocess
 import sys
@@ -81,7 +85,7 @@ def updates_per_epoch(tokenizer: Path, batch_tokens: int, update_freq: int) -> i
         with gzip.open(tok_dir() / f"train.lc.norm.tok.{side}.gz", "rt", encoding="utf-8") as f:
             lengths.append(np.array([len(ids) for ids in tok.encode(f.read().splitlines())]))
     batches = length_sorted_batches(lengths[0], lengths[1], batch_tokens, seed=1, epoch=0)
-    return max(1, round(len(batches) / update_freq))
+    return max(1, math.ceil(len(batches) / update_freq))  # the last update may have fewer
 
 
 def train(extra: list[str]) -> None:
@@ -104,7 +108,8 @@ def train(extra: list[str]) -> None:
 def translate(run_dir: Path, checkpoint: str, source: Path, beam: int = 5) -> tuple[list[str], float]:
     start = time.perf_counter()
     done = tinytrans(["translate", "--model", str(run_dir), "--checkpoint", checkpoint,
-                      "--beam", str(beam), "--lenpen", "1", "--no-placeholders"],
+                      "--beam", str(beam), "--lenpen", "1", "--max-len-a", "0",
+                      "--max-len-b", "200", "--no-placeholders"],
                      input=source.read_text(encoding="utf-8"), capture_output=True)
     return done.stdout.splitlines(), time.perf_counter() - start
 
@@ -117,13 +122,22 @@ def score(hyps: list[str], reference: Path) -> dict:
             "sys_len": bleu.sys_len, "ref_len": bleu.ref_len}
 
 
+def signature() -> str:
+    import sacrebleu
+    return str(sacrebleu.BLEU(tokenize="none", force=True).get_signature())
+
+
 def evaluate(extra: list[str]) -> None:
     run_dir = run_dir_for(extra)
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     logs = [m for m in metrics if m["event"] == "log"]
     valids = [m for m in metrics if m["event"] == "valid"]
+    from tinytrans.checkpoint import BEST, read_training_state
+    from tinytrans.rundir import load_run_config
+    max_steps = load_run_config(run_dir).train.max_steps
     last_step = max(m.get("step", 0) for m in metrics)
-    stopped = "at max_steps" if last_step >= 8000 else "by patience (early stopping) or a limit"
+    stopped = f"at max_steps {max_steps}" if last_step >= max_steps else "by patience (early stopping)"
+    best = read_training_state(run_dir / "checkpoints" / BEST)
     rows = []
     for checkpoint in ("average", "best", "last"):
         valid_hyps, _ = translate(run_dir, checkpoint, tok_dir() / "val.lc.norm.tok.en")
@@ -131,7 +145,6 @@ def evaluate(extra: list[str]) -> None:
         (run_dir / f"test.{checkpoint}.hyp").write_text("\n".join(test_hyps) + "\n", encoding="utf-8")
         rows.append((checkpoint, score(valid_hyps, tok_dir() / "val.lc.norm.tok.de"),
                      score(test_hyps, tok_dir() / "test_2016_flickr.lc.norm.tok.de"), seconds))
-    best = min(valids, key=lambda v: v["loss"])
     lines = [
         f"- recipe: `bench/wu2021.toml`{' with ' + ' '.join(extra) if extra else ''}; run "
         f"`{run_dir.relative_to(ROOT)}`; fp32 matmul {matmul_gflops():.0f} GFLOP/s",
@@ -139,7 +152,7 @@ def evaluate(extra: list[str]) -> None:
         f"(last log), {len(valids)} validations (one an epoch); stopped at step {last_step:,} "
         f"{stopped}",
         f"- mean throughput {np.mean([m['tokens_per_second'] for m in logs]):,.0f} target tokens/s; "
-        f"lowest validation loss {best['loss']:.3f} at step {best['step']}",
+        f"best (lowest) validation loss {best.best_loss:.3f} at step {best.best_step}",
         "",
         "| | checkpoint | valid BLEU | test BLEU | 1-4-gram precisions | BP | hyp/ref tokens | test s |",
         "|---|---|---|---|---|---|---|---|",
@@ -152,7 +165,8 @@ def evaluate(extra: list[str]) -> None:
                      f"{'/'.join(f'{p:.1f}' for p in test['precisions'])} | {test['bp']:.3f} | "
                      f"{test['sys_len']:,}/{test['ref_len']:,} | {seconds:.1f} |")
     lines.append("\n- BLEU: sacrebleu tokenize=none on the dataset's tokenized lowercased text "
-                 "(fairseq's --remove-bpe BLEU), beam 5, lenpen 1, no placeholders")
+                 f"(fairseq's --remove-bpe BLEU), `{signature()}`; beam 5, lenpen 1, at most 200 "
+                 "pieces, no placeholders")
     record("Reproduction: Wu et al. (2021) Transformer-tiny, Multi30k en-de", lines)
     print("\n".join(lines))
 

@@ -233,11 +233,12 @@ def test_train_dropout_and_sampling_flags_reach_the_saved_config(
     from tinytrans.rundir import load_run_config
     prefix = parallel_corpus(["a dog", "a cat", "a man"], ["ein Hund", "eine Katze", "ein Mann"])
     result = train(tmp_path / "run", "--train", prefix, "--preset", "small", "--dropout", "0.3",
-                   "--sampling-alpha", "0.05", "--tokenizer", f"{small_tokenizer_prefix}.model")
+                   "--sampling-alpha", "0.05", "--best-metric", "loss",
+                   "--tokenizer", f"{small_tokenizer_prefix}.model")
     assert result.exit_code == 0, result.output
     saved = load_run_config(tmp_path / "run")
     assert saved.model.dropout == 0.3 and saved.model.d_model == 128  # over the preset's 0.1
-    assert saved.data.sampling_alpha == 0.05
+    assert saved.data.sampling_alpha == 0.05 and saved.train.best_metric == "loss"
 
 
 def test_train_with_a_bad_preset(parallel_corpus, tmp_path: Path) -> None:

@@ -250,19 +250,46 @@ def test_best_metric_loss_keeps_the_lowest_loss_and_runs_patience_out_on_it(
         == [(2, 2, 7.0), (4, 4, 5.0), (6, 4, 5.0), (8, 4, 5.0), (10, 4, 5.0)]
 
 
-def test_a_kill_after_a_lowest_loss_resumes_with_that_best(corpus, tokenizer_model, scripted,
-                                                           tmp_path):
-    """Killed after the best validation (step 4) and before a checkpoint knew of it (step 3's):
-    the resumed run keeps that best's loss to beat, as the straight run does."""
+def test_a_kill_after_a_lowest_loss_resumes_with_that_loss_to_beat(corpus, tokenizer_model,
+                                                                     scripted, tmp_path):
+    """Killed after the best validation (step 4, loss 5) and before a checkpoint knew of it
+    (step 3's); resumed validating every 5 steps, the run never sees step 4 again, and its
+    validations (loss 6 at 5 and 10, 7 at 15) must not beat the best it can no longer see."""
     scripted.loss_by_step = LOSS_BY_STEP
+    run_dir = tmp_path / "run"
     cfg = scripted_config(corpus, tokenizer_model, validate_every=2, checkpoint_every=3,
                           patience=3, max_steps=None, best_metric="loss")
-    straight = run(cfg, tmp_path / "straight", scripted)
     with pytest.raises(Killed):
-        run(cfg, tmp_path / "killed", scripted, kill=("valid", 4))
-    resumed = run(cfg, tmp_path / "killed", scripted)
-    assert replace(resumed.state, elapsed=0) == replace(straight.state, elapsed=0)
-    assert resumed.state.best_loss == 5.0 and resumed.stop_reason == straight.stop_reason
+        run(cfg, run_dir, scripted, kill=("valid", 4))
+    weights_at_4 = best_weights(run_dir)
+    result = run(replace(cfg, train=replace(cfg.train, validate_every=5)), run_dir, scripted)
+    assert (result.state.best_loss, result.state.best_step, result.state.step) == (5.0, 4, 15)
+    assert result.stop_reason == "no better loss in 3 validations (early stopping)"
+    for name, tensor in best_weights(run_dir).items():
+        assert torch.equal(tensor, weights_at_4[name]), name
+
+
+@pytest.mark.parametrize("loss, best", [(4.9, True), (5.0, False), (float("nan"), False),
+                                        (float("inf"), False)])
+def test_only_a_lower_finite_loss_is_a_new_best(loss: float, best: bool):
+    from tinytrans.checkpoint import TrainState
+    state = TrainState(best_loss=5.0, best_bleu=30.0)
+    assert tinytrans.train.is_new_best("loss", {"loss": loss, "bleu": 0.0}, state) is best
+    assert tinytrans.train.is_new_best("loss", {"loss": loss, "bleu": 0.0}, TrainState()) \
+        is (loss == loss and loss != float("inf"))  # the first finite loss is the best yet
+
+
+def test_a_diverged_validation_leaves_a_run_that_resumes(corpus, tokenizer_model, scripted,
+                                                         tmp_path):
+    """BLEU picks a best whose loss is not a number: its state keeps -1 (none), since a
+    checkpoint's state must hold finite numbers, and the run resumes from it."""
+    scripted.loss_by_step = [float("nan")] * 21
+    cfg = scripted_config(corpus, tokenizer_model, validate_every=2, checkpoint_every=2,
+                          max_steps=4)
+    first = run(cfg, tmp_path / "run", scripted)
+    assert first.state.best_loss == -1.0 and first.state.best_step == 4
+    longer = run(replace(cfg, train=replace(cfg.train, max_steps=6)), tmp_path / "run", scripted)
+    assert longer.state.step == 6
 
 
 @pytest.mark.parametrize("interrupted_at, validated", [(4, [2, 4]), (3, [2])])
@@ -451,7 +478,7 @@ def test_best_loss_is_read_checked_and_absent_from_older_checkpoints(tmp_path):
     path = tmp_path / "c.safetensors"
     assert TrainState.from_saved({"step": 7, "best_bleu": 3.5}, path).best_loss == -1.0  # none yet
     assert TrainState.from_saved({"best_loss": 2}, path).best_loss == 2.0
-    for forged in ("2.5", float("nan"), -3.0, True):
+    for forged in ("2.5", float("nan"), -3.0, -0.5, True):
         with pytest.raises(UserError, match=f"{path}: training state field 'best_loss'"):
             TrainState.from_saved({"best_loss": forged}, path)
 

@@ -4,7 +4,8 @@ A training checkpoint `checkpoints/step-0001000.safetensors` holds the model's t
 `model/`, Adam's moments under `optim/`, the random number generator under `rng/`, and the JSON
 training state (TrainState: step, epoch, data position, best score) in the safetensors header's
 metadata.
-`checkpoints/best.safetensors` holds only the weights of the best validation BLEU so far.
+`checkpoints/best.safetensors` holds only the weights of the best validation so far (by
+train.best_metric: the highest BLEU, or the lowest loss).
 Nothing here ever calls pickle, so a checkpoint cannot run code when it is loaded.
 
 A checkpoint is a file like any other a user hands in: cut off, edited or made by something else.
@@ -88,7 +89,8 @@ def _valid_state_value(key: str, value: Any) -> bool:
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             return False
         try:  # a JSON integer of 400 digits is no float
-            return math.isfinite(float(value)) and value >= (0 if key == "elapsed" else -1)
+            # elapsed: seconds; a best score: -1 (none yet) or a real BLEU or loss
+            return math.isfinite(float(value)) and (value >= 0 or (key != "elapsed" and value == -1))
         except OverflowError:
             return False
     return count(value)

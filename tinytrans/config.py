@@ -123,9 +123,9 @@ class TrainConfig:
     keep_last: int = 3
     average_last: int | None = None  # at the end, average the last N step checkpoints
     patience: int | None = None  # validations without a new best before stopping
-    # What makes a validation the best yet: a higher greedy BLEU (JoeyNMT's and OpenNMT's usual
-    # choice), or a lower loss (fairseq's default, which published recipes such as Wu et al.,
-    # 2021 stop on). The best checkpoint and --patience both follow it.
+    # What makes a validation the best yet: a higher greedy BLEU (what a user reads), or a lower
+    # loss (fairseq's default, which published recipes such as Wu et al., 2021 stop on; it is
+    # smoother than BLEU). The best checkpoint and --patience both follow it.
     best_metric: str = "bleu"
     log_every: int = 100
     seed: int = 1

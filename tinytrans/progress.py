@@ -18,6 +18,11 @@ from rich.text import Text
 from tinytrans.events import Event
 
 
+def _loss(value: float) -> str:
+    """A best loss as shown: -1 means none yet (a run saved before losses were kept)."""
+    return f"{value:.3f}" if value >= 0 else "-"
+
+
 def _clock(seconds: float) -> str:
     seconds = int(max(seconds, 0))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
@@ -65,8 +70,9 @@ class TrainDisplay:
     def on_average(self, e: dict[str, Any]) -> None:
         line = f"averaged the last {e['checkpoints']} checkpoints into {e['path']}"
         if "bleu" in e:
-            line += (f": validation BLEU {e['bleu']:.2f} (best single checkpoint {e['best_bleu']:.2f} "
-                     f"at step {e['best_step']}; use --checkpoint average or best)")
+            line += (f": validation BLEU {e['bleu']:.2f}, loss {e['loss']:.3f} (best single "
+                     f"checkpoint: step {e['best_step']}, BLEU {e['best_bleu']:.2f}, loss "
+                     f"{_loss(e['best_loss'])}; use --checkpoint average or best)")
         self.say(line)
 
     def on_resume(self, e: dict[str, Any]) -> None:
@@ -121,7 +127,7 @@ class TrainDisplay:
     def on_valid(self, e: dict[str, Any]) -> None:
         self.say(f"validation at step {e['step']}: loss {e['loss']:.3f} | ppl {e['ppl']:.2f} | "
                  f"BLEU {e['bleu']:.2f} (best checkpoint: step {e['best_step']}, BLEU "
-                 f"{e['best_bleu']:.2f}, loss {e['best_loss']:.3f}) "
+                 f"{e['best_bleu']:.2f}, loss {_loss(e['best_loss'])}) "
                  f"[{e['bleu_signature']}]")
         if "directions" in e:  # several directions: the figures above are their means
             self.say("  by direction: " + ", ".join(f"{name} {v['bleu']:.2f}"
@@ -141,7 +147,7 @@ class TrainDisplay:
         table.add_row("updates", f"{r.state.step:,} (in epoch {r.state.epoch + 1})")
         table.add_row("best checkpoint (valid)",
                       f"step {r.state.best_step}: greedy BLEU {r.state.best_bleu:.2f}, loss "
-                      f"{r.state.best_loss:.3f}" if r.state.best_bleu >= 0 else "no validation set")
+                      f"{_loss(r.state.best_loss)}" if r.state.best_bleu >= 0 else "no validation set")
         table.add_row("training time", _clock(r.state.elapsed))
         table.add_row("target tokens/s", f"{r.tokens_per_second:,.0f}")
         table.add_row("run directory", Text(str(r.run_dir)))

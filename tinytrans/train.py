@@ -22,6 +22,7 @@ validates, writes the run directory and reports.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -742,15 +743,16 @@ def _average_and_validate(run: Run, state: TrainState) -> None:
         load_model_weights(path, averaged)
         scores = validate(averaged, run.valid, run.tgt_tok, run.cfg, run.device, run.precision)
         record.update(bleu=scores["bleu"], loss=scores["loss"], best_bleu=state.best_bleu,
-                      best_step=state.best_step)
+                      best_loss=state.best_loss, best_step=state.best_step)
     run.files.log(record)
     run.report(record)
 
 
 def is_new_best(metric: str, scores: dict[str, Any], state: TrainState) -> bool:
-    """Whether a validation's `scores` beat the best so far by `metric` (config.BEST_METRICS)."""
+    """Whether a validation's `scores` beat the best so far by `metric` (config.BEST_METRICS);
+    a loss that is not a number (a diverged model) never does."""
     if metric == "loss":
-        return state.best_loss < 0 or scores["loss"] < state.best_loss
+        return math.isfinite(scores["loss"]) and (state.best_loss < 0 or scores["loss"] < state.best_loss)
     return scores["bleu"] > state.best_bleu
 
 
@@ -761,7 +763,9 @@ def _validate_and_keep_best(run: Run, state: TrainState, timings: Timings) -> di
     scores = validate(run.model, run.valid, run.tgt_tok, run.cfg, run.device, run.precision)
     timings.validation += time.perf_counter() - start
     if is_new_best(run.cfg.train.best_metric, scores, state):
-        state.best_bleu, state.best_loss = scores["bleu"], scores["loss"]
+        # (-1, "none", for a loss that is not a number: a checkpoint's state holds finite values)
+        state.best_bleu = scores["bleu"]
+        state.best_loss = scores["loss"] if math.isfinite(scores["loss"]) else -1.0
         state.best_step, state.validations_since_best = state.step, 0
         run.files.best(run.model, asdict(state))
     elif state.step > state.best_step:

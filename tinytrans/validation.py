@@ -102,8 +102,8 @@ def greedy_translations(model: Transformer, corpus: EncodedCorpus, tokenizer: To
 
 def validate(model: Transformer, valid: ValidationSets, tgt_tok: Tokenizer, cfg: RunConfig,
              device: torch.device, precision: str) -> dict[str, Any]:
-    """Loss, BLEU and a sample translation; for several directions, their means (the best
-    checkpoint is kept on the mean BLEU) and each direction's own under "directions"."""
+    """Loss, BLEU and a sample translation; for several directions, their unweighted means
+    (what train.best_metric compares) and each direction's own under "directions"."""
     if list(valid) == [""]:
         return validate_one(model, valid[""], tgt_tok, cfg, device, precision)
     each = {name: validate_one(model, one, tgt_tok, cfg, device, precision)
