@@ -117,14 +117,11 @@ def translate(run_dir: Path, checkpoint: str, source: Path, beam: int = 5) -> tu
 def score(hyps: list[str], reference: Path) -> dict:
     import sacrebleu
     refs = reference.read_text(encoding="utf-8").splitlines()
-    bleu = sacrebleu.corpus_bleu(hyps, [refs], tokenize="none", force=True)
+    metric = sacrebleu.BLEU(tokenize="none", force=True)
+    bleu = metric.corpus_score(hyps, [refs])
     return {"bleu": bleu.score, "precisions": bleu.precisions, "bp": bleu.bp,
-            "sys_len": bleu.sys_len, "ref_len": bleu.ref_len}
-
-
-def signature() -> str:
-    import sacrebleu
-    return str(sacrebleu.BLEU(tokenize="none", force=True).get_signature())
+            "sys_len": bleu.sys_len, "ref_len": bleu.ref_len,
+            "signature": str(metric.get_signature())}
 
 
 def evaluate(extra: list[str]) -> None:
@@ -165,7 +162,7 @@ def evaluate(extra: list[str]) -> None:
                      f"{'/'.join(f'{p:.1f}' for p in test['precisions'])} | {test['bp']:.3f} | "
                      f"{test['sys_len']:,}/{test['ref_len']:,} | {seconds:.1f} |")
     lines.append("\n- BLEU: sacrebleu tokenize=none on the dataset's tokenized lowercased text "
-                 f"(fairseq's --remove-bpe BLEU), `{signature()}`; beam 5, lenpen 1, at most 200 "
+                 f"(fairseq's --remove-bpe BLEU), `{rows[0][2]['signature']}`; beam 5, lenpen 1, at most 200 "
                  "pieces, no placeholders")
     record("Reproduction: Wu et al. (2021) Transformer-tiny, Multi30k en-de", lines)
     print("\n".join(lines))
