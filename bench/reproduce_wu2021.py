@@ -131,9 +131,10 @@ def evaluate(extra: list[str]) -> None:
     valids = [m for m in metrics if m["event"] == "valid"]
     from tinytrans.checkpoint import BEST, read_training_state
     from tinytrans.rundir import load_run_config
-    max_steps = load_run_config(run_dir).train.max_steps
+    t = load_run_config(run_dir).train
     last_step = max(m.get("step", 0) for m in metrics)
-    stopped = f"at max_steps {max_steps}" if last_step >= max_steps else "by patience (early stopping)"
+    stopped = f"at max_steps {t.max_steps}" if last_step >= t.max_steps \
+        else "before max_steps (patience, or an interruption)"
     best = read_training_state(run_dir / "checkpoints" / BEST)
     rows = []
     for checkpoint in ("average", "best", "last"):
@@ -149,7 +150,8 @@ def evaluate(extra: list[str]) -> None:
         f"(last log), {len(valids)} validations (one an epoch); stopped at step {last_step:,} "
         f"{stopped}",
         f"- mean throughput {np.mean([m['tokens_per_second'] for m in logs]):,.0f} target tokens/s; "
-        f"best (lowest) validation loss {best.best_loss:.3f} at step {best.best_step}",
+        f"best checkpoint (by validation {t.best_metric}): step {best.best_step}, loss "
+        f"{best.best_loss:.3f}, greedy BLEU {best.best_bleu:.2f}",
         "",
         "| | checkpoint | valid BLEU | test BLEU | 1-4-gram precisions | BP | hyp/ref tokens | test s |",
         "|---|---|---|---|---|---|---|---|",
