@@ -223,6 +223,33 @@ def test_cached_incremental_decoding_equals_full_decoding(pre_norm: bool, first:
         assert layer.length == tgt.size(1)
 
 
+@NORMS
+def test_decode_step_is_cached_decoding_of_one_token(pre_norm: bool):
+    """The search's lean step computes what decode computes for one new token with a cache,
+    step after step and after the beams are reordered (decode attends with PyTorch's fused
+    kernel, the step with the written-out maths: the sums may differ in the last bits)."""
+    model = toy_model(pre_norm=pre_norm)
+    src = source_batch(random_sources(15, [5, 2, 8]))  # padded rows: the source mask matters
+    tgt = random_targets(16, [6, 6, 6])
+    with torch.no_grad():
+        memory, src_mask = encode(model, src)
+        full = model.decode(tgt, memory, src_mask)
+        general, lean = model.new_cache(), model.new_cache()
+        for t in range(tgt.size(1)):
+            expected = model.decode(tgt[:, t: t + 1], memory, src_mask, general)[:, -1]
+            got = model.decode_step(tgt[:, t], memory, src_mask, lean)  # (B, D)
+            assert torch.allclose(got, expected, atol=ATOL), f"step {t}"
+            assert torch.allclose(got, full[:, t], atol=ATOL)
+        index = torch.tensor([2, 2, 0])
+        reorder_cache(general, index)
+        reorder_cache(lean, index)
+        memory, src_mask, last = memory[index], src_mask[index], tgt[index, -1]
+        expected = model.decode(last[:, None], memory, src_mask, general)[:, -1]
+        assert torch.allclose(model.decode_step(last, memory, src_mask, lean), expected, atol=ATOL)
+    for general_layer, lean_layer in zip(general, lean, strict=True):
+        assert lean_layer.length == general_layer.length == tgt.size(1) + 1
+
+
 def test_cache_after_reorder_equals_full_decoding_of_reordered_batch():
     model = toy_model()
     src = source_batch(random_sources(11, [5, 2, 8, 4]))

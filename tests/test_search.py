@@ -395,12 +395,12 @@ class CacheFreeModel:
     def new_cache(self) -> list[LayerCache]:
         return [LayerCache()]
 
-    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
-               cache: list[LayerCache]) -> torch.Tensor:
+    def decode_step(self, last: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
+                    cache: list[LayerCache]) -> torch.Tensor:
         layer = cache[0]
-        prefix = tgt if layer.self_k is None else torch.cat([layer.self_k, tgt], dim=1)  # (B, t)
-        layer.self_k = layer.self_v = prefix
-        return self.model.decode(prefix, memory, src_mask)[:, -tgt.size(1):]
+        prefix = last[:, None] if layer.self_k is None else torch.cat([layer.self_k, last[:, None]], dim=1)
+        layer.self_k = layer.self_v = prefix  # (R, t)
+        return self.model.decode(prefix, memory, src_mask)[:, -1]  # (R, D)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -425,10 +425,10 @@ class DecodeRowCounter(CacheFreeModel):
         super().__init__(model)
         self.rows: list[int] = []
 
-    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
-               cache: list[LayerCache]) -> torch.Tensor:
-        self.rows.append(tgt.size(0))
-        return super().decode(tgt, memory, src_mask, cache)
+    def decode_step(self, last: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
+                    cache: list[LayerCache]) -> torch.Tensor:
+        self.rows.append(last.size(0))
+        return super().decode_step(last, memory, src_mask, cache)
 
 
 def test_beam_decodes_the_first_step_once_per_sentence(all_models):

@@ -181,11 +181,7 @@ class MultiHeadAttention(nn.Module):
         """
         q, k, v = self.project(x, memory, cache)
         dropout = self.dropout if self.training else 0.0
-        # A search step asks one query per row. For that shape the written-out maths runs 1.1 to
-        # 2.6 times as fast as PyTorch's fused CPU kernel, which is built for long sequences
-        # (bench/RESULTS.md, "Attention for one query").
-        one_query_step = q.size(2) == 1 and not self.training
-        if weights_out is not None or one_query_step:
+        if weights_out is not None:
             full_mask = causal_mask(q.size(2), x.device) if causal else mask
             out, weights = attention(q, k, v, full_mask, dropout)
             if weights_out is not None:
@@ -195,6 +191,28 @@ class MultiHeadAttention(nn.Module):
                                                  is_causal=causal)
         B, H, T, Dh = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(B, T, H * Dh))  # (B, T, D)
+
+    def step(self, x: torch.Tensor, memory: torch.Tensor | None, mask: torch.Tensor | None,
+             cache: LayerCache) -> torch.Tensor:
+        """`forward` for one new target position of each row, with its cache: x (R, D) -> (R, D).
+
+        The same maths in fewer operations (no time axis, no module wrappers): a search runs
+        this for every token it writes, where each operation's fixed cost outweighs its work.
+        """
+        R, D = x.shape
+        H = self.n_heads
+        # For one query per row the written-out attention runs 1.1 to 2.6 times as fast as
+        # PyTorch's fused CPU kernel, built for long sequences (RESULTS.md, "Attention for one query").
+        if self.cross:
+            q = self.q_proj.forward(x).view(R, H, 1, D // H)
+            if cache.cross_k is None:
+                cache.cross_k, cache.cross_v = map(self.split_heads, self.kv_proj(memory).chunk(2, dim=-1))
+            k, v = cache.cross_k, cache.cross_v  # (R, H, S, Dh)
+        else:
+            q, k, v = self.qkv_proj.forward(x).view(R, 3, H, 1, D // H).unbind(1)  # (R, H, 1, Dh)
+            k, v = cache.append_self(k, v)  # (R, H, t + 1, Dh)
+        out, _ = attention(q, k, v, mask)  # (R, H, 1, Dh)
+        return self.out_proj.forward(out.view(R, D))
 
     def project(self, x: torch.Tensor, memory: torch.Tensor | None,
                 cache: LayerCache | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -223,6 +241,10 @@ class FeedForward(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w2(self.dropout(F.relu(self.w1(x))))  # (B, L, F) inside, (B, L, D) out
 
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """`forward` while searching (no dropout): (R, D) -> (R, D)."""
+        return self.w2.forward(F.relu(self.w1.forward(x)))
+
 
 class Residual(nn.Module):
     """A sub-layer with its residual connection and LayerNorm, written once for all of them.
@@ -241,6 +263,12 @@ class Residual(nn.Module):
         if self.pre_norm:
             return x + self.dropout(sublayer(self.norm(x)))
         return self.norm(x + self.dropout(sublayer(x)))
+
+    def around(self, x: torch.Tensor, sublayer_output) -> torch.Tensor:
+        """`forward` without dropout (a search step), the sub-layer given as a function."""
+        if self.pre_norm:
+            return x + sublayer_output(self.norm.forward(x))
+        return self.norm.forward(x + sublayer_output(x))
 
 
 class EncoderLayer(nn.Module):
@@ -285,6 +313,13 @@ class DecoderLayer(nn.Module):
         x = self.cross_residual(x, lambda h: self.cross_attn(
             h, memory, mask=src_mask, cache=cache, weights_out=cross_record))
         return self.ff_residual(x, self.feed_forward)  # (B, T, D)
+
+    def step(self, x: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
+             cache: LayerCache) -> torch.Tensor:
+        """`forward` for one new position of each row while searching: x (R, D) -> (R, D)."""
+        x = self.self_residual.around(x, lambda h: self.self_attn.step(h, None, None, cache))
+        x = self.cross_residual.around(x, lambda h: self.cross_attn.step(h, memory, src_mask, cache))
+        return self.ff_residual.around(x, self.feed_forward.step)
 
 
 class Transformer(nn.Module):
@@ -376,6 +411,22 @@ class Transformer(nn.Module):
         for i, layer in enumerate(self.decoder_layers):
             x = layer(x, memory, src_mask, cache[i] if cache is not None else None, weights_out)
         return self.decoder_norm(x)
+
+    def decode_step(self, last: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor,
+                    cache: list[LayerCache]) -> torch.Tensor:
+        """One search step: each row's newest token, last (R,) ids -> decoder states (R, D).
+
+        The same as decode(last[:, None], memory, src_mask, cache)[:, -1], in about half the
+        operations: a search calls it once per token, where the fixed cost of each operation
+        (and of each module call) outweighs the arithmetic of a few rows (bench/RESULTS.md,
+        "Decoder step: the lean path"). Inference only: no dropout, no attention weights.
+        """
+        offset = cache[0].length
+        table = self.tgt_embed_table.weight
+        x = F.embedding(last, table) * math.sqrt(self.cfg.d_model) + self.positions(offset, 1, last.device)
+        for layer, layer_cache in zip(self.decoder_layers, cache):
+            x = layer.step(x, memory, src_mask, layer_cache)  # (R, D)
+        return self.decoder_norm.forward(x)
 
     def logits(self, states: torch.Tensor) -> torch.Tensor:
         """Decoder states (..., D) -> unnormalised scores over the target vocabulary (..., V)."""

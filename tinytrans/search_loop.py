@@ -53,7 +53,7 @@ def max_lengths(src: torch.Tensor, cfg: SearchConfig) -> torch.Tensor:
 def next_log_probs(model: Transformer, last: torch.Tensor, memory: torch.Tensor,
                    src_mask: torch.Tensor, cache: list) -> torch.Tensor:
     """One decoder step: (R, 1) newest tokens -> (R, V) log-probabilities of the next token."""
-    states = model.decode(last, memory, src_mask, cache)[:, -1]  # (R, D)
+    states = model.decode_step(last[:, 0], memory, src_mask, cache)  # (R, D)
     log_probs = model.step_logits(states).float().log_softmax(dim=-1)  # (R, V)
     log_probs[:, PAD_ID] = log_probs[:, BOS_ID] = NEG_INF  # never generated
     return log_probs
