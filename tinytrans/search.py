@@ -77,15 +77,23 @@ class Beam(Strategy):
         candidates = (self.scores[:, :, None] + beam_best.view(-1, K, C)).view(-1, K * C)  # (N, K*C)
         top_scores, top_index = candidates.topk(2 * K, dim=-1)  # (N, 2K): K may end, K go on
         top_beam, top_token = top_index // C, beam_token.view(-1, K * C).gather(1, top_index)
-        full = set_aside_finished(top_scores, top_beam, top_token, self.tokens, alive,
-                                  self.finished, self.cfg)  # (N,)
-        scores, beam, token = continue_beams(top_scores, top_beam, top_token, K)  # (N, K) each
+        if (top_token == EOS_ID).any():
+            full = set_aside_finished(top_scores, top_beam, top_token, self.tokens, alive,
+                                      self.finished, self.cfg)  # (N,)
+            scores, beam, token = continue_beams(top_scores, top_beam, top_token, K)  # (N, K) each
+        else:  # most steps: no candidate ends, the K best go on (the search's hottest path)
+            full = torch.zeros(alive.numel(), dtype=torch.bool)
+            scores, beam, token = top_scores[:, :K], top_beam[:, :K], top_token[:, :K]
         rows = (torch.arange(scores.size(0), device=beam.device)[:, None] * K + beam).flatten()
+        tokens = torch.cat([self.tokens[rows], token.reshape(-1, 1)], dim=1)  # (N*K, t + 1)
         done = full | at_limit  # (N,)
+        if not done.any():  # every sentence goes on
+            self.scores, self.tokens = scores, tokens
+            parents = rows.cpu()
+            return Choice(parents // K if first else parents, token.reshape(-1))
         keep = (~done).nonzero().flatten()
         keep_rows = (keep[:, None] * K + torch.arange(K)).flatten().to(beam.device)  # (N'*K,)
-        self.scores = scores[keep.to(beam.device)]
-        self.tokens = torch.cat([self.tokens[rows], token.reshape(-1, 1)], dim=1)[keep_rows]
+        self.scores, self.tokens = scores[keep.to(beam.device)], tokens[keep_rows]
         parents = rows[keep_rows].cpu()
         return Choice(parents // K if first else parents, token.reshape(-1)[keep_rows])
 
