@@ -3,6 +3,7 @@
     python bench/reproduce_wu2021.py train       # resumable: after a kill, run it again to go on
     python bench/reproduce_wu2021.py evaluate    # test_2016_flickr, scored their way; RESULTS.md
     python bench/reproduce_wu2021.py train --label-smoothing 0.1    # one change: its own run
+    python bench/reproduce_wu2021.py train --bpe subword-nmt         # their kind of BPE (below)
 
 A variant that changes only a limit (--patience, --max-steps) may go on from the recipe's run
 instead of starting again: copy bench/work/wu2021 to the variant's directory first (for
@@ -23,16 +24,26 @@ makes its batches 1-2% smaller: not copied). Their evaluate.sh averages the last
 checkpoints and generates with beam 5, length penalty 1 and fairseq's length limit (200 pieces,
 whatever the source). Placeholders (numbers replaced before the model) are off: their model saw
 the text as it is.
+
+`--bpe subword-nmt` (this script's option, not train's; needs `pip install subword-nmt`) segments
+the text the way fairseq's examples do instead of with SentencePiece: joint BPE of 10,000 merges
+learnt with subword-nmt on both sides of the training text, applied to every file, "@@ " marking
+a word that goes on. tinytrans then reads the segmented text through a SentencePiece model of
+the "word" kind whose pieces are exactly those BPE tokens, and the hypotheses are scored after
+removing the "@@ " marks (fairseq's --remove-bpe).
 """
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import math
 import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, WORK, matmul_gflops, record, require_multi30k  # noqa: E402
 
 RECIPE = ROOT / "bench" / "wu2021.toml"
+SPLITS = {"train": "train.lc.norm.tok", "val": "val.lc.norm.tok",
+          "test": "test_2016_flickr.lc.norm.tok"}  # tok/'s files of each split, en and de
 THEIRS = {"bleu": 41.02, "precisions": [71.0, 47.5, 34.3, 24.5], "bp": 0.999,
           "sys_len": 12096, "ref_len": 12103}
 
@@ -63,27 +76,97 @@ def tinytrans(args: list[str], **kwargs) -> subprocess.CompletedProcess:
     return done
 
 
-def joint_tokenizer(vocab_size: int) -> Path:
+@dataclass(frozen=True)
+class Segmentation:
+    """What the model reads: a tokenizer, each split's file prefix (PREFIX.en, PREFIX.de), and
+    how a hypothesis goes back to the dataset's tokenized text."""
+
+    tokenizer: Path
+    prefixes: dict[str, Path]  # split -> prefix
+    merge_marks: bool = False  # subword-nmt's "@@ " joins pieces: remove them before scoring
+
+    def text(self, hypothesis: str) -> str:
+        return re.sub(r"@@( |$)", "", hypothesis) if self.merge_marks else hypothesis
+
+
+def sentencepiece_segmentation(vocab_size: int) -> Segmentation:
     """One SentencePiece BPE model over both sides of their training text (--joined-dictionary)."""
     prefix = WORK / f"wu2021-spm{vocab_size}"
     if not Path(f"{prefix}.model").is_file():
         tinytrans(["tokenizer", "train", "-i", str(tok_dir() / "train.lc.norm.tok.en.gz"),
                    "-i", str(tok_dir() / "train.lc.norm.tok.de.gz"), "-o", str(prefix),
                    "--vocab-size", str(vocab_size)])
-    return Path(f"{prefix}.model")
+    return Segmentation(Path(f"{prefix}.model"), {split: tok_dir() / name for split, name in SPLITS.items()})
 
 
-def updates_per_epoch(tokenizer: Path, batch_tokens: int, update_freq: int) -> int:
+def read_split(name: str, side: str) -> list[str]:
+    path = tok_dir() / f"{name}.{side}"
+    if not path.is_file():
+        path = Path(f"{path}.gz")
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return f.read().splitlines()
+    return path.read_text(encoding="utf-8").splitlines()
+
+
+def subword_nmt_segmentation(merges: int = 10000) -> Segmentation:
+    """Joint BPE of `merges` merges learnt with subword-nmt on both sides of the training text,
+    every split segmented with it; a word-level SentencePiece model over the segmented training
+    text, so that each BPE token is one piece and nothing is segmented again."""
+    from subword_nmt.apply_bpe import BPE
+    from subword_nmt.learn_bpe import learn_bpe
+    import sentencepiece as spm
+
+    from tinytrans.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
+    directory = WORK / f"wu2021-subword-nmt{merges}"
+    done = directory / "pieces.model"
+    segmented = {split: directory / split for split in SPLITS}
+    if done.is_file():
+        return Segmentation(done, segmented, merge_marks=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    train = {side: read_split(SPLITS["train"], side) for side in ("en", "de")}
+    codes = directory / "codes"
+    with codes.open("w", encoding="utf-8") as out:
+        learn_bpe(io.StringIO("\n".join(train["en"] + train["de"]) + "\n"), out, merges)
+    with codes.open(encoding="utf-8") as f:
+        bpe = BPE(f)
+    for split, name in SPLITS.items():
+        for side in ("en", "de"):
+            lines = train[side] if split == "train" else read_split(name, side)
+            (directory / f"{split}.{side}").write_text(
+                "".join(bpe.process_line(line) + "\n" for line in lines), encoding="utf-8")
+    types = {token for side in ("en", "de")
+             for line in (directory / f"train.{side}").read_text(encoding="utf-8").splitlines()
+             for token in line.split()}
+    spm.SentencePieceTrainer.train(
+        input=[str(directory / "train.en"), str(directory / "train.de")],
+        model_prefix=str(directory / "pieces"), model_type="word", vocab_size=len(types) + 4,
+        hard_vocab_limit=False, character_coverage=1.0, normalization_rule_name="identity",
+        pad_id=PAD_ID, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, minloglevel=2)
+    return Segmentation(done, segmented, merge_marks=True)
+
+
+def segmentation_for(extra: list[str], vocab_size: int) -> tuple[Segmentation, list[str]]:
+    """The segmentation --bpe asks for (default: SentencePiece), and the flags left for train."""
+    if "--bpe" not in extra:
+        return sentencepiece_segmentation(vocab_size), extra
+    at = extra.index("--bpe")
+    if extra[at + 1: at + 2] != ["subword-nmt"]:
+        sys.exit("--bpe: only subword-nmt (the default is SentencePiece)")
+    return subword_nmt_segmentation(), extra[:at] + extra[at + 2:]
+
+
+def updates_per_epoch(segmentation: Segmentation, batch_tokens: int, update_freq: int) -> int:
     """How many updates one pass over the training pairs makes, as training will batch them."""
-    import gzip
-
     from tinytrans.data import length_sorted_batches
     from tinytrans.tokenizer import Tokenizer
-    tok = Tokenizer.load(tokenizer)
+    tok = Tokenizer.load(segmentation.tokenizer)
+    prefix = segmentation.prefixes["train"]
     lengths = []
     for side in ("en", "de"):
-        with gzip.open(tok_dir() / f"train.lc.norm.tok.{side}.gz", "rt", encoding="utf-8") as f:
-            lengths.append(np.array([len(ids) for ids in tok.encode(f.read().splitlines())]))
+        path = Path(f"{prefix}.{side}")
+        lines = (gzip.open(f"{path}.gz", "rt", encoding="utf-8").read() if not path.is_file()
+                 else path.read_text(encoding="utf-8")).splitlines()
+        lengths.append(np.array([len(ids) for ids in tok.encode(lines)]))
     batches = length_sorted_batches(lengths[0], lengths[1], batch_tokens, seed=1, epoch=0)
     return max(1, math.ceil(len(batches) / update_freq))  # the last update may have fewer
 
@@ -91,27 +174,30 @@ def updates_per_epoch(tokenizer: Path, batch_tokens: int, update_freq: int) -> i
 def train(extra: list[str]) -> None:
     import tomllib
     recipe = tomllib.loads(RECIPE.read_text())
-    tokenizer = joint_tokenizer(recipe["data"]["vocab_size"])
-    epoch = updates_per_epoch(tokenizer, recipe["train"]["batch_tokens"],
-                              recipe["train"]["update_freq"])
     run_dir = run_dir_for(extra)
+    segmentation, extra = segmentation_for(extra, recipe["data"]["vocab_size"])
+    epoch = updates_per_epoch(segmentation, recipe["train"]["batch_tokens"],
+                              recipe["train"]["update_freq"])
     print(f"one epoch = {epoch} updates; run directory {run_dir}", flush=True)
     start = time.perf_counter()
-    tinytrans(["train", "--config", str(RECIPE), "--tokenizer", str(tokenizer),
-               "--train", str(tok_dir() / "train.lc.norm.tok"),
-               "--valid", str(tok_dir() / "val.lc.norm.tok"), "--src", "en", "--tgt", "de",
+    tinytrans(["train", "--config", str(RECIPE), "--tokenizer", str(segmentation.tokenizer),
+               "--train", str(segmentation.prefixes["train"]),
+               "--valid", str(segmentation.prefixes["val"]), "--src", "en", "--tgt", "de",
                "--validate-every", str(epoch), "--checkpoint-every", str(epoch),
                "--output", str(run_dir), *extra])
     print(f"training took {time.perf_counter() - start:.0f} s wall in this attempt")
 
 
-def translate(run_dir: Path, checkpoint: str, source: Path, beam: int = 5) -> tuple[list[str], float]:
+def translate(run_dir: Path, checkpoint: str, segmentation: Segmentation, split: str,
+              beam: int = 5) -> tuple[list[str], float]:
+    """The split's English translated; hypotheses as the dataset's tokenized text."""
+    source = Path(f"{segmentation.prefixes[split]}.en")
     start = time.perf_counter()
     done = tinytrans(["translate", "--model", str(run_dir), "--checkpoint", checkpoint,
                       "--beam", str(beam), "--lenpen", "1", "--max-len-a", "0",
                       "--max-len-b", "200", "--no-placeholders"],
                      input=source.read_text(encoding="utf-8"), capture_output=True)
-    return done.stdout.splitlines(), time.perf_counter() - start
+    return [segmentation.text(line) for line in done.stdout.splitlines()], time.perf_counter() - start
 
 
 def score(hyps: list[str], reference: Path) -> dict:
@@ -125,7 +211,9 @@ def score(hyps: list[str], reference: Path) -> dict:
 
 
 def evaluate(extra: list[str]) -> None:
+    import tomllib
     run_dir = run_dir_for(extra)
+    segmentation, _ = segmentation_for(extra, tomllib.loads(RECIPE.read_text())["data"]["vocab_size"])
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     logs = [m for m in metrics if m["event"] == "log"]
     valids = [m for m in metrics if m["event"] == "valid"]
@@ -138,8 +226,8 @@ def evaluate(extra: list[str]) -> None:
     best = read_training_state(run_dir / "checkpoints" / BEST)
     rows = []
     for checkpoint in ("average", "best", "last"):
-        valid_hyps, _ = translate(run_dir, checkpoint, tok_dir() / "val.lc.norm.tok.en")
-        test_hyps, seconds = translate(run_dir, checkpoint, tok_dir() / "test_2016_flickr.lc.norm.tok.en")
+        valid_hyps, _ = translate(run_dir, checkpoint, segmentation, "val")
+        test_hyps, seconds = translate(run_dir, checkpoint, segmentation, "test")
         (run_dir / f"test.{checkpoint}.hyp").write_text("\n".join(test_hyps) + "\n", encoding="utf-8")
         rows.append((checkpoint, score(valid_hyps, tok_dir() / "val.lc.norm.tok.de"),
                      score(test_hyps, tok_dir() / "test_2016_flickr.lc.norm.tok.de"), seconds))
