@@ -196,20 +196,17 @@ class MultiHeadAttention(nn.Module):
              cache: LayerCache) -> torch.Tensor:
         """`forward` for one new target position of each row, with its cache: x (R, D) -> (R, D).
 
-        The same maths in fewer operations (no time axis, no module wrappers): a search runs
-        this for every token it writes, where each operation's fixed cost outweighs its work.
+        The same maths in fewer operations: a search runs this for every token it writes, with
+        so few rows that each operation's fixed cost outweighs its arithmetic. Sub-modules are
+        called through `forward`, which skips nn.Module's hook machinery (microseconds a call).
+        For one query per row the written-out attention also runs 1.1 to 2.6 times as fast as
+        PyTorch's fused CPU kernel, built for long sequences (RESULTS.md, "Attention for one query").
         """
         R, D = x.shape
-        H = self.n_heads
-        # For one query per row the written-out attention runs 1.1 to 2.6 times as fast as
-        # PyTorch's fused CPU kernel, built for long sequences (RESULTS.md, "Attention for one query").
         if self.cross:
-            q = self.q_proj.forward(x).view(R, H, 1, D // H)
-            if cache.cross_k is None:
-                cache.cross_k, cache.cross_v = map(self.split_heads, self.kv_proj(memory).chunk(2, dim=-1))
-            k, v = cache.cross_k, cache.cross_v  # (R, H, S, Dh)
-        else:
-            q, k, v = self.qkv_proj.forward(x).view(R, 3, H, 1, D // H).unbind(1)  # (R, H, 1, Dh)
+            q, k, v = self.project(x[:, None], memory, cache)  # (R, H, 1, Dh), keys (R, H, S, Dh)
+        else:  # q, k and v from one product, split by views
+            q, k, v = self.qkv_proj.forward(x).view(R, 3, self.n_heads, 1, D // self.n_heads).unbind(1)
             k, v = cache.append_self(k, v)  # (R, H, t + 1, Dh)
         out, _ = attention(q, k, v, mask)  # (R, H, 1, Dh)
         return self.out_proj.forward(out.view(R, D))
@@ -416,10 +413,10 @@ class Transformer(nn.Module):
                     cache: list[LayerCache]) -> torch.Tensor:
         """One search step: each row's newest token, last (R,) ids -> decoder states (R, D).
 
-        The same as decode(last[:, None], memory, src_mask, cache)[:, -1], in about half the
-        operations: a search calls it once per token, where the fixed cost of each operation
-        (and of each module call) outweighs the arithmetic of a few rows (bench/RESULTS.md,
-        "Decoder step: the lean path"). Inference only: no dropout, no attention weights.
+        The same as decode(last[:, None], memory, src_mask, cache)[:, -1] in fewer operations
+        and module calls (MultiHeadAttention.step says why): one sentence's beam search took 11%
+        less time (RESULTS.md, "Decoding in one process against CTranslate2"). Inference only:
+        no dropout, no attention weights.
         """
         offset = cache[0].length
         table = self.tgt_embed_table.weight
