@@ -100,13 +100,12 @@ def sentencepiece_segmentation(vocab_size: int) -> Segmentation:
     return Segmentation(Path(f"{prefix}.model"), {split: tok_dir() / name for split, name in SPLITS.items()})
 
 
-def read_split(name: str, side: str) -> list[str]:
-    path = tok_dir() / f"{name}.{side}"
-    if not path.is_file():
-        path = Path(f"{path}.gz")
-        with gzip.open(path, "rt", encoding="utf-8") as f:
-            return f.read().splitlines()
-    return path.read_text(encoding="utf-8").splitlines()
+def read_lines(path: Path) -> list[str]:
+    """The lines of PATH, or of PATH.gz where only that exists (tok/'s training files)."""
+    if path.is_file():
+        return path.read_text(encoding="utf-8").splitlines()
+    with gzip.open(f"{path}.gz", "rt", encoding="utf-8") as f:
+        return f.read().splitlines()
 
 
 def subword_nmt_segmentation(merges: int = 10000) -> Segmentation:
@@ -124,7 +123,7 @@ def subword_nmt_segmentation(merges: int = 10000) -> Segmentation:
     if done.is_file():
         return Segmentation(done, segmented, merge_marks=True)
     directory.mkdir(parents=True, exist_ok=True)
-    train = {side: read_split(SPLITS["train"], side) for side in ("en", "de")}
+    train = {side: read_lines(tok_dir() / f"{SPLITS['train']}.{side}") for side in ("en", "de")}
     codes = directory / "codes"
     with codes.open("w", encoding="utf-8") as out:
         learn_bpe(io.StringIO("\n".join(train["en"] + train["de"]) + "\n"), out, merges)
@@ -132,7 +131,7 @@ def subword_nmt_segmentation(merges: int = 10000) -> Segmentation:
         bpe = BPE(f)
     for split, name in SPLITS.items():
         for side in ("en", "de"):
-            lines = train[side] if split == "train" else read_split(name, side)
+            lines = train[side] if split == "train" else read_lines(tok_dir() / f"{name}.{side}")
             (directory / f"{split}.{side}").write_text(
                 "".join(bpe.process_line(line) + "\n" for line in lines), encoding="utf-8")
     types = {token for side in ("en", "de")
@@ -164,9 +163,7 @@ def updates_per_epoch(segmentation: Segmentation, batch_tokens: int, update_freq
     prefix = segmentation.prefixes["train"]
     lengths = []
     for side in ("en", "de"):
-        path = Path(f"{prefix}.{side}")
-        lines = (gzip.open(f"{path}.gz", "rt", encoding="utf-8").read() if not path.is_file()
-                 else path.read_text(encoding="utf-8")).splitlines()
+        lines = read_lines(Path(f"{prefix}.{side}"))
         lengths.append(np.array([len(ids) for ids in tok.encode(lines)]))
     batches = length_sorted_batches(lengths[0], lengths[1], batch_tokens, seed=1, epoch=0)
     return max(1, math.ceil(len(batches) / update_freq))  # the last update may have fewer
