@@ -69,7 +69,7 @@ def step_parts(translator: Translator) -> list[str]:
     def timed_step(model, last, memory, src_mask, cache):
         nonlocal steps
         a = time.perf_counter()
-        states = model.decode_step(last[:, 0], memory, src_mask, cache)
+        states = model.decode_step(last, memory, src_mask, cache)
         b = time.perf_counter()
         logits = model.step_logits(states)
         c = time.perf_counter()

@@ -44,6 +44,7 @@ import re
 import subprocess
 import sys
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -145,10 +146,15 @@ def subword_nmt_segmentation(merges: int = 10000) -> Segmentation:
     return Segmentation(done, segmented, merge_marks=True)
 
 
-def segmentation_for(extra: list[str], vocab_size: int) -> tuple[Segmentation, list[str]]:
-    """The segmentation --bpe asks for (default: SentencePiece), and the flags left for train."""
+def recipe() -> dict:
+    return tomllib.loads(RECIPE.read_text())
+
+
+def segmentation_for(extra: list[str]) -> tuple[Segmentation, list[str]]:
+    """The segmentation --bpe asks for (default: SentencePiece of the recipe's vocabulary size),
+    and the flags left for train."""
     if "--bpe" not in extra:
-        return sentencepiece_segmentation(vocab_size), extra
+        return sentencepiece_segmentation(recipe()["data"]["vocab_size"]), extra
     at = extra.index("--bpe")
     if extra[at + 1: at + 2] != ["subword-nmt"]:
         sys.exit("--bpe: only subword-nmt (the default is SentencePiece)")
@@ -170,12 +176,10 @@ def updates_per_epoch(segmentation: Segmentation, batch_tokens: int, update_freq
 
 
 def train(extra: list[str]) -> None:
-    import tomllib
-    recipe = tomllib.loads(RECIPE.read_text())
-    run_dir = run_dir_for(extra)
-    segmentation, extra = segmentation_for(extra, recipe["data"]["vocab_size"])
-    epoch = updates_per_epoch(segmentation, recipe["train"]["batch_tokens"],
-                              recipe["train"]["update_freq"])
+    run_dir = run_dir_for(extra)  # named after every flag, --bpe included
+    segmentation, extra = segmentation_for(extra)
+    train_cfg = recipe()["train"]
+    epoch = updates_per_epoch(segmentation, train_cfg["batch_tokens"], train_cfg["update_freq"])
     print(f"one epoch = {epoch} updates; run directory {run_dir}", flush=True)
     start = time.perf_counter()
     tinytrans(["train", "--config", str(RECIPE), "--tokenizer", str(segmentation.tokenizer),
@@ -209,9 +213,8 @@ def score(hyps: list[str], reference: Path) -> dict:
 
 
 def evaluate(extra: list[str]) -> None:
-    import tomllib
     run_dir = run_dir_for(extra)
-    segmentation, _ = segmentation_for(extra, tomllib.loads(RECIPE.read_text())["data"]["vocab_size"])
+    segmentation, _ = segmentation_for(extra)
     metrics = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     logs = [m for m in metrics if m["event"] == "log"]
     valids = [m for m in metrics if m["event"] == "valid"]
@@ -260,9 +263,8 @@ def lenpen(extra: list[str]) -> None:
     """Our hypotheses are shorter than theirs (BP 0.98 against 0.999): would a length penalty
     that favours longer ones close the gap? The average checkpoint on the validation set only
     (the test set is read once per recipe, by `evaluate`)."""
-    import tomllib
     run_dir = run_dir_for(extra)
-    segmentation, _ = segmentation_for(extra, tomllib.loads(RECIPE.read_text())["data"]["vocab_size"])
+    segmentation, _ = segmentation_for(extra)
     lines = [f"- run `{run_dir.relative_to(ROOT)}`, the average checkpoint, beam 5, on val only; "
              f"fp32 matmul {matmul_gflops():.0f} GFLOP/s", "",
              "| lenpen | valid BLEU | 1-4-gram precisions | BP |", "|---|---|---|---|"]

@@ -184,8 +184,7 @@ class MultiHeadAttention(nn.Module):
         if weights_out is not None:
             full_mask = causal_mask(q.size(2), x.device) if causal else mask
             out, weights = attention(q, k, v, full_mask, dropout)
-            if weights_out is not None:
-                weights_out.append(weights)
+            weights_out.append(weights)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
                                                  is_causal=causal)
@@ -257,12 +256,11 @@ class Residual(nn.Module):
         self.pre_norm = pre_norm
 
     def forward(self, x: torch.Tensor, sublayer) -> torch.Tensor:
-        if self.pre_norm:
-            return x + self.dropout(sublayer(self.norm(x)))
-        return self.norm(x + self.dropout(sublayer(x)))
+        return self.around(x, lambda h: self.dropout(sublayer(h)))
 
     def around(self, x: torch.Tensor, sublayer_output) -> torch.Tensor:
-        """`forward` without dropout (a search step), the sub-layer given as a function."""
+        """The residual connection and LayerNorm around `sublayer_output`: `forward` without its
+        dropout, which a search step calls to skip the dropout module's call."""
         if self.pre_norm:
             return x + sublayer_output(self.norm.forward(x))
         return self.norm.forward(x + sublayer_output(x))

@@ -81,12 +81,12 @@ class Beam(Strategy):
             full = set_aside_finished(top_scores, top_beam, top_token, self.tokens, alive,
                                       self.finished, self.cfg)  # (N,)
             scores, beam, token = continue_beams(top_scores, top_beam, top_token, K)  # (N, K) each
+            done = full | at_limit  # (N,)
         else:  # most steps: no candidate ends, the K best go on (the search's hottest path)
-            full = torch.zeros(alive.numel(), dtype=torch.bool)
             scores, beam, token = top_scores[:, :K], top_beam[:, :K], top_token[:, :K]
+            done = at_limit  # no sentence filled up (and none at its limit: EOS is forced there)
         rows = (torch.arange(scores.size(0), device=beam.device)[:, None] * K + beam).flatten()
         tokens = torch.cat([self.tokens[rows], token.reshape(-1, 1)], dim=1)  # (N*K, t + 1)
-        done = full | at_limit  # (N,)
         if not done.any():  # every sentence goes on
             self.scores, self.tokens = scores, tokens
             parents = rows.cpu()

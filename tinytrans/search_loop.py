@@ -52,8 +52,8 @@ def max_lengths(src: torch.Tensor, cfg: SearchConfig) -> torch.Tensor:
 
 def next_log_probs(model: Transformer, last: torch.Tensor, memory: torch.Tensor,
                    src_mask: torch.Tensor, cache: list) -> torch.Tensor:
-    """One decoder step: (R, 1) newest tokens -> (R, V) log-probabilities of the next token."""
-    states = model.decode_step(last[:, 0], memory, src_mask, cache)  # (R, D)
+    """One decoder step: (R,) newest tokens -> (R, V) log-probabilities of the next token."""
+    states = model.decode_step(last, memory, src_mask, cache)  # (R, D)
     log_probs = model.step_logits(states).float().log_softmax(dim=-1)  # (R, V)
     log_probs[:, PAD_ID] = log_probs[:, BOS_ID] = NEG_INF  # never generated
     return log_probs
@@ -139,7 +139,7 @@ def run_search(model: Transformer, src: torch.Tensor, cfg: SearchConfig, strateg
     sentence = torch.arange(n).repeat_interleave(strategy.rows_at_start)  # (R,)
     if strategy.rows_at_start > 1:
         memory, src_mask = memory[sentence.to(device)], src_mask[sentence.to(device)]
-    last = torch.full((sentence.numel(), 1), BOS_ID, dtype=torch.long, device=device)  # (R, 1)
+    last = torch.full((sentence.numel(),), BOS_ID, dtype=torch.long, device=device)  # (R,)
     cache = model.new_cache()
     for number in range(int(limit.max()) + 1):
         log_probs = next_log_probs(model, last, memory, src_mask, cache)  # (R, V)
@@ -155,7 +155,7 @@ def run_search(model: Transformer, src: torch.Tensor, cfg: SearchConfig, strateg
         if choice.parents.numel() == 0:
             break
         sentence, memory, src_mask = follow(choice.parents, sentence, memory, src_mask, cache)
-        last = choice.tokens[:, None]  # (R', 1)
+        last = choice.tokens  # (R',)
     return strategy.hypotheses()
 
 
