@@ -241,13 +241,33 @@ def test_decode_step_is_cached_decoding_of_one_token(pre_norm: bool):
             assert torch.allclose(got, expected, atol=ATOL), f"step {t}"
             assert torch.allclose(got, full[:, t], atol=ATOL)
         index = torch.tensor([2, 2, 0])
-        reorder_cache(general, index)
-        reorder_cache(lean, index)
+        reorder_cache(general, index, index)
+        reorder_cache(lean, index, index)
         memory, src_mask, last = memory[index], src_mask[index], tgt[index, -1]
         expected = model.decode(last[:, None], memory, src_mask, general)[:, -1]
         assert torch.allclose(model.decode_step(last, memory, src_mask, lean), expected, atol=ATOL)
     for general_layer, lean_layer in zip(general, lean, strict=True):
         assert lean_layer.length == general_layer.length == tgt.size(1) + 1
+
+
+@NORMS
+def test_decode_step_reads_each_source_once_for_its_block_of_rows(pre_norm: bool):
+    """Memory given once per source, with G rows per source, is decoding with the memory
+    repeated for every row: the beams of a sentence attend to its source together."""
+    model = toy_model(pre_norm=pre_norm)
+    src = source_batch(random_sources(17, [5, 2, 8]))  # padded: the mask is per source too
+    G = 3
+    tgt = random_targets(18, [5] * (3 * G))  # (9, 6): rows 0-2 read source 0, 3-5 source 1, ...
+    with torch.no_grad():
+        memory, src_mask = encode(model, src)
+        per_row = (memory.repeat_interleave(G, 0), src_mask.repeat_interleave(G, 0))
+        grouped, one_each = model.new_cache(), model.new_cache()
+        for t in range(tgt.size(1)):
+            got = model.decode_step(tgt[:, t], memory, src_mask, grouped)  # (9, D)
+            expected = model.decode_step(tgt[:, t], *per_row, one_each)
+            assert torch.allclose(got, expected, atol=ATOL), f"step {t}"
+    for layer in grouped:
+        assert layer.cross_k.size(0) == 3 and layer.self_k.size(0) == 9
 
 
 def test_cache_after_reorder_equals_full_decoding_of_reordered_batch():
@@ -261,7 +281,7 @@ def test_cache_after_reorder_equals_full_decoding_of_reordered_batch():
         incremental_decode(model, tgt[:, :split], memory, src_mask, cache)
         # first a permutation, then a repeat of one row and the drop of another
         for index in (torch.tensor([2, 0, 3, 1]), torch.tensor([1, 1, 3])):
-            reorder_cache(cache, index)
+            reorder_cache(cache, index, index)
             tgt, memory, src_mask = tgt[index], memory[index], src_mask[index]
             rest = [model.decode(tgt[:, t: t + 1], memory, src_mask, cache)
                     for t in (split, split + 1)]
@@ -270,7 +290,7 @@ def test_cache_after_reorder_equals_full_decoding_of_reordered_batch():
             split += 2
 
 
-def test_reorder_cache_only_self_keeps_cross_attention():
+def test_reorder_cache_without_sources_keeps_cross_attention():
     model = toy_model()
     src = source_batch(random_sources(13, [3, 3]))
     tgt = random_targets(14, [2, 2])
@@ -280,7 +300,7 @@ def test_reorder_cache_only_self_keeps_cross_attention():
         model.decode(tgt, memory, src_mask, cache)
     before = [LayerCache(layer.self_k.clone(), layer.self_v.clone(), layer.cross_k.clone(),
                          layer.cross_v.clone()) for layer in cache]
-    reorder_cache(cache, torch.tensor([1, 0]), only_self=True)
+    reorder_cache(cache, torch.tensor([1, 0]))
     for old, new in zip(before, cache, strict=True):
         assert torch.equal(new.cross_k, old.cross_k)
         assert torch.equal(new.cross_v, old.cross_v)

@@ -400,6 +400,8 @@ class CacheFreeModel:
         layer = cache[0]
         prefix = last[:, None] if layer.self_k is None else torch.cat([layer.self_k, last[:, None]], dim=1)
         layer.self_k = layer.self_v = prefix  # (R, t)
+        group = last.size(0) // memory.size(0)  # rows per source (decode_step's contract)
+        memory, src_mask = memory.repeat_interleave(group, 0), src_mask.repeat_interleave(group, 0)
         return self.model.decode(prefix, memory, src_mask)[:, -1]  # (R, D)
 
 

@@ -17,7 +17,8 @@ from tinytrans.model import LayerCache
 from tinytrans.sampling import sample
 from tinytrans.search import Greedy, beam_search, greedy_search
 from tinytrans.search_loop import (NEG_INF, NewWord, follow, force_eos, force_prefix,
-                                   force_token, new_word_steps, prefix_table, run_search)
+                                   force_token, new_word_steps, prefix_table, rows_per_source,
+                                   run_search)
 from tinytrans.tokenizer import EOS_ID
 from tinytrans.translate import forced_log_probs
 
@@ -132,32 +133,74 @@ def test_rows_going_on_as_they_are_move_nothing():
     cache = filled_cache(4)
     memory, mask, sentence = torch.randn(4, 5, 8), torch.ones(4, 1, 1, 5, dtype=torch.bool), torch.arange(4)
     before = cache[0].self_k
-    out = follow(torch.arange(4), sentence, memory, mask, cache)
-    assert out[1] is memory and out[2] is mask and cache[0].self_k is before
+    out = follow(torch.arange(4), sentence, 1, memory, mask, cache)
+    assert out[1] == 1 and out[2] is memory and out[3] is mask and cache[0].self_k is before
 
 
 def test_beams_reranked_within_their_sentences_reorder_only_the_self_attention_cache():
+    """Two sentences of two beams: one source each (G = 2), which re-ranking does not move."""
     cache = filled_cache(4)
+    cache[0].cross_k, cache[0].cross_v = cache[0].cross_k[:2], cache[0].cross_v[:2]  # per source
     cross_before, self_before = cache[0].cross_k, cache[0].self_k.clone()
     sentence = torch.tensor([0, 0, 1, 1])
-    memory = torch.randn(4, 5, 8)
+    memory = torch.randn(2, 5, 8)
     parents = torch.tensor([1, 1, 3, 2])
-    moved, memory_out, _ = follow(parents, sentence, memory, torch.ones(4, 1, 1, 5, dtype=torch.bool), cache)
-    assert torch.equal(moved, sentence) and memory_out is memory
+    moved, group, memory_out, _ = follow(parents, sentence, 2, memory,
+                                         torch.ones(2, 1, 1, 5, dtype=torch.bool), cache)
+    assert torch.equal(moved, sentence) and group == 2 and memory_out is memory
     assert cache[0].cross_k is cross_before  # all beams of a sentence read the same source
     assert torch.equal(cache[0].self_k, self_before[parents])
 
 
+def test_the_first_beam_step_makes_k_rows_of_each_source_without_copying_it():
+    """One row of BOS per sentence becomes K beams: the same sources, now in blocks of K."""
+    cache = filled_cache(2)
+    cross_before = cache[0].cross_k
+    memory = torch.randn(2, 5, 8)
+    parents = torch.tensor([0, 0, 0, 1, 1, 1])
+    moved, group, memory_out, _ = follow(parents, torch.arange(2), 1, memory,
+                                         torch.ones(2, 1, 1, 5, dtype=torch.bool), cache)
+    assert moved.tolist() == [0, 0, 0, 1, 1, 1] and group == 3
+    assert memory_out is memory and cache[0].cross_k is cross_before
+    assert cache[0].self_k.size(0) == 6
+
+
 def test_a_finished_sentence_leaves_with_its_rows_memory_and_cross_attention():
+    cache = filled_cache(6)
+    cache[0].cross_v = cache[0].cross_v[:3]  # three sources, two rows each
+    cross_before, self_before = cache[0].cross_v.clone(), cache[0].self_v.clone()
+    sentence = torch.tensor([0, 0, 1, 1, 2, 2])
+    memory = torch.randn(3, 5, 8)
+    parents = torch.tensor([1, 0, 5, 5])  # sentence 1 is done
+    moved, group, memory_out, mask_out = follow(parents, sentence, 2, memory,
+                                                torch.ones(3, 1, 1, 5, dtype=torch.bool), cache)
+    assert moved.tolist() == [0, 0, 2, 2] and group == 2
+    assert torch.equal(memory_out, memory[[0, 2]]) and mask_out.shape == (2, 1, 1, 5)
+    assert torch.equal(cache[0].cross_v, cross_before[[0, 2]])
+    assert torch.equal(cache[0].self_v, self_before[parents])
+
+
+def test_unequal_rows_per_sentence_give_each_row_its_own_source():
+    """Samples end one by one: when a sentence's rows are no longer a block of G, every row
+    reads its own copy of its source (G = 1), and blocks come back when they are equal again."""
     cache = filled_cache(4)
-    cross_before = cache[0].cross_v.clone()
-    sentence = torch.tensor([0, 0, 1, 1])
-    memory = torch.randn(4, 5, 8)
-    parents = torch.tensor([3, 2])  # sentence 0 is done
-    moved, memory_out, mask_out = follow(parents, sentence, memory,
-                                         torch.ones(4, 1, 1, 5, dtype=torch.bool), cache)
-    assert moved.tolist() == [1, 1] and torch.equal(memory_out, memory[parents])
-    assert mask_out.shape == (2, 1, 1, 5) and torch.equal(cache[0].cross_v, cross_before[parents])
+    cache[0].cross_k = cache[0].cross_k[:2]
+    cross_before = cache[0].cross_k.clone()
+    memory = torch.randn(2, 5, 8)
+    mask = torch.ones(2, 1, 1, 5, dtype=torch.bool)
+    moved, group, memory_out, mask_out = follow(torch.tensor([0, 2, 3]), torch.tensor([0, 0, 1, 1]),
+                                                2, memory, mask, cache)
+    assert moved.tolist() == [0, 1, 1] and group == 1
+    assert torch.equal(memory_out, memory[[0, 1, 1]]) and mask_out.size(0) == 3
+    assert torch.equal(cache[0].cross_k, cross_before[[0, 1, 1]])
+    moved, group, memory_out, _ = follow(torch.tensor([1, 2]), moved, 1, memory_out, mask_out, cache)
+    assert moved.tolist() == [1, 1] and group == 2 and torch.equal(memory_out, memory[[1]])
+
+
+@pytest.mark.parametrize("sentence, group", [([0, 0, 1, 1], 2), ([0, 1, 1, 2], 1), ([3, 3, 3], 3),
+                                             ([0, 1, 2], 1), ([0, 0, 1, 1, 1, 2], 1), ([5], 1)])
+def test_rows_per_source_finds_equal_blocks_only(sentence, group):
+    assert rows_per_source(torch.tensor(sentence)) == group
 
 
 def test_a_row_forced_to_end_and_no_candidate_left_ends_the_search(model, src):

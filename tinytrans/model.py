@@ -49,15 +49,16 @@ class LayerCache:
         self.self_k, self.self_v = k, v
         return k, v
 
-    def reorder(self, index: torch.Tensor, only_self: bool = False) -> None:
-        """Keep (and repeat) the batch rows in `index`. `only_self` leaves the cross-attention
-        keys and values alone: re-ranking the beams of a sentence does not change its source."""
+    def reorder(self, rows: torch.Tensor, sources: torch.Tensor | None = None) -> None:
+        """Keep (and repeat) the target rows in `rows`, and the sources (the cross-attention's
+        entries) in `sources`; None leaves the sources alone, as when beams are re-ranked within
+        their sentences. During a search the two differ: all rows of a sentence read one source."""
         if self.self_k is not None:
-            self.self_k = self.self_k.index_select(0, index)
-            self.self_v = self.self_v.index_select(0, index)
-        if not only_self and self.cross_k is not None:
-            self.cross_k = self.cross_k.index_select(0, index)
-            self.cross_v = self.cross_v.index_select(0, index)
+            self.self_k = self.self_k.index_select(0, rows)
+            self.self_v = self.self_v.index_select(0, rows)
+        if sources is not None and self.cross_k is not None:
+            self.cross_k = self.cross_k.index_select(0, sources)
+            self.cross_v = self.cross_v.index_select(0, sources)
 
 
 @dataclass
@@ -202,28 +203,37 @@ class MultiHeadAttention(nn.Module):
         PyTorch's fused CPU kernel, built for long sequences (RESULTS.md, "Attention for one query").
         """
         R, D = x.shape
-        if self.cross:
-            q, k, v = self.project(x[:, None], memory, cache)  # (R, H, 1, Dh), keys (R, H, S, Dh)
-        else:  # q, k and v from one product, split by views
-            q, k, v = self.qkv_proj.forward(x).view(R, 3, self.n_heads, 1, D // self.n_heads).unbind(1)
-            k, v = cache.append_self(k, v)  # (R, H, t + 1, Dh)
+        H, Dh = self.n_heads, D // self.n_heads
+        if self.cross:  # the G rows of each source (its beams) query it together
+            k, v = self.memory_keys(memory, cache)  # (M, H, S, Dh): M sources, R = M * G rows
+            M = k.size(0)
+            q = self.q_proj.forward(x).view(M, R // M, H, Dh).transpose(1, 2)  # (M, H, G, Dh)
+            out, _ = attention(q, k, v, mask)  # (M, H, G, Dh)
+            return self.out_proj.forward(out.transpose(1, 2).reshape(R, D))
+        q, k, v = self.qkv_proj.forward(x).view(R, 3, H, 1, Dh).unbind(1)  # q, k, v by views of one product
+        k, v = cache.append_self(k, v)  # (R, H, t + 1, Dh)
         out, _ = attention(q, k, v, mask)  # (R, H, 1, Dh)
         return self.out_proj.forward(out.view(R, D))
 
     def project(self, x: torch.Tensor, memory: torch.Tensor | None,
                 cache: LayerCache | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.cross:
-            q = self.split_heads(self.q_proj(x))
-            if cache is not None and cache.cross_k is not None:
-                return q, cache.cross_k, cache.cross_v
-            k, v = map(self.split_heads, self.kv_proj(memory).chunk(2, dim=-1))  # (B, H, S, Dh)
-            if cache is not None:
-                cache.cross_k, cache.cross_v = k, v
-            return q, k, v
+            return (self.split_heads(self.q_proj(x)), *self.memory_keys(memory, cache))
         q, k, v = map(self.split_heads, self.qkv_proj(x).chunk(3, dim=-1))  # (B, H, T, Dh) each
         if cache is not None:
             k, v = cache.append_self(k, v)  # (B, H, t + T, Dh)
         return q, k, v
+
+    def memory_keys(self, memory: torch.Tensor,
+                    cache: LayerCache | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention's keys and values of the memory (B, S, D): (B, H, S, Dh) each,
+        computed once and kept in the cache when there is one."""
+        if cache is not None and cache.cross_k is not None:
+            return cache.cross_k, cache.cross_v
+        k, v = map(self.split_heads, self.kv_proj(memory).chunk(2, dim=-1))
+        if cache is not None:
+            cache.cross_k, cache.cross_v = k, v
+        return k, v
 
 
 class FeedForward(nn.Module):
@@ -411,10 +421,14 @@ class Transformer(nn.Module):
                     cache: list[LayerCache]) -> torch.Tensor:
         """One search step: each row's newest token, last (R,) ids -> decoder states (R, D).
 
-        The same as decode(last[:, None], memory, src_mask, cache)[:, -1] in fewer operations
-        and module calls (MultiHeadAttention.step says why): one sentence's beam search took 11%
-        less time (RESULTS.md, "Decoding in one process against CTranslate2"). Inference only:
-        no dropout, no attention weights.
+        `memory` (M, S, D) and `src_mask` (M, 1, 1, S) hold each source once, and the rows come
+        in M blocks of G = R / M rows, block m reading source m: the K beams of a sentence attend
+        to its source together, K times fewer products than one per row (G = 1 is one per row).
+
+        The same as decode(last[:, None], memory, src_mask, cache)[:, -1] with the memory
+        repeated for every row, in fewer operations and module calls (MultiHeadAttention.step
+        says why): one sentence's beam search took 11% less time (RESULTS.md, "Decoding in one
+        process against CTranslate2"). Inference only: no dropout, no attention weights.
         """
         offset = cache[0].length
         table = self.tgt_embed_table.weight
@@ -469,14 +483,14 @@ class Transformer(nn.Module):
         return [LayerCache() for _ in self.decoder_layers]
 
 
-def reorder_cache(cache: list[LayerCache], index: torch.Tensor, only_self: bool = False) -> None:
-    """Keep (and repeat) the batch rows in `index`, in place: beams re-ranked or sentences done.
-
-    `only_self` skips the cross-attention keys/values: re-ranking beams within a sentence does
-    not change them, since all beams of a sentence attend to the same source.
+def reorder_cache(cache: list[LayerCache], rows: torch.Tensor, sources: torch.Tensor | None = None) -> None:
+    """Keep (and repeat) the target rows in `rows` and the sources in `sources`, in place: beams
+    re-ranked or sentences done. Without `sources` the cross-attention keys/values stay as they
+    are: re-ranking beams within a sentence does not change what they attend to. Outside a
+    search, where each row has its own source, pass the same index for both.
     """
     for layer in cache:
-        layer.reorder(index, only_self)
+        layer.reorder(rows, sources)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -12,7 +12,9 @@ Shapes (N = sentences, R = rows decoding at this step, V = vocabulary, S = sourc
     sentence    (R,)      which sentence each row belongs to, on the CPU (bookkeeping)
     log_probs   (R, V)    the model's log-probabilities of each row's next token
     parents     (R',)     for each row of the next step, the row it continues
-    memory      (R, S, D) the encoder's output, one copy per row; the cache holds the rest
+    memory      (M, S, D) the encoder's output of each source the rows read, in M blocks of
+                          G = R / M rows: the K beams of a sentence read one copy (G = K); where
+                          sentences keep unequal numbers of rows, one copy per row (G = 1)
 """
 
 from __future__ import annotations
@@ -136,9 +138,8 @@ def run_search(model: Transformer, src: torch.Tensor, cfg: SearchConfig, strateg
     if forced is not None:
         limit = limit + (forced >= 0).sum(dim=1)
     word_step = new_word_steps(forced, new_word)  # (N,) or None
-    sentence = torch.arange(n).repeat_interleave(strategy.rows_at_start)  # (R,)
-    if strategy.rows_at_start > 1:
-        memory, src_mask = memory[sentence.to(device)], src_mask[sentence.to(device)]
+    group = strategy.rows_at_start  # G: rows of each source, side by side
+    sentence = torch.arange(n).repeat_interleave(group)  # (R,)
     last = torch.full((sentence.numel(),), BOS_ID, dtype=torch.long, device=device)  # (R,)
     cache = model.new_cache()
     for number in range(int(limit.max()) + 1):
@@ -154,7 +155,8 @@ def run_search(model: Transformer, src: torch.Tensor, cfg: SearchConfig, strateg
         choice = strategy.choose(log_probs, Step(number, sentence, at_limit))
         if choice.parents.numel() == 0:
             break
-        sentence, memory, src_mask = follow(choice.parents, sentence, memory, src_mask, cache)
+        sentence, group, memory, src_mask = follow(choice.parents, sentence, group, memory,
+                                                   src_mask, cache)
         last = choice.tokens  # (R',)
     return strategy.hypotheses()
 
@@ -195,21 +197,39 @@ def begin_a_word(log_probs: torch.Tensor, rows: torch.Tensor, pieces: torch.Tens
         log_probs[rows] = log_probs[rows].masked_fill(~pieces.to(log_probs.device), NEG_INF)
 
 
-def follow(parents: torch.Tensor, sentence: torch.Tensor, memory: torch.Tensor,
-           src_mask: torch.Tensor, cache: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def follow(parents: torch.Tensor, sentence: torch.Tensor, group: int, memory: torch.Tensor,
+           src_mask: torch.Tensor, cache: list) -> tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
     """Make the next step's rows: each continues row `parents[i]` (its sentence, its source and
-    its cache). Returns the new (sentence, memory, src_mask); the cache changes in place.
+    its cache). Returns the new (sentence, group, memory, src_mask); the cache changes in place.
 
     Rows that go on exactly as they are cost nothing. When every row keeps its sentence (beams
-    re-ranked within their sentences: all beams of a sentence read the same source), only the
-    self-attention keys and values are reordered, not the memory or the cross-attention's.
+    re-ranked within their sentences), only the self-attention keys and values are reordered:
+    the sources, their memory and cross-attention keys stay. They move only when a sentence is
+    done, or when the rows of a sentence stop being a block of G (then each row gets its own).
     """
     if parents.numel() == sentence.numel() and torch.equal(parents, torch.arange(parents.numel())):
-        return sentence, memory, src_mask
+        return sentence, group, memory, src_mask
     moved = sentence[parents]  # (R',)
-    same_source = torch.equal(moved, sentence)
-    index = parents.to(memory.device)
-    reorder_cache(cache, index, only_self=same_source)
-    if not same_source:
-        memory, src_mask = memory[index], src_mask[index]
-    return moved, memory, src_mask
+    device = memory.device
+    if torch.equal(moved, sentence):  # the same blocks of rows: the sources stay
+        reorder_cache(cache, parents.to(device))
+        return moved, group, memory, src_mask
+    new_group = rows_per_source(moved)
+    sources = parents[::new_group] // group  # (M',) the source each new block reads
+    if torch.equal(sources, torch.arange(memory.size(0))):
+        reorder_cache(cache, parents.to(device))
+        return moved, new_group, memory, src_mask
+    sources = sources.to(device)
+    reorder_cache(cache, parents.to(device), sources)
+    return moved, new_group, memory[sources], src_mask[sources]
+
+
+def rows_per_source(sentence: torch.Tensor) -> int:
+    """G when the rows' (R,) sentences come in blocks of G equal ones (each sentence one block),
+    else 1: each row reads its own copy of its source."""
+    R = sentence.numel()
+    blocks = int((sentence[1:] != sentence[:-1]).sum()) + 1 if R else 1
+    G = R // blocks
+    if G > 1 and G * blocks == R and bool((sentence.view(blocks, G) == sentence[::G, None]).all()):
+        return G
+    return 1
