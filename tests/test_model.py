@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from helpers_model import (OVERFIT_SOURCES, OVERFIT_TARGETS, VOCAB, overfit_losses, overfit_model,
                            pad_rows, random_sources, source_batch, toy_config, toy_model)
 from tinytrans.config import ModelConfig, parameter_count
-from tinytrans.model import (AttentionWeights, LayerCache, Transformer, attention, causal_mask,
+from tinytrans.model import (FUSED_ATTENTION_ROWS, AttentionWeights, LayerCache, Transformer,
+                             attention, batched_attention, causal_mask, mask_as_scores,
                              count_parameters, padding_mask, reorder_cache, sinusoidal_encoding)
 from tinytrans.config import SearchConfig
 from tinytrans.search import greedy_search
@@ -256,18 +257,19 @@ def test_decode_step_reads_each_source_once_for_its_block_of_rows(pre_norm: bool
     repeated for every row: the beams of a sentence attend to its source together."""
     model = toy_model(pre_norm=pre_norm)
     src = source_batch(random_sources(17, [5, 2, 8]))  # padded: the mask is per source too
-    G = 3
-    tgt = random_targets(18, [5] * (3 * G))  # (9, 6): rows 0-2 read source 0, 3-5 source 1, ...
+    G = 6  # 18 rows: more than FUSED_ATTENTION_ROWS, so batched_attention's path too
+    assert 3 * G > FUSED_ATTENTION_ROWS
+    tgt = random_targets(18, [5] * (3 * G))  # (18, 6): rows 0-5 read source 0, 6-11 source 1, ...
     with torch.no_grad():
         memory, src_mask = encode(model, src)
         per_row = (memory.repeat_interleave(G, 0), src_mask.repeat_interleave(G, 0))
         grouped, one_each = model.new_cache(), model.new_cache()
         for t in range(tgt.size(1)):
-            got = model.decode_step(tgt[:, t], memory, src_mask, grouped)  # (9, D)
+            got = model.decode_step(tgt[:, t], memory, src_mask, grouped)  # (18, D)
             expected = model.decode_step(tgt[:, t], *per_row, one_each)
             assert torch.allclose(got, expected, atol=ATOL), f"step {t}"
     for layer in grouped:
-        assert layer.cross_k.size(0) == 3 and layer.self_k.size(0) == 9
+        assert layer.cross_k.size(0) == 3 and layer.self_k.size(0) == 18
 
 
 def test_cache_after_reorder_equals_full_decoding_of_reordered_batch():
@@ -310,6 +312,22 @@ def test_reorder_cache_without_sources_keeps_cross_attention():
 
 # ---------------------------------------------------------------------------------------------
 # Attention: the written-out function, and the weights the model can return
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_batched_attention_is_attention_with_the_mask_as_added_scores(with_mask: bool):
+    generator = torch.Generator().manual_seed(16)
+    q = torch.randn(3, 2, 4, 8, generator=generator)  # 4 queries per row, as the beams of a source
+    k = torch.randn(3, 2, 6, 8, generator=generator)
+    v = torch.randn(3, 2, 6, 8, generator=generator)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0]],
+                        dtype=torch.bool)[:, None, None, :] if with_mask else None
+    added = mask_as_scores(mask, 2, 6, q.dtype, q.device) if with_mask else None
+    if with_mask:
+        assert added.shape == (3, 2, 1, 6) and torch.isinf(added[1, :, 0, 3:]).all()
+        assert (added[mask.expand(-1, 2, -1, -1)] == 0).all()
+    expected, _ = attention(q, k, v, mask)
+    assert torch.allclose(batched_attention(q, k, v, added), expected, atol=1e-6)
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "padding", "causal"])

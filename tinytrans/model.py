@@ -25,6 +25,12 @@ from tinytrans.config import ModelConfig
 from tinytrans.tokenizer import PAD_ID
 
 
+# A search step's self-attention uses PyTorch's fused kernel for up to this many rows (one or two
+# sentences' beams), where its lower fixed cost wins, and batched_attention for more, where the
+# fused CPU kernel was up to 2.5 times slower (RESULTS.md, "Attention in a search step").
+FUSED_ATTENTION_ROWS = 16
+
+
 @dataclass
 class LayerCache:
     """What one decoder layer has computed during a search, reused at the next step.
@@ -36,6 +42,7 @@ class LayerCache:
     self_v: torch.Tensor | None = None  # (B, H, t, Dh) and values
     cross_k: torch.Tensor | None = None  # (B, H, S, Dh) cross-attention keys, from the memory once
     cross_v: torch.Tensor | None = None  # (B, H, S, Dh) and values
+    cross_bias: torch.Tensor | None = None  # (B, H, 1, S) the source mask as added scores (step)
 
     @property
     def length(self) -> int:
@@ -59,6 +66,8 @@ class LayerCache:
         if sources is not None and self.cross_k is not None:
             self.cross_k = self.cross_k.index_select(0, sources)
             self.cross_v = self.cross_v.index_select(0, sources)
+        if sources is not None and self.cross_bias is not None:
+            self.cross_bias = self.cross_bias.index_select(0, sources)
 
 
 @dataclass
@@ -99,6 +108,34 @@ def padding_mask(ids: torch.Tensor) -> torch.Tensor:
 def causal_mask(length: int, device: torch.device | None = None) -> torch.Tensor:
     """(1, 1, L, L): position i may attend to positions 0..i only, never to the future."""
     return torch.ones(length, length, dtype=torch.bool, device=device).tril()[None, None]
+
+
+def mask_as_scores(mask: torch.Tensor | None, heads: int, keys: int, dtype: torch.dtype,
+                   device: torch.device) -> torch.Tensor:
+    """(B, 1, 1, S) bool mask -> (B, H, 1, S) scores to add before the softmax: 0 where a key
+    may be attended to, -inf where not (a softmax gives those weight 0). No mask: all 0."""
+    if mask is None:
+        return torch.zeros(1, heads, 1, keys, dtype=dtype, device=device)
+    scores = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, float("-inf"))
+    return scores.expand(-1, heads, -1, -1).contiguous()
+
+
+def batched_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                      added: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(Q K^T / sqrt(Dh) + added) V as batched matrix products, every head of every row
+    one matrix: q (B, H, Tq, Dh), k, v (B, H, Tk, Dh), `added` (B, H, 1, Tk) (mask_as_scores)
+    -> (B, H, Tq, Dh). The scaling and the mask ride in the first product (torch.baddbmm).
+    For a search step's few queries per row this beat PyTorch's fused kernel on a CPU at most
+    sizes (RESULTS.md, "Attention in a search step"). Inference only: no dropout, no weights.
+    """
+    B, H, Tq, Dh = q.shape
+    Tk = k.size(2)
+    q3, k3 = q.reshape(B * H, Tq, Dh), k.reshape(B * H, Tk, Dh).transpose(1, 2)
+    if added is None:
+        scores = torch.bmm(q3, k3).mul_(Dh ** -0.5)  # (B * H, Tq, Tk)
+    else:
+        scores = torch.baddbmm(added.reshape(B * H, 1, Tk), q3, k3, alpha=Dh ** -0.5)
+    return torch.bmm(scores.softmax(dim=-1), v.reshape(B * H, Tk, Dh)).view(B, H, Tq, Dh)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
@@ -206,13 +243,19 @@ class MultiHeadAttention(nn.Module):
         H, Dh = self.n_heads, D // self.n_heads
         if self.cross:  # the G rows of each source (its beams) query it together
             k, v = self.memory_keys(memory, cache)  # (M, H, S, Dh): M sources, R = M * G rows
-            M = k.size(0)
-            q = self.q_proj.forward(x).view(M, R // M, H, Dh).transpose(1, 2)  # (M, H, G, Dh)
-            out, _ = attention(q, k, v, mask)  # (M, H, G, Dh)
+            M, S = k.size(0), k.size(2)
+            G = R // M
+            if cache.cross_bias is None:
+                cache.cross_bias = mask_as_scores(mask, H, S, x.dtype, x.device)  # (M, H, 1, S)
+            q = self.q_proj.forward(x).view(M, G, H, Dh).transpose(1, 2)  # (M, H, G, Dh)
+            out = batched_attention(q, k, v, cache.cross_bias)  # (M, H, G, Dh)
             return self.out_proj.forward(out.transpose(1, 2).reshape(R, D))
         q, k, v = self.qkv_proj.forward(x).view(R, 3, H, 1, Dh).unbind(1)  # q, k, v by views of one product
-        k, v = cache.append_self(k, v)  # (R, H, t + 1, Dh)
-        out, _ = attention(q, k, v, mask)  # (R, H, 1, Dh)
+        k, v = cache.append_self(k, v)  # (R, H, t + 1, Dh); no mask: the past is all there is
+        if R <= FUSED_ATTENTION_ROWS:  # one sentence's beams: the fused kernel's fixed cost is lower
+            out = F.scaled_dot_product_attention(q, k, v)
+        else:
+            out = batched_attention(q, k, v)  # (R, H, 1, Dh)
         return self.out_proj.forward(out.view(R, D))
 
     def project(self, x: torch.Tensor, memory: torch.Tensor | None,
@@ -231,8 +274,8 @@ class MultiHeadAttention(nn.Module):
         if cache is not None and cache.cross_k is not None:
             return cache.cross_k, cache.cross_v
         k, v = map(self.split_heads, self.kv_proj(memory).chunk(2, dim=-1))
-        if cache is not None:
-            cache.cross_k, cache.cross_v = k, v
+        if cache is not None:  # contiguous, so that a search step can view them as M * H matrices
+            k, v = cache.cross_k, cache.cross_v = k.contiguous(), v.contiguous()
         return k, v
 
 
