@@ -143,8 +143,8 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
     """softmax(Q K^T / sqrt(Dh)) V, written out; returns the output and the attention weights.
 
     The model calls the fused F.scaled_dot_product_attention instead (same maths, less memory)
-    and uses this when the weights themselves are wanted, or for the single query of a search
-    step, where it is faster. q: (B, H, Tq, Dh), k, v: (B, H, Tk, Dh).
+    and uses this when the weights themselves are wanted; a search step calls batched_attention.
+    q: (B, H, Tq, Dh), k, v: (B, H, Tk, Dh).
     """
     # scale by sqrt(Dh) so the softmax stays out of its flat region (Vaswani et al. §3.2.1)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, Tq, Tk)
@@ -236,8 +236,9 @@ class MultiHeadAttention(nn.Module):
         The same maths in fewer operations: a search runs this for every token it writes, with
         so few rows that each operation's fixed cost outweighs its arithmetic. Sub-modules are
         called through `forward`, which skips nn.Module's hook machinery (microseconds a call).
-        For one query per row the written-out attention also runs 1.1 to 2.6 times as fast as
-        PyTorch's fused CPU kernel, built for long sequences (RESULTS.md, "Attention for one query").
+        The attention itself is batched_attention, or PyTorch's fused kernel for few rows (see
+        FUSED_ATTENTION_ROWS): the fused CPU kernel, built for long sequences, was slower for a
+        batch's many short ones (RESULTS.md, "Attention in a search step").
         """
         R, D = x.shape
         H, Dh = self.n_heads, D // self.n_heads
