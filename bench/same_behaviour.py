@@ -11,7 +11,8 @@ seconds of the translate process (start-up and model load included).
 Where the Multi30k model of `python bench/train_quality.py multi30k` exists, each side also
 translates Multi30k's test_2016_flickr with it in every decoding mode (multi30k_modes: beam 5,
 greedy, n-best, two samplings, constraints, alignments, and CTranslate2 on its export): md5 of
-the output and seconds of the process.
+the output and seconds of the process; where a mode's output changed, how many lines are
+identical, both sides' BLEU (for one translation per line) and the first differing lines.
 Both sides do exactly the same work.
 """
 
@@ -124,8 +125,34 @@ def translate_multi30k(tree: Path, env: dict[str, str]) -> dict:
         start = time.perf_counter()
         output = subprocess.run([sys.executable, "-m", "tinytrans", "translate", "--threads", "2",
                                  *args], cwd=tree, env=env, check=True, capture_output=True).stdout
-        found[f"multi30k {mode}"] = (hashlib.md5(output).hexdigest(), time.perf_counter() - start)
+        found[f"multi30k {mode}"] = (hashlib.md5(output).hexdigest(), time.perf_counter() - start,
+                                     output.decode("utf-8"))
     return found
+
+
+BLEU_MODES = ("beam 5", "beam 1", "ctranslate2 beam 1")  # one plain line out per test sentence
+SHOWN_DIFFERENCES = 3
+
+
+def differences(results: dict[str, list[dict]], before: str, after: str) -> list[str]:
+    """For each Multi30k mode whose output changed: how many lines are identical, the BLEU of
+    both sides where the output is one translation per line, and the first differing lines (a
+    faster kernel may change floating-point sums, and with them a close call of the search)."""
+    import sacrebleu
+    a, b = results[before][0], results[after][0]
+    reference = multi30k_test_set()[1]
+    notes = []
+    for key in (k for k in a if k.startswith("multi30k") and a[k][0] != b[k][0]):
+        old, new = a[key][2].splitlines(), b[key][2].splitlines()
+        same = sum(x == y for x, y in zip(old, new))
+        note = f"- {key}: {same:,} of {max(len(old), len(new)):,} lines identical"
+        if key.removeprefix("multi30k ") in BLEU_MODES:
+            bleu = [sacrebleu.corpus_bleu(side, [reference]).score for side in (old, new)]
+            note += f"; BLEU {bleu[0]:.2f} -> {bleu[1]:.2f}"
+        notes.append(note)
+        shown = [(x, y) for x, y in zip(old, new) if x != y][:SHOWN_DIFFERENCES]
+        notes += [f"  - `{x}` -> `{y}`" for x, y in shown]
+    return notes
 
 
 def multi30k_identical(results: dict[str, list[dict]], before: str, after: str) -> str:
@@ -164,7 +191,8 @@ def main() -> None:
             f"translations {a['translations'] == b['translations']}, Multi30k translations "
             f"{multi30k_identical(results, before, after)}; repeatable within each side: "
             f"{all(r['weights'] == results[n][0]['weights'] for n in results for r in results[n])}",
-            f"- tiny preset, {STEPS} updates, fp32, 2 threads; HEAD+ = the working tree"]
+            f"- tiny preset, {STEPS} updates, fp32, 2 threads; HEAD+ = the working tree",
+            *differences(results, before, after)]
     record(f"Same behaviour before and after a restructuring: {before} against {after}", rows)
 
 
