@@ -1,11 +1,11 @@
-"""Where a search step's time goes, and the output layer read two ways, on the Multi30k model.
+"""Where a search step's time goes, and the output layer read three ways, on the Multi30k model.
 
     python bench/decoder_step.py [RUN_DIR]
 
-1. The output layer's product for R rows (a search step's rows: 1, 5, 25 and a big batch's
-   2,500), as F.linear reads the (V, D) matrix and as Transformer.step_logits reads its (D, V)
-   copy: microseconds per product, median of 7 runs of 200, at 1 and 2 threads. Same inputs,
-   same outputs (the largest difference is printed).
+1. The output layer's product for R rows (a search step's rows: 1, 5, 25, 160 and a big
+   batch's 2,500), as F.linear reads the (V, D) matrix, as a (D, V) copy is read along its rows,
+   and in oneDNN's layout (model.StepOutputMatrix): microseconds per product, median of 7 runs
+   of 200, at 1 and 2 threads. Same inputs; the largest difference from F.linear is printed.
 2. One sentence at a time (beam 5, the first 60 test sentences, one thread, after 10 to warm
    up): microseconds per step in the decoder layers, the output layer, the log-softmax, and
    everything else (the strategy, the loop, the encoder, the line handling), timed around the
@@ -44,20 +44,27 @@ def microseconds(product, repeats: int = 200) -> float:
 
 
 def output_layer_rows(translator: Translator) -> list[str]:
+    """The product three ways: F.linear on (V, D), a (D, V) copy, oneDNN's reordered layout
+    (what step_logits uses where PyTorch has oneDNN: StepOutputMatrix)."""
     model = translator.model
     weight = model.embedding.weight if model.output_projection is None else model.output_projection.weight
-    rows = ["| threads | rows | F.linear (V, D), us | step_logits (D, V) copy, us | speed-up |",
-            "|---|---|---|---|---|"]
+    weight = weight.detach()
+    transposed = weight.t().contiguous()
+    onednn = torch.ops.mkldnn._reorder_linear_weight(weight)
+    ways = {"F.linear (V, D)": lambda x: F.linear(x, weight),
+            "(D, V) copy": lambda x: x @ transposed,
+            "oneDNN layout": lambda x: torch.ops.mkldnn._linear_pointwise(x, onednn, None, "none", [], "")}
+    rows = ["| threads | rows | " + " | ".join(f"{name}, us" for name in ways)
+            + " | oneDNN vs copy | largest difference |", "|---|---|" + "---|" * (len(ways) + 2)]
     with torch.inference_mode():
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            for n in (1, 5, 25, 2500):
+            for n in (1, 5, 25, 160, 2500):
                 states = torch.randn(n, weight.size(1), generator=torch.Generator().manual_seed(n))
-                gap = (F.linear(states, weight) - model.step_logits(states)).abs().max().item()
-                plain = microseconds(lambda: F.linear(states, weight), 20 if n > 100 else 200)
-                fast = microseconds(lambda: model.step_logits(states), 20 if n > 100 else 200)
-                rows.append(f"| {threads} | {n} | {plain:.0f} | {fast:.0f} | {plain / fast:.2f}x "
-                            f"(largest difference {gap:.1e}) |")
+                times = [microseconds(lambda: way(states), 20 if n > 100 else 200) for way in ways.values()]
+                gap = max((way(states) - F.linear(states, weight)).abs().max().item() for way in ways.values())
+                rows.append(f"| {threads} | {n} | " + " | ".join(f"{s:.0f}" for s in times)
+                            + f" | {times[1] / times[2]:.2f}x | {gap:.1e} |")
     return rows
 
 
@@ -115,7 +122,7 @@ def main() -> None:
     rows += ["", f"- model: {run_dir} (d_model {model.d_model}, vocabulary {model.tgt_vocab_size}, "
              f"{model.n_decoder_layers} decoder layers), fp32; products: median of 7 runs; "
              "the step's parts: one sentence at a time, beam 5, first 60 test sentences, 1 thread"]
-    record("Decoder step: the output layer read two ways, and where a step's time goes", rows)
+    record("Decoder step: the output layer read three ways, and where a step's time goes", rows)
 
 
 if __name__ == "__main__":

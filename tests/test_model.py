@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from helpers_model import (OVERFIT_SOURCES, OVERFIT_TARGETS, VOCAB, overfit_losses, overfit_model,
                            pad_rows, random_sources, source_batch, toy_config, toy_model)
 from tinytrans.config import ModelConfig, parameter_count
-from tinytrans.model import (FUSED_ATTENTION_ROWS, AttentionWeights, LayerCache, Transformer,
+from tinytrans.model import (FUSED_ATTENTION_ROWS, AttentionWeights, LayerCache, StepOutputMatrix,
+                             Transformer,
                              attention, batched_attention, causal_mask, mask_as_scores,
                              count_parameters, padding_mask, reorder_cache, sinusoidal_encoding)
 from tinytrans.config import SearchConfig
@@ -641,6 +642,25 @@ def test_step_logits_follow_training_updates_by_the_fused_optimizer(tied):
         model.logits(torch.randn(3, model.cfg.d_model)).pow(2).sum().backward()
         optimizer.step()
         optimizer.zero_grad()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_step_output_matrix_multiplies_as_f_linear(dtype):
+    """oneDNN's layout (fp32 on a CPU) or the (D, V) copy (else): the logits of F.linear for a
+    step's few rows and a batch's many, and autocast's states too."""
+    weight = torch.randn(300, 16, generator=torch.Generator().manual_seed(3)).to(dtype)
+    matrix = StepOutputMatrix(weight)
+    assert matrix.onednn == (dtype == torch.float32 and torch.backends.mkldnn.is_available())
+    tolerance = 1e-4 if dtype == torch.float32 else 5e-2
+    for rows in (1, 5, 40):
+        states = torch.randn(rows, 16, generator=torch.Generator().manual_seed(rows)).to(dtype)
+        got = matrix.times(states)
+        assert got.shape == (rows, 300) and got.dtype == dtype
+        assert torch.allclose(got.float(), F.linear(states, weight).float(), atol=tolerance, rtol=tolerance)
+    if dtype == torch.float32:  # autocast's bf16 states against the fp32 matrix: as F.linear does
+        states = torch.randn(2, 16).bfloat16()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(matrix.times(states), F.linear(states, weight))
 
 
 def test_step_logits_of_a_model_made_under_inference_mode():

@@ -371,6 +371,33 @@ class DecoderLayer(nn.Module):
         return self.ff_residual.around(x, self.feed_forward.step)
 
 
+class StepOutputMatrix:
+    """The output matrix (V, D) laid out for a search step's few rows: logits = states W^T.
+
+    F.linear reads the (V, D) matrix across its rows, slow for a handful of states. On a CPU in
+    fp32, where PyTorch carries oneDNN, the matrix is reordered once into oneDNN's own blocked
+    layout and multiplied by oneDNN's linear (as PyTorch's compiler does for inference): 5 rows
+    in 122 instead of 280 microseconds (V 8,000, D 128, one thread, AMD EPYC; RESULTS.md,
+    "Decoder step: the output layer read three ways"). Elsewhere (a GPU, bf16) a (D, V) copy
+    read along its rows, which on an Intel Xeon took 180 instead of 382 microseconds.
+    """
+
+    def __init__(self, weight: torch.Tensor):
+        self.weight = weight  # (V, D)
+        self.onednn = (weight.device.type == "cpu" and weight.dtype == torch.float32
+                       and torch.backends.mkldnn.is_available())
+        self.copy = (torch.ops.mkldnn._reorder_linear_weight(weight) if self.onednn
+                     else weight.t().contiguous())  # oneDNN's layout, or (D, V)
+
+    def times(self, states: torch.Tensor) -> torch.Tensor:
+        """(R, D) -> (R, V)."""
+        if states.dtype != self.weight.dtype:  # autocast's states: the plain product
+            return F.linear(states, self.weight)
+        if self.onednn:
+            return torch.ops.mkldnn._linear_pointwise(states, self.copy, None, "none", [], "")
+        return states @ self.copy
+
+
 class Transformer(nn.Module):
     """Encoder-decoder Transformer. `encode` once per batch, `decode` once per step (or once per
     batch with teacher forcing), `logits` on the decoder states that need a prediction."""
@@ -392,8 +419,8 @@ class Transformer(nn.Module):
         self.encoder_norm = nn.LayerNorm(cfg.d_model) if cfg.pre_norm else nn.Identity()
         self.decoder_norm = nn.LayerNorm(cfg.d_model) if cfg.pre_norm else nn.Identity()
         self.dropout = Dropout(cfg.dropout)
-        # for step_logits: (the output matrix it was copied from, its (D, V) copy)
-        self._transposed_output: tuple[tuple, torch.Tensor | None] = ((), None)
+        # for step_logits: (the output matrix it was copied from, the copy)
+        self._step_output: tuple[tuple, StepOutputMatrix | None] = ((), None)
         self._position_table: torch.Tensor | None = None  # for positions
         self.reset_parameters()
 
@@ -488,22 +515,21 @@ class Transformer(nn.Module):
         return self.output_projection(states)
 
     def train(self, mode: bool = True) -> Transformer:
-        """Training or evaluation mode, as nn.Module's; either way the (D, V) copy of the output
+        """Training or evaluation mode, as nn.Module's; either way the copy of the output
         matrix (step_logits) is dropped: a fused optimizer (Adam's fused=True, which training
         uses) changes the weights without counting their versions, so a copy kept across
         updates would be stale. Validation turns eval() on after every round of updates."""
-        self._transposed_output = ((), None)
+        self._step_output = ((), None)
         return super().train(mode)
 
     def step_logits(self, states: torch.Tensor) -> torch.Tensor:
         """(R, D) states of one search step -> (R, V) logits: `logits`, read the fast way.
 
         For a search step's few rows, the product is bound by reading the (V, D) output matrix,
-        which F.linear reads across; a (D, V) copy read along its rows took 180 instead of 382
-        microseconds on a CPU (V 8,000, D 128, 5 rows, one thread; as fast for 1 row or 2,500:
-        bench/RESULTS.md, "Decoder step: the output layer read two ways"). The copy is made once
-        and kept while the matrix is unchanged: a tensor's version counts its in-place updates
-        (an optimizer step), its storage its replacement. It costs the matrix's memory again.
+        which F.linear reads across; StepOutputMatrix keeps a copy laid out for reading (why and
+        how much faster: there). The copy is made once and kept while the matrix is unchanged: a
+        tensor's version counts its in-place updates (an optimizer step), its storage its
+        replacement. It costs the matrix's memory again.
         A quantised output layer (int8) has its own kernel, and weights made under
         torch.inference_mode() keep no version: those are multiplied by `logits` as they are.
         """
@@ -514,9 +540,9 @@ class Transformer(nn.Module):
         if weight.is_inference():
             return self.logits(states)
         key = (weight.data_ptr(), weight._version, weight.device, weight.dtype)
-        if self._transposed_output[0] != key:
-            self._transposed_output = (key, weight.detach().t().contiguous())  # (D, V)
-        return states @ self._transposed_output[1]  # (R, V)
+        if self._step_output[0] != key:
+            self._step_output = (key, StepOutputMatrix(weight.detach()))
+        return self._step_output[1].times(states)  # (R, V)
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
         """Teacher-forced logits for every target position: (B, S), (B, T) -> (B, T, V)."""
