@@ -446,5 +446,5 @@ def test_the_reproduction_recipe_is_wu_et_al_transformer_tiny() -> None:
     assert (m.d_model, m.d_ff, m.n_heads, m.n_encoder_layers, m.n_decoder_layers) == (128, 256, 4, 4, 4)
     assert (m.dropout, m.pre_norm, m.tie_embeddings) == (0.3, False, True)
     assert (t.batch_tokens * t.update_freq, t.lr, t.warmup_steps, t.max_steps) == (8192, 0.005, 2000, 8000)
-    assert (t.label_smoothing, t.adam_beta2, t.clip_norm, t.best_metric) == (0.0, 0.999, 25.0, "loss")
+    assert (t.label_smoothing, t.adam_beta2, t.clip_norm, t.best_metric) == (0.0, 0.98, 25.0, "loss")
     assert (t.patience, t.average_last, t.precision) == (10, 10, "fp32")
