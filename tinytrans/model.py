@@ -386,8 +386,13 @@ class StepOutputMatrix:
         self.weight = weight  # (V, D)
         self.onednn = (weight.device.type == "cpu" and weight.dtype == torch.float32
                        and torch.backends.mkldnn.is_available())
-        self.copy = (torch.ops.mkldnn._reorder_linear_weight(weight) if self.onednn
-                     else weight.t().contiguous())  # oneDNN's layout, or (D, V)
+        if self.onednn:
+            try:  # an operator of PyTorch's compiler, not of its public API: a build may lack it
+                self.copy = torch.ops.mkldnn._reorder_linear_weight(weight)  # oneDNN's layout
+                return
+            except (AttributeError, RuntimeError):
+                self.onednn = False
+        self.copy = weight.t().contiguous()  # (D, V)
 
     def times(self, states: torch.Tensor) -> torch.Tensor:
         """(R, D) -> (R, V)."""
