@@ -72,6 +72,7 @@ def test_cached_decoding_on_the_device_equals_full_decoding(device):
         steps = [model.decode(tgt[:, t: t + 1], memory, src_mask, cache) for t in range(tgt.size(1))]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=1e-4, atol=1e-5)
     cached = [getattr(layer, f.name) for layer in cache for f in dataclasses.fields(layer)]
+    cached = [t for t in cached if t is not None]  # cross_bias is the search step's alone
     assert len(cached) == 4 * len(cache) and all(t.device.type == device.type for t in cached)
 
 

@@ -116,8 +116,9 @@ def test_every_line_is_translated_sentence_by_sentence_by_default(translator):
 
 def test_without_splitting_a_line_that_fits_is_translated_whole(translator):
     line = f"{LINES[0]} {LINES[1]}"
-    whole = texts(translator, [line], options=LineOptions(split_sentences=False))[0]
-    forced = translator.translate_batch([translator.source_ids([line])[0]], SearchConfig())
+    cfg = SearchConfig(beam=3)  # the same search both ways
+    whole = texts(translator, [line], cfg, options=LineOptions(split_sentences=False))[0]
+    forced = translator.translate_batch([translator.source_ids([line])[0]], cfg)
     assert whole == translator.tgt_tok.decode([forced[0][0].tokens])[0]
 
 
