@@ -42,7 +42,7 @@ def milliseconds(fn, seconds: float = 0.5) -> float:
 
 
 def timings(q, k, v, mask) -> tuple[float, float, float]:
-    added = None if mask is None else mask_as_scores(mask, k.size(1), k.size(2), k.dtype, k.device)
+    added = None if mask is None else mask_as_scores(mask, k.size(1), k.dtype)
     fused = milliseconds(lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=mask))
     written = milliseconds(lambda: attention(q, k, v, mask))
     product = milliseconds(lambda: batched_attention(q, k, v, added))

@@ -273,6 +273,17 @@ def test_decode_step_reads_each_source_once_for_its_block_of_rows(pre_norm: bool
         assert layer.cross_k.size(0) == 3 and layer.self_k.size(0) == 18
 
 
+def test_decode_step_without_a_source_mask_attends_to_every_source_position():
+    model = toy_model()
+    src = source_batch(random_sources(19, [4, 4]))  # no padding: a mask of all True
+    last = random_targets(20, [1] * 6)[:, 0]  # 3 rows per source
+    with torch.no_grad():
+        memory, src_mask = encode(model, src)
+        masked = model.decode_step(last, memory, src_mask, model.new_cache())
+        unmasked = model.decode_step(last, memory, None, model.new_cache())
+    assert bool(src_mask.all()) and torch.allclose(masked, unmasked, atol=ATOL)
+
+
 def test_cache_after_reorder_equals_full_decoding_of_reordered_batch():
     model = toy_model()
     src = source_batch(random_sources(11, [5, 2, 8, 4]))
@@ -323,7 +334,7 @@ def test_batched_attention_is_attention_with_the_mask_as_added_scores(with_mask:
     v = torch.randn(3, 2, 6, 8, generator=generator)
     mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 0]],
                         dtype=torch.bool)[:, None, None, :] if with_mask else None
-    added = mask_as_scores(mask, 2, 6, q.dtype, q.device) if with_mask else None
+    added = mask_as_scores(mask, 2, q.dtype) if with_mask else None
     if with_mask:
         assert added.shape == (3, 2, 1, 6) and torch.isinf(added[1, :, 0, 3:]).all()
         assert (added[mask.expand(-1, 2, -1, -1)] == 0).all()

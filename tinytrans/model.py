@@ -110,13 +110,10 @@ def causal_mask(length: int, device: torch.device | None = None) -> torch.Tensor
     return torch.ones(length, length, dtype=torch.bool, device=device).tril()[None, None]
 
 
-def mask_as_scores(mask: torch.Tensor | None, heads: int, keys: int, dtype: torch.dtype,
-                   device: torch.device) -> torch.Tensor:
+def mask_as_scores(mask: torch.Tensor, heads: int, dtype: torch.dtype) -> torch.Tensor:
     """(B, 1, 1, S) bool mask -> (B, H, 1, S) scores to add before the softmax: 0 where a key
-    may be attended to, -inf where not (a softmax gives those weight 0). No mask: all 0."""
-    if mask is None:
-        return torch.zeros(1, heads, 1, keys, dtype=dtype, device=device)
-    scores = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill(~mask, float("-inf"))
+    may be attended to, -inf where not (a softmax gives those weight 0)."""
+    scores = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, float("-inf"))
     return scores.expand(-1, heads, -1, -1).contiguous()
 
 
@@ -244,10 +241,10 @@ class MultiHeadAttention(nn.Module):
         H, Dh = self.n_heads, D // self.n_heads
         if self.cross:  # the G rows of each source (its beams) query it together
             k, v = self.memory_keys(memory, cache)  # (M, H, S, Dh): M sources, R = M * G rows
-            M, S = k.size(0), k.size(2)
+            M = k.size(0)
             G = R // M
-            if cache.cross_bias is None:
-                cache.cross_bias = mask_as_scores(mask, H, S, x.dtype, x.device)  # (M, H, 1, S)
+            if cache.cross_bias is None and mask is not None:
+                cache.cross_bias = mask_as_scores(mask, H, x.dtype)  # (M, H, 1, S)
             q = self.q_proj.forward(x).view(M, G, H, Dh).transpose(1, 2)  # (M, H, G, Dh)
             out = batched_attention(q, k, v, cache.cross_bias)  # (M, H, G, Dh)
             return self.out_proj.forward(out.transpose(1, 2).reshape(R, D))
